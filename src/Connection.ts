@@ -1,0 +1,498 @@
+/**
+ * The connection to the master: one supervisor fiber in the layer's scope
+ * connects, detects loss, reconnects on a `Schedule`, registers the service
+ * clients of each connection generation, and answers client lookups.
+ *
+ * @since 0.1.0
+ */
+import * as grpc from "@grpc/grpc-js"
+import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import { pipe } from "effect/Function"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as GrpcChannel from "./GrpcChannel.js"
+import { formatMillis } from "./internal/format.js"
+import * as Retry from "./Retry.js"
+
+/**
+ * A grpc-js client constructor, as `makeGenericClientConstructor`,
+ * `loadPackageDefinition` or generated code give them.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ClientConstructor<C extends grpc.Client = grpc.Client> = new(
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  options?: grpc.ClientOptions
+) => C
+
+/**
+ * The service clients a connection registers, by the key they are looked up with.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Services = Readonly<Record<string, ClientConstructor<grpc.Client>>>
+
+/**
+ * Why a connection attempt failed, or why a connection was given up as lost.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ConnectError extends Data.TaggedError("ConnectError")<{
+  readonly reason: "ConnectTimeout" | "TransientFailure" | "Shutdown" | "Lost"
+  readonly message: string
+}> {}
+
+/**
+ * The connection's state. "Is a reconnection in progress" is
+ * `state._tag === "Reconnecting"`; there is no other flag.
+ *
+ * - `Connecting`: the first attempt, before anything has failed.
+ * - `Ready`: generation `generation` is connected and its clients registered, since `since` (epoch millis).
+ * - `Reconnecting`: an outage began at `since`; attempt `attempt` of it is in progress.
+ * - `Closed`: the layer's scope closed, or a bounded reconnect schedule gave up.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ConnectionState = Data.TaggedEnum<{
+  Connecting: { readonly attempt: number }
+  Ready: { readonly generation: number; readonly since: number }
+  Reconnecting: { readonly attempt: number; readonly since: number; readonly lastError: ConnectError }
+  Closed: { readonly lastError: ConnectError | undefined }
+}>
+
+/**
+ * Constructors and matchers of {@link ConnectionState}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const ConnectionState = Data.taggedEnum<ConnectionState>()
+
+/**
+ * A client lookup that could not be answered.
+ *
+ * - `Timeout`: no client was registered within the lookup wait (15 s, or 90 s while reconnecting).
+ * - `Closed`: the connection is closed.
+ * - `UnknownService`: no service is registered under that key.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ClientUnavailable extends Data.TaggedError("ClientUnavailable")<{
+  readonly reason: "Timeout" | "Closed" | "UnknownService"
+  readonly service: string
+  readonly state: ConnectionState
+  readonly waited: Duration.Duration
+}> {
+  override get message() {
+    return `${this.service} client unavailable (${this.reason}) after ${formatMillis(this.waited)}, connection ${this.state._tag}`
+  }
+}
+
+/**
+ * An option the connection cannot work with; names the option.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidOption extends Data.TaggedError("InvalidOption")<{
+  readonly option: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid option ${this.option}: ${this.reason}`
+  }
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<S extends Services = Services> {
+  /** The master's address: `host:port`, `[v6]:port`, or a gRPC target URI (`dns:`, `unix:`, `ipv4:`...). */
+  readonly address: string
+  /** The service clients to register on each connection, by lookup key. */
+  readonly services: S
+  /** Default: insecure. */
+  readonly credentials?: grpc.ChannelCredentials | undefined
+  /** Merged over `GrpcChannel.defaultChannelOptions`. */
+  readonly channelOptions?: grpc.ChannelOptions | undefined
+  /** Spaces failed attempts; its input is the attempt's error. Default `Retry.reconnect`. */
+  readonly reconnectSchedule?: Schedule.Schedule<unknown, ConnectError> | undefined
+  /** How long one attempt may wait for READY. Default 10 s. */
+  readonly connectTimeout?: Duration.DurationInput | undefined
+  /** How long a lookup waits while not reconnecting. Default 15 s. */
+  readonly lookupTimeout?: Duration.DurationInput | undefined
+  /** How long a lookup waits while reconnecting. Default 90 s. */
+  readonly reconnectingLookupTimeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * The defaults of {@link Options}.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaults = {
+  connectTimeout: Duration.seconds(10),
+  lookupTimeout: Duration.seconds(15),
+  reconnectingLookupTimeout: Duration.seconds(90),
+  reconnectSchedule: Retry.reconnect
+} as const
+
+/**
+ * The connection to the master.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Connection<S extends Services = Services> {
+  readonly address: string
+  /** The current state. */
+  readonly state: Effect.Effect<ConnectionState>
+  /** The current state, then every change. */
+  readonly changes: Stream.Stream<ConnectionState>
+  /**
+   * The client of the current generation: at once when the connection is
+   * `Ready`, else after waiting for it, up to the lookup wait of the state.
+   */
+  readonly client: <K extends keyof S & string>(key: K) => Effect.Effect<InstanceType<S[K]>, ClientUnavailable>
+  /**
+   * Asks the supervisor to check the connection now. Coalesced: while a
+   * reconnection runs it is a no-op, and a healthy READY channel is kept.
+   */
+  readonly check: Effect.Effect<void>
+  /** The constructors the connection registers, by key. */
+  readonly services: S
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export const Connection: Context.Tag<Connection, Connection> = Context.GenericTag<Connection>(
+  "effect-grpc-resilience/Connection"
+)
+
+/**
+ * The connection, typed by the services record it was built with. Dies when
+ * the connection registers other constructors under these keys.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const typed = <S extends Services>(services: S): Effect.Effect<Connection<S>, never, Connection> =>
+  Effect.flatMap(Connection, (connection) => {
+    for (const [key, constructor] of Object.entries(services)) {
+      if (connection.services[key] !== constructor) {
+        return Effect.dieMessage(`Connection.typed: service "${key}" is not registered with this client constructor`)
+      }
+    }
+    return Effect.succeed(connection as unknown as Connection<S>)
+  })
+
+const isReconnecting = (state: ConnectionState) => state._tag === "Reconnecting"
+
+interface Link {
+  readonly generation: number
+  readonly channel: GrpcChannel.GrpcChannel
+  readonly clients: Readonly<Record<string, grpc.Client>>
+  readonly scope: Scope.CloseableScope
+}
+
+// What the supervisor publishes: the state, and the link while Ready.
+interface Snapshot {
+  readonly state: ConnectionState
+  readonly link: Link | undefined
+}
+
+const addressPattern =
+  /^(?:(?:dns|unix|unix-abstract|ipv4|ipv6|xds|vsock):\S+|(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?)$/
+
+const validAddress = (address: string): Effect.Effect<string, InvalidOption> => {
+  const match = typeof address === "string" ? addressPattern.exec(address) : null
+  if (match === null) {
+    return Effect.fail(
+      new InvalidOption({ option: "address", reason: `expected host:port or a gRPC target URI, got ${JSON.stringify(address)}` })
+    )
+  }
+  const port = match[1] === undefined ? undefined : Number(match[1])
+  return port !== undefined && (port < 1 || port > 65535)
+    ? Effect.fail(new InvalidOption({ option: "address", reason: `port ${port} is outside 1-65535` }))
+    : Effect.succeed(address)
+}
+
+/**
+ * Decodes a positive, finite duration option, or names it in the error.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const positiveDuration = (
+  option: string,
+  input: Duration.DurationInput | undefined,
+  fallback: Duration.Duration
+): Effect.Effect<Duration.Duration, InvalidOption> => {
+  if (input === undefined) return Effect.succeed(fallback)
+  return Option.match(Duration.decodeUnknown(input), {
+    onNone: () => Effect.fail(new InvalidOption({ option, reason: `not a duration: ${JSON.stringify(input)}` })),
+    onSome: (duration) =>
+      Duration.isFinite(duration) && Duration.greaterThan(duration, Duration.zero)
+        ? Effect.succeed(duration)
+        : Effect.fail(new InvalidOption({ option, reason: `must be positive and finite, got ${Duration.format(duration)}` }))
+  })
+}
+
+const validServices = <S extends Services>(services: S): Effect.Effect<S, InvalidOption> => {
+  if (services === null || typeof services !== "object") {
+    return Effect.fail(new InvalidOption({ option: "services", reason: "expected a record of client constructors" }))
+  }
+  for (const [key, constructor] of Object.entries(services)) {
+    if (typeof constructor !== "function") {
+      return Effect.fail(new InvalidOption({ option: `services.${key}`, reason: "not a grpc-js client constructor" }))
+    }
+  }
+  return Effect.succeed(services)
+}
+
+/**
+ * Builds a connection in the current scope and starts its supervisor.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <S extends Services>(
+  options: Options<S>
+): Effect.Effect<Connection<S>, InvalidOption, GrpcChannel.Dialer | Scope.Scope> =>
+  Effect.gen(function*() {
+    const address = yield* validAddress(options.address)
+    const services = yield* validServices(options.services)
+    const connectTimeout = yield* positiveDuration("connectTimeout", options.connectTimeout, defaults.connectTimeout)
+    const lookupTimeout = yield* positiveDuration("lookupTimeout", options.lookupTimeout, defaults.lookupTimeout)
+    const reconnectingLookupTimeout = yield* positiveDuration(
+      "reconnectingLookupTimeout",
+      options.reconnectingLookupTimeout,
+      defaults.reconnectingLookupTimeout
+    )
+    const schedule = options.reconnectSchedule ?? defaults.reconnectSchedule
+    const credentials = options.credentials ?? grpc.credentials.createInsecure()
+    const dialer = yield* GrpcChannel.Dialer
+    const layerScope = yield* Effect.scope
+
+    const snapshot = yield* SubscriptionRef.make<Snapshot>({
+      state: ConnectionState.Connecting({ attempt: 1 }),
+      link: undefined
+    })
+    const checks = yield* Effect.acquireRelease(Queue.sliding<void>(1), Queue.shutdown)
+    const setState = (state: ConnectionState, link?: Link) => SubscriptionRef.set(snapshot, { state, link })
+    const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
+
+    // One attempt: a new channel, READY within the connect timeout, the clients of a new generation.
+    const attempt = (generation: number): Effect.Effect<Link, ConnectError> =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
+        return yield* Effect.gen(function*() {
+          const channel = yield* Scope.extend(
+            dialer.dial({ address, credentials, channelOptions: options.channelOptions ?? {} }),
+            scope
+          )
+          yield* channel.connect
+          yield* awaitReady(channel).pipe(
+            Effect.timeoutFail({
+              duration: connectTimeout,
+              onTimeout: () =>
+                new ConnectError({
+                  reason: "ConnectTimeout",
+                  message: `not READY within ${Duration.format(connectTimeout)}`
+                })
+            })
+          )
+          const clients: Record<string, grpc.Client> = {}
+          for (const [key, constructor] of Object.entries(services)) {
+            clients[key] = new constructor(address, credentials, { channelOverride: channel.channel })
+          }
+          return { generation, channel, clients, scope }
+        }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit)))
+      })
+
+    // Attempts until one succeeds, spaced by the schedule; each failure moves the state to Reconnecting.
+    const establish = (generation: number): Effect.Effect<Link, ConnectError> =>
+      Effect.gen(function*() {
+        const state = yield* currentState
+        yield* Effect.logInfo(`connecting to ${address} (${describe(state)})`)
+        return yield* attempt(generation)
+      }).pipe(
+        Effect.retry(pipe(
+          Schedule.intersect(Schedule.delays(schedule), Schedule.identity<ConnectError>()),
+          Schedule.tapOutput(([delay, error]) =>
+            Effect.gen(function*() {
+              const now = yield* Clock.currentTimeMillis
+              const state = yield* currentState
+              const next = ConnectionState.Reconnecting({
+                attempt: "attempt" in state ? state.attempt + 1 : 1,
+                since: ConnectionState.$is("Reconnecting")(state) ? state.since : now,
+                lastError: error
+              })
+              yield* setState(next)
+              yield* Effect.logWarning(
+                `connection attempt failed (${error.reason}: ${error.message}); attempt ${next.attempt} in ${
+                  formatMillis(delay)
+                }`
+              )
+            })
+          )
+        ))
+      )
+
+    // While Ready: the first sign of loss, from the channel or from a requested check.
+    const watch = (link: Link): Effect.Effect<ConnectError> => {
+      const leftReady = link.channel.changes.pipe(
+        Stream.filter((state) => state !== "READY"),
+        Stream.runHead,
+        Effect.map((state) =>
+          new ConnectError({ reason: "Lost", message: `channel left READY for ${Option.getOrElse(state, () => "SHUTDOWN")}` })
+        )
+      )
+      const checked = Queue.take(checks).pipe(
+        Effect.zipRight(link.channel.state),
+        Effect.repeat({ until: (state) => state !== "READY" }),
+        Effect.map((state) => new ConnectError({ reason: "Lost", message: `check found the channel ${state}` }))
+      )
+      return Effect.raceFirst(leftReady, checked)
+    }
+
+    const supervise = Effect.gen(function*() {
+      let generation = 1
+      while (true) {
+        const link = yield* establish(generation)
+        const since = yield* Clock.currentTimeMillis
+        yield* Queue.takeAll(checks)
+        yield* setState(ConnectionState.Ready({ generation, since }), link)
+        yield* Effect.logInfo(`connected to ${address}, generation ${generation}`)
+        const lost = yield* watch(link)
+        yield* Effect.logWarning(`connection lost (${lost.message}); reconnecting`)
+        yield* setState(ConnectionState.Reconnecting({ attempt: 1, since: yield* Clock.currentTimeMillis, lastError: lost }))
+        yield* Scope.close(link.scope, Exit.void)
+        generation++
+      }
+    }).pipe(
+      Effect.catchAll((error) =>
+        Effect.logError(`reconnect schedule gave up (${error.reason}: ${error.message}); connection closed`).pipe(
+          Effect.zipRight(setState(ConnectionState.Closed({ lastError: error })))
+        )
+      ),
+      Effect.annotateLogs({ module: "Connection", fiber: "supervisor", address })
+    )
+
+    // Added before the supervisor is forked, so it runs after the supervisor is interrupted.
+    yield* Effect.addFinalizer(() =>
+      Effect.flatMap(currentState, (state) =>
+        setState(ConnectionState.Closed({ lastError: "lastError" in state ? state.lastError : undefined }))
+      )
+    )
+    yield* Effect.forkScoped(supervise)
+
+    const client = <K extends keyof S & string>(key: K) =>
+      Effect.gen(function*() {
+        const start = yield* Clock.currentTimeMillis
+        const unavailable = (reason: ClientUnavailable["reason"], state: ConnectionState) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            Effect.fail(new ClientUnavailable({ reason, service: key, state, waited: Duration.millis(now - start) })))
+        let current = yield* SubscriptionRef.get(snapshot)
+        if (!Object.hasOwn(services, key)) return yield* unavailable("UnknownService", current.state)
+        while (true) {
+          if (current.link !== undefined) return current.link.clients[key] as InstanceType<S[K]>
+          if (current.state._tag === "Closed") return yield* unavailable("Closed", current.state)
+          // The deadline follows the state: re-evaluated on every change during the wait.
+          const limit = isReconnecting(current.state) ? reconnectingLookupTimeout : lookupTimeout
+          const remaining = start + Duration.toMillis(limit) - (yield* Clock.currentTimeMillis)
+          if (remaining <= 0) return yield* unavailable("Timeout", current.state)
+          const seen = current
+          const next = yield* snapshot.changes.pipe(
+            Stream.filter((s) => s !== seen),
+            Stream.runHead,
+            Effect.timeoutOption(Duration.millis(remaining))
+          )
+          if (Option.isNone(next)) return yield* unavailable("Timeout", current.state)
+          current = Option.getOrElse(next.value, () => current)
+        }
+      })
+
+    return {
+      address,
+      services,
+      state: currentState,
+      changes: snapshot.changes.pipe(Stream.map((s) => s.state), Stream.changes),
+      client,
+      check: Queue.offer(checks, undefined).pipe(Effect.asVoid)
+    } satisfies Connection<S>
+  })
+
+const awaitReady = (channel: GrpcChannel.GrpcChannel): Effect.Effect<void, ConnectError> =>
+  channel.changes.pipe(
+    Stream.mapEffect((state) => {
+      switch (state) {
+        case "TRANSIENT_FAILURE":
+          return Effect.fail(new ConnectError({ reason: "TransientFailure", message: "channel in TRANSIENT_FAILURE" }))
+        case "SHUTDOWN":
+          return Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
+        case "IDLE":
+          return Effect.as(channel.connect, state)
+        default:
+          return Effect.succeed(state)
+      }
+    }),
+    Stream.takeUntil((state) => state === "READY"),
+    Stream.runDrain
+  )
+
+const describe = (state: ConnectionState): string =>
+  ConnectionState.$match(state, {
+    Connecting: ({ attempt }) => `attempt ${attempt}`,
+    Reconnecting: ({ attempt }) => `reconnection attempt ${attempt}`,
+    Ready: ({ generation }) => `generation ${generation}`,
+    Closed: () => "closed"
+  })
+
+/**
+ * The connection as a layer: the supervisor runs for as long as the layer's scope.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = <S extends Services>(
+  options: Options<S>
+): Layer.Layer<Connection, InvalidOption, GrpcChannel.Dialer> =>
+  Layer.scoped(Connection, make(options) as Effect.Effect<Connection, InvalidOption, GrpcChannel.Dialer | Scope.Scope>)
+
+/**
+ * The connection as a layer, with its options read from `Config`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = <S extends Services>(
+  config: Config.Config.Wrap<Options<S>>
+): Layer.Layer<Connection, InvalidOption | import("effect/ConfigError").ConfigError, GrpcChannel.Dialer> =>
+  Layer.scoped(
+    Connection,
+    Effect.flatMap(Config.unwrap(config), (options) =>
+      make(options) as Effect.Effect<Connection, InvalidOption, GrpcChannel.Dialer | Scope.Scope>)
+  )

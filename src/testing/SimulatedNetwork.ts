@@ -1,0 +1,179 @@
+/**
+ * A simulated network and the channels dialed over it. Every delay in it is an
+ * Effect sleep, so `TestClock` drives it: minutes of outage run in
+ * milliseconds, and times can be asserted exactly.
+ *
+ * The link between worker and master is `up`, `down` (cut: open connections
+ * drop at once and new ones fail, as when an interface is removed) or
+ * `blackhole` (frames vanish: open connections look READY until keepalive gives
+ * up on them, and new ones hang in CONNECTING).
+ *
+ * @since 0.1.0
+ */
+import type * as grpc from "@grpc/grpc-js"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Ref from "effect/Ref"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as GrpcChannel from "../GrpcChannel.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type LinkState = "up" | "down" | "blackhole"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Time from "connect" to READY (or to the failure) of a new connection. Default 50 ms. */
+  readonly connectLatency?: Duration.DurationInput | undefined
+  /** How long keepalive takes to give up on a blackholed connection. Default 25 s (20 s ping + 5 s timeout). */
+  readonly keepaliveDetection?: Duration.DurationInput | undefined
+  /** The link at start. Default `up`. */
+  readonly link?: LinkState | undefined
+}
+
+/**
+ * The test's handle on the network.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SimulatedNetwork {
+  /** The link now, then every change. */
+  readonly link: SubscriptionRef.SubscriptionRef<LinkState>
+  /** Cuts the link: connections drop at once, new ones fail. */
+  readonly cut: Effect.Effect<void>
+  /** Restores the link. Nothing reconnects by itself: a channel connects when asked. */
+  readonly restore: Effect.Effect<void>
+  /** Frames vanish: connections stay READY until keepalive detection, new ones hang. */
+  readonly blackhole: Effect.Effect<void>
+  /** How many channels were dialed so far. */
+  readonly dials: Effect.Effect<number>
+  /** How many dialed channels are not closed yet. */
+  readonly openChannels: Effect.Effect<number>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export const SimulatedNetwork: Context.Tag<SimulatedNetwork, SimulatedNetwork> = Context.GenericTag<SimulatedNetwork>(
+  "effect-grpc-resilience/testing/SimulatedNetwork"
+)
+
+// The grpc-js face of a simulated channel: enough for client constructors (`channelOverride`), no calls.
+class SimulatedGrpcChannel implements grpc.ChannelInterface {
+  constructor(readonly target: string, readonly current: () => GrpcChannel.ConnectivityState) {}
+  close() {}
+  getTarget() {
+    return this.target
+  }
+  getConnectivityState(): grpc.connectivityState {
+    return ({ IDLE: 0, CONNECTING: 1, READY: 2, TRANSIENT_FAILURE: 3, SHUTDOWN: 4 } as const)[this.current()]
+  }
+  watchConnectivityState(): void {
+    throw new Error("simulated channel: watch the port's `changes` stream instead")
+  }
+  getChannelzRef(): never {
+    throw new Error("simulated channel: no channelz")
+  }
+  createCall(method: string): never {
+    throw new Error(`simulated channel carries no grpc-js calls (${method}); simulate the service instead`)
+  }
+}
+
+/**
+ * Builds a simulated network and a `GrpcChannel.Dialer` over it.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNetwork, GrpcChannel.Dialer["Type"]]> =>
+  Effect.gen(function*() {
+    const connectLatency = Duration.decode(options.connectLatency ?? "50 millis")
+    const keepaliveDetection = Duration.decode(options.keepaliveDetection ?? "25 seconds")
+    const link = yield* SubscriptionRef.make<LinkState>(options.link ?? "up")
+    const dials = yield* Ref.make(0)
+    const open = yield* Ref.make(0)
+
+    const dial = (dialOptions: GrpcChannel.DialOptions): Effect.Effect<GrpcChannel.GrpcChannel, never, Scope.Scope> =>
+      Effect.gen(function*() {
+        const scope = yield* Effect.scope
+        const state = yield* SubscriptionRef.make<GrpcChannel.ConnectivityState>("IDLE")
+        yield* Ref.update(dials, (n) => n + 1)
+        yield* Effect.acquireRelease(Ref.update(open, (n) => n + 1), () =>
+          Effect.zipRight(SubscriptionRef.set(state, "SHUTDOWN"), Ref.update(open, (n) => n - 1)))
+
+        const settle = Effect.gen(function*() {
+          yield* Effect.sleep(connectLatency)
+          // A blackholed handshake hangs until the link changes.
+          const now = yield* link.changes.pipe(Stream.filter((l) => l !== "blackhole"), Stream.runHead)
+          yield* SubscriptionRef.update(state, (s) =>
+            s !== "CONNECTING" ? s : now._tag === "Some" && now.value === "up" ? "READY" : "TRANSIENT_FAILURE")
+        })
+        const connect = SubscriptionRef.modify(state, (s) =>
+          s === "IDLE" || s === "TRANSIENT_FAILURE" ? [true, "CONNECTING"] as const : [false, s] as const).pipe(
+            Effect.flatMap((start) => start ? Effect.asVoid(Effect.forkIn(settle, scope)) : Effect.void)
+          )
+
+        // An open connection follows the link: dropped on a cut, kept until keepalive gives up on a blackhole.
+        const follow = link.changes.pipe(
+          Stream.runForEach((l) =>
+            l === "down"
+              ? SubscriptionRef.update(state, (s) => (s === "READY" ? "IDLE" : s))
+              : l === "blackhole"
+              ? Effect.forkIn(
+                Effect.sleep(keepaliveDetection).pipe(
+                  Effect.zipRight(Ref.get(link)),
+                  Effect.flatMap((still) =>
+                    still === "blackhole"
+                      ? SubscriptionRef.update(state, (s) => (s === "READY" ? "IDLE" : s))
+                      : Effect.void
+                  )
+                ),
+                scope
+              )
+              : Effect.void
+          )
+        )
+        yield* Effect.forkIn(follow, scope)
+
+        return {
+          target: dialOptions.address,
+          state: SubscriptionRef.get(state),
+          changes: state.changes.pipe(Stream.takeUntil((s) => s === "SHUTDOWN")),
+          connect,
+          channel: new SimulatedGrpcChannel(dialOptions.address, () => Effect.runSync(SubscriptionRef.get(state)))
+        } satisfies GrpcChannel.GrpcChannel
+      })
+
+    const network: SimulatedNetwork = {
+      link,
+      cut: SubscriptionRef.set(link, "down"),
+      restore: SubscriptionRef.set(link, "up"),
+      blackhole: SubscriptionRef.set(link, "blackhole"),
+      dials: Ref.get(dials),
+      openChannels: Ref.get(open)
+    }
+    return [network, { dial }] as const
+  })
+
+/**
+ * The simulated network and a `GrpcChannel.Dialer` over it.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options = {}): Layer.Layer<SimulatedNetwork | GrpcChannel.Dialer> =>
+  Layer.effectContext(
+    Effect.map(make(options), ([network, dialer]) =>
+      Context.make(SimulatedNetwork, network).pipe(Context.add(GrpcChannel.Dialer, dialer)))
+  )
