@@ -8,6 +8,7 @@
 import * as grpc from "@grpc/grpc-js"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -24,6 +25,9 @@ import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as GrpcChannel from "./GrpcChannel.js"
 import { formatMillis } from "./internal/format.js"
+import * as Validate from "./internal/validate.js"
+import { InvalidOption } from "./internal/validate.js"
+import * as Readiness from "./Readiness.js"
 import * as Retry from "./Retry.js"
 
 /**
@@ -54,7 +58,7 @@ export type Services = Readonly<Record<string, ClientConstructor<grpc.Client>>>
  * @category errors
  */
 export class ConnectError extends Data.TaggedError("ConnectError")<{
-  readonly reason: "ConnectTimeout" | "TransientFailure" | "Shutdown" | "Lost"
+  readonly reason: "ConnectTimeout" | "TransientFailure" | "Shutdown" | "NotReady" | "Lost" | "ProbeFailed"
   readonly message: string
 }> {}
 
@@ -106,26 +110,21 @@ export class ClientUnavailable extends Data.TaggedError("ClientUnavailable")<{
   }
 }
 
-/**
- * An option the connection cannot work with; names the option.
- *
- * @since 0.1.0
- * @category errors
- */
-export class InvalidOption extends Data.TaggedError("InvalidOption")<{
-  readonly option: string
-  readonly reason: string
-}> {
-  override get message() {
-    return `invalid option ${this.option}: ${this.reason}`
-  }
+export {
+  /**
+   * An option the connection cannot work with; names the option.
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  InvalidOption
 }
 
 /**
  * @since 0.1.0
  * @category models
  */
-export interface Options<S extends Services = Services> {
+export interface Options<S extends Services = Services, R = never> {
   /** The master's address: `host:port`, `[v6]:port`, or a gRPC target URI (`dns:`, `unix:`, `ipv4:`...). */
   readonly address: string
   /** The service clients to register on each connection, by lookup key. */
@@ -142,6 +141,8 @@ export interface Options<S extends Services = Services> {
   readonly lookupTimeout?: Duration.DurationInput | undefined
   /** How long a lookup waits while reconnecting. Default 90 s. */
   readonly reconnectingLookupTimeout?: Duration.DurationInput | undefined
+  /** The readiness checks run after every (re)connect, and the probe while Ready. */
+  readonly readiness?: Readiness.Options<R> | undefined
 }
 
 /**
@@ -181,6 +182,8 @@ export interface Connection<S extends Services = Services> {
   readonly check: Effect.Effect<void>
   /** The constructors the connection registers, by key. */
   readonly services: S
+  /** The readiness of the connection (also provided as `Readiness.Readiness` by the layers). */
+  readonly readiness: Readiness.Readiness
 }
 
 /**
@@ -210,10 +213,7 @@ export const typed = <S extends Services>(services: S): Effect.Effect<Connection
 
 const isReconnecting = (state: ConnectionState) => state._tag === "Reconnecting"
 
-interface Link {
-  readonly generation: number
-  readonly channel: GrpcChannel.GrpcChannel
-  readonly clients: Readonly<Record<string, grpc.Client>>
+interface Link extends Readiness.Target {
   readonly scope: Scope.CloseableScope
 }
 
@@ -221,43 +221,6 @@ interface Link {
 interface Snapshot {
   readonly state: ConnectionState
   readonly link: Link | undefined
-}
-
-const addressPattern =
-  /^(?:(?:dns|unix|unix-abstract|ipv4|ipv6|xds|vsock):\S+|(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?)$/
-
-const validAddress = (address: string): Effect.Effect<string, InvalidOption> => {
-  const match = typeof address === "string" ? addressPattern.exec(address) : null
-  if (match === null) {
-    return Effect.fail(
-      new InvalidOption({ option: "address", reason: `expected host:port or a gRPC target URI, got ${JSON.stringify(address)}` })
-    )
-  }
-  const port = match[1] === undefined ? undefined : Number(match[1])
-  return port !== undefined && (port < 1 || port > 65535)
-    ? Effect.fail(new InvalidOption({ option: "address", reason: `port ${port} is outside 1-65535` }))
-    : Effect.succeed(address)
-}
-
-/**
- * Decodes a positive, finite duration option, or names it in the error.
- *
- * @since 0.1.0
- * @category validation
- */
-export const positiveDuration = (
-  option: string,
-  input: Duration.DurationInput | undefined,
-  fallback: Duration.Duration
-): Effect.Effect<Duration.Duration, InvalidOption> => {
-  if (input === undefined) return Effect.succeed(fallback)
-  return Option.match(Duration.decodeUnknown(input), {
-    onNone: () => Effect.fail(new InvalidOption({ option, reason: `not a duration: ${JSON.stringify(input)}` })),
-    onSome: (duration) =>
-      Duration.isFinite(duration) && Duration.greaterThan(duration, Duration.zero)
-        ? Effect.succeed(duration)
-        : Effect.fail(new InvalidOption({ option, reason: `must be positive and finite, got ${Duration.format(duration)}` }))
-  })
 }
 
 const validServices = <S extends Services>(services: S): Effect.Effect<S, InvalidOption> => {
@@ -272,27 +235,83 @@ const validServices = <S extends Services>(services: S): Effect.Effect<S, Invali
   return Effect.succeed(services)
 }
 
+
+const awaitReady = (channel: GrpcChannel.GrpcChannel): Effect.Effect<void, ConnectError> =>
+  channel.changes.pipe(
+    Stream.mapEffect((state) => {
+      switch (state) {
+        case "TRANSIENT_FAILURE":
+          return Effect.fail(new ConnectError({ reason: "TransientFailure", message: "channel in TRANSIENT_FAILURE" }))
+        case "SHUTDOWN":
+          return Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
+        case "IDLE":
+          return Effect.as(channel.connect, state)
+        default:
+          return Effect.succeed(state)
+      }
+    }),
+    Stream.takeUntil((state) => state === "READY"),
+    Stream.runDrain
+  )
+
+const describe = (state: ConnectionState): string =>
+  ConnectionState.$match(state, {
+    Connecting: ({ attempt }) => `attempt ${attempt}`,
+    Reconnecting: ({ attempt }) => `reconnection attempt ${attempt}`,
+    Ready: ({ generation }) => `generation ${generation}`,
+    Closed: () => "closed"
+  })
+
+// The readiness report after a loss: the check that saw it failed.
+const lostReport = (report: Readiness.ReadinessReport, lost: ConnectError): Readiness.ReadinessReport => ({
+  ...report,
+  checks: {
+    ...report.checks,
+    [lost.reason === "ProbeFailed" ? "probe" : "channel"]: Readiness.CheckResult.Failed({ message: lost.message })
+  }
+})
+
 /**
  * Builds a connection in the current scope and starts its supervisor.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = <S extends Services>(
-  options: Options<S>
-): Effect.Effect<Connection<S>, InvalidOption, GrpcChannel.Dialer | Scope.Scope> =>
+export const make = <S extends Services, R = never>(
+  options: Options<S, R>
+): Effect.Effect<Connection<S>, InvalidOption, GrpcChannel.Dialer | Scope.Scope | R> =>
   Effect.gen(function*() {
-    const address = yield* validAddress(options.address)
+    const address = yield* Validate.address("address", options.address)
     const services = yield* validServices(options.services)
-    const connectTimeout = yield* positiveDuration("connectTimeout", options.connectTimeout, defaults.connectTimeout)
-    const lookupTimeout = yield* positiveDuration("lookupTimeout", options.lookupTimeout, defaults.lookupTimeout)
-    const reconnectingLookupTimeout = yield* positiveDuration(
+    const connectTimeout = yield* Validate.positiveDuration("connectTimeout", options.connectTimeout, defaults.connectTimeout)
+    const lookupTimeout = yield* Validate.positiveDuration("lookupTimeout", options.lookupTimeout, defaults.lookupTimeout)
+    const reconnectingLookupTimeout = yield* Validate.positiveDuration(
       "reconnectingLookupTimeout",
       options.reconnectingLookupTimeout,
       defaults.reconnectingLookupTimeout
     )
+    const readinessOptions = options.readiness ?? {}
+    const readiness = {
+      interval: yield* Validate.positiveDuration("readiness.interval", readinessOptions.interval, Readiness.defaults.interval),
+      bound: yield* Validate.positiveDuration("readiness.bound", readinessOptions.bound, Readiness.defaults.bound),
+      probeTimeout: yield* Validate.positiveDuration(
+        "readiness.probeTimeout",
+        readinessOptions.probeTimeout,
+        Readiness.defaults.probeTimeout
+      ),
+      probeInterval: yield* Validate.positiveDuration(
+        "readiness.probeInterval",
+        readinessOptions.probeInterval,
+        Readiness.defaults.probeInterval
+      )
+    }
+    // The probe's requirements are captured here, so the supervisor needs nothing from its callers.
+    const context = yield* Effect.context<R>()
+    const userProbe: Readiness.Probe<R> = readinessOptions.probe ?? Readiness.healthProbe()
+    const probe: Readiness.Probe = (target) => Effect.provide(userProbe(target), context)
     const schedule = options.reconnectSchedule ?? defaults.reconnectSchedule
     const credentials = options.credentials ?? grpc.credentials.createInsecure()
+    const serviceKeys = Object.keys(services)
     const dialer = yield* GrpcChannel.Dialer
     const layerScope = yield* Effect.scope
 
@@ -300,11 +319,15 @@ export const make = <S extends Services>(
       state: ConnectionState.Connecting({ attempt: 1 }),
       link: undefined
     })
+    const status = yield* SubscriptionRef.make<Readiness.ReadinessStatus>({
+      ready: false,
+      report: Readiness.pending(1)
+    })
     const checks = yield* Effect.acquireRelease(Queue.sliding<void>(1), Queue.shutdown)
     const setState = (state: ConnectionState, link?: Link) => SubscriptionRef.set(snapshot, { state, link })
     const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
 
-    // One attempt: a new channel, READY within the connect timeout, the clients of a new generation.
+    // One attempt: a new channel, READY within the connect timeout, the clients of a new generation, readiness.
     const attempt = (generation: number): Effect.Effect<Link, ConnectError> =>
       Effect.gen(function*() {
         const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
@@ -318,17 +341,32 @@ export const make = <S extends Services>(
             Effect.timeoutFail({
               duration: connectTimeout,
               onTimeout: () =>
-                new ConnectError({
-                  reason: "ConnectTimeout",
-                  message: `not READY within ${Duration.format(connectTimeout)}`
-                })
+                new ConnectError({ reason: "ConnectTimeout", message: `not READY within ${formatMillis(connectTimeout)}` })
             })
           )
           const clients: Record<string, grpc.Client> = {}
           for (const [key, constructor] of Object.entries(services)) {
             clients[key] = new constructor(address, credentials, { channelOverride: channel.channel })
           }
-          return { generation, channel, clients, scope }
+          const link: Link = { generation, channel, clients, services: serviceKeys, scope }
+          const which = isReconnecting(yield* currentState) ? "reconnection " : ""
+          yield* Effect.logInfo(`waiting for full ${which}readiness`)
+          const report = yield* Readiness.run(link, {
+            ...readiness,
+            probe,
+            onRound: (report) => SubscriptionRef.set(status, { ready: false, report })
+          }).pipe(
+            Effect.tapError((timeout) =>
+              Effect.logWarning(
+                `${which}readiness checks did not complete within ${formatMillis(timeout.bound)}: ${
+                  Readiness.describeFailure(timeout.report)
+                }`
+              )
+            ),
+            Effect.mapError((timeout) => new ConnectError({ reason: "NotReady", message: timeout.message }))
+          )
+          yield* Effect.logInfo(`full ${which}readiness achieved after ${formatMillis(report.elapsed)}`)
+          return link
         }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit)))
       })
 
@@ -361,7 +399,20 @@ export const make = <S extends Services>(
         ))
       )
 
-    // While Ready: the first sign of loss, from the channel or from a requested check.
+    // Is a Ready link still usable? Its channel is READY and the master answers the probe.
+    const verify = (link: Link): Effect.Effect<void, ConnectError> =>
+      Readiness.channelReady(link).pipe(
+        Effect.mapError((error) => new ConnectError({ reason: "Lost", message: `check found the ${error.message}` })),
+        Effect.zipRight(
+          Readiness.answers(link, probe, readiness.probeTimeout).pipe(
+            Effect.mapError((error) =>
+              new ConnectError({ reason: "ProbeFailed", message: `probe ${error.reason}: ${error.message}` })
+            )
+          )
+        )
+      )
+
+    // While Ready: the first sign of loss, from the channel, the periodic probe, or a requested check.
     const watch = (link: Link): Effect.Effect<ConnectError> => {
       const leftReady = link.channel.changes.pipe(
         Stream.filter((state) => state !== "READY"),
@@ -370,12 +421,12 @@ export const make = <S extends Services>(
           new ConnectError({ reason: "Lost", message: `channel left READY for ${Option.getOrElse(state, () => "SHUTDOWN")}` })
         )
       )
-      const checked = Queue.take(checks).pipe(
-        Effect.zipRight(link.channel.state),
-        Effect.repeat({ until: (state) => state !== "READY" }),
-        Effect.map((state) => new ConnectError({ reason: "Lost", message: `check found the channel ${state}` }))
+      const probed = Effect.raceFirst(Queue.take(checks), Effect.sleep(readiness.probeInterval)).pipe(
+        Effect.zipRight(verify(link)),
+        Effect.forever,
+        Effect.flip
       )
-      return Effect.raceFirst(leftReady, checked)
+      return Effect.raceFirst(leftReady, probed)
     }
 
     const supervise = Effect.gen(function*() {
@@ -385,10 +436,12 @@ export const make = <S extends Services>(
         const since = yield* Clock.currentTimeMillis
         yield* Queue.takeAll(checks)
         yield* setState(ConnectionState.Ready({ generation, since }), link)
+        yield* SubscriptionRef.update(status, ({ report }) => ({ ready: true, report }))
         yield* Effect.logInfo(`connected to ${address}, generation ${generation}`)
         const lost = yield* watch(link)
         yield* Effect.logWarning(`connection lost (${lost.message}); reconnecting`)
         yield* setState(ConnectionState.Reconnecting({ attempt: 1, since: yield* Clock.currentTimeMillis, lastError: lost }))
+        yield* SubscriptionRef.update(status, ({ report }) => ({ ready: false, report: lostReport(report, lost) }))
         yield* Scope.close(link.scope, Exit.void)
         generation++
       }
@@ -404,8 +457,10 @@ export const make = <S extends Services>(
     // Added before the supervisor is forked, so it runs after the supervisor is interrupted.
     yield* Effect.addFinalizer(() =>
       Effect.flatMap(currentState, (state) =>
-        setState(ConnectionState.Closed({ lastError: "lastError" in state ? state.lastError : undefined }))
-      )
+        Effect.zipRight(
+          setState(ConnectionState.Closed({ lastError: "lastError" in state ? state.lastError : undefined })),
+          SubscriptionRef.update(status, ({ report }) => ({ ready: false, report }))
+        ))
     )
     yield* Effect.forkScoped(supervise)
 
@@ -435,64 +490,55 @@ export const make = <S extends Services>(
         }
       })
 
+    const readinessService: Readiness.Readiness = {
+      status: SubscriptionRef.get(status),
+      changes: status.changes,
+      await: status.changes.pipe(
+        Stream.filter((s) => s.ready),
+        Stream.runHead,
+        Effect.timeoutOption(readiness.bound),
+        Effect.flatMap((ready) =>
+          Option.isSome(ready) && Option.isSome(ready.value)
+            ? Effect.succeed(ready.value.value.report)
+            : Effect.flatMap(SubscriptionRef.get(status), ({ report }) =>
+              Effect.fail(new Readiness.ReadinessTimeout({ bound: readiness.bound, report })))
+        )
+      )
+    }
+
     return {
       address,
       services,
       state: currentState,
       changes: snapshot.changes.pipe(Stream.map((s) => s.state), Stream.changes),
       client,
-      check: Queue.offer(checks, undefined).pipe(Effect.asVoid)
+      check: Queue.offer(checks, undefined).pipe(Effect.asVoid),
+      readiness: readinessService
     } satisfies Connection<S>
   })
 
-const awaitReady = (channel: GrpcChannel.GrpcChannel): Effect.Effect<void, ConnectError> =>
-  channel.changes.pipe(
-    Stream.mapEffect((state) => {
-      switch (state) {
-        case "TRANSIENT_FAILURE":
-          return Effect.fail(new ConnectError({ reason: "TransientFailure", message: "channel in TRANSIENT_FAILURE" }))
-        case "SHUTDOWN":
-          return Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
-        case "IDLE":
-          return Effect.as(channel.connect, state)
-        default:
-          return Effect.succeed(state)
-      }
-    }),
-    Stream.takeUntil((state) => state === "READY"),
-    Stream.runDrain
-  )
-
-const describe = (state: ConnectionState): string =>
-  ConnectionState.$match(state, {
-    Connecting: ({ attempt }) => `attempt ${attempt}`,
-    Reconnecting: ({ attempt }) => `reconnection attempt ${attempt}`,
-    Ready: ({ generation }) => `generation ${generation}`,
-    Closed: () => "closed"
-  })
+const toContext = <S extends Services>(connection: Connection<S>) =>
+  Context.make(Connection, connection as unknown as Connection).pipe(Context.add(Readiness.Readiness, connection.readiness))
 
 /**
- * The connection as a layer: the supervisor runs for as long as the layer's scope.
+ * The connection and its readiness as a layer: the supervisor runs for as long
+ * as the layer's scope.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layer = <S extends Services>(
-  options: Options<S>
-): Layer.Layer<Connection, InvalidOption, GrpcChannel.Dialer> =>
-  Layer.scoped(Connection, make(options) as Effect.Effect<Connection, InvalidOption, GrpcChannel.Dialer | Scope.Scope>)
+export const layer = <S extends Services, R = never>(
+  options: Options<S, R>
+): Layer.Layer<Connection | Readiness.Readiness, InvalidOption, GrpcChannel.Dialer | R> =>
+  Layer.scopedContext(Effect.map(make(options), toContext))
 
 /**
- * The connection as a layer, with its options read from `Config`.
+ * The connection and its readiness as a layer, with the options read from `Config`.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig = <S extends Services>(
-  config: Config.Config.Wrap<Options<S>>
-): Layer.Layer<Connection, InvalidOption | import("effect/ConfigError").ConfigError, GrpcChannel.Dialer> =>
-  Layer.scoped(
-    Connection,
-    Effect.flatMap(Config.unwrap(config), (options) =>
-      make(options) as Effect.Effect<Connection, InvalidOption, GrpcChannel.Dialer | Scope.Scope>)
-  )
+export const layerConfig = <S extends Services, R = never>(
+  config: Config.Config.Wrap<Options<S, R>>
+): Layer.Layer<Connection | Readiness.Readiness, InvalidOption | ConfigError.ConfigError, GrpcChannel.Dialer | R> =>
+  Layer.scopedContext(Effect.map(Effect.flatMap(Config.unwrap(config), make), toContext))

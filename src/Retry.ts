@@ -50,7 +50,9 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
     Schedule.upTo(options.shortPhase ?? "1 minute"),
     // The long phase grows on from the short cap instead of jumping to the long cap.
     Schedule.andThen(pipe(Schedule.exponential(Duration.times(shortCap, factor), factor), capped(longCap))),
-    Schedule.jitteredWith(options.jitter ?? { min: 0.8, max: 1.2 })
+    Schedule.jitteredWith(options.jitter ?? { min: 0.8, max: 1.2 }),
+    // Whole milliseconds: the clock ticks in them, and fractional instants make `Schedule.fixed` spin under TestClock.
+    Schedule.modifyDelay((_, delay) => Duration.millis(Math.round(Duration.toMillis(delay))))
   )
 }
 

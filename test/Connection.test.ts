@@ -18,14 +18,20 @@ const services = { echo: EchoClient }
 // A connection over a fresh simulated network, in its own scope so a test can close it.
 const setup = (
   network: SimulatedNetwork.Options = {},
-  options: Partial<Connection.Options<typeof services>> = {}
+  options: Partial<Connection.Options<typeof services, SimulatedNetwork.SimulatedNetwork>> = {}
 ) =>
   Effect.gen(function*() {
     const [net, dialer] = yield* SimulatedNetwork.make(network)
     const scope = yield* Scope.make()
     const fibers = yield* Supervisor.track
-    const conn = yield* Connection.make({ address: "master:9666", services, ...options }).pipe(
+    const conn = yield* Connection.make({
+      address: "master:9666",
+      services,
+      readiness: { probe: SimulatedNetwork.probe },
+      ...options
+    }).pipe(
       Effect.provideService(GrpcChannel.Dialer, dialer),
+      Effect.provideService(SimulatedNetwork.SimulatedNetwork, net),
       Scope.extend(scope),
       Effect.supervised(fibers)
     )
@@ -213,7 +219,7 @@ describe("Connection (virtual time)", () => {
 })
 
 describe("Connection options", () => {
-  const invalid = (options: Partial<Connection.Options<typeof services>>) =>
+  const invalid = (options: Partial<Connection.Options<typeof services, SimulatedNetwork.SimulatedNetwork>>) =>
     setup({}, options).pipe(Effect.flip, Effect.map((error) => error as Connection.InvalidOption))
 
   it.effect("rejects an empty address", () =>
@@ -268,7 +274,7 @@ describe("Connection layers", () => {
       assert.instanceOf(yield* conn.client("echo"), EchoClient)
     }).pipe(
       Effect.provide(
-        Connection.layer({ address: "master:9666", services }).pipe(Layer.provideMerge(SimulatedNetwork.layer()))
+        Connection.layer({ address: "master:9666", services, readiness: { probe: SimulatedNetwork.probe } }).pipe(Layer.provideMerge(SimulatedNetwork.layer()))
       )
     ))
 
@@ -278,7 +284,7 @@ describe("Connection layers", () => {
       assert.isTrue(Exit.isFailure(exit) && exit.cause._tag === "Die")
     }).pipe(
       Effect.provide(
-        Connection.layer({ address: "master:9666", services }).pipe(Layer.provide(SimulatedNetwork.layer()))
+        Connection.layer({ address: "master:9666", services, readiness: { probe: SimulatedNetwork.probe } }).pipe(Layer.provide(SimulatedNetwork.layer()))
       )
     ))
 })

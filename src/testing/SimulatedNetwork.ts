@@ -10,7 +10,7 @@
  *
  * @since 0.1.0
  */
-import type * as grpc from "@grpc/grpc-js"
+import * as grpc from "@grpc/grpc-js"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -20,12 +20,24 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as GrpcChannel from "../GrpcChannel.js"
+import { GrpcError } from "../GrpcError.js"
+import * as Readiness from "../Readiness.js"
 
 /**
  * @since 0.1.0
  * @category models
  */
 export type LinkState = "up" | "down" | "blackhole"
+
+/**
+ * How the simulated master answers: `serving`, `not-serving` (it answers, but
+ * its health says NOT_SERVING), or `silent` (it accepts connections and never
+ * answers a call: a hung process).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type MasterState = "serving" | "not-serving" | "silent"
 
 /**
  * @since 0.1.0
@@ -38,6 +50,8 @@ export interface Options {
   readonly keepaliveDetection?: Duration.DurationInput | undefined
   /** The link at start. Default `up`. */
   readonly link?: LinkState | undefined
+  /** Time a call takes to answer. Default 0. */
+  readonly callLatency?: Duration.DurationInput | undefined
 }
 
 /**
@@ -55,6 +69,18 @@ export interface SimulatedNetwork {
   readonly restore: Effect.Effect<void>
   /** Frames vanish: connections stay READY until keepalive detection, new ones hang. */
   readonly blackhole: Effect.Effect<void>
+  /** How the master answers calls, now and after each change. */
+  readonly master: SubscriptionRef.SubscriptionRef<MasterState>
+  /**
+   * One call over a channel: fails UNAVAILABLE unless the channel is READY
+   * and the link up, hangs while the link is blackholed or the master silent,
+   * else runs `handler` after the call latency.
+   */
+  readonly call: <A, E, R>(
+    channel: GrpcChannel.GrpcChannel,
+    method: string,
+    handler: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | GrpcError, R>
   /** How many channels were dialed so far. */
   readonly dials: Effect.Effect<number>
   /** How many dialed channels are not closed yet. */
@@ -101,6 +127,8 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
     const connectLatency = Duration.decode(options.connectLatency ?? "50 millis")
     const keepaliveDetection = Duration.decode(options.keepaliveDetection ?? "25 seconds")
     const link = yield* SubscriptionRef.make<LinkState>(options.link ?? "up")
+    const callLatency = Duration.decode(options.callLatency ?? 0)
+    const master = yield* SubscriptionRef.make<MasterState>("serving")
     const dials = yield* Ref.make(0)
     const open = yield* Ref.make(0)
 
@@ -155,8 +183,23 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
         } satisfies GrpcChannel.GrpcChannel
       })
 
+    const call = <A, E, R>(channel: GrpcChannel.GrpcChannel, method: string, handler: Effect.Effect<A, E, R>) =>
+      Effect.gen(function*() {
+        const unavailable = (details: string) =>
+          new GrpcError({ code: grpc.status.UNAVAILABLE, details, service: "simulated", method })
+        const state = yield* channel.state
+        if (state !== "READY") return yield* unavailable(`channel ${state}`)
+        yield* Effect.sleep(callLatency)
+        const now = yield* Ref.get(link)
+        if (now === "down") return yield* unavailable("connection reset")
+        if (now === "blackhole" || (yield* Ref.get(master)) === "silent") return yield* Effect.never
+        return yield* handler
+      })
+
     const network: SimulatedNetwork = {
       link,
+      master,
+      call,
       cut: SubscriptionRef.set(link, "down"),
       restore: SubscriptionRef.set(link, "up"),
       blackhole: SubscriptionRef.set(link, "blackhole"),
@@ -177,3 +220,27 @@ export const layer = (options: Options = {}): Layer.Layer<SimulatedNetwork | Grp
     Effect.map(make(options), ([network, dialer]) =>
       Context.make(SimulatedNetwork, network).pipe(Context.add(GrpcChannel.Dialer, dialer)))
   )
+
+/**
+ * A readiness probe over the simulated network: the simulated master's health
+ * as the standard health check would report it.
+ *
+ * @since 0.1.0
+ * @category probes
+ */
+export const probe: Readiness.Probe<SimulatedNetwork> = (target) =>
+  Effect.flatMap(SimulatedNetwork, (network) =>
+    network.call(
+      target.channel,
+      "grpc.health.v1.Health/Check",
+      Effect.flatMap(
+        Ref.get(network.master),
+        (state) =>
+          state === "serving"
+            ? Effect.void
+            : Effect.fail(new Readiness.ProbeFailed({ reason: "NotServing", message: "health status NOT_SERVING" }))
+      )
+    ).pipe(
+      Effect.catchTag("GrpcError", (error) =>
+        Effect.fail(new Readiness.ProbeFailed({ reason: "Unavailable", code: error.code, message: error.details })))
+    ))

@@ -1,0 +1,407 @@
+/**
+ * Readiness: is a connection really usable? Three checks, each its own effect
+ * with its own failure: the channel is READY, the service clients are
+ * registered for this generation, and the master answers a real probe RPC.
+ * `run` polls them every 500 ms until all pass, raced against a 30 s bound.
+ *
+ * `Connection` runs readiness after every (re)connect and stays
+ * `Reconnecting` until it passes; the `Readiness` service it provides lets a
+ * task handler or an HTTP readiness endpoint wait for it and watch it.
+ *
+ * @since 0.1.0
+ */
+import * as grpc from "@grpc/grpc-js"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import type * as Stream from "effect/Stream"
+import { service as healthService } from "grpc-health-check"
+import type * as GrpcChannel from "./GrpcChannel.js"
+
+/**
+ * What readiness is checked on: one connection generation.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Target {
+  readonly generation: number
+  readonly channel: GrpcChannel.GrpcChannel
+  /** The registered clients, by service key. */
+  readonly clients: Readonly<Record<string, grpc.Client>>
+  /** The service keys that must be registered. */
+  readonly services: ReadonlyArray<string>
+}
+
+/**
+ * Check 1 failed: the channel is not READY.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ChannelNotReady extends Data.TaggedError("ChannelNotReady")<{
+  readonly state: GrpcChannel.ConnectivityState
+}> {
+  override get message() {
+    return `channel is ${this.state}, not READY`
+  }
+}
+
+/**
+ * Check 2 failed: some service clients are not registered for the generation.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NotRegistered extends Data.TaggedError("NotRegistered")<{
+  readonly generation: number
+  readonly missing: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `generation ${this.generation} has no client for ${this.missing.join(", ")}`
+  }
+}
+
+/**
+ * Check 3 failed: the master did not answer the probe.
+ *
+ * - `NotServing`: it answered that it is not serving.
+ * - `Unavailable`: the call failed (transport error or any status but the answering ones).
+ * - `Timeout`: no answer within the probe timeout.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ProbeFailed extends Data.TaggedError("ProbeFailed")<{
+  readonly reason: "NotServing" | "Unavailable" | "Timeout"
+  readonly message: string
+  readonly code?: grpc.status | undefined
+}> {}
+
+/**
+ * A probe: one real RPC that proves the master answers.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Probe<R = never> = (target: Target) => Effect.Effect<void, ProbeFailed, R>
+
+/**
+ * The last result of one check.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type CheckResult = Data.TaggedEnum<{
+  Pending: {}
+  Passed: {}
+  Failed: { readonly message: string }
+}>
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export const CheckResult = Data.taggedEnum<CheckResult>()
+
+/**
+ * The names of the three checks, in the order they run.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type CheckName = "channel" | "registered" | "probe"
+
+/**
+ * What readiness found: how long it took, how many rounds, the last result of
+ * each check.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ReadinessReport {
+  readonly generation: number
+  readonly elapsed: Duration.Duration
+  readonly rounds: number
+  readonly checks: { readonly [K in CheckName]: CheckResult }
+}
+
+/**
+ * The first check of a report that did not pass, if any.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const failingCheck = (report: ReadinessReport): CheckName | undefined =>
+  (["channel", "registered", "probe"] as const).find((name) => report.checks[name]._tag !== "Passed")
+
+/**
+ * A report line a person can read: `probe: Timeout after 2s`.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const describeFailure = (report: ReadinessReport): string => {
+  const name = failingCheck(report)
+  if (name === undefined) return "all checks passed"
+  const result = report.checks[name]
+  return result._tag === "Failed" ? `${name}: ${result.message}` : `${name}: not run`
+}
+
+/**
+ * Readiness did not pass within its bound; the report says which check held it back.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ReadinessTimeout extends Data.TaggedError("ReadinessTimeout")<{
+  readonly bound: Duration.Duration
+  readonly report: ReadinessReport
+}> {
+  override get message() {
+    return `readiness checks did not complete within ${Duration.format(this.bound)}: ${describeFailure(this.report)}`
+  }
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<R = never> {
+  /** Time between rounds. Default 500 ms. */
+  readonly interval?: Duration.DurationInput | undefined
+  /** Bound of the whole wait. Default 30 s. */
+  readonly bound?: Duration.DurationInput | undefined
+  /** Timeout of one probe RPC. Default 2 s. */
+  readonly probeTimeout?: Duration.DurationInput | undefined
+  /** The probe. Default: `grpc.health.v1.Health/Check` of the whole server (`healthProbe("")`). */
+  readonly probe?: Probe<R> | undefined
+  /** While Ready, the probe runs this often to find a master that stopped answering. Default 30 s. */
+  readonly probeInterval?: Duration.DurationInput | undefined
+}
+
+/**
+ * The defaults of {@link Options}.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaults = {
+  interval: Duration.millis(500),
+  bound: Duration.seconds(30),
+  probeTimeout: Duration.seconds(2),
+  probeInterval: Duration.seconds(30)
+} as const
+
+/**
+ * Check 1: the channel is READY.
+ *
+ * @since 0.1.0
+ * @category checks
+ */
+export const channelReady = (target: Target): Effect.Effect<void, ChannelNotReady> =>
+  Effect.flatMap(target.channel.state, (state) =>
+    state === "READY" ? Effect.void : Effect.fail(new ChannelNotReady({ state })))
+
+/**
+ * Check 2: every service has its client for this generation.
+ *
+ * @since 0.1.0
+ * @category checks
+ */
+export const registered = (target: Target): Effect.Effect<void, NotRegistered> =>
+  Effect.suspend(() => {
+    const missing = target.services.filter((key) => target.clients[key] === undefined)
+    return missing.length === 0
+      ? Effect.void
+      : Effect.fail(new NotRegistered({ generation: target.generation, missing }))
+  })
+
+const HealthClient = grpc.makeGenericClientConstructor(healthService, "Health")
+
+/**
+ * A probe over the standard gRPC health protocol: `Health/Check` for the given
+ * service name (`""` is the whole server). SERVING passes; NOT_SERVING and
+ * UNKNOWN fail; a master without a health service (UNIMPLEMENTED) or without
+ * a status for the name (NOT_FOUND) has answered, and passes.
+ *
+ * @since 0.1.0
+ * @category probes
+ */
+export const healthProbe = (service = ""): Probe => (target) =>
+  Effect.async<void, ProbeFailed>((resume) => {
+    const client = new HealthClient(target.channel.target, grpc.credentials.createInsecure(), {
+      channelOverride: target.channel.channel
+    })
+    const onReply = (error: grpc.ServiceError | null, reply?: { status?: string }) => {
+      if (error === null) {
+        resume(
+          reply?.status === "SERVING"
+            ? Effect.void
+            : Effect.fail(new ProbeFailed({ reason: "NotServing", message: `health status ${reply?.status ?? "missing"}` }))
+        )
+      } else if (error.code === grpc.status.UNIMPLEMENTED || error.code === grpc.status.NOT_FOUND) {
+        resume(Effect.void)
+      } else {
+        resume(
+          Effect.fail(
+            new ProbeFailed({ reason: "Unavailable", code: error.code, message: `${grpc.status[error.code]}: ${error.details}` })
+          )
+        )
+      }
+    }
+    try {
+      const call = client["check"]!({ service }, onReply) as grpc.ClientUnaryCall
+      return Effect.sync(() => call.cancel())
+    } catch (error) {
+      // A channel that cannot carry calls (the simulated one) fails the probe instead of the fiber.
+      resume(Effect.fail(new ProbeFailed({ reason: "Unavailable", message: String(error) })))
+    }
+  })
+
+/**
+ * Check 3: the probe answers within the timeout.
+ *
+ * @since 0.1.0
+ * @category checks
+ */
+export const answers = <R>(
+  target: Target,
+  probe: Probe<R>,
+  timeout: Duration.DurationInput
+): Effect.Effect<void, ProbeFailed, R> =>
+  probe(target).pipe(
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () => new ProbeFailed({ reason: "Timeout", message: `no answer within ${Duration.format(timeout)}` })
+    })
+  )
+
+const toResult = <E extends { readonly message: string }, R>(
+  check: Effect.Effect<void, E, R>
+): Effect.Effect<CheckResult, never, R> =>
+  Effect.match(check, {
+    onFailure: (error) => CheckResult.Failed({ message: error.message }),
+    onSuccess: () => CheckResult.Passed()
+  })
+
+/**
+ * A report before any round has run.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const pending = (generation: number): ReadinessReport => ({
+  generation,
+  elapsed: Duration.zero,
+  rounds: 0,
+  checks: { channel: CheckResult.Pending(), registered: CheckResult.Pending(), probe: CheckResult.Pending() }
+})
+
+const passed = (report: ReadinessReport) => failingCheck(report) === undefined
+
+/**
+ * Runs the three checks in rounds, every `interval`, until all pass, within
+ * `bound`. Returns at once when the first round passes: no stabilization
+ * sleep. `onRound` sees every round's report.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const run = <R, R2 = never>(
+  target: Target,
+  options: {
+    readonly interval: Duration.DurationInput
+    readonly bound: Duration.DurationInput
+    readonly probeTimeout: Duration.DurationInput
+    readonly probe: Probe<R>
+    readonly onRound?: ((report: ReadinessReport) => Effect.Effect<void, never, R2>) | undefined
+  }
+): Effect.Effect<ReadinessReport, ReadinessTimeout, R | R2> =>
+  Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    const last = yield* Ref.make(pending(target.generation))
+    const round = Effect.gen(function*() {
+      const channel = yield* toResult(channelReady(target))
+      const registration = yield* toResult(registered(target))
+      // No probe over a channel that is not READY: it could only fail, slower.
+      const probe = channel._tag === "Passed" && registration._tag === "Passed"
+        ? yield* toResult(answers(target, options.probe, options.probeTimeout))
+        : CheckResult.Pending()
+      const now = yield* Clock.currentTimeMillis
+      const previous = yield* Ref.get(last)
+      const report: ReadinessReport = {
+        generation: target.generation,
+        elapsed: Duration.millis(now - start),
+        rounds: previous.rounds + 1,
+        checks: { channel, registered: registration, probe: probe._tag === "Pending" ? previous.checks.probe : probe }
+      }
+      yield* Ref.set(last, report)
+      if (options.onRound) yield* options.onRound(report)
+      return report
+    })
+    const outcome = yield* round.pipe(
+      Effect.repeat({ schedule: Schedule.fixed(options.interval), until: passed }),
+      Effect.timeoutOption(options.bound)
+    )
+    const report = yield* Ref.get(last)
+    if (Option.isSome(outcome)) return report
+    return yield* new ReadinessTimeout({
+      bound: Duration.decode(options.bound),
+      report: { ...report, elapsed: Duration.millis((yield* Clock.currentTimeMillis) - start) }
+    })
+  })
+
+/**
+ * Readiness now: ready or not, with the last report.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ReadinessStatus {
+  readonly ready: boolean
+  readonly report: ReadinessReport
+}
+
+/**
+ * The readiness of the connection, provided by `Connection.layer`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Readiness {
+  /** Readiness now. */
+  readonly status: Effect.Effect<ReadinessStatus>
+  /** Readiness now, then every change: each round, each loss. */
+  readonly changes: Stream.Stream<ReadinessStatus>
+  /** Waits until ready, up to the bound; fails with the last report. */
+  readonly await: Effect.Effect<ReadinessReport, ReadinessTimeout>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export const Readiness: Context.Tag<Readiness, Readiness> = Context.GenericTag<Readiness>(
+  "effect-grpc-resilience/Readiness"
+)
+
+const awaitReady: Effect.Effect<ReadinessReport, ReadinessTimeout, Readiness> = Effect.flatMap(
+  Readiness,
+  (readiness) => readiness.await
+)
+
+export {
+  /**
+   * Waits until the connection is ready, up to the readiness bound (30 s).
+   *
+   * @since 0.1.0
+   * @category accessors
+   */
+  awaitReady as await
+}

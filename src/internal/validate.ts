@@ -1,0 +1,66 @@
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+
+/**
+ * An option the library cannot work with; names the option.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidOption extends Data.TaggedError("InvalidOption")<{
+  readonly option: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid option ${this.option}: ${this.reason}`
+  }
+}
+
+const addressPattern =
+  /^(?:(?:dns|unix|unix-abstract|ipv4|ipv6|xds|vsock):\S+|(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?)$/
+
+/** `host:port`, `[v6]:port`, a bare host, or a gRPC target URI. */
+export const address = (option: string, input: string): Effect.Effect<string, InvalidOption> => {
+  const match = typeof input === "string" ? addressPattern.exec(input) : null
+  if (match === null) {
+    return Effect.fail(
+      new InvalidOption({ option, reason: `expected host:port or a gRPC target URI, got ${JSON.stringify(input)}` })
+    )
+  }
+  const port = match[1] === undefined ? undefined : Number(match[1])
+  return port !== undefined && (port < 1 || port > 65535)
+    ? Effect.fail(new InvalidOption({ option, reason: `port ${port} is outside 1-65535` }))
+    : Effect.succeed(input)
+}
+
+/** A positive, finite duration, or the fallback when absent. */
+export const positiveDuration = (
+  option: string,
+  input: Duration.DurationInput | undefined,
+  fallback: Duration.Duration
+): Effect.Effect<Duration.Duration, InvalidOption> => {
+  if (input === undefined) return Effect.succeed(fallback)
+  return Option.match(Duration.decodeUnknown(input), {
+    onNone: () => Effect.fail(new InvalidOption({ option, reason: `not a duration: ${JSON.stringify(input)}` })),
+    onSome: (duration) =>
+      Duration.isFinite(duration) && Duration.greaterThan(duration, Duration.zero)
+        ? Effect.succeed(duration)
+        : Effect.fail(new InvalidOption({ option, reason: `must be positive and finite, got ${Duration.format(duration)}` }))
+  })
+}
+
+/** A whole number within bounds, or the fallback when absent. */
+export const integer = (
+  option: string,
+  input: number | undefined,
+  fallback: number,
+  min = 1,
+  max = Number.MAX_SAFE_INTEGER
+): Effect.Effect<number, InvalidOption> => {
+  if (input === undefined) return Effect.succeed(fallback)
+  return Number.isInteger(input) && input >= min && input <= max
+    ? Effect.succeed(input)
+    : Effect.fail(new InvalidOption({ option, reason: `expected a whole number from ${min} to ${max}, got ${input}` }))
+}
