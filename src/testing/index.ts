@@ -3,4 +3,6 @@
  *
  * @since 0.1.0
  */
+export * as FaultProxy from "./FaultProxy.js"
+export * as Master from "./Master.js"
 export * as SimulatedNetwork from "./SimulatedNetwork.js"

@@ -1,0 +1,8 @@
+// Original file: proto/worker.proto
+
+
+export interface RegisterReply {
+}
+
+export interface RegisterReply__Output {
+}

@@ -1,0 +1,65 @@
+// Original file: proto/worker.proto
+
+import type * as grpc from '@grpc/grpc-js'
+import type { MethodDefinition } from '@grpc/proto-loader'
+import type { FetchTaskReply as _worker_v1_FetchTaskReply, FetchTaskReply__Output as _worker_v1_FetchTaskReply__Output } from '../../worker/v1/FetchTaskReply.js';
+import type { FetchTaskRequest as _worker_v1_FetchTaskRequest, FetchTaskRequest__Output as _worker_v1_FetchTaskRequest__Output } from '../../worker/v1/FetchTaskRequest.js';
+import type { ReportStatusReply as _worker_v1_ReportStatusReply, ReportStatusReply__Output as _worker_v1_ReportStatusReply__Output } from '../../worker/v1/ReportStatusReply.js';
+import type { ReportStatusRequest as _worker_v1_ReportStatusRequest, ReportStatusRequest__Output as _worker_v1_ReportStatusRequest__Output } from '../../worker/v1/ReportStatusRequest.js';
+
+/**
+ * Tasks: one RPC per fetch, and idempotent status reports.
+ */
+export interface TaskServiceClient extends grpc.Client {
+  /**
+   * The next task for the node, or no task when there is nothing to do.
+   */
+  FetchTask(argument: _worker_v1_FetchTaskRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
+  FetchTask(argument: _worker_v1_FetchTaskRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
+  FetchTask(argument: _worker_v1_FetchTaskRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
+  FetchTask(argument: _worker_v1_FetchTaskRequest, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
+  /**
+   * The next task for the node, or no task when there is nothing to do.
+   */
+  fetchTask(argument: _worker_v1_FetchTaskRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
+  fetchTask(argument: _worker_v1_FetchTaskRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
+  fetchTask(argument: _worker_v1_FetchTaskRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
+  fetchTask(argument: _worker_v1_FetchTaskRequest, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Moves a task's status forward; a repeated idempotency key changes nothing.
+   */
+  ReportStatus(argument: _worker_v1_ReportStatusRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_ReportStatusReply__Output>): grpc.ClientUnaryCall;
+  ReportStatus(argument: _worker_v1_ReportStatusRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_worker_v1_ReportStatusReply__Output>): grpc.ClientUnaryCall;
+  ReportStatus(argument: _worker_v1_ReportStatusRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_ReportStatusReply__Output>): grpc.ClientUnaryCall;
+  ReportStatus(argument: _worker_v1_ReportStatusRequest, callback: grpc.requestCallback<_worker_v1_ReportStatusReply__Output>): grpc.ClientUnaryCall;
+  /**
+   * Moves a task's status forward; a repeated idempotency key changes nothing.
+   */
+  reportStatus(argument: _worker_v1_ReportStatusRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_ReportStatusReply__Output>): grpc.ClientUnaryCall;
+  reportStatus(argument: _worker_v1_ReportStatusRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_worker_v1_ReportStatusReply__Output>): grpc.ClientUnaryCall;
+  reportStatus(argument: _worker_v1_ReportStatusRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_ReportStatusReply__Output>): grpc.ClientUnaryCall;
+  reportStatus(argument: _worker_v1_ReportStatusRequest, callback: grpc.requestCallback<_worker_v1_ReportStatusReply__Output>): grpc.ClientUnaryCall;
+  
+}
+
+/**
+ * Tasks: one RPC per fetch, and idempotent status reports.
+ */
+export interface TaskServiceHandlers extends grpc.UntypedServiceImplementation {
+  /**
+   * The next task for the node, or no task when there is nothing to do.
+   */
+  FetchTask: grpc.handleUnaryCall<_worker_v1_FetchTaskRequest__Output, _worker_v1_FetchTaskReply>;
+  
+  /**
+   * Moves a task's status forward; a repeated idempotency key changes nothing.
+   */
+  ReportStatus: grpc.handleUnaryCall<_worker_v1_ReportStatusRequest__Output, _worker_v1_ReportStatusReply>;
+  
+}
+
+export interface TaskServiceDefinition extends grpc.ServiceDefinition {
+  FetchTask: MethodDefinition<_worker_v1_FetchTaskRequest, _worker_v1_FetchTaskReply, _worker_v1_FetchTaskRequest__Output, _worker_v1_FetchTaskReply__Output>
+  ReportStatus: MethodDefinition<_worker_v1_ReportStatusRequest, _worker_v1_ReportStatusReply, _worker_v1_ReportStatusRequest__Output, _worker_v1_ReportStatusReply__Output>
+}
