@@ -10,7 +10,6 @@ import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
-import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
@@ -28,6 +27,10 @@ import { formatMillis } from "./internal/format.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidOption } from "./internal/validate.js"
 import * as Readiness from "./Readiness.js"
+import * as Breaker from "./Breaker.js"
+import * as Call from "./Call.js"
+import * as GrpcError from "./GrpcError.js"
+import { ClientUnavailable, ConnectError, ConnectionState, describe } from "./ConnectionState.js"
 import * as Retry from "./Retry.js"
 
 /**
@@ -51,64 +54,23 @@ export type ClientConstructor<C extends grpc.Client = grpc.Client> = new(
  */
 export type Services = Readonly<Record<string, ClientConstructor<grpc.Client>>>
 
-/**
- * Why a connection attempt failed, or why a connection was given up as lost.
- *
- * @since 0.1.0
- * @category errors
- */
-export class ConnectError extends Data.TaggedError("ConnectError")<{
-  readonly reason: "ConnectTimeout" | "TransientFailure" | "Shutdown" | "NotReady" | "Lost" | "ProbeFailed"
-  readonly message: string
-}> {}
-
-/**
- * The connection's state. "Is a reconnection in progress" is
- * `state._tag === "Reconnecting"`; there is no other flag.
- *
- * - `Connecting`: the first attempt, before anything has failed.
- * - `Ready`: generation `generation` is connected and its clients registered, since `since` (epoch millis).
- * - `Reconnecting`: an outage began at `since`; attempt `attempt` of it is in progress.
- * - `Closed`: the layer's scope closed, or a bounded reconnect schedule gave up.
- *
- * @since 0.1.0
- * @category models
- */
-export type ConnectionState = Data.TaggedEnum<{
-  Connecting: { readonly attempt: number }
-  Ready: { readonly generation: number; readonly since: number }
-  Reconnecting: { readonly attempt: number; readonly since: number; readonly lastError: ConnectError }
-  Closed: { readonly lastError: ConnectError | undefined }
-}>
-
-/**
- * Constructors and matchers of {@link ConnectionState}.
- *
- * @since 0.1.0
- * @category models
- */
-export const ConnectionState = Data.taggedEnum<ConnectionState>()
-
-/**
- * A client lookup that could not be answered.
- *
- * - `Timeout`: no client was registered within the lookup wait (15 s, or 90 s while reconnecting).
- * - `Closed`: the connection is closed.
- * - `UnknownService`: no service is registered under that key.
- *
- * @since 0.1.0
- * @category errors
- */
-export class ClientUnavailable extends Data.TaggedError("ClientUnavailable")<{
-  readonly reason: "Timeout" | "Closed" | "UnknownService"
-  readonly service: string
-  readonly state: ConnectionState
-  readonly waited: Duration.Duration
-}> {
-  override get message() {
-    return `${this.service} client unavailable (${this.reason}) after ${formatMillis(this.waited)}, connection ${this.state._tag}`
-  }
-}
+export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  ClientUnavailable,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  ConnectError,
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  ConnectionState
+} from "./ConnectionState.js"
 
 export {
   /**
@@ -143,6 +105,27 @@ export interface Options<S extends Services = Services, R = never> {
   readonly reconnectingLookupTimeout?: Duration.DurationInput | undefined
   /** The readiness checks run after every (re)connect, and the probe while Ready. */
   readonly readiness?: Readiness.Options<R> | undefined
+  /** Retries a lookup that timed out. Default `Retry.lookup`: 3 attempts, 2 s apart. */
+  readonly lookupSchedule?: Schedule.Schedule<unknown, unknown> | undefined
+  /** Retries a call that failed transiently. Default `Retry.call`. */
+  readonly callSchedule?: Schedule.Schedule<unknown, unknown> | undefined
+  /** Deadline of one call attempt, unless the call says otherwise. Default 10 s. */
+  readonly callTimeout?: Duration.DurationInput | undefined
+  /** The circuit breaker the calls go through. */
+  readonly breaker?: Breaker.Options | undefined
+}
+
+/**
+ * What one resilient call is made with.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CallOptions extends Call.CallOptions {
+  /** Repeating the call has no further effect: it may be retried after any transient failure. */
+  readonly idempotent?: boolean | undefined
+  /** Replaces the connection's call schedule for this call; `false` makes one attempt only. */
+  readonly retry?: Schedule.Schedule<unknown, unknown> | false | undefined
 }
 
 /**
@@ -155,7 +138,10 @@ export const defaults = {
   connectTimeout: Duration.seconds(10),
   lookupTimeout: Duration.seconds(15),
   reconnectingLookupTimeout: Duration.seconds(90),
-  reconnectSchedule: Retry.reconnect
+  reconnectSchedule: Retry.reconnect,
+  lookupSchedule: Retry.lookup,
+  callSchedule: Retry.call,
+  callTimeout: Duration.seconds(10)
 } as const
 
 /**
@@ -184,6 +170,34 @@ export interface Connection<S extends Services = Services> {
   readonly services: S
   /** The readiness of the connection (also provided as `Readiness.Readiness` by the layers). */
   readonly readiness: Readiness.Readiness
+  /**
+   * A unary call on the current generation's client: the lookup is retried
+   * (`lookupSchedule`), each attempt has a deadline and goes through the
+   * breaker, and a transient failure is retried on the call schedule when the
+   * call is idempotent or the request was never sent. Interrupting the effect
+   * cancels the grpc-js call.
+   */
+  readonly call: <K extends keyof S & string, M extends Call.UnaryMethod<InstanceType<S[K]>>>(
+    service: K,
+    method: M,
+    request: Call.Request<InstanceType<S[K]>, M>,
+    options?: CallOptions
+  ) => Effect.Effect<Call.Response<InstanceType<S[K]>, M>, GrpcError.GrpcError | ClientUnavailable | Breaker.BreakerOpen>
+  /**
+   * A server-streaming call that is opened on every connection generation:
+   * messages of each generation's stream, in order, until the connection
+   * closes. A transient failure re-opens it on the call schedule, then waits
+   * for the next generation; any other failure ends it. `request` may depend on
+   * the generation (a subscription keyed by node and generation).
+   */
+  readonly stream: <K extends keyof S & string, M extends Call.StreamMethod<InstanceType<S[K]>>>(
+    service: K,
+    method: M,
+    request: Call.Request<InstanceType<S[K]>, M> | ((generation: number) => Call.Request<InstanceType<S[K]>, M>),
+    options?: Call.CallOptions
+  ) => Stream.Stream<Call.Message<InstanceType<S[K]>, M>, GrpcError.GrpcError>
+  /** The breaker the calls go through. */
+  readonly breaker: Breaker.Breaker
 }
 
 /**
@@ -210,6 +224,13 @@ export const typed = <S extends Services>(services: S): Effect.Effect<Connection
     }
     return Effect.succeed(connection as unknown as Connection<S>)
   })
+
+// Re-opening a stream within one generation: soon, then less often.
+const streamReopen = pipe(
+  Schedule.exponential("100 millis", 2),
+  Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.seconds(5))),
+  Schedule.jittered
+)
 
 const isReconnecting = (state: ConnectionState) => state._tag === "Reconnecting"
 
@@ -253,14 +274,6 @@ const awaitReady = (channel: GrpcChannel.GrpcChannel): Effect.Effect<void, Conne
     Stream.takeUntil((state) => state === "READY"),
     Stream.runDrain
   )
-
-const describe = (state: ConnectionState): string =>
-  ConnectionState.$match(state, {
-    Connecting: ({ attempt }) => `attempt ${attempt}`,
-    Reconnecting: ({ attempt }) => `reconnection attempt ${attempt}`,
-    Ready: ({ generation }) => `generation ${generation}`,
-    Closed: () => "closed"
-  })
 
 // The readiness report after a loss: the check that saw it failed.
 const lostReport = (report: Readiness.ReadinessReport, lost: ConnectError): Readiness.ReadinessReport => ({
@@ -310,6 +323,10 @@ export const make = <S extends Services, R = never>(
     const userProbe: Readiness.Probe<R> = readinessOptions.probe ?? Readiness.healthProbe()
     const probe: Readiness.Probe = (target) => Effect.provide(userProbe(target), context)
     const schedule = options.reconnectSchedule ?? defaults.reconnectSchedule
+    const lookupSchedule = options.lookupSchedule ?? defaults.lookupSchedule
+    const callSchedule = options.callSchedule ?? defaults.callSchedule
+    const callTimeout = yield* Validate.positiveDuration("callTimeout", options.callTimeout, defaults.callTimeout)
+    const breaker = yield* Breaker.make(options.breaker)
     const credentials = options.credentials ?? grpc.credentials.createInsecure()
     const serviceKeys = Object.keys(services)
     const dialer = yield* GrpcChannel.Dialer
@@ -506,13 +523,66 @@ export const make = <S extends Services, R = never>(
       )
     }
 
+    const check = Queue.offer(checks, undefined).pipe(Effect.asVoid)
+
+    const call: Connection<S>["call"] = (service, method, request, callOptions = {}) => {
+      const label = `${service}.${method}`
+      const attempt = client(service).pipe(
+        Retry.transient(lookupSchedule, { label: `lookup ${service}` }),
+        Effect.flatMap((c) =>
+          Call.unary(c, service, method, request, {
+            timeout: callOptions.timeout ?? callTimeout,
+            metadata: callOptions.metadata
+          })
+        ),
+        breaker.protect,
+        // A transient failure may be the first sign of a dead link: have the supervisor look.
+        Effect.tapError((error) => (Retry.isTransient(error) ? check : Effect.void))
+      )
+      return callOptions.retry === false
+        ? attempt
+        : attempt.pipe(Retry.transient(callOptions.retry ?? callSchedule, { idempotent: callOptions.idempotent, label }))
+    }
+
+    const stream: Connection<S>["stream"] = (service, method, request, callOptions = {}) => {
+      type Message = Call.Request<InstanceType<S[typeof service]>, typeof method>
+      // One generation's stream, re-opened when it ends while the generation lasts.
+      const onLink = (link: Link) => {
+        const message: Message = typeof request === "function"
+          ? (request as (generation: number) => Message)(link.generation)
+          : request
+        const client = link.clients[service] as InstanceType<S[typeof service]>
+        const once = Call.serverStream(client, service, method, message, callOptions).pipe(
+          Stream.catchAll((error) =>
+            // CANCELLED reaches us only from the server (ours are never surfaced): it went away.
+            Retry.isTransient(error) || error.code === grpc.status.CANCELLED
+              ? Stream.execute(
+                Effect.logWarning(`${service}.${method} stream of generation ${link.generation} ended: ${error.message}`)
+                  .pipe(Effect.zipRight(check))
+              )
+              : Stream.fail(error)
+          )
+        )
+        return Stream.repeat(once, streamReopen)
+      }
+      return snapshot.changes.pipe(
+        Stream.takeWhile((s) => s.state._tag !== "Closed"),
+        Stream.map((s) => s.link),
+        Stream.changesWith((a, b) => a?.generation === b?.generation),
+        Stream.flatMap((link) => (link === undefined ? Stream.empty : onLink(link)), { switch: true })
+      )
+    }
+
     return {
       address,
       services,
+      call,
+      stream,
+      breaker,
       state: currentState,
       changes: snapshot.changes.pipe(Stream.map((s) => s.state), Stream.changes),
       client,
-      check: Queue.offer(checks, undefined).pipe(Effect.asVoid),
+      check,
       readiness: readinessService
     } satisfies Connection<S>
   })

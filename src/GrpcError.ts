@@ -1,6 +1,7 @@
 /**
  * A failed gRPC call, as a typed error: the status code and details grpc-js
- * gave, and which service and method were called.
+ * gave, which service and method were called, and what is known of whether the
+ * request reached the server.
  *
  * @since 0.1.0
  */
@@ -16,13 +17,19 @@ export class GrpcError extends Data.TaggedError("GrpcError")<{
   readonly details: string
   readonly service: string
   readonly method: string
-  /** Whether the request was known not to have reached the server (no stream was opened). */
+  /** The request is known not to have been sent (the channel was not READY when the call started). */
   readonly beforeSend?: boolean | undefined
+  /** The HTTP/2 RST_STREAM code, when the stream was reset before a gRPC status arrived. */
+  readonly rstCode?: number | undefined
 }> {
   override get message() {
     return `${this.service}.${this.method} failed with ${grpc.status[this.code] ?? this.code}: ${this.details}`
   }
 }
+
+// grpc-js keeps the RST_STREAM code on its internal status but drops it before the client sees the
+// error; its details are the one place left, so it is read here, once, into a typed field.
+const rstStream = /^Received RST_STREAM with code (\d+)/
 
 /**
  * Builds a `GrpcError` from a grpc-js `ServiceError`.
@@ -30,5 +37,19 @@ export class GrpcError extends Data.TaggedError("GrpcError")<{
  * @since 0.1.0
  * @category constructors
  */
-export const fromServiceError = (error: grpc.ServiceError, service: string, method: string): GrpcError =>
-  new GrpcError({ code: error.code, details: error.details, service, method })
+export const fromServiceError = (
+  error: grpc.ServiceError,
+  service: string,
+  method: string,
+  beforeSend = false
+): GrpcError => {
+  const reset = rstStream.exec(error.details ?? "")
+  return new GrpcError({
+    code: error.code,
+    details: error.details,
+    service,
+    method,
+    beforeSend,
+    rstCode: reset ? Number(reset[1]) : undefined
+  })
+}

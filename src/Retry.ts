@@ -1,14 +1,84 @@
 /**
- * Which failures are worth another try, and the schedules that space the tries.
+ * Which failures are worth another try, decided by their type, and the
+ * schedules that space the tries.
  *
  * @since 0.1.0
  */
+import * as grpc from "@grpc/grpc-js"
+import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
-import { pipe } from "effect/Function"
+import * as Effect from "effect/Effect"
+import { dual, pipe } from "effect/Function"
+import * as Predicate from "effect/Predicate"
+import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
+import * as ScheduleDecision from "effect/ScheduleDecision"
+import { formatMillis } from "./internal/format.js"
+
+/**
+ * What a classification may know about the call that failed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CallTraits {
+  /** Repeating the call has no further effect: DEADLINE_EXCEEDED may then be retried. */
+  readonly idempotent?: boolean | undefined
+}
+
+const transientCodes: ReadonlySet<grpc.status> = new Set([
+  grpc.status.UNAVAILABLE,
+  grpc.status.RESOURCE_EXHAUSTED,
+  grpc.status.ABORTED
+])
+
+const field = (error: unknown, name: string): unknown =>
+  Predicate.hasProperty(error, name) ? (error as Record<string, unknown>)[name] : undefined
+
+/**
+ * Is this failure worth another try? Decided by type, never by message text:
+ *
+ * - `GrpcError` with UNAVAILABLE, RESOURCE_EXHAUSTED or ABORTED: yes;
+ *   DEADLINE_EXCEEDED only for idempotent calls; INTERNAL only for a reset stream.
+ * - `ClientUnavailable` with reason `Timeout`: yes (the connection may come back).
+ * - anything else, `ClientUnavailable` with reason `Closed`, and every defect: no.
+ *
+ * @since 0.1.0
+ * @category classification
+ */
+export const isTransient = (error: unknown, traits: CallTraits = {}): boolean => {
+  switch (field(error, "_tag")) {
+    case "GrpcError": {
+      const code = field(error, "code") as grpc.status
+      if (transientCodes.has(code)) return true
+      if (code === grpc.status.DEADLINE_EXCEEDED) return traits.idempotent === true
+      if (code === grpc.status.INTERNAL) return typeof field(error, "rstCode") === "number"
+      return false
+    }
+    case "ClientUnavailable":
+      return field(error, "reason") === "Timeout"
+    default:
+      return false
+  }
+}
+
+/**
+ * May a call that failed this way be tried again? Only a transient failure,
+ * and only when the call is idempotent or the request was never sent.
+ *
+ * @since 0.1.0
+ * @category classification
+ */
+export const isRetryable = (error: unknown, traits: CallTraits = {}): boolean =>
+  isTransient(error, traits) &&
+  (traits.idempotent === true || field(error, "_tag") !== "GrpcError" || field(error, "beforeSend") === true)
 
 const capped = (cap: Duration.DurationInput) => <Out, In, R>(self: Schedule.Schedule<Out, In, R>) =>
   Schedule.modifyDelay(self, (_, delay) => Duration.min(delay, cap))
+
+// Whole milliseconds: the clock ticks in them, and fractional instants make `Schedule.fixed` spin under TestClock.
+const wholeMillis = <Out, In, R>(self: Schedule.Schedule<Out, In, R>) =>
+  Schedule.modifyDelay(self, (_, delay) => Duration.millis(Math.round(Duration.toMillis(delay))))
 
 /**
  * The shape of a reconnection schedule: exponential backoff whose cap is short
@@ -51,8 +121,7 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
     // The long phase grows on from the short cap instead of jumping to the long cap.
     Schedule.andThen(pipe(Schedule.exponential(Duration.times(shortCap, factor), factor), capped(longCap))),
     Schedule.jitteredWith(options.jitter ?? { min: 0.8, max: 1.2 }),
-    // Whole milliseconds: the clock ticks in them, and fractional instants make `Schedule.fixed` spin under TestClock.
-    Schedule.modifyDelay((_, delay) => Duration.millis(Math.round(Duration.toMillis(delay))))
+    wholeMillis
   )
 }
 
@@ -65,3 +134,90 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
  * @category schedules
  */
 export const reconnect: Schedule.Schedule<Duration.Duration, unknown> = reconnectWith()
+
+/**
+ * The client lookup retry: 3 attempts, 2 s apart (the seed's "solution 2").
+ *
+ * @since 0.1.0
+ * @category schedules
+ */
+export const lookup: Schedule.Schedule<number, unknown> = Schedule.spaced("2 seconds").pipe(
+  Schedule.intersect(Schedule.recurs(2)),
+  Schedule.map(([n]) => n)
+)
+
+/**
+ * The call retry: exponential from 100 ms, factor 2, capped at 2 s, jittered
+ * by 0.8 to 1.2, at most 4 retries (5 attempts).
+ *
+ * @since 0.1.0
+ * @category schedules
+ */
+export const call: Schedule.Schedule<Duration.Duration, unknown> = pipe(
+  Schedule.exponential("100 millis", 2),
+  capped("2 seconds"),
+  Schedule.intersect(Schedule.recurs(4)),
+  Schedule.map(([delay]) => delay),
+  Schedule.jittered,
+  wholeMillis
+)
+
+const describe = (error: unknown): string =>
+  Predicate.hasProperty(error, "message") && typeof error.message === "string"
+    ? `${String(field(error, "_tag") ?? "Error")}: ${error.message}`
+    : String(error)
+
+/**
+ * Retries an effect on `schedule` while its failure is retryable (see
+ * {@link isRetryable}), and passes any other failure through at once. Every
+ * retry and the give-up are logged with the reason and the attempt number.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const transient: {
+  <Out, R2>(
+    schedule: Schedule.Schedule<Out, unknown, R2>,
+    traits?: CallTraits & { readonly label?: string | undefined }
+  ): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R | R2>
+  <A, E, R, Out, R2>(
+    self: Effect.Effect<A, E, R>,
+    schedule: Schedule.Schedule<Out, unknown, R2>,
+    traits?: CallTraits & { readonly label?: string | undefined }
+  ): Effect.Effect<A, E, R | R2>
+} = dual(
+  (args) => Effect.isEffect(args[0]),
+  <A, E, R, Out, R2>(
+    self: Effect.Effect<A, E, R>,
+    schedule: Schedule.Schedule<Out, unknown, R2>,
+    traits: CallTraits & { readonly label?: string | undefined } = {}
+  ): Effect.Effect<A, E, R | R2> =>
+    Effect.flatMap(Ref.make(0), (attempts) => {
+      const label = traits.label ?? "call"
+      const attempt = Effect.zipRight(Ref.update(attempts, (n) => n + 1), self)
+      return attempt.pipe(
+        Effect.retry(pipe(
+          Schedule.intersect(Schedule.delays(schedule), Schedule.identity<E>()),
+          Schedule.whileInput((error: E) => isRetryable(error, traits)),
+          Schedule.onDecision(([delay, error], decision) =>
+            ScheduleDecision.isDone(decision)
+              ? Effect.void
+              : Effect.flatMap(Ref.get(attempts), (n) =>
+                Effect.logWarning(`${label}: attempt ${n} failed (${describe(error)}), retrying in ${formatMillis(delay)}`)))
+        )),
+        Effect.tapErrorCause((cause) =>
+          Effect.flatMap(Ref.get(attempts), (n) => {
+            const failure = Cause.failureOption(cause)
+            if (failure._tag === "None") return Effect.void
+            const error = failure.value
+            const why = !isTransient(error, traits)
+              ? "not transient"
+              : isRetryable(error, traits)
+              ? "retries exhausted"
+              : "the request was sent and the call is not idempotent"
+            return Effect.logWarning(`${label}: giving up after ${n} attempt${n === 1 ? "" : "s"} (${why}): ${describe(error)}`)
+          })
+        )
+      )
+    })
+)

@@ -1,8 +1,11 @@
 /**
  * @since 0.1.0
  */
+export * as Breaker from "./Breaker.js"
+export * as Call from "./Call.js"
 export * as Connection from "./Connection.js"
+export * as ConnectionState from "./ConnectionState.js"
 export * as GrpcChannel from "./GrpcChannel.js"
-export * as Retry from "./Retry.js"
 export * as GrpcError from "./GrpcError.js"
 export * as Readiness from "./Readiness.js"
+export * as Retry from "./Retry.js"

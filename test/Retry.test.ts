@@ -1,9 +1,14 @@
+import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
+import * as TestClock from "effect/TestClock"
+import { ClientUnavailable, ConnectionState } from "../src/ConnectionState.js"
+import * as GrpcError from "../src/GrpcError.js"
 import * as Retry from "../src/Retry.js"
 
 const delaysOf = (schedule: Schedule.Schedule<unknown, unknown>, count: number) =>
@@ -48,5 +53,136 @@ describe("Retry.reconnect", () => {
       })
       // 0.1, 0.3, 0.9 (at 0, 0.1, 0.4 s), 1 (at 1.3 s), then from 2.3 s: 3, 5, 5.
       assert.deepStrictEqual(yield* delaysOf(schedule, 7), [100, 300, 900, 1000, 3000, 5000, 5000])
+    }))
+})
+
+const grpcError = (code: grpc.status, extra: Partial<{ beforeSend: boolean; rstCode: number }> = {}) =>
+  new GrpcError.GrpcError({ code, details: "test", service: "echo", method: "say", ...extra })
+
+const unavailable = (reason: "Timeout" | "Closed" | "UnknownService") =>
+  new ClientUnavailable({
+    reason,
+    service: "echo",
+    state: ConnectionState.Connecting({ attempt: 1 }),
+    waited: Duration.seconds(15)
+  })
+
+describe("Retry.isTransient", () => {
+  const cases: ReadonlyArray<readonly [string, unknown, boolean, boolean]> = [
+    // [case, error, transient for a plain call, transient for an idempotent call]
+    ["UNAVAILABLE", grpcError(grpc.status.UNAVAILABLE), true, true],
+    ["RESOURCE_EXHAUSTED", grpcError(grpc.status.RESOURCE_EXHAUSTED), true, true],
+    ["ABORTED", grpcError(grpc.status.ABORTED), true, true],
+    ["DEADLINE_EXCEEDED", grpcError(grpc.status.DEADLINE_EXCEEDED), false, true],
+    ["INTERNAL from a reset stream", grpcError(grpc.status.INTERNAL, { rstCode: 2 }), true, true],
+    ["INTERNAL", grpcError(grpc.status.INTERNAL), false, false],
+    ["UNAUTHENTICATED", grpcError(grpc.status.UNAUTHENTICATED), false, false],
+    ["PERMISSION_DENIED", grpcError(grpc.status.PERMISSION_DENIED), false, false],
+    ["INVALID_ARGUMENT", grpcError(grpc.status.INVALID_ARGUMENT), false, false],
+    ["NOT_FOUND", grpcError(grpc.status.NOT_FOUND), false, false],
+    ["UNIMPLEMENTED", grpcError(grpc.status.UNIMPLEMENTED), false, false],
+    ["FAILED_PRECONDITION", grpcError(grpc.status.FAILED_PRECONDITION), false, false],
+    ["CANCELLED", grpcError(grpc.status.CANCELLED), false, false],
+    ["ClientUnavailable Timeout", unavailable("Timeout"), true, true],
+    ["ClientUnavailable Closed", unavailable("Closed"), false, false],
+    ["ClientUnavailable UnknownService", unavailable("UnknownService"), false, false],
+    ["a thrown Error (defect)", new Error("UNAVAILABLE"), false, false],
+    ["a string", "UNAVAILABLE", false, false]
+  ]
+  for (const [name, error, plain, idempotent] of cases) {
+    it(`${name}: ${plain ? "transient" : "not transient"}${plain !== idempotent ? `, ${idempotent ? "transient" : "not"} when idempotent` : ""}`, () => {
+      assert.strictEqual(Retry.isTransient(error), plain)
+      assert.strictEqual(Retry.isTransient(error, { idempotent: true }), idempotent)
+    })
+  }
+
+  it("reads the reset-stream code grpc-js leaves only in its details, once, into a typed field", () => {
+    const error = GrpcError.fromServiceError(
+      Object.assign(new Error("13 INTERNAL"), {
+        code: grpc.status.INTERNAL,
+        details: "Received RST_STREAM with code 2 (Internal server error)",
+        metadata: new grpc.Metadata()
+      }),
+      "echo",
+      "say"
+    )
+    assert.strictEqual(error.rstCode, 2)
+    assert.isTrue(Retry.isTransient(error))
+  })
+
+  it("retries a non-idempotent call only when its request was never sent", () => {
+    assert.isFalse(Retry.isRetryable(grpcError(grpc.status.UNAVAILABLE)))
+    assert.isTrue(Retry.isRetryable(grpcError(grpc.status.UNAVAILABLE, { beforeSend: true })))
+    assert.isTrue(Retry.isRetryable(grpcError(grpc.status.UNAVAILABLE), { idempotent: true }))
+    assert.isTrue(Retry.isRetryable(unavailable("Timeout")))
+    assert.isFalse(Retry.isRetryable(grpcError(grpc.status.UNAUTHENTICATED, { beforeSend: true })))
+  })
+})
+
+describe("Retry schedules", () => {
+  it.effect("lookup: 2 s apart, 3 attempts in all", () =>
+    Effect.gen(function*() {
+      assert.deepStrictEqual(yield* delaysOf(Retry.lookup, 10), [2000, 2000, 0])
+    }))
+
+  it.effect("call: exponential from 100 ms, 5 attempts in all, jittered", () =>
+    Effect.gen(function*() {
+      assert.deepStrictEqual(
+        yield* delaysOf(Retry.call, 10).pipe(Effect.withRandom(Random.fixed([0.5]))),
+        [100, 200, 400, 800, 0]
+      )
+      const low = yield* delaysOf(Retry.call, 10).pipe(Effect.withRandom(Random.fixed([0])))
+      assert.deepStrictEqual(low, [80, 160, 320, 640, 0])
+    }))
+})
+
+describe("Retry.transient (virtual time)", () => {
+  const failing = <E>(error: E) =>
+    Effect.gen(function*() {
+      const times: Array<number> = []
+      const effect = Effect.flatMap(TestClock.currentTimeMillis, (now) => {
+        times.push(now)
+        return Effect.fail(error)
+      })
+      return { times, effect }
+    })
+
+  it.effect("the lookup retry makes exactly 3 attempts, at 0, 2 and 4 s", () =>
+    Effect.gen(function*() {
+      const { times, effect } = yield* failing(unavailable("Timeout"))
+      const fiber = yield* Effect.fork(Effect.flip(effect.pipe(Retry.transient(Retry.lookup))))
+      yield* TestClock.adjust("1 minute")
+      const error = yield* Fiber.join(fiber)
+      assert.strictEqual(error.reason, "Timeout")
+      assert.deepStrictEqual(times, [0, 2000, 4000])
+    }))
+
+  it.effect("a non-transient failure is not retried", () =>
+    Effect.gen(function*() {
+      const { times, effect } = yield* failing(grpcError(grpc.status.UNAUTHENTICATED))
+      const fiber = yield* Effect.fork(Effect.flip(effect.pipe(Retry.transient(Retry.call, { idempotent: true }))))
+      yield* TestClock.adjust("1 minute")
+      assert.strictEqual((yield* Fiber.join(fiber)).code, grpc.status.UNAUTHENTICATED)
+      assert.deepStrictEqual(times, [0])
+    }))
+
+  it.effect("a transient failure of a sent, non-idempotent call is not retried; an unsent one is", () =>
+    Effect.gen(function*() {
+      const sent = yield* failing(grpcError(grpc.status.UNAVAILABLE))
+      yield* Effect.fork(Effect.flip(sent.effect.pipe(Retry.transient(Retry.call))))
+      const unsent = yield* failing(grpcError(grpc.status.UNAVAILABLE, { beforeSend: true }))
+      yield* Effect.fork(Effect.flip(unsent.effect.pipe(Retry.transient(Retry.call))))
+      yield* TestClock.adjust("1 minute")
+      assert.deepStrictEqual(sent.times, [0])
+      assert.deepStrictEqual(unsent.times, [0, 100, 300, 700, 1500])
+    }).pipe(Effect.withRandom(Random.fixed([0.5]))))
+
+  it.effect("is data-first and data-last", () =>
+    Effect.gen(function*() {
+      const { times, effect } = yield* failing(unavailable("Timeout"))
+      const fiber = yield* Effect.fork(Effect.flip(Retry.transient(effect, Retry.lookup)))
+      yield* TestClock.adjust("1 minute")
+      yield* Fiber.join(fiber)
+      assert.strictEqual(times.length, 3)
     }))
 })
