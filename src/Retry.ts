@@ -29,7 +29,9 @@ export interface CallTraits {
 const transientCodes: ReadonlySet<grpc.status> = new Set([
   grpc.status.UNAVAILABLE,
   grpc.status.RESOURCE_EXHAUSTED,
-  grpc.status.ABORTED
+  grpc.status.ABORTED,
+  // Our own cancellations are never surfaced: a CANCELLED that reaches us is a server going away mid-call.
+  grpc.status.CANCELLED
 ])
 
 const field = (error: unknown, name: string): unknown =>
@@ -38,7 +40,8 @@ const field = (error: unknown, name: string): unknown =>
 /**
  * Is this failure worth another try? Decided by type, never by message text:
  *
- * - `GrpcError` with UNAVAILABLE, RESOURCE_EXHAUSTED or ABORTED: yes;
+ * - `GrpcError` with UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED or CANCELLED (only a
+ *   server's: ours are never surfaced): yes;
  *   DEADLINE_EXCEEDED only for idempotent calls; INTERNAL only for a reset stream.
  * - `ClientUnavailable` with reason `Timeout`: yes (the connection may come back).
  * - anything else, `ClientUnavailable` with reason `Closed`, and every defect: no.

@@ -15,6 +15,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -81,6 +82,26 @@ export interface SimulatedNetwork {
     method: string,
     handler: Effect.Effect<A, E, R>
   ) => Effect.Effect<A, E | GrpcError, R>
+  /**
+   * `call`, on the channel of a grpc-js client built over a simulated channel
+   * (the client a `Connection` lookup returns). Dies for any other client.
+   */
+  readonly callOn: <A, E, R>(
+    client: grpc.Client,
+    method: string,
+    handler: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | GrpcError, R>
+  /**
+   * A server stream on a client's simulated channel: opened as `callOn` opens
+   * a call, then `messages`, held while the link is blackholed, until the
+   * channel leaves READY or the link goes down: then it fails UNAVAILABLE.
+   * Dies for a client on another channel.
+   */
+  readonly streamOn: <A, E, R>(
+    client: grpc.Client,
+    method: string,
+    messages: Stream.Stream<A, E, R>
+  ) => Stream.Stream<A, E | GrpcError, R>
   /** How many channels were dialed so far. */
   readonly dials: Effect.Effect<number>
   /** How many dialed channels are not closed yet. */
@@ -95,15 +116,24 @@ export const SimulatedNetwork: Context.Tag<SimulatedNetwork, SimulatedNetwork> =
   "effect-grpc-resilience/testing/SimulatedNetwork"
 )
 
+const connectivity = { IDLE: 0, CONNECTING: 1, READY: 2, TRANSIENT_FAILURE: 3, SHUTDOWN: 4 } as const
+const connectivityNames: ReadonlyArray<GrpcChannel.ConnectivityState> = [
+  "IDLE",
+  "CONNECTING",
+  "READY",
+  "TRANSIENT_FAILURE",
+  "SHUTDOWN"
+]
+
 // The grpc-js face of a simulated channel: enough for client constructors (`channelOverride`), no calls.
 class SimulatedGrpcChannel implements grpc.ChannelInterface {
-  constructor(readonly target: string, readonly current: () => GrpcChannel.ConnectivityState) {}
+  constructor(readonly target: string, readonly state: SubscriptionRef.SubscriptionRef<GrpcChannel.ConnectivityState>) {}
   close() {}
   getTarget() {
     return this.target
   }
-  getConnectivityState(): grpc.connectivityState {
-    return ({ IDLE: 0, CONNECTING: 1, READY: 2, TRANSIENT_FAILURE: 3, SHUTDOWN: 4 } as const)[this.current()]
+  getConnectivityState(_tryToConnect?: boolean): grpc.connectivityState {
+    return connectivity[Effect.runSync(SubscriptionRef.get(this.state))]
   }
   watchConnectivityState(): void {
     throw new Error("simulated channel: watch the port's `changes` stream instead")
@@ -179,27 +209,70 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
           state: SubscriptionRef.get(state),
           changes: state.changes.pipe(Stream.takeUntil((s) => s === "SHUTDOWN")),
           connect,
-          channel: new SimulatedGrpcChannel(dialOptions.address, () => Effect.runSync(SubscriptionRef.get(state)))
+          channel: new SimulatedGrpcChannel(dialOptions.address, state)
         } satisfies GrpcChannel.GrpcChannel
       })
 
-    const call = <A, E, R>(channel: GrpcChannel.GrpcChannel, method: string, handler: Effect.Effect<A, E, R>) =>
+    const unavailable = (method: string, details: string) =>
+      new GrpcError({ code: grpc.status.UNAVAILABLE, details, service: "simulated", method })
+
+    // What every call and stream goes through before the master sees it.
+    const opening = (state: Effect.Effect<GrpcChannel.ConnectivityState>, method: string): Effect.Effect<void, GrpcError> =>
       Effect.gen(function*() {
-        const unavailable = (details: string) =>
-          new GrpcError({ code: grpc.status.UNAVAILABLE, details, service: "simulated", method })
-        const state = yield* channel.state
-        if (state !== "READY") return yield* unavailable(`channel ${state}`)
+        const now = yield* state
+        if (now !== "READY") return yield* unavailable(method, `channel ${now}`)
         yield* Effect.sleep(callLatency)
-        const now = yield* Ref.get(link)
-        if (now === "down") return yield* unavailable("connection reset")
-        if (now === "blackhole" || (yield* Ref.get(master)) === "silent") return yield* Effect.never
-        return yield* handler
+        const current = yield* Ref.get(link)
+        if (current === "down") return yield* unavailable(method, "connection reset")
+        if (current === "blackhole" || (yield* Ref.get(master)) === "silent") return yield* Effect.never
       })
+
+    const call = <A, E, R>(channel: GrpcChannel.GrpcChannel, method: string, handler: Effect.Effect<A, E, R>) =>
+      Effect.zipRight(opening(channel.state, method), handler)
+
+    const simulated = (client: grpc.Client) =>
+      Effect.suspend(() => {
+        const channel = client.getChannel()
+        return channel instanceof SimulatedGrpcChannel
+          ? Effect.succeed(channel)
+          : Effect.dieMessage(`SimulatedNetwork: the client's channel (${channel.getTarget()}) is not a simulated one`)
+      })
+
+    // The state as grpc-js reports it to the client.
+    const stateOf = (channel: SimulatedGrpcChannel) =>
+      Effect.sync(() => connectivityNames[channel.getConnectivityState(false)] ?? "SHUTDOWN")
+
+    const callOn = <A, E, R>(client: grpc.Client, method: string, handler: Effect.Effect<A, E, R>) =>
+      Effect.flatMap(simulated(client), (channel) => Effect.zipRight(opening(stateOf(channel), method), handler))
+
+    const streamOn = <A, E, R>(client: grpc.Client, method: string, messages: Stream.Stream<A, E, R>) =>
+      Stream.unwrap(Effect.map(simulated(client), (channel) => {
+        const lost = Effect.raceFirst(
+          channel.state.changes.pipe(
+            Stream.filter((state) => state !== "READY"),
+            Stream.runHead,
+            Effect.flatMap((state) => unavailable(method, `channel ${Option.getOrElse(state, () => "SHUTDOWN")}`))
+          ),
+          link.changes.pipe(
+            Stream.filter((l) => l === "down"),
+            Stream.runHead,
+            Effect.zipRight(unavailable(method, "connection reset"))
+          )
+        )
+        // Frames sent into a blackhole arrive when it lifts, unless the connection died first.
+        const delivered = link.changes.pipe(Stream.filter((l) => l !== "blackhole"), Stream.runHead)
+        return Stream.fromEffect(opening(stateOf(channel), method)).pipe(
+          Stream.flatMap(() => Stream.mapEffect(messages, (message) => Effect.as(delivered, message))),
+          Stream.interruptWhen(lost)
+        )
+      }))
 
     const network: SimulatedNetwork = {
       link,
       master,
       call,
+      callOn,
+      streamOn,
       cut: SubscriptionRef.set(link, "down"),
       restore: SubscriptionRef.set(link, "up"),
       blackhole: SubscriptionRef.set(link, "blackhole"),

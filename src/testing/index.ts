@@ -6,3 +6,4 @@
 export * as FaultProxy from "./FaultProxy.js"
 export * as Master from "./Master.js"
 export * as SimulatedNetwork from "./SimulatedNetwork.js"
+export * as SimulatedMaster from "./SimulatedMaster.js"

@@ -1,0 +1,69 @@
+/**
+ * An example worker: connects to its master, fetches tasks that are shell
+ * commands, runs them with `@effect/platform`'s `Command`, and reports their
+ * status through a durable outbox. Configured from the environment:
+ *
+ *   MASTER_ADDRESS  the master (default 127.0.0.1:9666)
+ *   NODE_KEY        this node's key (default: the host name)
+ *   MAX_RUNNERS     tasks at once (default 20)
+ *   OUTBOX_DIR      where undelivered reports wait (default .outbox)
+ *
+ * Run it with `npm run worker`; stop it with SIGTERM or Ctrl-C: running tasks
+ * get 30 s to finish, and the outbox is flushed.
+ */
+import * as Command from "@effect/platform/Command"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import { hostname } from "node:os"
+import { Connection, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../src/index.js"
+
+// A task is a command and its arguments, like the `echo` spider of the original cluster test.
+const ShellTask = Schema.Struct({
+  command: Schema.NonEmptyString,
+  args: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] })
+})
+
+const collect = <E>(stream: Stream.Stream<Uint8Array, E>) =>
+  stream.pipe(Stream.decodeText(), Stream.runFold("", (all, chunk) => all + chunk))
+
+// Runs the command; its output is logged, a non-zero exit code fails the task with the tail of stderr.
+const runShell = (task: TaskHandler.Task<typeof ShellTask.Type>) =>
+  Effect.gen(function*() {
+    const process = yield* Command.start(Command.make(task.payload.command, ...task.payload.args))
+    const [stdout, stderr, exitCode] = yield* Effect.all([collect(process.stdout), collect(process.stderr), process.exitCode], {
+      concurrency: "unbounded"
+    })
+    yield* Effect.logInfo(`task ${task.id}: exit code ${exitCode}, output ${JSON.stringify(stdout.trim())}`)
+    if (exitCode !== 0) {
+      return yield* new TaskHandler.TaskError({ message: `exit code ${exitCode}: ${stderr.trim().slice(-500)}` })
+    }
+    return stdout
+  }).pipe(
+    Effect.scoped,
+    // A command that cannot be started (not found, not executable) is the task's failure, not the worker's.
+    Effect.mapError((error) =>
+      error instanceof TaskHandler.TaskError ? error : new TaskHandler.TaskError({ message: error.message, cause: error })
+    )
+  )
+
+const WorkerLive = Layer.unwrapEffect(
+  Effect.gen(function*() {
+    const address = yield* Config.string("MASTER_ADDRESS").pipe(Config.withDefault("127.0.0.1:9666"))
+    const nodeKey = yield* Config.string("NODE_KEY").pipe(Config.withDefault(hostname()))
+    const maxRunners = yield* Config.integer("MAX_RUNNERS").pipe(Config.withDefault(20))
+    const outboxDir = yield* Config.string("OUTBOX_DIR").pipe(Config.withDefault(".outbox"))
+    return TaskHandler.layer({ payload: ShellTask, run: runShell, maxRunners }).pipe(
+      Layer.provide(TaskSource.layer({ nodeKey, maxRunners })),
+      Layer.provide(Connection.layer({ address, services: TaskSource.services })),
+      Layer.provide(GrpcChannel.layer),
+      Layer.provide(Outbox.layerFileSystem(outboxDir))
+    )
+  })
+)
+
+Layer.launch(WorkerLive).pipe(Effect.provide(NodeContext.layer), NodeRuntime.runMain)

@@ -1,0 +1,426 @@
+/**
+ * The worker's task loop. It waits for readiness at start (bounded), fetches
+ * tasks on a tick and at once when the connection becomes ready, runs them
+ * under a runner cap, reports every status through the outbox, keeps the node
+ * joined to the master, and drains on shutdown.
+ *
+ * @since 0.1.0
+ */
+import type * as KeyValueStore from "@effect/platform/KeyValueStore"
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberMap from "effect/FiberMap"
+import { pipe } from "effect/Function"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Queue from "effect/Queue"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as Connection from "./Connection.js"
+import { formatMillis } from "./internal/format.js"
+import * as Validate from "./internal/validate.js"
+import * as Outbox from "./Outbox.js"
+import * as Readiness from "./Readiness.js"
+import * as TaskSource from "./TaskSource.js"
+
+/**
+ * A task with its payload decoded.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Task<P> {
+  readonly id: string
+  readonly payload: P
+  readonly priority: number
+  readonly createdAt: number
+}
+
+/**
+ * A task that failed for a reason of its own; its message is reported.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TaskError extends Data.TaggedError("TaskError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+/**
+ * What the task handler has done so far; every fetch failure is counted here.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface WorkerStatus {
+  readonly running: number
+  readonly fetched: number
+  readonly fetchFailures: number
+  readonly finished: number
+  readonly failed: number
+  readonly cancelled: number
+  readonly malformed: number
+  readonly heartbeatFailures: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<P, I, R> {
+  /** Decodes a task's JSON payload; a payload that does not decode is reported as an error. */
+  readonly payload: Schema.Schema<P, I, never>
+  /** Runs one task. A failure or a defect is reported as status ERROR with its message. */
+  readonly run: (task: Task<P>) => Effect.Effect<unknown, unknown, R>
+  /** Default 20. */
+  readonly maxRunners?: number | undefined
+  /** Default 1 s. */
+  readonly fetchInterval?: Duration.DurationInput | undefined
+  /** Default 15 s. */
+  readonly fetchTimeout?: Duration.DurationInput | undefined
+  /** How long the start waits for readiness before it starts anyway, with a warning. Default 30 s. */
+  readonly startupWait?: Duration.DurationInput | undefined
+  /** How often the runner count is logged and published. Default 5 s. */
+  readonly statusInterval?: Duration.DurationInput | undefined
+  /** Default 15 s. */
+  readonly heartbeatInterval?: Duration.DurationInput | undefined
+  /** How long running tasks may finish on shutdown before they are interrupted. Default 30 s. */
+  readonly drainGrace?: Duration.DurationInput | undefined
+  /** How long shutdown waits for the outbox; what is left is delivered after the next start. Default 10 s. */
+  readonly flushTimeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * The defaults of {@link Options}.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaults = {
+  maxRunners: 20,
+  fetchInterval: Duration.seconds(1),
+  fetchTimeout: Duration.seconds(15),
+  startupWait: Duration.seconds(30),
+  statusInterval: Duration.seconds(5),
+  heartbeatInterval: Duration.seconds(15),
+  drainGrace: Duration.seconds(30),
+  flushTimeout: Duration.seconds(10)
+} as const
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface TaskHandler {
+  /** The counters now. */
+  readonly status: Effect.Effect<WorkerStatus>
+  /** The counters, then every change. */
+  readonly changes: Stream.Stream<WorkerStatus>
+  /** The ids of the tasks running now. */
+  readonly running: Effect.Effect<ReadonlyArray<string>>
+  readonly outbox: Outbox.Outbox
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export const TaskHandler: Context.Tag<TaskHandler, TaskHandler> = Context.GenericTag<TaskHandler>(
+  "effect-grpc-resilience/TaskHandler"
+)
+
+const errorMessage = (error: unknown): string =>
+  error instanceof Error || (typeof error === "object" && error !== null && "message" in error)
+    ? String((error as { message: unknown }).message)
+    : String(error)
+
+// Re-joining the master within one generation: soon, then less often.
+const rejoin = pipe(
+  Schedule.exponential("500 millis", 2),
+  Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.seconds(10))),
+  Schedule.jittered
+)
+
+/**
+ * Starts the task handler in the current scope. It returns at once; the
+ * startup wait runs in its own fiber.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <P, I, R>(
+  options: Options<P, I, R>
+): Effect.Effect<
+  TaskHandler,
+  Validate.InvalidOption | Outbox.OutboxError,
+  Connection.Connection | TaskSource.TaskSource | KeyValueStore.KeyValueStore | Scope.Scope | R
+> =>
+  Effect.gen(function*() {
+    const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, defaults.maxRunners)
+    const duration = (name: keyof typeof defaults & keyof Options<P, I, R>) =>
+      Validate.positiveDuration(name, options[name] as Duration.DurationInput | undefined, defaults[name] as Duration.Duration)
+    const fetchInterval = yield* duration("fetchInterval")
+    const fetchTimeout = yield* duration("fetchTimeout")
+    const startupWait = yield* duration("startupWait")
+    const statusInterval = yield* duration("statusInterval")
+    const heartbeatInterval = yield* duration("heartbeatInterval")
+    const drainGrace = yield* duration("drainGrace")
+    const flushTimeout = yield* duration("flushTimeout")
+
+    const conn = yield* Connection.Connection
+    const source = yield* TaskSource.TaskSource
+    const context = yield* Effect.context<R>()
+    const decode = Schema.decodeUnknownEither(Schema.parseJson(options.payload))
+
+    const outbox = yield* Outbox.make({ deliver: source.report })
+    const runners = yield* FiberMap.make<string, void, never>()
+    const stats = yield* SubscriptionRef.make<WorkerStatus>({
+      running: 0,
+      fetched: 0,
+      fetchFailures: 0,
+      finished: 0,
+      failed: 0,
+      cancelled: 0,
+      malformed: 0,
+      heartbeatFailures: 0
+    })
+    const count = (f: (s: WorkerStatus) => Partial<WorkerStatus>) => SubscriptionRef.update(stats, (s) => ({ ...s, ...f(s) }))
+    const wake = yield* Queue.sliding<void>(1)
+    const poke = Queue.offer(wake, undefined)
+    const stopping = yield* Deferred.make<void>()
+    const isReady = Effect.map(conn.state, (state) => state._tag === "Ready")
+
+    const report = (taskId: string, status: TaskSource.ReportedStatus, error = "") =>
+      outbox.add({ key: `${taskId}:${status}`, taskId, status, error })
+
+    // One task, from the payload to its last report; an interruption (cancel, shutdown) is reported CANCELLED.
+    const runTask = (incoming: TaskSource.IncomingTask) =>
+      Effect.gen(function*() {
+        const payload = decode(incoming.payload)
+        if (Either.isLeft(payload)) {
+          const issues = ParseResult.ArrayFormatter.formatErrorSync(payload.left)
+          const message = `malformed task payload: ${
+            issues.map((issue) => `${issue.path.length > 0 ? `${issue.path.join(".")}: ` : ""}${issue.message}`).join("; ")
+          }`
+          yield* Effect.logError(`task ${incoming.id}: ${message}`)
+          yield* count((s) => ({ malformed: s.malformed + 1 }))
+          return yield* report(incoming.id, "ERROR", message)
+        }
+        const task: Task<P> = { id: incoming.id, payload: payload.right, priority: incoming.priority, createdAt: incoming.createdAt }
+        yield* report(task.id, "RUNNING")
+        yield* Effect.logInfo(`task ${task.id} started`)
+        yield* options.run(task).pipe(
+          Effect.provide(context),
+          Effect.onExit((exit) => {
+            if (Exit.isSuccess(exit)) {
+              return Effect.logInfo(`task ${task.id} finished`).pipe(
+                Effect.zipRight(count((s) => ({ finished: s.finished + 1 }))),
+                Effect.zipRight(report(task.id, "FINISHED"))
+              )
+            }
+            if (Cause.isInterruptedOnly(exit.cause)) {
+              return Effect.logWarning(`task ${task.id} cancelled`).pipe(
+                Effect.zipRight(count((s) => ({ cancelled: s.cancelled + 1 }))),
+                Effect.zipRight(report(task.id, "CANCELLED", "cancelled"))
+              )
+            }
+            const failure = Cause.failureOption(exit.cause)
+            const message = Option.isSome(failure)
+              ? errorMessage(failure.value)
+              : `defect: ${errorMessage(Cause.squash(exit.cause))}`
+            return Effect.logWarning(`task ${task.id} failed: ${message}`).pipe(
+              Effect.zipRight(count((s) => ({ failed: s.failed + 1 }))),
+              Effect.zipRight(report(task.id, "ERROR", message))
+            )
+          }),
+          Effect.ignore
+        )
+      }).pipe(
+        Effect.annotateLogs({ fiber: "runner", task: incoming.id }),
+        // A freed runner may fetch the next task at once.
+        Effect.ensuring(Effect.zipRight(FiberMap.size(runners), poke))
+      )
+
+    // One fetch: at most one task, every failure logged and counted.
+    const fetchOne: Effect.Effect<boolean> = source.fetch.pipe(
+      Effect.timeoutFail({
+        duration: fetchTimeout,
+        onTimeout: () => new TaskError({ message: `fetch took longer than ${formatMillis(fetchTimeout)}` })
+      }),
+      Effect.matchEffect({
+        onFailure: (error) =>
+          Effect.logWarning(`fetch failed: ${errorMessage(error)}`).pipe(
+            Effect.zipRight(count((s) => ({ fetchFailures: s.fetchFailures + 1 }))),
+            Effect.as(false)
+          ),
+        onSuccess: Option.match({
+          onNone: () => Effect.succeed(false),
+          onSome: (incoming) =>
+            Effect.gen(function*() {
+              yield* count((s) => ({ fetched: s.fetched + 1 }))
+              yield* Effect.logInfo(`task ${incoming.id} fetched`)
+              if (yield* FiberMap.has(runners, incoming.id)) {
+                yield* Effect.logWarning(`task ${incoming.id} is already running; not started twice`)
+              } else {
+                yield* FiberMap.run(runners, incoming.id, runTask(incoming))
+              }
+              return true
+            })
+        })
+      })
+    )
+
+    // Fetches while runners are free, the connection is Ready, and the master has tasks.
+    const fetchWhileFree: Effect.Effect<void> = Effect.gen(function*() {
+      while ((yield* FiberMap.size(runners)) < maxRunners && (yield* isReady)) {
+        if (!(yield* fetchOne)) return
+      }
+    })
+
+    const loop = <E, R2>(name: string, effect: Effect.Effect<unknown, E, R2>) =>
+      effect.pipe(
+        Effect.catchAllCause((cause) => Effect.logError(`${name} loop failed`, cause)),
+        Effect.annotateLogs({ fiber: name }),
+        Effect.forkScoped,
+        Effect.interruptible
+      )
+
+    // The generation the node is registered for: heartbeats wait for it.
+    const registered = yield* SubscriptionRef.make<number | undefined>(undefined)
+
+    const heartbeat = Effect.gen(function*() {
+      const state = yield* conn.state
+      if (state._tag !== "Ready" || state.generation !== (yield* SubscriptionRef.get(registered))) return
+      yield* source.heartbeat(yield* FiberMap.size(runners)).pipe(
+        Effect.catchAll((error) =>
+          Effect.logWarning(`heartbeat failed: ${errorMessage(error)}`).pipe(
+            Effect.zipRight(count((s) => ({ heartbeatFailures: s.heartbeatFailures + 1 })))
+          )
+        )
+      )
+    })
+
+    // Register, then listen to the master, for one generation; again after a failure, while it lasts.
+    const join = (generation: number) =>
+      Stream.fromEffect(
+        source.register(generation).pipe(
+          Effect.zipRight(SubscriptionRef.set(registered, generation)),
+          Effect.zipRight(Effect.logInfo(`node registered for generation ${generation}`))
+        )
+      ).pipe(
+        Stream.flatMap(() => source.subscribe(generation)),
+        Stream.catchAll((error) =>
+          Stream.execute(Effect.logWarning(`joining generation ${generation} failed: ${errorMessage(error)}`))
+        ),
+        Stream.repeat(rejoin)
+      )
+
+    // The node joins the master on every generation; the master's requests act on the runners.
+    const membership = conn.changes.pipe(
+      Stream.map((state) => (state._tag === "Ready" ? state.generation : undefined)),
+      Stream.changes,
+      Stream.flatMap((generation) => (generation === undefined ? Stream.empty : join(generation)), { switch: true }),
+      Stream.runForEach((request) =>
+        FiberMap.has(runners, request.taskId).pipe(
+          Effect.flatMap((running) =>
+            running
+              ? Effect.logWarning(`the master cancels task ${request.taskId}`).pipe(
+                Effect.zipRight(FiberMap.remove(runners, request.taskId))
+              )
+              : Effect.logInfo(`the master cancels task ${request.taskId}, which is not running here`)
+          )
+        )
+      )
+    )
+
+    const status = Effect.gen(function*() {
+      const running = yield* FiberMap.size(runners)
+      yield* count(() => ({ running }))
+      const pending = (yield* outbox.pending).length
+      yield* Effect.logDebug(`running ${running}/${maxRunners}, ${pending} reports in the outbox`)
+    })
+
+    const start = Effect.gen(function*() {
+      const waited = yield* conn.readiness.changes.pipe(
+        Stream.filter((s) => s.ready),
+        Stream.runHead,
+        Effect.timeoutOption(startupWait)
+      )
+      if (Option.isNone(waited)) {
+        const now = yield* conn.readiness.status
+        yield* Effect.logWarning(
+          `starting task handler before the connection is ready (waited ${formatMillis(startupWait)}): ${
+            Readiness.describeFailure(now.report)
+          }`
+        )
+      } else {
+        yield* Effect.logInfo("connection ready and registered, starting task handler")
+      }
+      yield* loop("membership", membership)
+      yield* loop("heartbeat", Effect.repeat(heartbeat, Schedule.spaced(heartbeatInterval)))
+      yield* loop("status", Effect.repeat(status, Schedule.spaced(statusInterval)))
+      yield* loop(
+        "ready",
+        conn.changes.pipe(Stream.filter((state) => state._tag === "Ready"), Stream.runForEach(() => poke))
+      )
+      yield* loop("tick", Effect.repeat(poke, Schedule.spaced(fetchInterval)))
+      yield* loop("fetch", Queue.take(wake).pipe(Effect.zipRight(fetchWhileFree), Effect.forever, Effect.raceFirst(Deferred.await(stopping))))
+    })
+    yield* loop("start", start)
+
+    // Added last, so it runs first on close: stop fetching, let runners finish, then flush the outbox.
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        yield* Deferred.succeed(stopping, undefined)
+        yield* Effect.logInfo("stopping: no new tasks are fetched")
+        const running = yield* FiberMap.size(runners)
+        if (running > 0) {
+          yield* Effect.logInfo(`draining: ${running} tasks may finish within ${formatMillis(drainGrace)}`)
+          // Finalizers run uninterruptibly: the waits are made interruptible so their timeouts can end them.
+          const finished = yield* Effect.timeoutOption(Effect.interruptible(FiberMap.awaitEmpty(runners)), drainGrace)
+          if (Option.isNone(finished)) {
+            yield* Effect.logWarning(`drain grace over: cancelling ${yield* FiberMap.size(runners)} tasks`)
+            yield* FiberMap.clear(runners)
+          }
+        }
+        const flushed = yield* Effect.timeoutOption(Effect.interruptible(outbox.flush), flushTimeout)
+        if (Option.isNone(flushed)) {
+          const left = (yield* outbox.pending).length
+          yield* Effect.logWarning(`${left} reports left in the outbox; they are delivered after the next start`)
+        }
+      }).pipe(Effect.annotateLogs({ module: "TaskHandler", fiber: "drain" }))
+    )
+
+    return {
+      status: Effect.zipWith(SubscriptionRef.get(stats), FiberMap.size(runners), (s, running) => ({ ...s, running })),
+      changes: stats.changes,
+      running: Effect.sync(() => Array.from(runners, ([id]) => id)),
+      outbox
+    } satisfies TaskHandler
+  }).pipe(Effect.annotateLogs({ module: "TaskHandler" }))
+
+/**
+ * The task handler as a layer: it runs for as long as the layer's scope, and
+ * drains when the scope closes.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = <P, I, R>(
+  options: Options<P, I, R>
+): Layer.Layer<
+  TaskHandler,
+  Validate.InvalidOption | Outbox.OutboxError,
+  Connection.Connection | TaskSource.TaskSource | KeyValueStore.KeyValueStore | R
+> => Layer.scoped(TaskHandler, make(options))

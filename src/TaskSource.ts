@@ -1,0 +1,195 @@
+/**
+ * Where a task handler gets its tasks and sends its reports: the worker side
+ * of a master's protocol. `TaskHandler` talks to the master only through this
+ * port, so a worker on another master protocol plugs in its own; `layer` is
+ * the ready-made one over `proto/worker.proto`.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import type * as Breaker from "./Breaker.js"
+import * as Connection from "./Connection.js"
+import type { ClientUnavailable } from "./ConnectionState.js"
+import * as Call from "./Call.js"
+import type * as GrpcError from "./GrpcError.js"
+import * as Validate from "./internal/validate.js"
+import * as Worker from "./protocol/Worker.js"
+
+/**
+ * A task as the master hands it out; its payload is not decoded yet.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface IncomingTask {
+  readonly id: string
+  /** The task's payload as the master sent it: JSON text. */
+  readonly payload: string
+  readonly priority: number
+  /** Epoch millis. */
+  readonly createdAt: number
+}
+
+/**
+ * The statuses a worker reports.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ReportedStatus = "RUNNING" | "FINISHED" | "ERROR" | "CANCELLED"
+
+/**
+ * One status report. `key` is its idempotency key: the same for every retry
+ * of the report, across restarts, so the master applies it once.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StatusReport {
+  readonly key: string
+  readonly taskId: string
+  readonly status: ReportedStatus
+  readonly error: string
+}
+
+/**
+ * What the master may ask of a node while it is joined.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type MasterRequest = { readonly _tag: "CancelTask"; readonly taskId: string }
+
+/**
+ * How a call to the master can fail.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type Failure = GrpcError.GrpcError | ClientUnavailable | Breaker.BreakerOpen
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface TaskSource {
+  /** The next task for this node, if any: one call. */
+  readonly fetch: Effect.Effect<Option.Option<IncomingTask>, Failure>
+  /** Delivers one status report; delivering it again changes nothing. */
+  readonly report: (report: StatusReport) => Effect.Effect<void, Failure>
+  /** Tells the master the node is alive and how many tasks it runs. */
+  readonly heartbeat: (running: number) => Effect.Effect<void, Failure>
+  /** Registers the node for one connection generation; registering again changes nothing. */
+  readonly register: (generation: number) => Effect.Effect<void, Failure>
+  /** The master's requests to the node on one connection generation, until the stream ends. */
+  readonly subscribe: (generation: number) => Stream.Stream<MasterRequest, Failure>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export const TaskSource: Context.Tag<TaskSource, TaskSource> = Context.GenericTag<TaskSource>(
+  "effect-grpc-resilience/TaskSource"
+)
+
+/**
+ * The service clients the worker protocol needs; give them to `Connection.layer`.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const services = {
+  node: Worker.NodeServiceClient,
+  task: Worker.TaskServiceClient
+} as const
+
+/**
+ * Who this node is, as the master knows it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface NodeOptions {
+  /** Unique per node. */
+  readonly nodeKey: string
+  /** Default: the node key. */
+  readonly name?: string | undefined
+  /** The node's runner cap, as the master is told. Default 20. */
+  readonly maxRunners?: number | undefined
+}
+
+// A message this worker does not know is skipped.
+const toRequest = (message: Worker.MasterMessage): Option.Option<MasterRequest> =>
+  message.message === "cancel_task" && message.cancel_task
+    ? Option.some({ _tag: "CancelTask", taskId: message.cancel_task.task_id })
+    : Option.none()
+
+/**
+ * A task source over `proto/worker.proto`, through the connection: every call
+ * is a resilient `Connection.call`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.InvalidOption, Connection.Connection> =>
+  Effect.gen(function*() {
+    if (typeof options.nodeKey !== "string" || options.nodeKey.trim() === "") {
+      return yield* new Validate.InvalidOption({ option: "nodeKey", reason: "must be a non-empty string" })
+    }
+    const nodeKey = options.nodeKey
+    const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, 20)
+    const conn = yield* Connection.typed(services)
+
+    const fetch = conn.call("task", "FetchTask", { node_key: nodeKey }).pipe(
+      Effect.map((reply) =>
+        Option.map(Option.fromNullable(reply.task), (task) => ({
+          id: task.id,
+          payload: task.payload,
+          priority: task.priority,
+          createdAt: Number(task.created_at_ms)
+        }))
+      )
+    )
+
+    const report = (report: StatusReport) =>
+      conn.call("task", "ReportStatus", {
+        task_id: report.taskId,
+        node_key: nodeKey,
+        status: report.status,
+        error: report.error,
+        idempotency_key: report.key
+      }, { idempotent: true }).pipe(Effect.asVoid)
+
+    const heartbeat = (running: number) =>
+      conn.call("node", "SendHeartbeat", { node_key: nodeKey, running }, { idempotent: true }).pipe(Effect.asVoid)
+
+    const register = (generation: number) =>
+      conn.call("node", "Register", {
+        node_key: nodeKey,
+        name: options.name ?? nodeKey,
+        max_runners: maxRunners,
+        generation
+      }, { idempotent: true }).pipe(Effect.asVoid)
+
+    const subscribe = (generation: number) =>
+      Stream.unwrap(
+        Effect.map(conn.client("node"), (client) =>
+          Call.serverStream(client, "node", "Subscribe", { node_key: nodeKey, generation }))
+      ).pipe(Stream.filterMap(toRequest))
+
+    return { fetch, report, heartbeat, register, subscribe } satisfies TaskSource
+  })
+
+/**
+ * The task source over `proto/worker.proto` as a layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: NodeOptions): Layer.Layer<TaskSource, Validate.InvalidOption, Connection.Connection> =>
+  Layer.effect(TaskSource, make(options))

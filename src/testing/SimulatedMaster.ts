@@ -1,0 +1,239 @@
+/**
+ * The embedded master's bookkeeping (the same node registry, task queue and
+ * subscriptions as `Master`) reached over the simulated network, for
+ * virtual-time tests of task handlers: `TestClock` drives everything, with no
+ * socket and no real timer.
+ *
+ * `taskSource` is a `TaskSource` whose every call looks its client up through
+ * the `Connection`, as the real source does (so lookups wait, and fail with
+ * `ClientUnavailable`, as in production), then crosses the simulated network
+ * on that client's channel. The connection must be built with
+ * `services: TaskSource.services`.
+ *
+ * @since 0.1.0
+ */
+import * as grpc from "@grpc/grpc-js"
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import * as Connection from "../Connection.js"
+import { GrpcError } from "../GrpcError.js"
+import * as Validate from "../internal/validate.js"
+import * as Worker from "../protocol/Worker.js"
+import * as Retry from "../Retry.js"
+import * as TaskSource from "../TaskSource.js"
+import * as MasterState from "./internal/masterState.js"
+import { SimulatedNetwork } from "./SimulatedNetwork.js"
+
+export type {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  CancelOutcome,
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  EnqueueOptions,
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  NodeInfo,
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  StatusChange,
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  TaskInfo,
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  TaskStatus
+} from "./internal/masterState.js"
+
+export {
+  /**
+   * A master operation that could not be done.
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  MasterError
+} from "./internal/masterState.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** A node not heard from within two intervals is offline. Default 15 s. */
+  readonly heartbeatInterval?: Duration.DurationInput | undefined
+  /** The fraction (0 to 1) of Register, SendHeartbeat, FetchTask and ReportStatus calls failed with UNAVAILABLE. Default 0. */
+  readonly failureRate?: number | undefined
+}
+
+/**
+ * The test's handle on the simulated master.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SimulatedMaster {
+  /** Adds a `PENDING` task and returns its id. */
+  readonly enqueue: (options: MasterState.EnqueueOptions) => Effect.Effect<string, MasterState.MasterError>
+  /** Every task, in creation order. */
+  readonly tasks: Effect.Effect<ReadonlyArray<MasterState.TaskInfo>>
+  readonly task: (id: string) => Effect.Effect<MasterState.TaskInfo, MasterState.MasterError>
+  /** Every registered node, in registration order. */
+  readonly nodes: Effect.Effect<ReadonlyArray<MasterState.NodeInfo>>
+  /** How many subscriptions (joined node generations) are open. */
+  readonly subscriptions: Effect.Effect<number>
+  /** Ends the task `CANCELLED`, and tells the newest subscription of its node. */
+  readonly cancel: (id: string) => Effect.Effect<MasterState.CancelOutcome, MasterState.MasterError>
+  /** The fraction (0 to 1) of calls failed with UNAVAILABLE from now on, drawn from `Random`. */
+  readonly setFailureRate: (rate: number) => Effect.Effect<void, MasterState.MasterError>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export const SimulatedMaster: Context.Tag<SimulatedMaster, SimulatedMaster> = Context.GenericTag<SimulatedMaster>(
+  "effect-grpc-resilience/testing/SimulatedMaster"
+)
+
+// The bookkeeping behind each handle, for the task sources; not part of the handle.
+const states = new WeakMap<SimulatedMaster, MasterState.MasterState>()
+
+/**
+ * A simulated master with no tasks and no nodes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<SimulatedMaster, MasterState.MasterError> =>
+  Effect.map(MasterState.make(options), (state) => {
+    const master: SimulatedMaster = {
+      enqueue: state.enqueue,
+      tasks: state.tasks,
+      task: state.task,
+      nodes: state.nodes,
+      subscriptions: state.subscriptions,
+      cancel: state.cancel,
+      setFailureRate: state.setFailureRate
+    }
+    states.set(master, state)
+    return master
+  })
+
+/**
+ * A simulated master as a layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options = {}): Layer.Layer<SimulatedMaster, MasterState.MasterError> =>
+  Layer.effect(SimulatedMaster, make(options))
+
+// A refusal as the real master answers it: the same status code and details.
+const toGrpcError = (service: string, method: string) => (rejection: MasterState.Rejection) =>
+  new GrpcError({
+    code: grpc.status[MasterState.canonicalCode[rejection.reason]],
+    details: rejection.message,
+    service,
+    method
+  })
+
+/**
+ * A task source over the simulated master, for the node `options` describes:
+ * each call looks up its client through the connection (the lookup retried on
+ * `Retry.lookup`, as in production), then crosses the simulated network on
+ * that client's channel. `subscribe` streams the master's requests for that
+ * node and generation until the channel drops (UNAVAILABLE); it needs the
+ * node registered (`register`), as the real master does (NOT_FOUND).
+ *
+ * Calls are not retried and go through no breaker: a failure reaches the
+ * caller as the first attempt's.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const taskSource = (
+  options: TaskSource.NodeOptions
+): Layer.Layer<TaskSource.TaskSource, Validate.InvalidOption, Connection.Connection | SimulatedNetwork | SimulatedMaster> =>
+  Layer.effect(
+    TaskSource.TaskSource,
+    Effect.gen(function*() {
+      if (typeof options.nodeKey !== "string" || options.nodeKey.trim() === "") {
+        return yield* new Validate.InvalidOption({ option: "nodeKey", reason: "must be a non-empty string" })
+      }
+      const nodeKey = options.nodeKey
+      const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, 20)
+      const conn = yield* Connection.typed(TaskSource.services)
+      const network = yield* SimulatedNetwork
+      const master = yield* SimulatedMaster
+      const state = states.get(master)
+      if (state === undefined) return yield* Effect.dieMessage("SimulatedMaster.taskSource: not a simulated master")
+
+      const lookup = <K extends keyof typeof TaskSource.services>(service: K) =>
+        conn.client(service).pipe(Retry.transient(Retry.lookup, { label: `lookup ${service}` }))
+
+      // One unary call: lookup, the network, then the master, whose refusals become the real master's statuses.
+      const call = <A>(
+        service: keyof typeof TaskSource.services,
+        method: string,
+        handle: Effect.Effect<A, MasterState.Rejection>
+      ) =>
+        Effect.flatMap(lookup(service), (client) =>
+          network.callOn(
+            client,
+            `${Worker.serviceNames[service]}/${method}`,
+            Effect.zipRight(state.injectFailure(method), handle).pipe(Effect.mapError(toGrpcError(service, method)))
+          ))
+
+      const fetch = Effect.map(
+        call("task", "FetchTask", state.fetch(nodeKey)),
+        Option.map((task): TaskSource.IncomingTask => ({
+          id: task.id,
+          payload: task.payload,
+          priority: task.priority,
+          createdAt: task.createdAt
+        }))
+      )
+
+      const report = (report: TaskSource.StatusReport) =>
+        call(
+          "task",
+          "ReportStatus",
+          state.report({ taskId: report.taskId, node: nodeKey, status: report.status, error: report.error, key: report.key })
+        ).pipe(Effect.asVoid)
+
+      const heartbeat = (running: number) => call("node", "SendHeartbeat", state.heartbeat(nodeKey, running))
+
+      const register = (generation: number) =>
+        call("node", "Register", state.register({ node: nodeKey, name: options.name ?? nodeKey, maxRunners, generation }))
+
+      // As the real source: the stream's client is looked up once, without a retry.
+      const subscribe = (generation: number) =>
+        Stream.unwrap(
+          Effect.map(conn.client("node"), (client) =>
+            network.streamOn(
+              client,
+              `${Worker.serviceNames.node}/Subscribe`,
+              Stream.unwrapScoped(Effect.mapError(state.subscribe(nodeKey, generation), toGrpcError("node", "Subscribe")))
+            ))
+        )
+
+      return { fetch, report, heartbeat, register, subscribe } satisfies TaskSource.TaskSource
+    })
+  )

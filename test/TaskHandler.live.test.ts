@@ -1,0 +1,122 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Random from "effect/Random"
+import * as Ref from "effect/Ref"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import * as Connection from "../src/Connection.js"
+import * as GrpcChannel from "../src/GrpcChannel.js"
+import * as Outbox from "../src/Outbox.js"
+import * as TaskHandler from "../src/TaskHandler.js"
+import * as TaskSource from "../src/TaskSource.js"
+import * as Master from "../src/testing/Master.js"
+
+const Payload = Schema.Struct({ n: Schema.Number })
+
+// A worker process's layers, against a master's address.
+const worker = <R>(
+  address: string,
+  run: (task: TaskHandler.Task<typeof Payload.Type>) => Effect.Effect<unknown, unknown, R>,
+  options: Partial<TaskHandler.Options<typeof Payload.Type, typeof Payload.Encoded, R>> = {},
+  store: Layer.Layer<import("@effect/platform/KeyValueStore").KeyValueStore, unknown> = Outbox.layerMemory
+) =>
+  TaskHandler.layer({ payload: Payload, run, ...options }).pipe(
+    Layer.provideMerge(TaskSource.layer({ nodeKey: "w1" })),
+    Layer.provideMerge(Connection.layer({ address, services: TaskSource.services })),
+    Layer.provide(GrpcChannel.layer),
+    Layer.provide(store)
+  )
+
+// A worker in a scope of its own, which the test closes (and which closes with the test anyway).
+const startWorker = <ROut, E>(layer: Layer.Layer<ROut, E>) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+    const context = yield* Layer.buildWithScope(layer, scope)
+    return { scope, context }
+  })
+
+// Polls until `until` holds, every 20 ms, bounded.
+const poll = <A, E>(self: Effect.Effect<A, E>, until: (a: A) => boolean, timeout: Duration.DurationInput, what: string) =>
+  self.pipe(
+    Effect.zipLeft(Effect.sleep("20 millis")),
+    Effect.repeat({ until }),
+    Effect.timeoutFail({ duration: timeout, onTimeout: () => new Error(`${what} within ${Duration.format(Duration.decode(timeout))}`) })
+  )
+
+const ended = (t: Master.TaskInfo) => ["FINISHED", "ERROR", "CANCELLED"].includes(t.status)
+const allEnded = (master: Master.Master, timeout: Duration.DurationInput) =>
+  poll(master.tasks, (tasks) => tasks.length > 0 && tasks.every(ended), timeout, "every task ended")
+
+describe("TaskHandler (live loopback, embedded master)", () => {
+  it.scopedLive("100 tasks all finish exactly once with 4 runners", () =>
+    Effect.gen(function*() {
+      const master = yield* Master.make()
+      const running = yield* Ref.make(0)
+      const peak = yield* Ref.make(0)
+      const run = () =>
+        Effect.gen(function*() {
+          const now = yield* Ref.updateAndGet(running, (n) => n + 1)
+          yield* Ref.update(peak, (p) => Math.max(p, now))
+          yield* Effect.sleep(`${yield* Random.nextIntBetween(5, 20)} millis`)
+        }).pipe(Effect.ensuring(Ref.update(running, (n) => n - 1)))
+      for (let n = 0; n < 100; n++) yield* master.enqueue({ payload: JSON.stringify({ n }) })
+      const { scope } = yield* startWorker(worker(master.address, run, { maxRunners: 4 }))
+      const tasks = yield* allEnded(master, "20 seconds")
+      assert.strictEqual(tasks.length, 100)
+      assert.isTrue(tasks.every((t) => t.status === "FINISHED" && t.handedOut === 1), "every task finished, handed out once")
+      assert.isTrue(tasks.every((t) => t.history.filter((h) => h.status === "FINISHED").length === 1))
+      assert.isAtMost(yield* Ref.get(peak), 4)
+      assert.strictEqual(yield* Ref.get(peak), 4)
+      yield* Scope.close(scope, Exit.void)
+    }), 30_000)
+
+  it.scopedLive("a master restarted mid-run loses no task and no report", () =>
+    Effect.gen(function*() {
+      const master = yield* Master.make()
+      for (let n = 0; n < 40; n++) yield* master.enqueue({ payload: JSON.stringify({ n }) })
+      const { scope } = yield* startWorker(worker(master.address, () => Effect.sleep("25 millis"), { maxRunners: 4 }))
+      yield* poll(master.tasks, (ts) => ts.filter((t) => t.status === "FINISHED").length >= 10, "10 seconds", "10 tasks finished")
+      yield* master.stop
+      yield* Effect.sleep("1 second")
+      yield* master.restart
+      const tasks = yield* allEnded(master, "20 seconds")
+      assert.strictEqual(tasks.length, 40)
+      assert.isTrue(tasks.every((t) => t.status === "FINISHED"), "every task finished")
+      assert.isTrue(tasks.every((t) => t.handedOut === 1), "no task handed out twice")
+      yield* Scope.close(scope, Exit.void)
+    }), 30_000)
+
+  it.scopedLive("a worker restarted with a durable outbox delivers the report it owed", () =>
+    Effect.gen(function*() {
+      const directory = mkdtempSync(join(tmpdir(), "outbox-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(directory, { recursive: true, force: true })))
+      const master = yield* Master.make()
+      const id = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
+      const gate = yield* Deferred.make<void>()
+      const first = yield* startWorker(
+        worker(master.address, () => Deferred.await(gate), { flushTimeout: "200 millis" }, Outbox.layerFileSystem(directory))
+      )
+      yield* poll(master.task(id), (t) => t.status === "RUNNING", "10 seconds", "the task running")
+      // The master goes away; the task finishes; its report cannot be delivered before the worker stops.
+      yield* master.stop
+      yield* Deferred.succeed(gate, undefined)
+      yield* Effect.sleep("100 millis")
+      yield* Scope.close(first.scope, Exit.void)
+      assert.include(readFileSync(join(directory, "outbox"), "utf8"), `${id}:FINISHED`)
+      assert.strictEqual((yield* master.task(id)).status, "RUNNING")
+
+      yield* master.restart
+      const second = yield* startWorker(worker(master.address, () => Effect.void, {}, Outbox.layerFileSystem(directory)))
+      const task = yield* poll(master.task(id), (t) => t.status === "FINISHED", "10 seconds", "the owed report arrived")
+      assert.strictEqual(task.handedOut, 1)
+      yield* Scope.close(second.scope, Exit.void)
+    }), 30_000)
+})

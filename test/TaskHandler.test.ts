@@ -1,0 +1,234 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as Random from "effect/Random"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as TestClock from "effect/TestClock"
+import * as Connection from "../src/Connection.js"
+import * as Outbox from "../src/Outbox.js"
+import * as TaskHandler from "../src/TaskHandler.js"
+import * as TaskSource from "../src/TaskSource.js"
+import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
+import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
+
+const Payload = Schema.Struct({ seconds: Schema.Number })
+
+type Run = (task: TaskHandler.Task<typeof Payload.Type>) => Effect.Effect<unknown, unknown>
+
+// The task runs for `seconds` of virtual time.
+const sleeping: Run = (task) => Effect.sleep(`${task.payload.seconds} seconds`)
+
+// A worker, its connection, a simulated network and a simulated master: all on TestClock.
+const world = (
+  options: Partial<TaskHandler.Options<typeof Payload.Type, typeof Payload.Encoded, never>> = {},
+  network: SimulatedNetwork.Options = {}
+) =>
+  TaskHandler.layer({ payload: Payload, run: sleeping, ...options }).pipe(
+    Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+    Layer.provideMerge(
+      Connection.layer({ address: "master:9666", services: TaskSource.services, readiness: { probe: SimulatedNetwork.probe } })
+    ),
+    Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(network), SimulatedMaster.layer(), Outbox.layerMemory))
+  )
+
+// Every log line with the virtual time it was written at.
+const captureLogs = () => {
+  const lines: Array<{ at: number; level: string; message: string }> = []
+  const logger = Logger.make(({ date, logLevel, message }) => {
+    lines.push({ at: date.getTime(), level: logLevel.label, message: Array.isArray(message) ? message.join(" ") : String(message) })
+  })
+  return { lines, layer: Logger.replace(Logger.defaultLogger, logger) }
+}
+
+const enqueue = (seconds: number) =>
+  Effect.flatMap(SimulatedMaster.SimulatedMaster, (master) => master.enqueue({ payload: JSON.stringify({ seconds }) }))
+
+const task = (id: string) => Effect.flatMap(SimulatedMaster.SimulatedMaster, (master) => master.task(id))
+
+const at = (info: SimulatedMaster.TaskInfo, status: SimulatedMaster.TaskStatus) =>
+  info.history.find((change) => change.status === status)?.at
+
+describe("TaskHandler: CLS-001 in virtual time", () => {
+  // The seed's timeline: worker ready; network cut for 20 s; a task created 9 s into the outage.
+  const cls001 = (seed: number) => {
+    const logs = captureLogs()
+    return Effect.gen(function*() {
+      const network = yield* SimulatedNetwork.SimulatedNetwork
+      const conn = yield* Connection.Connection
+      yield* TestClock.adjust("6 seconds")
+      assert.strictEqual((yield* conn.state)._tag, "Ready")
+      yield* network.cut
+      yield* TestClock.adjust("9 seconds")
+      const id = yield* enqueue(2)
+      yield* TestClock.adjust("11 seconds")
+      const restoredAt = yield* TestClock.currentTimeMillis
+      yield* network.restore
+      const ready = yield* conn.changes.pipe(
+        Stream.filter((state) => state._tag === "Ready"),
+        Stream.runHead,
+        Effect.flatten,
+        Effect.fork
+      )
+      yield* TestClock.adjust("10 seconds")
+      const state = yield* Fiber.join(ready)
+      assert.strictEqual(state._tag, "Ready")
+      const readyAt = state._tag === "Ready" ? state.since : Number.NaN
+      const info = yield* task(id)
+      assert.strictEqual(info.status, "FINISHED", `seed ${seed}: the task finished`)
+      assert.strictEqual(info.handedOut, 1)
+      const started = at(info, "RUNNING")!
+      assert.isAtMost(started - readyAt, 1000, `seed ${seed}: fetched within 1 s of readiness`)
+      assert.isAtMost(readyAt - restoredAt, 3000, `seed ${seed}: ready within a backoff of the restore`)
+      assert.deepStrictEqual(info.history.map((change) => change.status), ["PENDING", "ASSIGNED", "RUNNING", "FINISHED"])
+      assert.deepStrictEqual(logs.lines.filter((line) => line.message.includes("ClientUnavailable")), [])
+      assert.deepStrictEqual(logs.lines.filter((line) => line.message.includes("unavailable")), [])
+    }).pipe(Effect.provide(world()), Effect.provide(logs.layer), Effect.withRandom(Random.make(seed)))
+  }
+  for (let seed = 1; seed <= 10; seed++) {
+    it.effect(`a task created during a 20 s outage starts within 1 s of readiness and finishes (seed ${seed})`, () => cls001(seed))
+  }
+})
+
+describe("TaskHandler (virtual time)", () => {
+  it.effect("a master late by 10 s: fetching starts when the connection is ready", () => {
+    const logs = captureLogs()
+    return Effect.gen(function*() {
+      const network = yield* SimulatedNetwork.SimulatedNetwork
+      const id = yield* enqueue(1)
+      yield* TestClock.adjust("10 seconds")
+      yield* network.restore
+      yield* TestClock.adjust("5 seconds")
+      const started = at(yield* task(id), "RUNNING")!
+      const line = logs.lines.find((l) => l.message.includes("starting task handler"))!
+      assert.strictEqual(line.message, "connection ready and registered, starting task handler")
+      assert.isAtLeast(started, 10_000)
+      assert.isAtMost(started - line.at, 100)
+    }).pipe(Effect.provide(world({}, { link: "down" })), Effect.provide(logs.layer), Effect.withRandom(Random.fixed([0.5])))
+  })
+
+  it.effect("a master that is absent: the handler starts at 30 s with a warning naming the failing check", () => {
+    const logs = captureLogs()
+    return Effect.gen(function*() {
+      yield* TestClock.adjust("40 seconds")
+      const line = logs.lines.find((l) => l.message.includes("starting task handler"))!
+      assert.strictEqual(line.at, 30_000)
+      assert.strictEqual(line.level, "WARN")
+      assert.include(line.message, "waited 30s")
+      assert.include(line.message, "channel")
+    }).pipe(Effect.provide(world({}, { link: "down" })), Effect.provide(logs.layer), Effect.withRandom(Random.fixed([0.5])))
+  })
+
+  it.effect("never runs more than maxRunners tasks, and fetches nothing while all are busy", () =>
+    Effect.gen(function*() {
+      const ids = yield* Effect.forEach([10, 10, 10, 10, 10], enqueue)
+      yield* TestClock.adjust("5 seconds")
+      const handler = yield* TaskHandler.TaskHandler
+      assert.strictEqual((yield* handler.status).running, 2)
+      assert.strictEqual((yield* handler.status).fetched, 2)
+      const statuses = yield* Effect.forEach(ids, (id) => Effect.map(task(id), (t) => t.status))
+      assert.deepStrictEqual(statuses, ["RUNNING", "RUNNING", "PENDING", "PENDING", "PENDING"])
+      yield* TestClock.adjust("6 seconds")
+      assert.deepStrictEqual(
+        yield* Effect.forEach(ids, (id) => Effect.map(task(id), (t) => t.status)),
+        ["FINISHED", "FINISHED", "RUNNING", "RUNNING", "PENDING"]
+      )
+      // Under TestClock a test ends with no task running: the drain would wait out its grace in virtual time.
+      yield* TestClock.adjust("20 seconds")
+      assert.deepStrictEqual((yield* SimulatedMaster.SimulatedMaster.pipe(Effect.flatMap((m) => m.tasks))).map((t) => t.status), [
+        "FINISHED",
+        "FINISHED",
+        "FINISHED",
+        "FINISHED",
+        "FINISHED"
+      ])
+    }).pipe(Effect.provide(world({ maxRunners: 2 })), Effect.withRandom(Random.fixed([0.5]))))
+
+  it.effect("reports made during an outage arrive after it, in order, once each", () =>
+    Effect.gen(function*() {
+      const network = yield* SimulatedNetwork.SimulatedNetwork
+      const id = yield* enqueue(5)
+      yield* TestClock.adjust("2 seconds")
+      yield* network.cut
+      yield* TestClock.adjust("20 seconds")
+      const during = yield* task(id)
+      assert.strictEqual(during.status, "RUNNING")
+      const handler = yield* TaskHandler.TaskHandler
+      assert.deepStrictEqual((yield* handler.outbox.pending).map((r) => r.key), [`${id}:FINISHED`])
+      yield* network.restore
+      yield* TestClock.adjust("20 seconds")
+      const after = yield* task(id)
+      assert.deepStrictEqual(after.history.map((c) => c.status), ["PENDING", "ASSIGNED", "RUNNING", "FINISHED"])
+      assert.isAtLeast(at(after, "FINISHED")!, 22_000)
+      assert.deepStrictEqual(yield* handler.outbox.pending, [])
+    }).pipe(Effect.provide(world()), Effect.withRandom(Random.fixed([0.5]))))
+
+  it.effect("a failing task, a defect and a malformed payload are reported ERROR, and the worker carries on", () =>
+    Effect.gen(function*() {
+      const master = yield* SimulatedMaster.SimulatedMaster
+      const bad = yield* master.enqueue({ payload: "{\"seconds\": \"soon\"}" })
+      const notJson = yield* master.enqueue({ payload: "not json" })
+      const failing = yield* enqueue(-1)
+      const throwing = yield* enqueue(-2)
+      const good = yield* enqueue(1)
+      yield* TestClock.adjust("5 seconds")
+      const error = (id: string) => Effect.map(task(id), (t) => [t.status, t.history.at(-1)?.error])
+      assert.deepStrictEqual(yield* error(bad), ["ERROR", "malformed task payload: seconds: Expected number, actual \"soon\""])
+      assert.strictEqual((yield* error(notJson))[0], "ERROR")
+      assert.include((yield* error(notJson))[1], "malformed task payload")
+      assert.deepStrictEqual(yield* error(failing), ["ERROR", "negative duration"])
+      assert.deepStrictEqual(yield* error(throwing), ["ERROR", "defect: boom"])
+      assert.strictEqual((yield* task(good)).status, "FINISHED")
+      const status = yield* (yield* TaskHandler.TaskHandler).status
+      assert.strictEqual(status.malformed, 2)
+      assert.strictEqual(status.failed, 2)
+    }).pipe(
+      Effect.provide(world({
+        run: (task) =>
+          task.payload.seconds === -1
+            ? Effect.fail(new TaskHandler.TaskError({ message: "negative duration" }))
+            : task.payload.seconds === -2
+            ? Effect.die(new Error("boom"))
+            : sleeping(task)
+      })),
+      Effect.withRandom(Random.fixed([0.5]))
+    ))
+
+  it.effect("the master cancels a running task: it is interrupted and reported CANCELLED", () =>
+    Effect.gen(function*() {
+      const master = yield* SimulatedMaster.SimulatedMaster
+      const id = yield* enqueue(60)
+      yield* TestClock.adjust("2 seconds")
+      assert.strictEqual(yield* master.cancel(id), "Notified")
+      yield* TestClock.adjust("1 second")
+      const handler = yield* TaskHandler.TaskHandler
+      assert.deepStrictEqual(yield* handler.running, [])
+      assert.strictEqual((yield* handler.status).cancelled, 1)
+    }).pipe(Effect.provide(world()), Effect.withRandom(Random.fixed([0.5]))))
+
+  it.effect("shutdown drains: running tasks finish within the grace, the rest are cancelled, the outbox is flushed", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(world({ drainGrace: "30 seconds" }), scope)
+      const simulated = Context.get(context, SimulatedMaster.SimulatedMaster)
+      const short = yield* simulated.enqueue({ payload: JSON.stringify({ seconds: 10 }) })
+      const long = yield* simulated.enqueue({ payload: JSON.stringify({ seconds: 100 }) })
+      yield* TestClock.adjust("2 seconds")
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* TestClock.adjust("20 seconds")
+      assert.strictEqual((yield* simulated.task(short)).status, "FINISHED")
+      assert.strictEqual((yield* simulated.task(long)).status, "RUNNING")
+      yield* TestClock.adjust("15 seconds")
+      yield* Fiber.join(closing)
+      const cancelled = yield* simulated.task(long)
+      assert.strictEqual(cancelled.status, "CANCELLED")
+      assert.strictEqual(at(cancelled, "CANCELLED"), 32_000)
+      // Nothing was fetched after the close began.
+      assert.strictEqual((yield* simulated.tasks).length, 2)
+    }).pipe(Effect.withRandom(Random.fixed([0.5]))))
+})
