@@ -5,6 +5,8 @@
  *   MASTER_PORT  the gRPC port (default 9666)
  *   MASTER_HOST  the address to bind (default 127.0.0.1)
  *   ADMIN_PORT   an HTTP port to drive it (default 9667)
+ *   ADMIN_SOCKET a Unix socket path for the admin API instead of ADMIN_PORT (it
+ *                crosses network namespaces, which the end-to-end tests use)
  *
  * The admin API, JSON over HTTP on 127.0.0.1:
  *   POST /tasks      {"payload": {...}, "priority"?: n}  -> {"id": "task-1"}
@@ -26,6 +28,7 @@ import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { createServer } from "node:http"
 import { Master } from "../src/testing/index.js"
+import { Logging } from "./logging.js"
 
 const Enqueue = Schema.Struct({
   payload: Schema.Unknown,
@@ -70,16 +73,16 @@ const MasterLive = Layer.unwrapEffect(
     const port = yield* Config.port("MASTER_PORT").pipe(Config.withDefault(9666))
     const host = yield* Config.string("MASTER_HOST").pipe(Config.withDefault("127.0.0.1"))
     const adminPort = yield* Config.port("ADMIN_PORT").pipe(Config.withDefault(9667))
+    const adminSocket = yield* Config.option(Config.string("ADMIN_SOCKET"))
     const MasterLayer = Master.layer({ port, host })
-    const Admin = HttpServer.serve(admin).pipe(
-      Layer.provide(NodeHttpServer.layer(createServer, { port: adminPort, host: "127.0.0.1" }))
-    )
+    const listen = adminSocket._tag === "Some" ? { path: adminSocket.value } : { port: adminPort, host: "127.0.0.1" }
+    const Admin = HttpServer.serve(admin).pipe(Layer.provide(NodeHttpServer.layer(createServer, listen)))
+    const where = adminSocket._tag === "Some" ? `unix:${adminSocket.value}` : `http://127.0.0.1:${adminPort}`
     const announce = Layer.effectDiscard(
-      Effect.flatMap(Master.Master, (master) =>
-        Effect.logInfo(`master serving on ${master.address}, admin on http://127.0.0.1:${adminPort}`))
+      Effect.flatMap(Master.Master, (master) => Effect.logInfo(`master serving on ${master.address}, admin on ${where}`))
     )
     return Layer.mergeAll(Admin, announce).pipe(Layer.provideMerge(MasterLayer))
   })
 )
 
-Layer.launch(MasterLive).pipe(NodeRuntime.runMain)
+Layer.launch(MasterLive).pipe(Effect.provide(Logging), NodeRuntime.runMain({ disablePrettyLogger: true }))

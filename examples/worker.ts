@@ -7,6 +7,7 @@
  *   NODE_KEY        this node's key (default: the host name)
  *   MAX_RUNNERS     tasks at once (default 20)
  *   OUTBOX_DIR      where undelivered reports wait (default .outbox)
+ *   LOG_FORMAT      pretty, json or logfmt (default pretty)
  *
  * Run it with `npm run worker`; stop it with SIGTERM or Ctrl-C: running tasks
  * get 30 s to finish, and the outbox is flushed.
@@ -21,6 +22,7 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { hostname } from "node:os"
 import { Connection, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../src/index.js"
+import { Logging } from "./logging.js"
 
 // A task is a command and its arguments, like the `echo` spider of the original cluster test.
 const ShellTask = Schema.Struct({
@@ -66,4 +68,4 @@ const WorkerLive = Layer.unwrapEffect(
   })
 )
 
-Layer.launch(WorkerLive).pipe(Effect.provide(NodeContext.layer), NodeRuntime.runMain)
+Layer.launch(WorkerLive).pipe(Effect.provide(NodeContext.layer), Effect.provide(Logging), NodeRuntime.runMain({ disablePrettyLogger: true }))

@@ -536,8 +536,8 @@ export const make = <S extends Services, R = never>(
           })
         ),
         breaker.protect,
-        // A transient failure may be the first sign of a dead link: have the supervisor look.
-        Effect.tapError((error) => (Retry.isTransient(error) ? check : Effect.void))
+        // A transient failure or a missed deadline may be the first sign of a dead link: have the supervisor look.
+        Effect.tapError((error) => (Retry.isTransient(error, { idempotent: true }) ? check : Effect.void))
       )
       return callOptions.retry === false
         ? attempt

@@ -270,11 +270,16 @@ export const make = <P, I, R>(
             Effect.gen(function*() {
               yield* count((s) => ({ fetched: s.fetched + 1 }))
               yield* Effect.logInfo(`task ${incoming.id} fetched`)
-              if (yield* FiberMap.has(runners, incoming.id)) {
-                yield* Effect.logWarning(`task ${incoming.id} is already running; not started twice`)
-              } else {
-                yield* FiberMap.run(runners, incoming.id, runTask(incoming))
+              // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
+              // nor when its reports still wait in the outbox.
+              const known = (yield* FiberMap.has(runners, incoming.id)) ||
+                (yield* outbox.pending).some((report) => report.taskId === incoming.id)
+              if (known) {
+                yield* Effect.logWarning(`task ${incoming.id} was handed out again; it runs here already, not twice`)
+                // The master will hand it out until it hears RUNNING: wait for the next tick, do not spin.
+                return false
               }
+              yield* FiberMap.run(runners, incoming.id, runTask(incoming))
               return true
             })
         })

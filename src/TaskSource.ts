@@ -7,6 +7,7 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
+import { randomUUID } from "node:crypto"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -145,7 +146,9 @@ export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.I
     const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, 20)
     const conn = yield* Connection.typed(services)
 
-    const fetch = conn.call("task", "FetchTask", { node_key: nodeKey }).pipe(
+    // One id per fetch, kept by its retries: the master answers a retry with the task it already handed out.
+    const fetch = Effect.sync(() => randomUUID()).pipe(
+      Effect.flatMap((fetchId) => conn.call("task", "FetchTask", { node_key: nodeKey, fetch_id: fetchId }, { idempotent: true })),
       Effect.map((reply) =>
         Option.map(Option.fromNullable(reply.task), (task) => ({
           id: task.id,

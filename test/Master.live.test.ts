@@ -36,8 +36,8 @@ const register = (c: Worker.NodeServiceClient, node_key: string, generation = 1)
   rpc<Worker.RegisterReply>((o, cb) => c.Register({ node_key, name: `${node_key}-name`, max_runners: 4, generation }, o, cb))
 const heartbeat = (c: Worker.NodeServiceClient, node_key: string, running = 0) =>
   rpc<Worker.HeartbeatReply>((o, cb) => c.SendHeartbeat({ node_key, running }, o, cb))
-const fetch = (c: Worker.TaskServiceClient, node_key: string) =>
-  rpc<Worker.FetchTaskReply>((o, cb) => c.FetchTask({ node_key }, o, cb)).pipe(Effect.map((reply) => reply.task))
+const fetch = (c: Worker.TaskServiceClient, node_key: string, fetch_id = "") =>
+  rpc<Worker.FetchTaskReply>((o, cb) => c.FetchTask({ node_key, fetch_id }, o, cb)).pipe(Effect.map((reply) => reply.task))
 const report = (
   c: Worker.TaskServiceClient,
   request: Pick<Worker.ReportStatusRequest, "task_id" | "node_key" | "idempotency_key"> & {
@@ -115,6 +115,44 @@ describe("Master (live loopback)", () => {
       assert.deepStrictEqual(new Set(handed), ids)
       assert.isTrue((yield* master.tasks).every((t) => t.handedOut === 1 && t.status === "ASSIGNED"))
     }), 10_000)
+
+  it.scopedLive("a retried fetch (the same fetch_id) gets the task it was answered with: a lost reply loses no task", () =>
+    Effect.gen(function*() {
+      const master = yield* Master.make()
+      const { task } = yield* clients(master.address)
+      const a = yield* master.enqueue({ payload: `{"n":"a"}` })
+      const b = yield* master.enqueue({ payload: `{"n":"b"}` })
+      assert.strictEqual((yield* fetch(task, "w1", "f1"))?.id, a)
+      assert.strictEqual((yield* fetch(task, "w1", "f1"))?.id, a)
+      assert.strictEqual((yield* fetch(task, "w1", "f2"))?.id, b)
+      // Another node's fetch id never reaches this node's task.
+      assert.isNull(yield* fetch(task, "w2", "f1"))
+      // Once confirmed, the retry gets the next task, if any.
+      yield* report(task, { task_id: a, node_key: "w1", status: "RUNNING", idempotency_key: "a-running" })
+      assert.isNull(yield* fetch(task, "w1", "f1"))
+      assert.strictEqual((yield* master.task(a)).handedOut, 2)
+    }))
+
+  it.scopedLive("a hand-out not confirmed within redeliverAfter goes to the same node again, never to another", () =>
+    Effect.gen(function*() {
+      const master = yield* Master.make({ redeliverAfter: "200 millis" })
+      const { task } = yield* clients(master.address)
+      const id = yield* master.enqueue({ payload: `{"n":1}` })
+      assert.strictEqual((yield* fetch(task, "w1"))?.id, id)
+      // Unconfirmed, but too soon: nobody gets it.
+      assert.isNull(yield* fetch(task, "w1"))
+      assert.isNull(yield* fetch(task, "w2"))
+      yield* Effect.sleep("250 millis")
+      assert.isNull(yield* fetch(task, "w2"))
+      assert.strictEqual((yield* fetch(task, "w1"))?.id, id)
+      const info = yield* master.task(id)
+      assert.strictEqual(info.handedOut, 2)
+      assert.deepStrictEqual(info.history.map((h) => h.status), ["PENDING", "ASSIGNED"])
+      // Once the node confirms it runs the task, it is never handed out again.
+      yield* report(task, { task_id: id, node_key: "w1", status: "RUNNING", idempotency_key: "k1" })
+      yield* Effect.sleep("250 millis")
+      assert.isNull(yield* fetch(task, "w1"))
+    }))
 
   it.scopedLive("a task arrives as the protocol says: JSON payload, int32 priority, created_at_ms as a string", () =>
     Effect.gen(function*() {

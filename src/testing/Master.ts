@@ -116,6 +116,8 @@ export interface Options {
   readonly host?: string | undefined
   /** A node not heard from within two intervals is offline. Default 15 s. */
   readonly heartbeatInterval?: Duration.DurationInput | undefined
+  /** A hand-out not confirmed by a RUNNING report within this goes to the same node again (a lost reply). Default 10 s. */
+  readonly redeliverAfter?: Duration.DurationInput | undefined
   /** The fraction (0 to 1) of Register, SendHeartbeat, FetchTask and ReportStatus calls failed with UNAVAILABLE. Default 0. */
   readonly failureRate?: number | undefined
   /** Merged over {@link defaultServerOptions}; `grpc.enable_channelz` stays on (see there). */
@@ -132,6 +134,7 @@ export const defaults = {
   port: 0,
   host: "127.0.0.1",
   heartbeatInterval: Duration.seconds(15),
+  redeliverAfter: Duration.seconds(10),
   failureRate: 0
 } as const
 
@@ -232,6 +235,7 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
     }
     const state = yield* MasterState.make({
       heartbeatInterval: options.heartbeatInterval ?? defaults.heartbeatInterval,
+      redeliverAfter: options.redeliverAfter ?? defaults.redeliverAfter,
       failureRate: options.failureRate ?? defaults.failureRate
     })
     const serverOptions: grpc.ServerOptions = {
@@ -254,7 +258,8 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     const unary = <Req, Res>(method: string, handle: (request: Req) => Effect.Effect<Res, MasterState.Rejection>) =>
     (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void =>
-      run(
+      // A call the client gave up on before we got to it changes nothing: its reply would be lost.
+      call.cancelled ? undefined : run(
         Effect.zipRight(state.injectFailure(method), Effect.suspend(() => handle(call.request))),
         (exit) => Exit.isSuccess(exit) ? callback(null, exit.value) : callback(toStatus(exit.cause))
       )
@@ -305,7 +310,7 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     const taskHandlers: Worker.TaskServiceHandlers = {
       FetchTask: unary<Worker.FetchTaskRequest, Worker.FetchTaskReply>("FetchTask", (request) =>
-        Effect.map(state.fetch(request.node_key), (task) => ({
+        Effect.map(state.fetch(request.node_key, request.fetch_id), (task) => ({
           task: Option.match(task, {
             onNone: () => null,
             onSome: (task) => ({

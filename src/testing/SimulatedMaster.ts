@@ -78,6 +78,8 @@ export {
 export interface Options {
   /** A node not heard from within two intervals is offline. Default 15 s. */
   readonly heartbeatInterval?: Duration.DurationInput | undefined
+  /** A hand-out not confirmed by a RUNNING report within this goes to the same node again. Default 10 s. */
+  readonly redeliverAfter?: Duration.DurationInput | undefined
   /** The fraction (0 to 1) of Register, SendHeartbeat, FetchTask and ReportStatus calls failed with UNAVAILABLE. Default 0. */
   readonly failureRate?: number | undefined
 }

@@ -53,7 +53,11 @@ export interface TaskInfo {
   readonly status: TaskStatus
   /** The node the task was enqueued for, or handed out to. */
   readonly node: string | undefined
-  /** How many times a fetch handed it out: never more than 1. */
+  /**
+   * How many times a fetch handed it out. More than 1 only when a hand-out went
+   * unconfirmed (no RUNNING report) for `redeliverAfter`: the reply may have been
+   * lost, so the same node gets it again; never another node.
+   */
   readonly handedOut: number
   /** The accepted statuses, oldest first, starting with `PENDING`. */
   readonly history: ReadonlyArray<StatusChange>
@@ -150,12 +154,15 @@ export interface Report {
 export interface Options {
   /** A node not heard from within two intervals is offline. Default 15 s. */
   readonly heartbeatInterval?: Duration.DurationInput | undefined
+  /** A hand-out not confirmed (by a RUNNING report) within this is handed out again to the same node. Default 10 s. */
+  readonly redeliverAfter?: Duration.DurationInput | undefined
   /** The fraction (0 to 1) of the calls `injectFailure` fails. Default 0. */
   readonly failureRate?: number | undefined
 }
 
 export const defaults = {
   heartbeatInterval: Duration.seconds(15),
+  redeliverAfter: Duration.seconds(10),
   failureRate: 0
 } as const
 
@@ -184,7 +191,8 @@ export interface MasterState {
   readonly register: (registration: Registration) => Effect.Effect<void, Rejection>
   readonly heartbeat: (node: string, running: number) => Effect.Effect<void, Rejection>
   /** Hands the node its next task, which becomes `ASSIGNED` to it; none when nothing is pending for it. */
-  readonly fetch: (node: string) => Effect.Effect<Option.Option<TaskInfo>, Rejection>
+  /** The next task for the node; a retry of a fetch (the same non-empty `fetchId`) gets the same task. */
+  readonly fetch: (node: string, fetchId?: string) => Effect.Effect<Option.Option<TaskInfo>, Rejection>
   /** Idempotent by `key`, forward only. */
   readonly report: (report: Report) => Effect.Effect<ReportOutcome, Rejection>
   /**
@@ -206,6 +214,10 @@ export interface MasterState {
 interface TaskRecord extends TaskInfo {
   readonly seq: number
   readonly reportKeys: ReadonlySet<string>
+  /** Epoch millis of the last hand-out. */
+  readonly handedOutAt: number | undefined
+  /** The fetch id of the last hand-out: a retry of that fetch gets the task again. */
+  readonly fetchId: string | undefined
 }
 
 interface NodeRecord {
@@ -275,12 +287,17 @@ const change = (
 
 const putTask = (state: State, task: TaskRecord): State => ({ ...state, tasks: HashMap.set(state.tasks, task.id, task) })
 
-// The node's own pending tasks first, then unassigned ones; by priority descending, then creation order.
-const nextTask = (state: State, node: string): TaskRecord | undefined => {
+// The node's own tasks first (pending, or handed out to it and unconfirmed for `redeliverAfter`), then
+// unassigned ones; by priority descending, then creation order.
+const nextTask = (state: State, node: string, now: number, redeliverAfter: number): TaskRecord | undefined => {
   let best: TaskRecord | undefined
   const score = (task: TaskRecord) => (task.node === node ? 1 : 0)
+  const eligible = (task: TaskRecord) =>
+    task.status === "PENDING"
+      ? task.node === undefined || task.node === node
+      : task.status === "ASSIGNED" && task.node === node && now - (task.handedOutAt ?? now) >= redeliverAfter
   for (const task of HashMap.values(state.tasks)) {
-    if (task.status !== "PENDING" || (task.node !== undefined && task.node !== node)) continue
+    if (!eligible(task)) continue
     if (
       best === undefined ||
       score(task) > score(best) ||
@@ -291,10 +308,22 @@ const nextTask = (state: State, node: string): TaskRecord | undefined => {
   return best
 }
 
-const fetchTask = (node: string, now: number) => (state: State): readonly [Option.Option<TaskInfo>, State] => {
-  const task = nextTask(state, node)
+// The task a fetch with this id was answered with, while it waits for the node to confirm it.
+const fetchedBefore = (state: State, node: string, fetchId: string): TaskRecord | undefined => {
+  if (fetchId === "") return undefined
+  for (const task of HashMap.values(state.tasks)) {
+    if (task.fetchId === fetchId && task.node === node && task.status === "ASSIGNED") return task
+  }
+  return undefined
+}
+
+const fetchTask = (node: string, fetchId: string, now: number, redeliverAfter: number) =>
+(state: State): readonly [Option.Option<TaskInfo>, State] => {
+  const task = fetchedBefore(state, node, fetchId) ?? nextTask(state, node, now, redeliverAfter)
   if (task === undefined) return [Option.none(), state]
-  const assigned = change({ ...task, node, handedOut: task.handedOut + 1 }, "ASSIGNED", now, node)
+  const handedOut = { ...task, node, handedOut: task.handedOut + 1, handedOutAt: now, fetchId }
+  // A redelivery leaves the status, and the history, as they are.
+  const assigned = task.status === "ASSIGNED" ? handedOut : change(handedOut, "ASSIGNED", now, node)
   return [Option.some(toInfo(assigned)), putTask(state, assigned)]
 }
 
@@ -398,13 +427,16 @@ export const validRate = (rate: number): Effect.Effect<number, MasterError> =>
     ? Effect.succeed(rate)
     : Effect.fail(invalid("failureRate", `expected a number from 0 to 1, got ${String(rate)}`))
 
-const validInterval = (input: Duration.DurationInput): Effect.Effect<Duration.Duration, MasterError> =>
+const validInterval = (
+  input: Duration.DurationInput,
+  option = "heartbeatInterval"
+): Effect.Effect<Duration.Duration, MasterError> =>
   Option.match(Duration.decodeUnknown(input), {
-    onNone: () => Effect.fail(invalid("heartbeatInterval", `not a duration: ${JSON.stringify(input)}`)),
+    onNone: () => Effect.fail(invalid(option, `not a duration: ${JSON.stringify(input)}`)),
     onSome: (duration) =>
       Duration.isFinite(duration) && Duration.greaterThan(duration, Duration.zero)
         ? Effect.succeed(duration)
-        : Effect.fail(invalid("heartbeatInterval", `must be positive and finite, got ${Duration.format(duration)}`))
+        : Effect.fail(invalid(option, `must be positive and finite, got ${Duration.format(duration)}`))
   })
 
 const isInt32 = (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31
@@ -421,6 +453,9 @@ const notRegistered = (node: string) =>
 export const make = (options: Options = {}): Effect.Effect<MasterState, MasterError> =>
   Effect.gen(function*() {
     const heartbeatInterval = yield* validInterval(options.heartbeatInterval ?? defaults.heartbeatInterval)
+    const redeliverAfter = Duration.toMillis(
+      yield* validInterval(options.redeliverAfter ?? defaults.redeliverAfter, "redeliverAfter")
+    )
     const offlineAfter = 2 * Duration.toMillis(heartbeatInterval)
     const failureRate = yield* Ref.make(yield* validRate(options.failureRate ?? defaults.failureRate))
     const state = yield* Ref.make(emptyState)
@@ -462,11 +497,11 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         if (!known) return yield* notRegistered(node)
       })
 
-    const fetch = (node: string) =>
+    const fetch = (node: string, fetchId = "") =>
       Effect.gen(function*() {
         yield* required("node_key", node)
         const now = yield* Clock.currentTimeMillis
-        return yield* Ref.modify(state, fetchTask(node, now))
+        return yield* Ref.modify(state, fetchTask(node, fetchId, now, redeliverAfter))
       })
 
     const report = (report: Report) =>
@@ -529,6 +564,8 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
             status: "PENDING",
             node: task.node === "" ? undefined : task.node,
             handedOut: 0,
+            handedOutAt: undefined,
+            fetchId: undefined,
             history: [{ status: "PENDING", at: now, node: undefined, error: undefined }],
             reportKeys: new Set()
           }
