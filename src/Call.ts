@@ -70,7 +70,18 @@ export interface CallOptions {
   /** Deadline of the call, from its start. */
   readonly timeout?: Duration.DurationInput | undefined
   readonly metadata?: grpc.Metadata | undefined
+  /** Aborting it ends the call at once with UNAVAILABLE (its connection was given up). */
+  readonly signal?: AbortSignal | undefined
 }
+
+const givenUp = (service: string, method: string, beforeSend: boolean) =>
+  new GrpcError.GrpcError({
+    code: grpc.status.UNAVAILABLE,
+    details: "the connection it ran on was given up",
+    service,
+    method,
+    beforeSend
+  })
 
 const callOptions = (options: CallOptions): grpc.CallOptions =>
   options.timeout === undefined ? {} : { deadline: Date.now() + Duration.toMillis(options.timeout) }
@@ -93,6 +104,8 @@ export const unary = <C extends grpc.Client, M extends UnaryMethod<C>>(
   options: CallOptions = {}
 ): Effect.Effect<Response<C, M>, GrpcError.GrpcError> =>
   Effect.async<Response<C, M>, GrpcError.GrpcError>((resume) => {
+    const signal = options.signal
+    if (signal?.aborted) return resume(Effect.fail(givenUp(service, method, true)))
     const beforeSend = unsent(client)
     const invoke = client[method] as unknown as (
       request: Request<C, M>,
@@ -100,19 +113,35 @@ export const unary = <C extends grpc.Client, M extends UnaryMethod<C>>(
       options: grpc.CallOptions,
       callback: grpc.requestCallback<Response<C, M>>
     ) => grpc.ClientUnaryCall
+    let settled = false
+    const settle = (result: Effect.Effect<Response<C, M>, GrpcError.GrpcError>) => {
+      if (settled) return
+      settled = true
+      signal?.removeEventListener("abort", onAbort)
+      resume(result)
+    }
     const call = invoke.call(
       client,
       request,
       options.metadata ?? new grpc.Metadata(),
       callOptions(options),
       (error, response) =>
-        resume(
+        settle(
           error
             ? Effect.fail(GrpcError.fromServiceError(error, service, method, beforeSend))
             : Effect.succeed(response as Response<C, M>)
         )
     )
-    return Effect.sync(() => call.cancel())
+    function onAbort() {
+      settle(Effect.fail(givenUp(service, method, beforeSend)))
+      call.cancel()
+    }
+    signal?.addEventListener("abort", onAbort, { once: true })
+    return Effect.sync(() => {
+      settled = true
+      signal?.removeEventListener("abort", onAbort)
+      call.cancel()
+    })
   })
 
 /**
@@ -143,10 +172,15 @@ export const serverStream = <C extends grpc.Client, M extends StreamMethod<C>>(
         call.on("error", (error: grpc.ServiceError) =>
           emit.fail(GrpcError.fromServiceError(error, service, method, beforeSend)))
         call.on("end", () => emit.end())
-        return call
+        const signal = options.signal
+        const onAbort = () => emit.fail(givenUp(service, method, beforeSend))
+        if (signal?.aborted) emit.fail(givenUp(service, method, true))
+        else signal?.addEventListener("abort", onAbort, { once: true })
+        return { call, release: () => signal?.removeEventListener("abort", onAbort) }
       }),
-      (call) =>
+      ({ call, release }) =>
         Effect.sync(() => {
+          release()
           // After our own cancel grpc-js still emits a CANCELLED error: nobody listens any more.
           call.removeAllListeners()
           call.on("error", () => {})

@@ -236,6 +236,8 @@ const isReconnecting = (state: ConnectionState) => state._tag === "Reconnecting"
 
 interface Link extends Readiness.Target {
   readonly scope: Scope.CloseableScope
+  /** Aborted when the link is given up: calls still running on it fail at once instead of hanging on. */
+  readonly lost: AbortSignal
 }
 
 // What the supervisor publishes: the state, and the link while Ready.
@@ -257,23 +259,36 @@ const validServices = <S extends Services>(services: S): Effect.Effect<S, Invali
 }
 
 
-const awaitReady = (channel: GrpcChannel.GrpcChannel): Effect.Effect<void, ConnectError> =>
+// Where a connecting channel settles: READY, TRANSIENT_FAILURE or SHUTDOWN; an IDLE one is asked to connect.
+const settled = (channel: GrpcChannel.GrpcChannel): Effect.Effect<Option.Option<GrpcChannel.ConnectivityState>> =>
   channel.changes.pipe(
-    Stream.mapEffect((state) => {
-      switch (state) {
-        case "TRANSIENT_FAILURE":
-          return Effect.fail(new ConnectError({ reason: "TransientFailure", message: "channel in TRANSIENT_FAILURE" }))
-        case "SHUTDOWN":
-          return Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
-        case "IDLE":
-          return Effect.as(channel.connect, state)
-        default:
-          return Effect.succeed(state)
-      }
-    }),
-    Stream.takeUntil((state) => state === "READY"),
-    Stream.runDrain
+    Stream.tap((state) => (state === "IDLE" ? channel.connect : Effect.void)),
+    Stream.filter((state) => state === "READY" || state === "TRANSIENT_FAILURE" || state === "SHUTDOWN"),
+    Stream.runHead
   )
+
+// READY within the connect timeout, or the reason why not. Nothing fails inside the timed race.
+const awaitReady = (
+  channel: GrpcChannel.GrpcChannel,
+  connectTimeout: Duration.Duration
+): Effect.Effect<void, ConnectError> =>
+  Effect.flatMap(Effect.timeoutOption(settled(channel), connectTimeout), (outcome) => {
+    const state = Option.getOrUndefined(Option.flatten(outcome))
+    switch (state) {
+      case "READY":
+        return Effect.void
+      case "TRANSIENT_FAILURE":
+        return Effect.fail(new ConnectError({ reason: "TransientFailure", message: "channel in TRANSIENT_FAILURE" }))
+      case undefined:
+        return Option.isNone(outcome)
+          ? Effect.fail(
+            new ConnectError({ reason: "ConnectTimeout", message: `not READY within ${formatMillis(connectTimeout)}` })
+          )
+          : Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
+      default:
+        return Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
+    }
+  })
 
 // The readiness report after a loss: the check that saw it failed.
 const lostReport = (report: Readiness.ReadinessReport, lost: ConnectError): Readiness.ReadinessReport => ({
@@ -354,18 +369,14 @@ export const make = <S extends Services, R = never>(
             scope
           )
           yield* channel.connect
-          yield* awaitReady(channel).pipe(
-            Effect.timeoutFail({
-              duration: connectTimeout,
-              onTimeout: () =>
-                new ConnectError({ reason: "ConnectTimeout", message: `not READY within ${formatMillis(connectTimeout)}` })
-            })
-          )
+          yield* awaitReady(channel, connectTimeout)
           const clients: Record<string, grpc.Client> = {}
           for (const [key, constructor] of Object.entries(services)) {
             clients[key] = new constructor(address, credentials, { channelOverride: channel.channel })
           }
-          const link: Link = { generation, channel, clients, services: serviceKeys, scope }
+          const lost = new AbortController()
+          yield* Scope.addFinalizer(scope, Effect.sync(() => lost.abort()))
+          const link: Link = { generation, channel, clients, services: serviceKeys, scope, lost: lost.signal }
           const which = isReconnecting(yield* currentState) ? "reconnection " : ""
           yield* Effect.logInfo(`waiting for full ${which}readiness`)
           const report = yield* Readiness.run(link, {
@@ -481,7 +492,8 @@ export const make = <S extends Services, R = never>(
     )
     yield* Effect.forkScoped(supervise)
 
-    const client = <K extends keyof S & string>(key: K) =>
+    // The link of the current generation, for a service: at once when Ready, else after a wait that follows the state.
+    const lookup = (key: string): Effect.Effect<Link, ClientUnavailable> =>
       Effect.gen(function*() {
         const start = yield* Clock.currentTimeMillis
         const unavailable = (reason: ClientUnavailable["reason"], state: ConnectionState) =>
@@ -490,7 +502,7 @@ export const make = <S extends Services, R = never>(
         let current = yield* SubscriptionRef.get(snapshot)
         if (!Object.hasOwn(services, key)) return yield* unavailable("UnknownService", current.state)
         while (true) {
-          if (current.link !== undefined) return current.link.clients[key] as InstanceType<S[K]>
+          if (current.link !== undefined) return current.link
           if (current.state._tag === "Closed") return yield* unavailable("Closed", current.state)
           // The deadline follows the state: re-evaluated on every change during the wait.
           const limit = isReconnecting(current.state) ? reconnectingLookupTimeout : lookupTimeout
@@ -506,6 +518,9 @@ export const make = <S extends Services, R = never>(
           current = Option.getOrElse(next.value, () => current)
         }
       })
+
+    const client = <K extends keyof S & string>(key: K) =>
+      Effect.map(lookup(key), (link) => link.clients[key] as InstanceType<S[K]>)
 
     const readinessService: Readiness.Readiness = {
       status: SubscriptionRef.get(status),
@@ -527,12 +542,13 @@ export const make = <S extends Services, R = never>(
 
     const call: Connection<S>["call"] = (service, method, request, callOptions = {}) => {
       const label = `${service}.${method}`
-      const attempt = client(service).pipe(
+      const attempt = lookup(service).pipe(
         Retry.transient(lookupSchedule, { label: `lookup ${service}` }),
-        Effect.flatMap((c) =>
-          Call.unary(c, service, method, request, {
+        Effect.flatMap((link) =>
+          Call.unary(link.clients[service] as InstanceType<S[typeof service]>, service, method, request, {
             timeout: callOptions.timeout ?? callTimeout,
-            metadata: callOptions.metadata
+            metadata: callOptions.metadata,
+            signal: link.lost
           })
         ),
         breaker.protect,
@@ -552,7 +568,7 @@ export const make = <S extends Services, R = never>(
           ? (request as (generation: number) => Message)(link.generation)
           : request
         const client = link.clients[service] as InstanceType<S[typeof service]>
-        const once = Call.serverStream(client, service, method, message, callOptions).pipe(
+        const once = Call.serverStream(client, service, method, message, { ...callOptions, signal: link.lost }).pipe(
           Stream.catchAll((error) =>
             // CANCELLED reaches us only from the server (ours are never surfaced): it went away.
             Retry.isTransient(error) || error.code === grpc.status.CANCELLED

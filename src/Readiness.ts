@@ -275,11 +275,15 @@ export const answers = <R>(
   probe: Probe<R>,
   timeout: Duration.DurationInput
 ): Effect.Effect<void, ProbeFailed, R> =>
+  // The failure is carried out of the timed race as a value: nothing fails inside it.
   probe(target).pipe(
-    Effect.timeoutFail({
-      duration: timeout,
-      onTimeout: () => new ProbeFailed({ reason: "Timeout", message: `no answer within ${Duration.format(timeout)}` })
-    })
+    Effect.either,
+    Effect.timeoutOption(timeout),
+    Effect.flatMap(Option.match({
+      onNone: () =>
+        Effect.fail(new ProbeFailed({ reason: "Timeout", message: `no answer within ${Duration.format(timeout)}` })),
+      onSome: (answer) => answer
+    }))
   )
 
 const toResult = <E extends { readonly message: string }, R>(

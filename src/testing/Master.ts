@@ -151,6 +151,9 @@ export const defaults = {
  * @category constants
  */
 export const defaultServerOptions: grpc.ServerOptions = {
+  // The master pings too, so a worker lost behind a blackhole is dropped with its streams.
+  "grpc.keepalive_time_ms": 20_000,
+  "grpc.keepalive_timeout_ms": 5_000,
   "grpc.keepalive_permit_without_calls": 1,
   "grpc.http2.min_ping_interval_without_data_ms": 10_000,
   "grpc.http2.max_ping_strikes": 0
