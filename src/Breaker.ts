@@ -180,13 +180,23 @@ export const make = (options: Options = {}): Effect.Effect<Breaker, Validate.Inv
       return failures >= threshold ? open(failures) : Effect.succeed(BreakerState.Closed({ failures }))
     }
 
+    // A success on a closed breaker with no failures changes nothing: the common case takes no lock.
+    const quiet = (current: BreakerState) => current._tag === "Closed" && current.failures === 0
+
     const protect = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerOpen, R> =>
-      Effect.flatMap(admit, (admission): Effect.Effect<A, E | BreakerOpen, R> =>
-        admission instanceof BreakerOpen
-          ? Effect.fail(admission)
-          : Effect.onExit(self, (exit) =>
-            SubscriptionRef.modifyEffect(state, (current) =>
-              Effect.map(next(current, exit, admission === "trial"), (state) => [undefined, state] as const))))
+      Effect.flatMap(SubscriptionRef.get(state), (seen): Effect.Effect<A, E | BreakerOpen, R> =>
+        seen._tag === "Closed"
+          ? quiet(seen)
+            ? Effect.tapErrorCause(self, (cause) => settle(Exit.failCause(cause), false))
+            : Effect.onExit(self, (exit) => settle(exit, false))
+          : Effect.flatMap(admit, (admission): Effect.Effect<A, E | BreakerOpen, R> =>
+            admission instanceof BreakerOpen
+              ? Effect.fail(admission)
+              // A trial must give its claim back even when interrupted.
+              : Effect.onExit(self, (exit) => settle(exit, admission === "trial"))))
+
+    const settle = <A, E>(exit: Exit.Exit<A, E>, trial: boolean) =>
+      SubscriptionRef.modifyEffect(state, (current) => Effect.map(next(current, exit, trial), (state) => [undefined, state] as const))
 
     return { state: SubscriptionRef.get(state), changes: state.changes, protect } satisfies Breaker
   })

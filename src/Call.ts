@@ -70,8 +70,35 @@ export interface CallOptions {
   /** Deadline of the call, from its start. */
   readonly timeout?: Duration.DurationInput | undefined
   readonly metadata?: grpc.Metadata | undefined
-  /** Aborting it ends the call at once with UNAVAILABLE (its connection was given up). */
-  readonly signal?: AbortSignal | undefined
+  /** When it fires, the call ends at once with UNAVAILABLE: its connection was given up. */
+  readonly givenUp?: GivenUp | undefined
+}
+
+/**
+ * A one-shot latch a connection fires when it gives a channel up, so the calls
+ * still running on it end at once. (An `AbortSignal` would do, but costs more
+ * per call and warns past ten listeners; a connection carries many calls.)
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class GivenUp {
+  #fired = false
+  readonly #listeners = new Set<() => void>()
+  get fired(): boolean {
+    return this.#fired
+  }
+  /** Runs `listener` when the latch fires; the returned function removes it. */
+  listen(listener: () => void): () => void {
+    this.#listeners.add(listener)
+    return () => this.#listeners.delete(listener)
+  }
+  fire(): void {
+    if (this.#fired) return
+    this.#fired = true
+    for (const listener of this.#listeners) listener()
+    this.#listeners.clear()
+  }
 }
 
 const givenUp = (service: string, method: string, beforeSend: boolean) =>
@@ -104,8 +131,8 @@ export const unary = <C extends grpc.Client, M extends UnaryMethod<C>>(
   options: CallOptions = {}
 ): Effect.Effect<Response<C, M>, GrpcError.GrpcError> =>
   Effect.async<Response<C, M>, GrpcError.GrpcError>((resume) => {
-    const signal = options.signal
-    if (signal?.aborted) return resume(Effect.fail(givenUp(service, method, true)))
+    const latch = options.givenUp
+    if (latch?.fired) return resume(Effect.fail(givenUp(service, method, true)))
     const beforeSend = unsent(client)
     const invoke = client[method] as unknown as (
       request: Request<C, M>,
@@ -114,10 +141,11 @@ export const unary = <C extends grpc.Client, M extends UnaryMethod<C>>(
       callback: grpc.requestCallback<Response<C, M>>
     ) => grpc.ClientUnaryCall
     let settled = false
+    let unlisten: (() => void) | undefined
     const settle = (result: Effect.Effect<Response<C, M>, GrpcError.GrpcError>) => {
       if (settled) return
       settled = true
-      signal?.removeEventListener("abort", onAbort)
+      unlisten?.()
       resume(result)
     }
     const call = invoke.call(
@@ -132,14 +160,13 @@ export const unary = <C extends grpc.Client, M extends UnaryMethod<C>>(
             : Effect.succeed(response as Response<C, M>)
         )
     )
-    function onAbort() {
+    unlisten = latch?.listen(() => {
       settle(Effect.fail(givenUp(service, method, beforeSend)))
       call.cancel()
-    }
-    signal?.addEventListener("abort", onAbort, { once: true })
+    })
     return Effect.sync(() => {
       settled = true
-      signal?.removeEventListener("abort", onAbort)
+      unlisten?.()
       call.cancel()
     })
   })
@@ -172,11 +199,10 @@ export const serverStream = <C extends grpc.Client, M extends StreamMethod<C>>(
         call.on("error", (error: grpc.ServiceError) =>
           emit.fail(GrpcError.fromServiceError(error, service, method, beforeSend)))
         call.on("end", () => emit.end())
-        const signal = options.signal
-        const onAbort = () => emit.fail(givenUp(service, method, beforeSend))
-        if (signal?.aborted) emit.fail(givenUp(service, method, true))
-        else signal?.addEventListener("abort", onAbort, { once: true })
-        return { call, release: () => signal?.removeEventListener("abort", onAbort) }
+        const latch = options.givenUp
+        if (latch?.fired) emit.fail(givenUp(service, method, true))
+        const release = latch?.listen(() => emit.fail(givenUp(service, method, beforeSend))) ?? (() => false)
+        return { call, release }
       }),
       ({ call, release }) =>
         Effect.sync(() => {

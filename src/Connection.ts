@@ -236,8 +236,8 @@ const isReconnecting = (state: ConnectionState) => state._tag === "Reconnecting"
 
 interface Link extends Readiness.Target {
   readonly scope: Scope.CloseableScope
-  /** Aborted when the link is given up: calls still running on it fail at once instead of hanging on. */
-  readonly lost: AbortSignal
+  /** Fires when the link is given up: calls still running on it fail at once instead of hanging on. */
+  readonly lost: Call.GivenUp
 }
 
 // What the supervisor publishes: the state, and the link while Ready.
@@ -374,9 +374,9 @@ export const make = <S extends Services, R = never>(
           for (const [key, constructor] of Object.entries(services)) {
             clients[key] = new constructor(address, credentials, { channelOverride: channel.channel })
           }
-          const lost = new AbortController()
-          yield* Scope.addFinalizer(scope, Effect.sync(() => lost.abort()))
-          const link: Link = { generation, channel, clients, services: serviceKeys, scope, lost: lost.signal }
+          const lost = new Call.GivenUp()
+          yield* Scope.addFinalizer(scope, Effect.sync(() => lost.fire()))
+          const link: Link = { generation, channel, clients, services: serviceKeys, scope, lost }
           const which = isReconnecting(yield* currentState) ? "reconnection " : ""
           yield* Effect.logInfo(`waiting for full ${which}readiness`)
           const report = yield* Readiness.run(link, {
@@ -494,6 +494,10 @@ export const make = <S extends Services, R = never>(
 
     // The link of the current generation, for a service: at once when Ready, else after a wait that follows the state.
     const lookup = (key: string): Effect.Effect<Link, ClientUnavailable> =>
+      Effect.flatMap(SubscriptionRef.get(snapshot), (now) =>
+        now.link !== undefined && Object.hasOwn(services, key) ? Effect.succeed(now.link) : waitForLink(key))
+
+    const waitForLink = (key: string): Effect.Effect<Link, ClientUnavailable> =>
       Effect.gen(function*() {
         const start = yield* Clock.currentTimeMillis
         const unavailable = (reason: ClientUnavailable["reason"], state: ConnectionState) =>
@@ -548,7 +552,7 @@ export const make = <S extends Services, R = never>(
           Call.unary(link.clients[service] as InstanceType<S[typeof service]>, service, method, request, {
             timeout: callOptions.timeout ?? callTimeout,
             metadata: callOptions.metadata,
-            signal: link.lost
+            givenUp: link.lost
           })
         ),
         breaker.protect,
@@ -568,7 +572,7 @@ export const make = <S extends Services, R = never>(
           ? (request as (generation: number) => Message)(link.generation)
           : request
         const client = link.clients[service] as InstanceType<S[typeof service]>
-        const once = Call.serverStream(client, service, method, message, { ...callOptions, signal: link.lost }).pipe(
+        const once = Call.serverStream(client, service, method, message, { ...callOptions, givenUp: link.lost }).pipe(
           Stream.catchAll((error) =>
             // CANCELLED reaches us only from the server (ours are never surfaced): it went away.
             Retry.isTransient(error) || error.code === grpc.status.CANCELLED

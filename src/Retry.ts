@@ -5,12 +5,10 @@
  * @since 0.1.0
  */
 import * as grpc from "@grpc/grpc-js"
-import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual, pipe } from "effect/Function"
 import * as Predicate from "effect/Predicate"
-import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import { formatMillis } from "./internal/format.js"
@@ -194,33 +192,45 @@ export const transient: {
     self: Effect.Effect<A, E, R>,
     schedule: Schedule.Schedule<Out, unknown, R2>,
     traits: CallTraits & { readonly label?: string | undefined } = {}
-  ): Effect.Effect<A, E, R | R2> =>
-    Effect.flatMap(Ref.make(0), (attempts) => {
-      const label = traits.label ?? "call"
-      const attempt = Effect.zipRight(Ref.update(attempts, (n) => n + 1), self)
-      return attempt.pipe(
+  ): Effect.Effect<A, E, R | R2> => {
+    const label = traits.label ?? "call"
+    const giveUp = (error: E, attempts: number) => {
+      const why = !isTransient(error, traits)
+        ? "not transient"
+        : isRetryable(error, traits)
+        ? "retries exhausted"
+        : "the request was sent and the call is not idempotent"
+      return Effect.zipRight(
+        Effect.logWarning(`${label}: giving up after ${attempts} attempt${attempts === 1 ? "" : "s"} (${why}): ${describe(error)}`),
+        Effect.fail(error)
+      )
+    }
+    // A success costs nothing here: the schedule is driven only after a first failure.
+    return Effect.catchAll(self, (first) => {
+      if (!isRetryable(first, traits)) return giveUp(first, 1)
+      let attempts = 1
+      let replayed = false
+      // The first failure is replayed into the schedule, so its delays run from it as from any other.
+      const again = Effect.suspend(() => {
+        if (!replayed) {
+          replayed = true
+          return Effect.fail(first)
+        }
+        attempts++
+        return self
+      })
+      return again.pipe(
         Effect.retry(pipe(
           Schedule.intersect(Schedule.delays(schedule), Schedule.identity<E>()),
           Schedule.whileInput((error: E) => isRetryable(error, traits)),
           Schedule.onDecision(([delay, error], decision) =>
             ScheduleDecision.isDone(decision)
               ? Effect.void
-              : Effect.flatMap(Ref.get(attempts), (n) =>
-                Effect.logWarning(`${label}: attempt ${n} failed (${describe(error)}), retrying in ${formatMillis(delay)}`)))
+              : Effect.logWarning(`${label}: attempt ${attempts} failed (${describe(error)}), retrying in ${formatMillis(delay)}`)
+          )
         )),
-        Effect.tapErrorCause((cause) =>
-          Effect.flatMap(Ref.get(attempts), (n) => {
-            const failure = Cause.failureOption(cause)
-            if (failure._tag === "None") return Effect.void
-            const error = failure.value
-            const why = !isTransient(error, traits)
-              ? "not transient"
-              : isRetryable(error, traits)
-              ? "retries exhausted"
-              : "the request was sent and the call is not idempotent"
-            return Effect.logWarning(`${label}: giving up after ${n} attempt${n === 1 ? "" : "s"} (${why}): ${describe(error)}`)
-          })
-        )
+        Effect.catchAll((error) => giveUp(error, attempts))
       )
     })
+  }
 )

@@ -1,0 +1,121 @@
+/**
+ * Runs the benchmarks one after the other and writes what they found:
+ * `bench/results.json`, `bench/RESULTS.md` and one SVG per benchmark
+ * (`--quick`: small counts, written to `bench/quick/`, for CI). A missed
+ * target is reported, not failed; only a benchmark that breaks fails the run.
+ *
+ *   npm run bench            # everything, full counts (about 15 minutes)
+ *   npm run bench:quick      # small counts (under 2 minutes)
+ *   npm run bench -- overhead soak   # some of them
+ */
+import * as Effect from "effect/Effect"
+import { mkdirSync, writeFileSync } from "node:fs"
+import { cpus, platform, release, totalmem } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import type { Bench, Result } from "./Bench.js"
+import { fleet } from "./fleet.js"
+import { overhead } from "./overhead.js"
+import { recovery } from "./recovery.js"
+import { soak } from "./soak.js"
+import { virtualTime } from "./virtualTime.js"
+
+const all: ReadonlyArray<readonly [string, Bench]> = [
+  ["virtual-time", virtualTime],
+  ["overhead", overhead],
+  ["soak", soak],
+  ["fleet", fleet],
+  ["recovery", recovery]
+]
+
+const args = process.argv.slice(2)
+const quick = args.includes("--quick")
+const wanted = args.filter((arg) => !arg.startsWith("--"))
+const unknown = wanted.filter((name) => !all.some(([n]) => n === name))
+if (unknown.length > 0) {
+  console.error(`bench: unknown benchmark ${unknown.join(", ")}; known: ${all.map(([n]) => n).join(", ")}`)
+  process.exit(2)
+}
+const chosen = all.filter(([name]) => wanted.length === 0 || wanted.includes(name))
+
+const here = fileURLToPath(new URL(".", import.meta.url))
+const out = quick ? join(here, "quick") : here
+mkdirSync(out, { recursive: true })
+
+const machine = {
+  cores: cpus().length,
+  cpu: cpus()[0]?.model ?? "unknown",
+  memory: `${Math.round(totalmem() / 1024 ** 3)} GiB`,
+  node: process.version,
+  os: `${platform()} ${release()}`,
+  date: new Date().toISOString()
+}
+const command = `npm run ${quick ? "bench:quick" : "bench"}${wanted.length > 0 ? ` -- ${wanted.join(" ")}` : ""}`
+
+const markdown = (results: ReadonlyArray<Result>, failures: ReadonlyArray<string>) => {
+  const cell = (value: string | number) => String(value).replace(/\|/g, "\\|")
+  const lines: Array<string> = []
+  lines.push(`# Benchmark results${quick ? " (quick: small counts, not the numbers to quote)" : ""}`, "")
+  lines.push(`Produced by \`${command}\` on ${machine.date.slice(0, 10)}: ${machine.cores} cores (${machine.cpu}), ` +
+    `${machine.memory}, Node ${machine.node}, ${machine.os}. The machine is shared: absolute times are noise, ` +
+    "the comparisons made within one run are the result.", "")
+  lines.push("| benchmark | target | measured | |", "| --- | --- | --- | --- |")
+  for (const result of results) {
+    for (const target of result.targets) {
+      lines.push(`| ${cell(result.title)}: ${cell(target.name)} | ${cell(target.target)} | ${cell(target.measured)} | ${target.met ? "met" : "**missed**"} |`)
+    }
+  }
+  for (const failure of failures) lines.push(`| ${cell(failure)} | | | **broke** |`)
+  lines.push("")
+  for (const result of results) {
+    lines.push(`## ${result.title}`, "", result.method, "")
+    for (const table of result.tables) {
+      lines.push(`**${table.title}**`, "", `| ${table.columns.map(cell).join(" | ")} |`, `| ${table.columns.map(() => "---").join(" | ")} |`)
+      for (const row of table.rows) lines.push(`| ${row.map(cell).join(" | ")} |`)
+      lines.push("")
+    }
+    lines.push(`![${result.title}](${result.name}.svg)`, "")
+    for (const note of result.notes ?? []) lines.push(`- ${note}`)
+    if ((result.notes ?? []).length > 0) lines.push("")
+  }
+  return lines.join("\n")
+}
+
+const main = Effect.gen(function*() {
+  const results: Array<Result> = []
+  const failures: Array<string> = []
+  for (const [name, bench] of chosen) {
+    const start = performance.now()
+    console.log(`bench ${name}${quick ? " (quick)" : ""}: running`)
+    const outcome = yield* Effect.either(Effect.suspend(() => bench({ quick })))
+    const seconds = ((performance.now() - start) / 1000).toFixed(1)
+    if (outcome._tag === "Left") {
+      console.error(`bench ${name}: BROKE after ${seconds} s:`, outcome.left)
+      failures.push(`${name}: ${String(outcome.left)}`)
+      continue
+    }
+    const result = outcome.right
+    results.push(result)
+    writeFileSync(join(out, `${result.name}.svg`), result.svg)
+    for (const target of result.targets) {
+      console.log(`  ${target.met ? "met   " : "MISSED"} ${target.name}: ${target.measured} (target ${target.target})`)
+    }
+    console.log(`bench ${name}: done in ${seconds} s`)
+  }
+  writeFileSync(
+    join(out, "results.json"),
+    JSON.stringify({ machine, command, quick, results: results.map(({ svg: _svg, ...rest }) => rest), failures }, null, 2)
+  )
+  writeFileSync(join(out, "RESULTS.md"), markdown(results, failures))
+  console.log(`results written to ${join(out, "RESULTS.md")}`)
+  console.log(`${results.length} benchmarks ran, ${failures.length} broke`)
+  if (failures.length > 0) process.exitCode = 1
+})
+
+Effect.runPromise(main).then(
+  () => process.exit(),
+  (error) => {
+    console.error(error)
+    process.exit(1)
+  }
+)
