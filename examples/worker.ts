@@ -8,6 +8,8 @@
  *   MAX_RUNNERS     tasks at once (default 20)
  *   OUTBOX_DIR      where undelivered reports wait (default .outbox)
  *   LOG_FORMAT      pretty, json or logfmt (default pretty)
+ *   HEALTH_PORT     serve /healthz, /readyz and /metrics on this port (off when unset)
+ *   HEALTH_HOST     the address the health endpoint binds (default 0.0.0.0)
  *
  * Run it with `npm run worker`; stop it with SIGTERM or Ctrl-C: running tasks
  * get 30 s to finish, and the outbox is flushed.
@@ -18,10 +20,11 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { hostname } from "node:os"
-import { Connection, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../src/index.js"
+import { Connection, GrpcChannel, Health, Outbox, TaskHandler, TaskSource } from "../src/index.js"
 import { Logging } from "./logging.js"
 
 // A task is a command and its arguments, like the `echo` spider of the original cluster test.
@@ -59,12 +62,16 @@ const WorkerLive = Layer.unwrapEffect(
     const nodeKey = yield* Config.string("NODE_KEY").pipe(Config.withDefault(hostname()))
     const maxRunners = yield* Config.integer("MAX_RUNNERS").pipe(Config.withDefault(20))
     const outboxDir = yield* Config.string("OUTBOX_DIR").pipe(Config.withDefault(".outbox"))
-    return TaskHandler.layer({ payload: ShellTask, run: runShell, maxRunners }).pipe(
-      Layer.provide(TaskSource.layer({ nodeKey, maxRunners })),
-      Layer.provide(Connection.layer({ address, services: TaskSource.services })),
-      Layer.provide(GrpcChannel.layer),
-      Layer.provide(Outbox.layerFileSystem(outboxDir))
-    )
+    const healthPort = yield* Config.option(Config.port("HEALTH_PORT"))
+    // One connection for both: the health endpoint reports its readiness.
+    const ConnectionLive = Connection.layer({ address, services: TaskSource.services }).pipe(Layer.provide(GrpcChannel.layer))
+    return Layer.mergeAll(
+      TaskHandler.layer({ payload: ShellTask, run: runShell, maxRunners }).pipe(
+        Layer.provide(TaskSource.layer({ nodeKey, maxRunners })),
+        Layer.provide(Outbox.layerFileSystem(outboxDir))
+      ),
+      Option.isSome(healthPort) ? Health.layerConfig() : Layer.empty
+    ).pipe(Layer.provide(ConnectionLive))
   })
 )
 

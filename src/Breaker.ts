@@ -24,10 +24,11 @@ import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import type * as Scope from "effect/Scope"
-import type * as Stream from "effect/Stream"
+import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { formatMillis } from "./internal/format.js"
 import * as Validate from "./internal/validate.js"
+import * as Metrics from "./Metrics.js"
 import * as Retry from "./Retry.js"
 
 /**
@@ -197,6 +198,11 @@ export const make = (options: Options = {}): Effect.Effect<Breaker, Validate.Inv
 
     const settle = <A, E>(exit: Exit.Exit<A, E>, trial: boolean) =>
       SubscriptionRef.modifyEffect(state, (current) => Effect.map(next(current, exit, trial), (state) => [undefined, state] as const))
+
+    yield* state.changes.pipe(
+      Stream.runForEach((current) => Metrics.oneHot(Metrics.breakerState, ["Closed", "Open", "HalfOpen"], current._tag)),
+      Effect.forkScoped
+    )
 
     return { state: SubscriptionRef.get(state), changes: state.changes, protect } satisfies Breaker
   })

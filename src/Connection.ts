@@ -16,9 +16,13 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import { pipe } from "effect/Function"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
+import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
+import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -26,6 +30,7 @@ import * as GrpcChannel from "./GrpcChannel.js"
 import { formatMillis } from "./internal/format.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidOption } from "./internal/validate.js"
+import * as Metrics from "./Metrics.js"
 import * as Readiness from "./Readiness.js"
 import * as Breaker from "./Breaker.js"
 import * as Call from "./Call.js"
@@ -113,6 +118,12 @@ export interface Options<S extends Services = Services, R = never> {
   readonly callTimeout?: Duration.DurationInput | undefined
   /** The circuit breaker the calls go through. */
   readonly breaker?: Breaker.Options | undefined
+  /**
+   * Spaces the tries after the master refused the worker's credentials
+   * (UNAUTHENTICATED, PERMISSION_DENIED): slowly, not to hammer it. Default
+   * exponential from 30 s, x2, capped at 5 minutes, jittered.
+   */
+  readonly rejectedSchedule?: Schedule.Schedule<unknown, ConnectError> | undefined
 }
 
 /**
@@ -141,7 +152,12 @@ export const defaults = {
   reconnectSchedule: Retry.reconnect,
   lookupSchedule: Retry.lookup,
   callSchedule: Retry.call,
-  callTimeout: Duration.seconds(10)
+  callTimeout: Duration.seconds(10),
+  rejectedSchedule: pipe(
+    Schedule.exponential("30 seconds", 2),
+    Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.minutes(5))),
+    Schedule.jittered
+  ) as Schedule.Schedule<unknown, ConnectError>
 } as const
 
 /**
@@ -231,6 +247,12 @@ const streamReopen = pipe(
   Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.seconds(5))),
   Schedule.jittered
 )
+
+// Effect's built-in tracer keeps spans nobody reads, at about 8 us each: calls are traced only when a real
+// tracer (OpenTelemetry, ...) is installed. Attempts and readiness, being rare, always are.
+const nativeTracer = Effect.runSync(Effect.tracer)
+
+const stateNames = ["Connecting", "Ready", "Reconnecting", "Rejected", "Closed"] as const
 
 const isReconnecting = (state: ConnectionState) => state._tag === "Reconnecting"
 
@@ -356,7 +378,15 @@ export const make = <S extends Services, R = never>(
       report: Readiness.pending(1)
     })
     const checks = yield* Effect.acquireRelease(Queue.sliding<void>(1), Queue.shutdown)
-    const setState = (state: ConnectionState, link?: Link) => SubscriptionRef.set(snapshot, { state, link })
+    // Calls the master refused for the worker's credentials, for the supervisor to act on.
+    const rejections = yield* Effect.acquireRelease(Queue.sliding<GrpcError.GrpcError>(1), Queue.shutdown)
+    const rejectedSchedule = options.rejectedSchedule ?? defaults.rejectedSchedule
+    const rejectedState = yield* Ref.make<unknown>(rejectedSchedule.initial)
+    const setState = (state: ConnectionState, link?: Link) =>
+      Effect.zipRight(
+        SubscriptionRef.set(snapshot, { state, link }),
+        Metrics.oneHot(Metrics.connectionState, stateNames, state._tag)
+      )
     const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
 
     // One attempt: a new channel, READY within the connect timeout, the clients of a new generation, readiness.
@@ -369,7 +399,9 @@ export const make = <S extends Services, R = never>(
             scope
           )
           yield* channel.connect
+          yield* Metric.increment(Metrics.connectionAttempts)
           yield* awaitReady(channel, connectTimeout)
+          const readyAt = yield* Clock.currentTimeMillis
           const clients: Record<string, grpc.Client> = {}
           for (const [key, constructor] of Object.entries(services)) {
             clients[key] = new constructor(address, credentials, { channelOverride: channel.channel })
@@ -377,6 +409,7 @@ export const make = <S extends Services, R = never>(
           const lost = new Call.GivenUp()
           yield* Scope.addFinalizer(scope, Effect.sync(() => lost.fire()))
           const link: Link = { generation, channel, clients, services: serviceKeys, scope, lost }
+          yield* Metric.update(Metrics.registrationSeconds, ((yield* Clock.currentTimeMillis) - readyAt) / 1000)
           const which = isReconnecting(yield* currentState) ? "reconnection " : ""
           yield* Effect.logInfo(`waiting for full ${which}readiness`)
           const report = yield* Readiness.run(link, {
@@ -384,19 +417,25 @@ export const make = <S extends Services, R = never>(
             probe,
             onRound: (report) => SubscriptionRef.set(status, { ready: false, report })
           }).pipe(
-            Effect.tapError((timeout) =>
-              Effect.logWarning(
-                `${which}readiness checks did not complete within ${formatMillis(timeout.bound)}: ${
-                  Readiness.describeFailure(timeout.report)
-                }`
-              )
-            ),
-            Effect.mapError((timeout) => new ConnectError({ reason: "NotReady", message: timeout.message }))
+            Effect.withSpan("Readiness.run", { attributes: { generation } }),
+            Effect.catchTags({
+              ReadinessTimeout: (timeout) =>
+                Effect.logWarning(
+                  `${which}readiness checks did not complete within ${formatMillis(timeout.bound)}: ${
+                    Readiness.describeFailure(timeout.report)
+                  }`
+                ).pipe(
+                  Effect.zipRight(Metric.increment(Metrics.readinessTimeouts)),
+                  Effect.zipRight(Effect.fail(new ConnectError({ reason: "NotReady", message: timeout.message })))
+                ),
+              ProbeFailed: (rejected) => Effect.fail(new ConnectError({ reason: "Rejected", message: rejected.message }))
+            })
           )
+          yield* Metric.update(Metrics.readinessSeconds, Duration.toSeconds(report.elapsed))
           yield* Effect.logInfo(`full ${which}readiness achieved after ${formatMillis(report.elapsed)}`)
           return link
         }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit)))
-      })
+      }).pipe(Effect.withSpan("Connection.attempt", { attributes: { address, generation } }))
 
     // Attempts until one succeeds, spaced by the schedule; each failure moves the state to Reconnecting.
     const establish = (generation: number): Effect.Effect<Link, ConnectError> =>
@@ -407,6 +446,8 @@ export const make = <S extends Services, R = never>(
       }).pipe(
         Effect.retry(pipe(
           Schedule.intersect(Schedule.delays(schedule), Schedule.identity<ConnectError>()),
+          // A rejection is not retried here: the supervisor waits on the slow schedule.
+          Schedule.whileInput((error: ConnectError) => error.reason !== "Rejected"),
           Schedule.tapOutput(([delay, error]) =>
             Effect.gen(function*() {
               const now = yield* Clock.currentTimeMillis
@@ -417,6 +458,10 @@ export const make = <S extends Services, R = never>(
                 lastError: error
               })
               yield* setState(next)
+              // An attempt that never reached readiness says why in the report an HTTP readiness probe shows.
+              if (error.reason !== "NotReady") {
+                yield* SubscriptionRef.update(status, ({ report }) => ({ ready: false, report: lostReport(report, error) }))
+              }
               yield* Effect.logWarning(
                 `connection attempt failed (${error.reason}: ${error.message}); attempt ${next.attempt} in ${
                   formatMillis(delay)
@@ -454,24 +499,57 @@ export const make = <S extends Services, R = never>(
         Effect.forever,
         Effect.flip
       )
-      return Effect.raceFirst(leftReady, probed)
+      const refused = Effect.map(Queue.take(rejections), (error) =>
+        new ConnectError({ reason: "Rejected", message: `${error.service}.${error.method}: ${error.message}` }))
+      return Effect.raceFirst(leftReady, Effect.raceFirst(probed, refused))
     }
+
+    // The master refused the worker's credentials: no lookups, no hammering; the next try after the slow schedule.
+    const rejected = (error: ConnectError) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const [next, , decision] = yield* rejectedSchedule.step(now, error, yield* Ref.get(rejectedState))
+        yield* Ref.set(rejectedState, next)
+        if (ScheduleDecision.isDone(decision)) return yield* Effect.fail(error)
+        const retryAt = Math.max(now, ScheduleIntervals.start(decision.intervals))
+        yield* setState(ConnectionState.Rejected({ since: now, retryAt, lastError: error }))
+        yield* Effect.logError(
+          `the master refused this worker's credentials (${error.message}); next try in ${formatMillis(retryAt - now)}`
+        )
+        yield* Effect.sleep(retryAt - now)
+        yield* setState(ConnectionState.Reconnecting({ attempt: 1, since: now, lastError: error }))
+      })
 
     const supervise = Effect.gen(function*() {
       let generation = 1
       while (true) {
-        const link = yield* establish(generation)
+        const established = yield* Effect.either(establish(generation))
+        if (established._tag === "Left") {
+          if (established.left.reason !== "Rejected") return yield* established.left
+          yield* rejected(established.left)
+          continue
+        }
+        const link = established.right
         const since = yield* Clock.currentTimeMillis
         yield* Queue.takeAll(checks)
+        yield* Queue.takeAll(rejections)
+        yield* Ref.set(rejectedState, rejectedSchedule.initial)
         yield* setState(ConnectionState.Ready({ generation, since }), link)
+        yield* Metric.increment(Metrics.connectionSuccesses)
+        yield* Metric.set(Metrics.connectionGeneration, generation)
         yield* SubscriptionRef.update(status, ({ report }) => ({ ready: true, report }))
         yield* Effect.logInfo(`connected to ${address}, generation ${generation}`)
         const lost = yield* watch(link)
+        yield* SubscriptionRef.update(status, ({ report }) => ({ ready: false, report: lostReport(report, lost) }))
+        generation++
+        if (lost.reason === "Rejected") {
+          yield* Scope.close(link.scope, Exit.void)
+          yield* rejected(lost)
+          continue
+        }
         yield* Effect.logWarning(`connection lost (${lost.message}); reconnecting`)
         yield* setState(ConnectionState.Reconnecting({ attempt: 1, since: yield* Clock.currentTimeMillis, lastError: lost }))
-        yield* SubscriptionRef.update(status, ({ report }) => ({ ready: false, report: lostReport(report, lost) }))
         yield* Scope.close(link.scope, Exit.void)
-        generation++
       }
     }).pipe(
       Effect.catchAll((error) =>
@@ -502,12 +580,20 @@ export const make = <S extends Services, R = never>(
         const start = yield* Clock.currentTimeMillis
         const unavailable = (reason: ClientUnavailable["reason"], state: ConnectionState) =>
           Effect.flatMap(Clock.currentTimeMillis, (now) =>
-            Effect.fail(new ClientUnavailable({ reason, service: key, state, waited: Duration.millis(now - start) })))
+            Metric.increment(Metric.tagged(Metrics.lookupFailures, "reason", reason)).pipe(
+              Effect.zipRight(
+                Effect.fail(new ClientUnavailable({ reason, service: key, state, waited: Duration.millis(now - start) }))
+              )
+            ))
         let current = yield* SubscriptionRef.get(snapshot)
         if (!Object.hasOwn(services, key)) return yield* unavailable("UnknownService", current.state)
         while (true) {
-          if (current.link !== undefined) return current.link
+          if (current.link !== undefined) {
+            yield* Metric.update(Metrics.lookupWaitSeconds, ((yield* Clock.currentTimeMillis) - start) / 1000)
+            return current.link
+          }
           if (current.state._tag === "Closed") return yield* unavailable("Closed", current.state)
+          if (current.state._tag === "Rejected") return yield* unavailable("Rejected", current.state)
           // The deadline follows the state: re-evaluated on every change during the wait.
           const limit = isReconnecting(current.state) ? reconnectingLookupTimeout : lookupTimeout
           const remaining = start + Duration.toMillis(limit) - (yield* Clock.currentTimeMillis)
@@ -556,12 +642,22 @@ export const make = <S extends Services, R = never>(
           })
         ),
         breaker.protect,
-        // A transient failure or a missed deadline may be the first sign of a dead link: have the supervisor look.
-        Effect.tapError((error) => (Retry.isTransient(error, { idempotent: true }) ? check : Effect.void))
+        Effect.tapError((error) =>
+          // A transient failure or a missed deadline may be the first sign of a dead link: have the supervisor look.
+          Retry.isTransient(error, { idempotent: true })
+            ? check
+            : error._tag === "GrpcError" && (error.code === grpc.status.UNAUTHENTICATED || error.code === grpc.status.PERMISSION_DENIED)
+            ? Queue.offer(rejections, error)
+            : Effect.void
+        )
       )
-      return callOptions.retry === false
+      const resilient = callOptions.retry === false
         ? attempt
         : attempt.pipe(Retry.transient(callOptions.retry ?? callSchedule, { idempotent: callOptions.idempotent, label }))
+      return Effect.flatMap(Effect.tracer, (tracer) =>
+        tracer === nativeTracer
+          ? resilient
+          : Effect.withSpan(resilient, label, { kind: "client", attributes: { "rpc.service": service, "rpc.method": method } }))
     }
 
     const stream: Connection<S>["stream"] = (service, method, request, callOptions = {}) => {

@@ -15,7 +15,7 @@ import { formatMillis } from "./internal/format.js"
  * @category errors
  */
 export class ConnectError extends Data.TaggedError("ConnectError")<{
-  readonly reason: "ConnectTimeout" | "TransientFailure" | "Shutdown" | "NotReady" | "Lost" | "ProbeFailed"
+  readonly reason: "ConnectTimeout" | "TransientFailure" | "Shutdown" | "NotReady" | "Lost" | "ProbeFailed" | "Rejected"
   readonly message: string
 }> {}
 
@@ -26,6 +26,8 @@ export class ConnectError extends Data.TaggedError("ConnectError")<{
  * - `Connecting`: the first attempt, before anything has failed.
  * - `Ready`: generation `generation` is connected and its clients registered, since `since` (epoch millis).
  * - `Reconnecting`: an outage began at `since`; attempt `attempt` of it is in progress.
+ * - `Rejected`: the master refused this worker's credentials (UNAUTHENTICATED or
+ *   PERMISSION_DENIED) at `since`; lookups fail at once, and the next try is at `retryAt`.
  * - `Closed`: the layer's scope closed, or a bounded reconnect schedule gave up.
  *
  * @since 0.1.0
@@ -35,6 +37,7 @@ export type ConnectionState = Data.TaggedEnum<{
   Connecting: { readonly attempt: number }
   Ready: { readonly generation: number; readonly since: number }
   Reconnecting: { readonly attempt: number; readonly since: number; readonly lastError: ConnectError }
+  Rejected: { readonly since: number; readonly retryAt: number; readonly lastError: ConnectError }
   Closed: { readonly lastError: ConnectError | undefined }
 }>
 
@@ -51,13 +54,14 @@ export const ConnectionState = Data.taggedEnum<ConnectionState>()
  *
  * - `Timeout`: no client was registered within the lookup wait (15 s, or 90 s while reconnecting).
  * - `Closed`: the connection is closed.
+ * - `Rejected`: the master refused this worker's credentials; it fails at once.
  * - `UnknownService`: no service is registered under that key.
  *
  * @since 0.1.0
  * @category errors
  */
 export class ClientUnavailable extends Data.TaggedError("ClientUnavailable")<{
-  readonly reason: "Timeout" | "Closed" | "UnknownService"
+  readonly reason: "Timeout" | "Closed" | "Rejected" | "UnknownService"
   readonly service: string
   readonly state: ConnectionState
   readonly waited: Duration.Duration
@@ -77,6 +81,7 @@ export const describe = (state: ConnectionState): string =>
   ConnectionState.$match(state, {
     Connecting: ({ attempt }) => `attempt ${attempt}`,
     Reconnecting: ({ attempt }) => `reconnection attempt ${attempt}`,
+    Rejected: () => "rejected",
     Ready: ({ generation }) => `generation ${generation}`,
     Closed: () => "closed"
   })

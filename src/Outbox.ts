@@ -20,6 +20,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { pipe } from "effect/Function"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
@@ -27,6 +28,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as Metrics from "./Metrics.js"
 import type * as TaskSource from "./TaskSource.js"
 
 /**
@@ -203,6 +205,11 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, KeyVa
       Effect.annotateLogs({ fiber: "delivery" }),
       Effect.forkScoped,
       Effect.interruptible
+    )
+
+    yield* queue.changes.pipe(
+      Stream.runForEach((reports) => Metric.set(Metrics.outboxDepth, reports.length)),
+      Effect.forkScoped
     )
 
     return {

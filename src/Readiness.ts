@@ -73,12 +73,14 @@ export class NotRegistered extends Data.TaggedError("NotRegistered")<{
  * - `NotServing`: it answered that it is not serving.
  * - `Unavailable`: the call failed (transport error or any status but the answering ones).
  * - `Timeout`: no answer within the probe timeout.
+ * - `Rejected`: the master refused the worker's credentials (UNAUTHENTICATED or
+ *   PERMISSION_DENIED): no number of rounds will change that.
  *
  * @since 0.1.0
  * @category errors
  */
 export class ProbeFailed extends Data.TaggedError("ProbeFailed")<{
-  readonly reason: "NotServing" | "Unavailable" | "Timeout"
+  readonly reason: "NotServing" | "Unavailable" | "Timeout" | "Rejected"
   readonly message: string
   readonly code?: grpc.status | undefined
 }> {}
@@ -247,6 +249,12 @@ export const healthProbe = (service = ""): Probe => (target) =>
         )
       } else if (error.code === grpc.status.UNIMPLEMENTED || error.code === grpc.status.NOT_FOUND) {
         resume(Effect.void)
+      } else if (error.code === grpc.status.UNAUTHENTICATED || error.code === grpc.status.PERMISSION_DENIED) {
+        resume(
+          Effect.fail(
+            new ProbeFailed({ reason: "Rejected", code: error.code, message: `${grpc.status[error.code]}: ${error.details}` })
+          )
+        )
       } else {
         resume(
           Effect.fail(
@@ -312,7 +320,8 @@ const passed = (report: ReadinessReport) => failingCheck(report) === undefined
 /**
  * Runs the three checks in rounds, every `interval`, until all pass, within
  * `bound`. Returns at once when the first round passes: no stabilization
- * sleep. `onRound` sees every round's report.
+ * sleep. `onRound` sees every round's report. A probe that the master rejects
+ * (the worker's credentials) ends it at once with that `ProbeFailed`.
  *
  * @since 0.1.0
  * @category constructors
@@ -326,17 +335,24 @@ export const run = <R, R2 = never>(
     readonly probe: Probe<R>
     readonly onRound?: ((report: ReadinessReport) => Effect.Effect<void, never, R2>) | undefined
   }
-): Effect.Effect<ReadinessReport, ReadinessTimeout, R | R2> =>
+): Effect.Effect<ReadinessReport, ReadinessTimeout | ProbeFailed, R | R2> =>
   Effect.gen(function*() {
     const start = yield* Clock.currentTimeMillis
     const last = yield* Ref.make(pending(target.generation))
+    const rejection = yield* Ref.make<ProbeFailed | undefined>(undefined)
+    // One round; a rejection of the worker's credentials ends the rounds: no number of them changes it.
     const round = Effect.gen(function*() {
       const channel = yield* toResult(channelReady(target))
       const registration = yield* toResult(registered(target))
       // No probe over a channel that is not READY: it could only fail, slower.
-      const probe = channel._tag === "Passed" && registration._tag === "Passed"
-        ? yield* toResult(answers(target, options.probe, options.probeTimeout))
-        : CheckResult.Pending()
+      const answer = channel._tag === "Passed" && registration._tag === "Passed"
+        ? yield* Effect.either(answers(target, options.probe, options.probeTimeout))
+        : undefined
+      const probe = answer === undefined
+        ? CheckResult.Pending()
+        : answer._tag === "Right"
+        ? CheckResult.Passed()
+        : CheckResult.Failed({ message: answer.left.message })
       const now = yield* Clock.currentTimeMillis
       const previous = yield* Ref.get(last)
       const report: ReadinessReport = {
@@ -347,12 +363,15 @@ export const run = <R, R2 = never>(
       }
       yield* Ref.set(last, report)
       if (options.onRound) yield* options.onRound(report)
-      return report
+      if (answer?._tag === "Left" && answer.left.reason === "Rejected") yield* Ref.set(rejection, answer.left)
+      return passed(report) || (answer?._tag === "Left" && answer.left.reason === "Rejected")
     })
     const outcome = yield* round.pipe(
-      Effect.repeat({ schedule: Schedule.fixed(options.interval), until: passed }),
+      Effect.repeat({ schedule: Schedule.fixed(options.interval), until: (done) => done }),
       Effect.timeoutOption(options.bound)
     )
+    const rejected = yield* Ref.get(rejection)
+    if (rejected !== undefined) return yield* rejected
     const report = yield* Ref.get(last)
     if (Option.isSome(outcome)) return report
     return yield* new ReadinessTimeout({

@@ -9,9 +9,11 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual, pipe } from "effect/Function"
 import * as Predicate from "effect/Predicate"
+import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import { formatMillis } from "./internal/format.js"
+import * as Metrics from "./Metrics.js"
 
 /**
  * What a classification may know about the call that failed.
@@ -227,6 +229,7 @@ export const transient: {
             ScheduleDecision.isDone(decision)
               ? Effect.void
               : Effect.logWarning(`${label}: attempt ${attempts} failed (${describe(error)}), retrying in ${formatMillis(delay)}`)
+                .pipe(Effect.zipRight(Metric.increment(Metric.tagged(Metrics.retries, "what", label))))
           )
         )),
         Effect.catchAll((error) => giveUp(error, attempts))

@@ -8,6 +8,7 @@
  */
 import type * as KeyValueStore from "@effect/platform/KeyValueStore"
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
@@ -18,9 +19,11 @@ import * as Exit from "effect/Exit"
 import * as FiberMap from "effect/FiberMap"
 import { pipe } from "effect/Function"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Queue from "effect/Queue"
+import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
@@ -28,6 +31,7 @@ import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Connection from "./Connection.js"
 import { formatMillis } from "./internal/format.js"
+import * as Metrics from "./Metrics.js"
 import * as Validate from "./internal/validate.js"
 import * as Outbox from "./Outbox.js"
 import * as Readiness from "./Readiness.js"
@@ -202,7 +206,13 @@ export const make = <P, I, R>(
     const isReady = Effect.map(conn.state, (state) => state._tag === "Ready")
 
     const report = (taskId: string, status: TaskSource.ReportedStatus, error = "") =>
-      outbox.add({ key: `${taskId}:${status}`, taskId, status, error })
+      Effect.zipRight(
+        status === "RUNNING" ? Effect.void : Metric.increment(Metric.tagged(Metrics.tasks, "status", status)),
+        outbox.add({ key: `${taskId}:${status}`, taskId, status, error })
+      )
+
+    // After a reconnection: when the connection became Ready, until the first task is fetched.
+    const reconnectedAt = yield* Ref.make<number | undefined>(undefined)
 
     // One task, from the payload to its last report; an interruption (cancel, shutdown) is reported CANCELLED.
     const runTask = (incoming: TaskSource.IncomingTask) =>
@@ -262,6 +272,7 @@ export const make = <P, I, R>(
         onFailure: (error) =>
           Effect.logWarning(`fetch failed: ${errorMessage(error)}`).pipe(
             Effect.zipRight(count((s) => ({ fetchFailures: s.fetchFailures + 1 }))),
+            Effect.zipRight(Metric.increment(Metrics.fetchFailures)),
             Effect.as(false)
           ),
         onSuccess: Option.match({
@@ -269,6 +280,10 @@ export const make = <P, I, R>(
           onSome: (incoming) =>
             Effect.gen(function*() {
               yield* count((s) => ({ fetched: s.fetched + 1 }))
+              const since = yield* Ref.getAndSet(reconnectedAt, undefined)
+              if (since !== undefined) {
+                yield* Metric.update(Metrics.readyToFirstFetchSeconds, ((yield* Clock.currentTimeMillis) - since) / 1000)
+              }
               yield* Effect.logInfo(`task ${incoming.id} fetched`)
               // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
               // nor when its reports still wait in the outbox.
@@ -357,6 +372,7 @@ export const make = <P, I, R>(
     })
 
     const start = Effect.gen(function*() {
+      const startedAt = yield* Clock.currentTimeMillis
       const waited = yield* conn.readiness.changes.pipe(
         Stream.filter((s) => s.ready),
         Stream.runHead,
@@ -372,12 +388,21 @@ export const make = <P, I, R>(
       } else {
         yield* Effect.logInfo("connection ready and registered, starting task handler")
       }
+      yield* Metric.set(Metrics.startupSeconds, ((yield* Clock.currentTimeMillis) - startedAt) / 1000)
       yield* loop("membership", membership)
       yield* loop("heartbeat", Effect.repeat(heartbeat, Schedule.spaced(heartbeatInterval)))
       yield* loop("status", Effect.repeat(status, Schedule.spaced(statusInterval)))
       yield* loop(
         "ready",
-        conn.changes.pipe(Stream.filter((state) => state._tag === "Ready"), Stream.runForEach(() => poke))
+        conn.changes.pipe(
+          Stream.filter((state) => state._tag === "Ready"),
+          Stream.runForEach((state) =>
+            Effect.zipRight(
+              state._tag === "Ready" && state.generation > 1 ? Ref.set(reconnectedAt, state.since) : Effect.void,
+              poke
+            )
+          )
+        )
       )
       yield* loop("tick", Effect.repeat(poke, Schedule.spaced(fetchInterval)))
       yield* loop("fetch", Queue.take(wake).pipe(Effect.zipRight(fetchWhileFree), Effect.forever, Effect.raceFirst(Deferred.await(stopping))))

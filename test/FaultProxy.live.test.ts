@@ -221,7 +221,8 @@ describe("FaultProxy (live)", () => {
       assert.deepStrictEqual(changes.map((c) => c.tag), ["Reset", "Pass", "Reset", "Pass", "Reset", "Pass"])
       for (let i = 1; i < changes.length; i++) {
         const held = changes[i]!.at - changes[i - 1]!.at
-        assert.isAtLeast(held, 45, `change ${i} after ${held} ms`)
+        // Stamped when the subscriber sees a change: a late look at one shortens the next interval, so the floor is loose.
+        assert.isAtLeast(held, 20, `change ${i} after ${held} ms`)
         assert.isBelow(held, 400, `change ${i} after ${held} ms`)
       }
       yield* Fiber.interrupt(fiber)

@@ -83,8 +83,9 @@ describe("Readiness (virtual time)", () => {
       yield* TestClock.adjust("29999 millis")
       assert.isTrue(Option.isNone(yield* Fiber.poll(fiber)))
       yield* TestClock.adjust("1 millis")
-      const timeout = yield* Fiber.join(fiber)
-      assert.strictEqual(timeout._tag, "ReadinessTimeout")
+      const failure = yield* Fiber.join(fiber)
+      assert.strictEqual(failure._tag, "ReadinessTimeout")
+      const timeout = failure as Readiness.ReadinessTimeout
       assert.strictEqual(Readiness.failingCheck(timeout.report), "probe")
       assert.strictEqual(Duration.toMillis(timeout.report.elapsed), 30_000)
       // Each round waits out the 2 s probe timeout, then the next starts at once: 14 done, the 15th cut short.
@@ -210,5 +211,31 @@ describe("Readiness (virtual time)", () => {
       const statuses = Array.from(yield* Fiber.join(seen))
       assert.deepStrictEqual(statuses.map((s) => s.ready), [false, false, true, false])
       assert.strictEqual(Readiness.failingCheck(statuses[3]!.report), "channel")
+    }).pipe(Effect.provide(world()), noJitter))
+})
+
+describe("Rejected credentials (virtual time)", () => {
+  it.effect("a master that refuses the worker's credentials: Rejected, lookups fail at once, a slow retry, then Ready", () =>
+    Effect.gen(function*() {
+      const network = yield* SimulatedNetwork.SimulatedNetwork
+      const conn = yield* Connection.Connection
+      yield* SubscriptionRef.set(network.master, "rejecting")
+      yield* TestClock.adjust("1 second")
+      const state = yield* conn.state
+      assert.strictEqual(state._tag, "Rejected")
+      const rejected = state as Extract<typeof state, { _tag: "Rejected" }>
+      // Exponential from 30 s: the first retry 30 s after the refusal (jitter pinned to 1.0).
+      assert.strictEqual(rejected.retryAt - rejected.since, 30_000)
+      assert.strictEqual(rejected.lastError.reason, "Rejected")
+      const lookup = yield* Effect.flip(conn.client("echo"))
+      assert.strictEqual(lookup.reason, "Rejected")
+      assert.isTrue(Duration.equals(lookup.waited, Duration.zero))
+      // No hammering: one dial for the refused attempt, none until the retry.
+      assert.strictEqual(yield* network.dials, 1)
+      yield* TestClock.adjust("25 seconds")
+      assert.strictEqual(yield* network.dials, 1)
+      yield* SubscriptionRef.set(network.master, "serving")
+      yield* TestClock.adjust("5 seconds")
+      assert.strictEqual((yield* conn.state)._tag, "Ready")
     }).pipe(Effect.provide(world()), noJitter))
 })

@@ -33,12 +33,13 @@ export type LinkState = "up" | "down" | "blackhole"
 /**
  * How the simulated master answers: `serving`, `not-serving` (it answers, but
  * its health says NOT_SERVING), or `silent` (it accepts connections and never
- * answers a call: a hung process).
+ * answers a call: a hung process), or `rejecting` (it refuses the worker's
+ * credentials: UNAUTHENTICATED).
  *
  * @since 0.1.0
  * @category models
  */
-export type MasterState = "serving" | "not-serving" | "silent"
+export type MasterState = "serving" | "not-serving" | "silent" | "rejecting"
 
 /**
  * @since 0.1.0
@@ -311,6 +312,14 @@ export const probe: Readiness.Probe<SimulatedNetwork> = (target) =>
         (state) =>
           state === "serving"
             ? Effect.void
+            : state === "rejecting"
+            ? Effect.fail(
+              new Readiness.ProbeFailed({
+                reason: "Rejected",
+                code: grpc.status.UNAUTHENTICATED,
+                message: "UNAUTHENTICATED: bad credentials"
+              })
+            )
             : Effect.fail(new Readiness.ProbeFailed({ reason: "NotServing", message: "health status NOT_SERVING" }))
       )
     ).pipe(
