@@ -20,6 +20,10 @@
  * - `SendHeartbeat` and `Subscribe` need a registered node (`NOT_FOUND`).
  * - Empty `node_key`, `task_id` or `idempotency_key`, or an unknown status:
  *   `INVALID_ARGUMENT`; an unknown task: `NOT_FOUND`.
+ * - With `token`: a call without `authorization: Bearer <token>` is
+ *   `UNAUTHENTICATED`, one with another token `PERMISSION_DENIED`, the health
+ *   service included unless `healthWithoutToken`.
+ * - With `tls`: TLS only; with `tls.ca`, a client certificate signed by it is required (mutual TLS).
  *
  * @since 0.1.0
  */
@@ -31,11 +35,14 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import * as Ref from "effect/Ref"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { HealthImplementation } from "grpc-health-check"
+import { createHash, timingSafeEqual } from "node:crypto"
+import { createSecureContext } from "node:tls"
 import * as Worker from "../protocol/Worker.js"
 import * as MasterState from "./internal/masterState.js"
 import { MasterError } from "./internal/masterState.js"
@@ -122,6 +129,27 @@ export interface Options {
   readonly failureRate?: number | undefined
   /** Merged over {@link defaultServerOptions}; `grpc.enable_channelz` stays on (see there). */
   readonly serverOptions?: grpc.ServerOptions | undefined
+  /** Serve over TLS. Default: plaintext. */
+  readonly tls?: TlsOptions | undefined
+  /** Calls must carry `authorization: Bearer <token>`: none is UNAUTHENTICATED, another PERMISSION_DENIED. */
+  readonly token?: Redacted.Redacted<string> | undefined
+  /** With `token`, leave `grpc.health.v1.Health` open to calls without it. Default false. */
+  readonly healthWithoutToken?: boolean | undefined
+}
+
+/**
+ * The master's TLS identity, as PEM text (not paths: tests make them in memory or read them once).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TlsOptions {
+  /** The server's certificate chain. */
+  readonly cert: string
+  /** The server's private key. */
+  readonly key: string
+  /** When set, clients must present a certificate signed by these CAs: mutual TLS. */
+  readonly ca?: string | undefined
 }
 
 /**
@@ -202,9 +230,9 @@ export const Master: Context.Tag<Master, Master> = Context.GenericTag<Master>("e
 const invalid = (option: string, message: string) =>
   new MasterError({ reason: "InvalidOption", message: `invalid option ${option}: ${message}` })
 
-const bind = (server: grpc.Server, target: string): Effect.Effect<number, MasterError> =>
+const bind = (server: grpc.Server, target: string, credentials: grpc.ServerCredentials): Effect.Effect<number, MasterError> =>
   Effect.async<number, MasterError>((resume) => {
-    server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (error, port) =>
+    server.bindAsync(target, credentials, (error, port) =>
       resume(
         error === null ? Effect.succeed(port) : Effect.fail(
           new MasterError({ reason: "BindFailed", message: `cannot bind ${target}: ${error.message}`, cause: error })
@@ -222,6 +250,55 @@ const toStatus = (cause: Cause.Cause<MasterState.Rejection>): grpc.StatusObject 
 }
 
 type SubscribeCall = grpc.ServerWritableStream<Worker.SubscribeRequest, Worker.MasterMessage>
+
+const serverCredentials = (tls: TlsOptions | undefined): Effect.Effect<grpc.ServerCredentials, MasterError> =>
+  tls === undefined
+    ? Effect.succeed(grpc.ServerCredentials.createInsecure())
+    : Effect.try({
+      try: () => {
+        // grpc-js checks the PEM only at bind time; here a bad one is an invalid option, not a failed bind.
+        createSecureContext({ cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca }) })
+        return grpc.ServerCredentials.createSsl(
+          tls.ca === undefined ? null : Buffer.from(tls.ca),
+          [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }],
+          tls.ca !== undefined
+        )
+      },
+      catch: (error) => invalid("tls", error instanceof Error ? error.message : String(error))
+    })
+
+// Digests have one length, so the comparison takes the same time whatever was sent.
+const digest = (text: string) => createHash("sha256").update(text).digest()
+
+const healthPath = "/grpc.health.v1.Health/"
+
+// Checks the bearer token before any handler runs; `onRejected` hears of each refusal (never the token).
+const requireToken = (
+  token: Redacted.Redacted<string>,
+  healthWithoutToken: boolean,
+  onRejected: (path: string, status: grpc.status, details: string) => void
+): grpc.ServerInterceptor =>
+(method, call) =>
+  new grpc.ServerInterceptingCall(call, {
+    start: (next) =>
+      next({
+        onReceiveMetadata: (metadata, pass) => {
+          if (healthWithoutToken && method.path.startsWith(healthPath)) return pass(metadata)
+          const [sent] = metadata.get("authorization")
+          const refuse = (code: grpc.status, details: string) => {
+            onRejected(method.path, code, details)
+            call.sendStatus({ code, details })
+          }
+          if (typeof sent !== "string" || !sent.startsWith("Bearer ")) {
+            return refuse(grpc.status.UNAUTHENTICATED, "a bearer token is required")
+          }
+          if (!timingSafeEqual(digest(sent), digest(`Bearer ${Redacted.value(token)}`))) {
+            return refuse(grpc.status.PERMISSION_DENIED, "the bearer token is not accepted")
+          }
+          pass(metadata)
+        }
+      })
+  })
 
 /**
  * Starts an embedded master in the current scope; closing the scope shuts it down.
@@ -241,11 +318,7 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
       redeliverAfter: options.redeliverAfter ?? defaults.redeliverAfter,
       failureRate: options.failureRate ?? defaults.failureRate
     })
-    const serverOptions: grpc.ServerOptions = {
-      ...defaultServerOptions,
-      ...options.serverOptions,
-      "grpc.enable_channelz": 1
-    }
+    const credentials = yield* serverCredentials(options.tls)
     const hostPart = host.includes(":") ? `[${host}]` : host
 
     // Handlers run on the caller's runtime: its Clock and Random, its logger; streams in the master's scope.
@@ -253,6 +326,19 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
     const scope = yield* Effect.scope
     const run = <A, E>(effect: Effect.Effect<A, E>, onExit: (exit: Exit.Exit<A, E>) => void): void => {
       Runtime.runCallback(runtime)(effect.pipe(Effect.annotateLogs({ module: "Master" })), { onExit })
+    }
+    const token = options.token
+    const serverOptions: grpc.ServerOptions = {
+      ...defaultServerOptions,
+      ...options.serverOptions,
+      "grpc.enable_channelz": 1,
+      interceptors: [
+        ...(options.serverOptions?.interceptors ?? []),
+        ...(token === undefined ? [] : [
+          requireToken(token, options.healthWithoutToken ?? false, (path, code, details) =>
+            run(Effect.logInfo(`refused ${path}: ${grpc.status[code]} (${details})`), () => {}))
+        ])
+      ]
     }
 
     const server = yield* Ref.make<grpc.Server | undefined>(undefined)
@@ -353,7 +439,7 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
         created.addService(Worker.NodeService, nodeHandlers)
         created.addService(Worker.TaskService, taskHandlers)
         health.addToServer(created)
-        const bound = yield* bind(created, `${hostPart}:${port}`).pipe(
+        const bound = yield* bind(created, `${hostPart}:${port}`, credentials).pipe(
           Effect.tapError(() => Effect.sync(() => created.forceShutdown()))
         )
         yield* Ref.set(server, created)
