@@ -7,6 +7,8 @@
  *
  *   npm run demo -- [--outage <seconds>] [--fault reset|blackhole] [--out <path>] [--verbose]
  *
+ * DEMO_FAULT and DEMO_OUTAGE in the environment set the defaults of --fault and --outage.
+ *
  * Exit code 0 when the task started within 5 s of the network coming back, 1
  * otherwise, 2 for a bad flag.
  */
@@ -20,6 +22,7 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
+import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberRef from "effect/FiberRef"
@@ -56,8 +59,11 @@ const usage = `usage: npm run demo -- [--outage <seconds>] [--fault reset|blackh
   --verbose                 also print the library's own log lines (info and above)`
 
 // Hand-parsed: @effect/cli is not a dependency, and four flags do not need it.
-const parseFlags = (argv: ReadonlyArray<string>): Either.Either<Options | "help", string> => {
-  let options: Options = { outage: 10, fault: "reset", out: "demo-timeline.svg", verbose: false }
+const parseFlags = (
+  argv: ReadonlyArray<string>,
+  defaults: Pick<Options, "outage" | "fault">
+): Either.Either<Options | "help", string> => {
+  let options: Options = { ...defaults, out: "demo-timeline.svg", verbose: false }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const [flag, inline] = arg.startsWith("--") && arg.includes("=")
@@ -493,7 +499,17 @@ const main = (options: Options) =>
     if (!verdict.pass) yield* Effect.sync(() => (process.exitCode = 1))
   })
 
-const flags = parseFlags(process.argv.slice(2))
+// DEMO_FAULT and DEMO_OUTAGE set the defaults the flags override; a bad value names its variable.
+const fromEnv = Effect.runSync(Effect.either(Config.all({
+  fault: Config.withDefault(FaultProxy.faultKind("DEMO_FAULT"), "reset" as const),
+  outage: Config.withDefault(
+    Config.integer("DEMO_OUTAGE").pipe(Config.validate({ message: "expected seconds from 1 to 300", validation: (n) => n >= 1 && n <= 300 })),
+    10
+  )
+})))
+const flags = Either.isLeft(fromEnv)
+  ? Either.left(String(fromEnv.left))
+  : parseFlags(process.argv.slice(2), fromEnv.right)
 if (Either.isLeft(flags)) {
   console.error(`demo: ${flags.left}\n\n${usage}`)
   process.exitCode = 2

@@ -3,10 +3,11 @@
  * commands, runs them with `@effect/platform`'s `Command`, and reports their
  * status through a durable outbox. Configured from the environment:
  *
- *   MASTER_ADDRESS  the master (default 127.0.0.1:9666)
- *   NODE_KEY        this node's key (default: the host name)
+ *   MASTER_ADDRESS  the master, e.g. 127.0.0.1:9666 (required)
+ *   NODE_KEY        this node's key (required)
  *   MAX_RUNNERS     tasks at once (default 20)
  *   OUTBOX_DIR      where undelivered reports wait (default .outbox)
+ *   ... and every other variable of the README's configuration table (timings, TLS, token).
  *   LOG_FORMAT      pretty, json or logfmt (default pretty)
  *   HEALTH_PORT     serve /healthz, /readyz and /metrics on this port (off when unset)
  *   HEALTH_HOST     the address the health endpoint binds (default 0.0.0.0)
@@ -23,8 +24,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { hostname } from "node:os"
-import { Connection, GrpcChannel, Health, Outbox, TaskHandler, TaskSource } from "../src/index.js"
+import { Connection, Credentials, GrpcChannel, Health, Outbox, TaskHandler, TaskSource } from "../src/index.js"
 import { Logging } from "./logging.js"
 
 // A task is a command and its arguments, like the `echo` spider of the original cluster test.
@@ -56,19 +56,19 @@ const runShell = (task: TaskHandler.Task<typeof ShellTask.Type>) =>
     )
   )
 
+// Every option comes from the environment (see the README's table); a bad value stops the start, naming the variable.
 const WorkerLive = Layer.unwrapEffect(
   Effect.gen(function*() {
-    const address = yield* Config.string("MASTER_ADDRESS").pipe(Config.withDefault("127.0.0.1:9666"))
-    const nodeKey = yield* Config.string("NODE_KEY").pipe(Config.withDefault(hostname()))
-    const maxRunners = yield* Config.integer("MAX_RUNNERS").pipe(Config.withDefault(20))
-    const outboxDir = yield* Config.string("OUTBOX_DIR").pipe(Config.withDefault(".outbox"))
     const healthPort = yield* Config.option(Config.port("HEALTH_PORT"))
-    // One connection for both: the health endpoint reports its readiness.
-    const ConnectionLive = Connection.layer({ address, services: TaskSource.services }).pipe(Layer.provide(GrpcChannel.layer))
+    // One connection for the task handler and the health endpoint, with TLS and a token when MASTER_* say so.
+    const ConnectionLive = Connection.layerConfig(Connection.config(TaskSource.services)).pipe(
+      Layer.provide(GrpcChannel.layer),
+      Layer.provide(Credentials.layerConfig())
+    )
     return Layer.mergeAll(
-      TaskHandler.layer({ payload: ShellTask, run: runShell, maxRunners }).pipe(
-        Layer.provide(TaskSource.layer({ nodeKey, maxRunners })),
-        Layer.provide(Outbox.layerFileSystem(outboxDir))
+      TaskHandler.layerConfig({ payload: ShellTask, run: runShell }).pipe(
+        Layer.provide(TaskSource.layerConfig()),
+        Layer.provide(Outbox.layerConfig)
       ),
       Option.isSome(healthPort) ? Health.layerConfig() : Layer.empty
     ).pipe(Layer.provide(ConnectionLive))

@@ -27,6 +27,7 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as GrpcChannel from "./GrpcChannel.js"
+import * as Env from "./internal/config.js"
 import { formatMillis } from "./internal/format.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidOption } from "./internal/validate.js"
@@ -34,6 +35,7 @@ import * as Metrics from "./Metrics.js"
 import * as Readiness from "./Readiness.js"
 import * as Breaker from "./Breaker.js"
 import * as Call from "./Call.js"
+import * as Credentials from "./Credentials.js"
 import * as GrpcError from "./GrpcError.js"
 import { ClientUnavailable, ConnectError, ConnectionState, describe } from "./ConnectionState.js"
 import * as Retry from "./Retry.js"
@@ -96,7 +98,7 @@ export interface Options<S extends Services = Services, R = never> {
   readonly address: string
   /** The service clients to register on each connection, by lookup key. */
   readonly services: S
-  /** Default: insecure. */
+  /** Default: the `Credentials.Credentials` service when one is in context, else insecure. */
   readonly credentials?: grpc.ChannelCredentials | undefined
   /** Merged over `GrpcChannel.defaultChannelOptions`. */
   readonly channelOptions?: grpc.ChannelOptions | undefined
@@ -364,7 +366,10 @@ export const make = <S extends Services, R = never>(
     const callSchedule = options.callSchedule ?? defaults.callSchedule
     const callTimeout = yield* Validate.positiveDuration("callTimeout", options.callTimeout, defaults.callTimeout)
     const breaker = yield* Breaker.make(options.breaker)
-    const credentials = options.credentials ?? grpc.credentials.createInsecure()
+    // Given credentials first, then a Credentials layer in context (TLS, a token), else insecure.
+    const credentials = options.credentials ??
+      Option.getOrUndefined(yield* Effect.serviceOption(Credentials.Credentials)) ??
+      grpc.credentials.createInsecure()
     const serviceKeys = Object.keys(services)
     const dialer = yield* GrpcChannel.Dialer
     const layerScope = yield* Effect.scope
@@ -717,6 +722,41 @@ export const layer = <S extends Services, R = never>(
   options: Options<S, R>
 ): Layer.Layer<Connection | Readiness.Readiness, InvalidOption, GrpcChannel.Dialer | R> =>
   Layer.scopedContext(Effect.map(make(options), toContext))
+
+/**
+ * The connection's options from the environment, for the given services:
+ * `MASTER_ADDRESS` (required), `CONNECT_TIMEOUT`, `LOOKUP_TIMEOUT`,
+ * `RECONNECTING_LOOKUP_TIMEOUT`, `CALL_TIMEOUT`, `BREAKER_THRESHOLD`,
+ * `MAX_MESSAGE_BYTES` (the largest message accepted from the master), the
+ * reconnection schedule's `RECONNECT_*` (`Retry.reconnectConfig`) and the
+ * readiness options (`Readiness.config`). A bad value fails with a
+ * `ConfigError` that names the variable.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const config = <S extends Services>(services: S): Config.Config<Options<S>> =>
+  Config.map(
+    Config.all({
+      address: Env.address("MASTER_ADDRESS"),
+      connectTimeout: Env.optional(Env.duration("CONNECT_TIMEOUT")),
+      lookupTimeout: Env.optional(Env.duration("LOOKUP_TIMEOUT")),
+      reconnectingLookupTimeout: Env.optional(Env.duration("RECONNECTING_LOOKUP_TIMEOUT")),
+      callTimeout: Env.optional(Env.duration("CALL_TIMEOUT")),
+      breakerThreshold: Env.optional(Env.integer("BREAKER_THRESHOLD", 1)),
+      maxMessageBytes: Env.optional(Env.integer("MAX_MESSAGE_BYTES", 1024)),
+      reconnect: Retry.reconnectConfig,
+      readiness: Readiness.config
+    }),
+    ({ breakerThreshold, maxMessageBytes, reconnect, ...rest }) => ({
+      ...rest,
+      services,
+      reconnectSchedule: Retry.reconnectWith(reconnect),
+      breaker: { threshold: breakerThreshold },
+      // A larger message from the master fails its call with RESOURCE_EXHAUSTED instead of filling memory.
+      channelOptions: maxMessageBytes === undefined ? {} : { "grpc.max_receive_message_length": maxMessageBytes }
+    })
+  )
 
 /**
  * The connection and its readiness as a layer, with the options read from `Config`.

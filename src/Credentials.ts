@@ -27,6 +27,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Env from "./internal/config.js"
 import { checkServerIdentity } from "node:tls"
 
 /**
@@ -251,9 +252,9 @@ const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
  * @category config
  */
 export const config: Config.Config<Options> = Config.all({
-  ca: optional(Config.nonEmptyString("MASTER_CA_FILE")),
-  cert: optional(Config.nonEmptyString("MASTER_CERT_FILE")),
-  key: optional(Config.nonEmptyString("MASTER_KEY_FILE")),
+  ca: optional(Env.readableFile("MASTER_CA_FILE")),
+  cert: optional(Env.readableFile("MASTER_CERT_FILE")),
+  key: optional(Env.readableFile("MASTER_KEY_FILE")),
   // Checked as a plain string so the error keeps the variable's name; the message never quotes the value.
   token: optional(Config.string("MASTER_TOKEN").pipe(
     Config.validate({

@@ -15,6 +15,8 @@ import type * as PlatformError from "@effect/platform/Error"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
 import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -240,3 +242,16 @@ export const layerFileSystem = (
  */
 export const layerMemory: Layer.Layer<KeyValueStore.KeyValueStore> = KeyValueStore.layerMemory
 
+
+/**
+ * An outbox store on the file system, in the directory `OUTBOX_DIR` (default `.outbox`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig: Layer.Layer<
+  KeyValueStore.KeyValueStore,
+  PlatformError.PlatformError | ConfigError.ConfigError
+> = Layer.unwrapEffect(
+  Effect.map(Config.withDefault(Config.nonEmptyString("OUTBOX_DIR"), ".outbox"), layerFileSystem)
+)

@@ -12,6 +12,7 @@
  */
 import * as grpc from "@grpc/grpc-js"
 import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -22,6 +23,7 @@ import * as Schedule from "effect/Schedule"
 import type * as Stream from "effect/Stream"
 import { service as healthService } from "grpc-health-check"
 import type * as GrpcChannel from "./GrpcChannel.js"
+import * as Env from "./internal/config.js"
 
 /**
  * What readiness is checked on: one connection generation.
@@ -428,3 +430,19 @@ export {
    */
   awaitReady as await
 }
+
+/**
+ * The readiness options from the environment: `READINESS_INTERVAL`,
+ * `READINESS_BOUND`, `PROBE_TIMEOUT`, `PROBE_INTERVAL` and `PROBE_SERVICE`
+ * (the health service name the default probe checks), each optional.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const config: Config.Config<Options> = Config.all({
+  interval: Env.optional(Env.duration("READINESS_INTERVAL")),
+  bound: Env.optional(Env.duration("READINESS_BOUND")),
+  probeTimeout: Env.optional(Env.duration("PROBE_TIMEOUT")),
+  probeInterval: Env.optional(Env.duration("PROBE_INTERVAL")),
+  probe: Env.optional(Config.map(Config.string("PROBE_SERVICE"), healthProbe))
+})

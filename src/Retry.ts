@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import * as grpc from "@grpc/grpc-js"
+import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual, pipe } from "effect/Function"
@@ -12,6 +13,7 @@ import * as Predicate from "effect/Predicate"
 import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as Env from "./internal/config.js"
 import { formatMillis } from "./internal/format.js"
 import * as Metrics from "./Metrics.js"
 
@@ -237,3 +239,23 @@ export const transient: {
     })
   }
 )
+
+/**
+ * The reconnection schedule's shape from the environment: `RECONNECT_BASE`,
+ * `RECONNECT_FACTOR`, `RECONNECT_SHORT_CAP`, `RECONNECT_SHORT_PHASE`,
+ * `RECONNECT_LONG_CAP` and `RECONNECT_JITTER` (a fraction: 0.2 is 0.8 to 1.2),
+ * each optional.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const reconnectConfig: Config.Config<ReconnectOptions> = Config.all({
+  base: Env.optional(Env.duration("RECONNECT_BASE")),
+  factor: Env.optional(Env.number("RECONNECT_FACTOR", 1, 10)),
+  shortCap: Env.optional(Env.duration("RECONNECT_SHORT_CAP")),
+  shortPhase: Env.optional(Env.duration("RECONNECT_SHORT_PHASE")),
+  longCap: Env.optional(Env.duration("RECONNECT_LONG_CAP")),
+  jitter: Env.optional(
+    Config.map(Env.number("RECONNECT_JITTER", 0, 0.99), (spread) => ({ min: 1 - spread, max: 1 + spread }))
+  )
+})

@@ -9,6 +9,8 @@
 import type * as KeyValueStore from "@effect/platform/KeyValueStore"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
@@ -30,6 +32,7 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Connection from "./Connection.js"
+import * as Env from "./internal/config.js"
 import { formatMillis } from "./internal/format.js"
 import * as Metrics from "./Metrics.js"
 import * as Validate from "./internal/validate.js"
@@ -454,3 +457,38 @@ export const layer = <P, I, R>(
   Validate.InvalidOption | Outbox.OutboxError,
   Connection.Connection | TaskSource.TaskSource | KeyValueStore.KeyValueStore | R
 > => Layer.scoped(TaskHandler, make(options))
+
+/**
+ * What `TaskHandler` reads from the environment: `MAX_RUNNERS`,
+ * `FETCH_INTERVAL`, `FETCH_TIMEOUT`, `STARTUP_WAIT`, `STATUS_INTERVAL`,
+ * `HEARTBEAT_INTERVAL`, `DRAIN_GRACE` and `FLUSH_TIMEOUT`, each optional.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const config = Config.all({
+  maxRunners: Env.optional(Env.integer("MAX_RUNNERS", 1)),
+  fetchInterval: Env.optional(Env.duration("FETCH_INTERVAL")),
+  fetchTimeout: Env.optional(Env.duration("FETCH_TIMEOUT")),
+  startupWait: Env.optional(Env.duration("STARTUP_WAIT")),
+  statusInterval: Env.optional(Env.duration("STATUS_INTERVAL")),
+  heartbeatInterval: Env.optional(Env.duration("HEARTBEAT_INTERVAL")),
+  drainGrace: Env.optional(Env.duration("DRAIN_GRACE")),
+  flushTimeout: Env.optional(Env.duration("FLUSH_TIMEOUT"))
+})
+
+/**
+ * The task handler as a layer, with its timings read from `Config` (default:
+ * {@link config}, the environment) and the task's schema and handler given.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = <P, I, R>(
+  task: Pick<Options<P, I, R>, "payload" | "run">,
+  options: Config.Config<Omit<Options<P, I, R>, "payload" | "run">> = config
+): Layer.Layer<
+  TaskHandler,
+  Validate.InvalidOption | Outbox.OutboxError | ConfigError.ConfigError,
+  Connection.Connection | TaskSource.TaskSource | KeyValueStore.KeyValueStore | R
+> => Layer.scoped(TaskHandler, Effect.flatMap(options, (timings) => make({ ...timings, ...task })))

@@ -6,6 +6,8 @@
  *
  * @since 0.1.0
  */
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import { randomUUID } from "node:crypto"
 import * as Effect from "effect/Effect"
@@ -17,6 +19,7 @@ import * as Connection from "./Connection.js"
 import type { ClientUnavailable } from "./ConnectionState.js"
 import * as Call from "./Call.js"
 import type * as GrpcError from "./GrpcError.js"
+import * as Env from "./internal/config.js"
 import * as Validate from "./internal/validate.js"
 import * as Worker from "./protocol/Worker.js"
 
@@ -196,3 +199,27 @@ export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.I
  */
 export const layer = (options: NodeOptions): Layer.Layer<TaskSource, Validate.InvalidOption, Connection.Connection> =>
   Layer.effect(TaskSource, make(options))
+
+/**
+ * The node's identity from the environment: `NODE_KEY` (required), `NODE_NAME`
+ * and `MAX_RUNNERS`.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const config: Config.Config<NodeOptions> = Config.all({
+  nodeKey: Config.nonEmptyString("NODE_KEY"),
+  name: Env.optional(Config.nonEmptyString("NODE_NAME")),
+  maxRunners: Env.optional(Env.integer("MAX_RUNNERS", 1))
+})
+
+/**
+ * The task source over `proto/worker.proto`, with the node read from `Config`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options: Config.Config<NodeOptions> = config
+): Layer.Layer<TaskSource, Validate.InvalidOption | ConfigError.ConfigError, Connection.Connection> =>
+  Layer.effect(TaskSource, Effect.flatMap(options, make))

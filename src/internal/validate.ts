@@ -21,6 +21,13 @@ export class InvalidOption extends Data.TaggedError("InvalidOption")<{
 const addressPattern =
   /^(?:(?:dns|unix|unix-abstract|ipv4|ipv6|xds|vsock):\S+|(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?)$/
 
+/** Is it `host:port` (port 1-65535), `[v6]:port`, a bare host, or a gRPC target URI? */
+export const isAddress = (input: string): boolean => {
+  const match = typeof input === "string" ? addressPattern.exec(input) : null
+  const port = match?.[1] === undefined ? undefined : Number(match[1])
+  return match !== null && (port === undefined || (port >= 1 && port <= 65535))
+}
+
 /** `host:port`, `[v6]:port`, a bare host, or a gRPC target URI. */
 export const address = (option: string, input: string): Effect.Effect<string, InvalidOption> => {
   const match = typeof input === "string" ? addressPattern.exec(input) : null

@@ -13,6 +13,7 @@
  *
  * @since 0.1.0
  */
+import * as Config from "effect/Config"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -410,3 +411,20 @@ export const make = (options: Options): Effect.Effect<FaultProxy, FaultProxyErro
       bytesFromTarget: Effect.sync(() => counters.fromTarget)
     } satisfies FaultProxy
   })
+
+/**
+ * The faults an outage can be made of.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type FaultKind = "reset" | "blackhole"
+
+/**
+ * A fault kind read from the variable `name`; an unknown kind fails with a
+ * `ConfigError` naming the variable.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const faultKind = (name: string): Config.Config<FaultKind> => Config.literal("reset", "blackhole")(name)

@@ -1,0 +1,102 @@
+/**
+ * Bad input from the network: an oversized message, and a master that sends
+ * garbage on the subscription stream. Each gives a clear error, and the worker
+ * keeps running its tasks.
+ */
+import * as grpc from "@grpc/grpc-js"
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as Schema from "effect/Schema"
+import * as Connection from "../src/Connection.js"
+import * as GrpcChannel from "../src/GrpcChannel.js"
+import * as Outbox from "../src/Outbox.js"
+import * as Worker from "../src/protocol/Worker.js"
+import * as TaskHandler from "../src/TaskHandler.js"
+import * as TaskSource from "../src/TaskSource.js"
+import * as Master from "../src/testing/Master.js"
+import { serve } from "./fixtures/server.js"
+
+const Payload = Schema.Struct({ text: Schema.String })
+
+const captured = () => {
+  const lines: Array<string> = []
+  const logger = Logger.make(({ message }) => void lines.push(Array.isArray(message) ? message.join(" ") : String(message)))
+  return { lines, layer: Logger.replace(Logger.defaultLogger, logger) }
+}
+
+const worker = (address: string, channelOptions: grpc.ChannelOptions = {}) =>
+  TaskHandler.layer({ payload: Payload, run: () => Effect.void }).pipe(
+    Layer.provide(TaskSource.layer({ nodeKey: "w1" })),
+    Layer.provide(Connection.layer({ address, services: TaskSource.services, channelOptions })),
+    Layer.provide(GrpcChannel.layer),
+    Layer.provide(Outbox.layerMemory)
+  )
+
+const eventually = <A, E>(read: Effect.Effect<A, E>, holds: (a: A) => boolean, what: string) =>
+  read.pipe(
+    Effect.zipLeft(Effect.sleep("20 millis")),
+    Effect.repeat({ until: holds }),
+    Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error(`${what} within 10 s`) })
+  )
+
+describe("bad input from the network", () => {
+  it.scopedLive("an oversized task fails its fetch with a clear RESOURCE_EXHAUSTED error; the worker runs the next task", () =>
+    Effect.gen(function*() {
+      const logs = captured()
+      const master = yield* Master.make({ redeliverAfter: "60 seconds" })
+      const huge = yield* master.enqueue({ payload: JSON.stringify({ text: "x".repeat(64 * 1024) }), priority: 1 })
+      const small = yield* master.enqueue({ payload: JSON.stringify({ text: "ok" }) })
+      yield* Layer.build(worker(master.address, { "grpc.max_receive_message_length": 16 * 1024 })).pipe(
+        Effect.provide(logs.layer)
+      )
+      yield* eventually(master.task(small), (t) => t.status === "FINISHED", "the small task finished")
+      const refusal = logs.lines.find((line) => line.includes("RESOURCE_EXHAUSTED"))
+      assert.isDefined(refusal, "the oversized message is named in the log")
+      assert.include(refusal!, "larger than max")
+      assert.strictEqual((yield* master.task(huge)).status, "ASSIGNED")
+    }), 20_000)
+
+  it.scopedLive("garbage on the subscription stream: a clear error, a rejoin, and the tasks go on", () =>
+    Effect.gen(function*() {
+      const logs = captured()
+      const finished: Array<string> = []
+      let handedOut = 0
+      // A master whose Subscribe writes bytes that are not a MasterMessage.
+      const garbled: grpc.ServiceDefinition = {
+        ...Worker.NodeService,
+        Subscribe: { ...Worker.NodeService.Subscribe, responseSerialize: (bytes: Buffer) => bytes }
+      }
+      const { port } = yield* serve((server) => {
+        server.addService(garbled, {
+          Register: (_call: unknown, callback: grpc.sendUnaryData<object>) => callback(null, {}),
+          SendHeartbeat: (_call: unknown, callback: grpc.sendUnaryData<object>) => callback(null, {}),
+          Subscribe: (call: grpc.ServerWritableStream<unknown, Buffer>) => {
+            call.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]))
+          }
+        })
+        server.addService(Worker.TaskService, {
+          FetchTask: (_call: unknown, callback: grpc.sendUnaryData<Worker.FetchTaskReply>) =>
+            callback(null, {
+              task: handedOut++ < 3
+                ? { id: `t${handedOut}`, payload: JSON.stringify({ text: "go" }), priority: 0, created_at_ms: "0" }
+                : null
+            }),
+          ReportStatus: (call: grpc.ServerUnaryCall<Worker.ReportStatusRequest, Worker.ReportStatusReply>, callback: grpc.sendUnaryData<Worker.ReportStatusReply>) => {
+            if (call.request.status === "FINISHED") finished.push(call.request.task_id)
+            callback(null, { outcome: "ACCEPTED" })
+          }
+        })
+      })
+      yield* Layer.build(worker(`127.0.0.1:${port}`)).pipe(Effect.provide(logs.layer))
+      yield* eventually(Effect.sync(() => finished.length), (n) => n === 3, "three tasks finished")
+      yield* eventually(
+        Effect.sync(() => logs.lines.filter((line) => line.includes("joining generation 1 failed")).length),
+        (n) => n >= 2,
+        "the garbled stream failed and was rejoined"
+      )
+      const failed = logs.lines.find((line) => line.includes("joining generation 1 failed"))!
+      assert.include(failed, "node.Subscribe failed with INTERNAL")
+    }), 20_000)
+})
