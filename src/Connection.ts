@@ -528,7 +528,15 @@ export const make = <S extends Services, R = never>(
     const supervise = Effect.gen(function*() {
       let generation = 1
       while (true) {
-        const established = yield* Effect.either(establish(generation))
+        // One trace per (re)connection: its attempts and readiness rounds are children of this span.
+        const established = yield* Effect.either(
+          establish(generation).pipe(
+            Effect.withSpan(generation === 1 ? "Connection.connect" : "Connection.reconnect", {
+              root: true,
+              attributes: { address, generation }
+            })
+          )
+        )
         if (established._tag === "Left") {
           if (established.left.reason !== "Rejected") return yield* established.left
           yield* rejected(established.left)
