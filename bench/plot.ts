@@ -83,12 +83,7 @@ export const bars = (options: {
     x += 40
   }
   parts.push(`<line x1="${plot.x}" x2="${plot.x + plot.w}" y1="${plot.y + plot.h}" y2="${plot.y + plot.h}" stroke="#333"/>`)
-  series.forEach((name, i) => {
-    const lx = plot.x + i * 220
-    const ly = height - 40
-    parts.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${palette[i % palette.length]}"/>`)
-    parts.push(`<text x="${lx + 18}" y="${ly}" font-size="12">${escape(name)}</text>`)
-  })
+  legend(parts, series, plot.x, height - 40, width - 20)
   return svg(width, height, parts)
 }
 
@@ -132,12 +127,26 @@ export const lines = (options: {
     const color = palette[i % palette.length]
     const d = s.points.map(([px, py], j) => `${j === 0 ? "M" : "L"}${x(px).toFixed(1)},${y(py).toFixed(1)}`).join(" ")
     parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.5"/>`)
-    const lx = plot.x + i * 220
-    parts.push(`<rect x="${lx}" y="${height - 50}" width="12" height="12" fill="${color}"/>`)
-    parts.push(`<text x="${lx + 18}" y="${height - 40}" font-size="12">${escape(s.name)}</text>`)
   })
+  legend(parts, options.series.map((s) => s.name), plot.x, height - 40, width - 20)
   parts.push(`<line x1="${plot.x}" x2="${plot.x + plot.w}" y1="${plot.y + plot.h}" y2="${plot.y + plot.h}" stroke="#333"/>`)
   return svg(width, height, parts)
+}
+
+// Legend entries side by side, wrapping to a new row when the next would pass `right`.
+const legend = (parts: Array<string>, names: ReadonlyArray<string>, left: number, top: number, right: number) => {
+  let x = left
+  let y = top
+  names.forEach((name, i) => {
+    const width = 26 + name.length * 7
+    if (x + width > right && x > left) {
+      x = left
+      y += 18
+    }
+    parts.push(`<rect x="${x}" y="${y - 10}" width="12" height="12" fill="${palette[i % palette.length]}"/>`)
+    parts.push(`<text x="${x + 18}" y="${y}" font-size="12">${escape(name)}</text>`)
+    x += width + 16
+  })
 }
 
 const svg = (width: number, height: number, parts: ReadonlyArray<string>) =>

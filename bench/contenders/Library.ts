@@ -1,0 +1,65 @@
+/**
+ * Contender (a): this library with its defaults, assembled as examples/demo.ts
+ * does: TaskHandler over TaskSource over Connection over grpc-js channels, with
+ * an in-memory outbox. Only the address and the node key are given; every
+ * timing is the library's default. The dialer is wrapped to count channels,
+ * which changes nothing else.
+ */
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import { Connection, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../../src/index.js"
+import type { Contender } from "./Contender.js"
+
+export const library: Contender = {
+  key: "library",
+  name: "effect-grpc-resilience",
+  start: ({ address, nodeKey, started }) =>
+    Effect.gen(function*() {
+      let dials = 0
+      const countingDialer = Layer.effect(
+        GrpcChannel.Dialer,
+        Effect.map(GrpcChannel.Dialer, (dialer) => ({
+          dial: (options: GrpcChannel.DialOptions) => Effect.suspend(() => (dials++, dialer.dial(options)))
+        }))
+      ).pipe(Layer.provide(GrpcChannel.layer))
+
+      const worker = TaskHandler.layer({
+        payload: Schema.Unknown,
+        // The moment the handler starts the task is the benchmark's mark.
+        run: (task) => Effect.sync(() => started(task.id))
+      }).pipe(
+        Layer.provideMerge(TaskSource.layer({ nodeKey })),
+        Layer.provideMerge(Connection.layer({ address, services: TaskSource.services })),
+        Layer.provide(countingDialer),
+        Layer.provide(Outbox.layerMemory)
+      )
+      const context = yield* Layer.build(worker)
+      const conn = Context.get(context, Connection.Connection)
+      const handler = Context.get(context, TaskHandler.TaskHandler)
+
+      return {
+        describe: Effect.map(conn.state, (state) => {
+          switch (state._tag) {
+            case "Ready":
+              return `Ready (generation ${state.generation})`
+            case "Reconnecting":
+              return `Reconnecting, attempt ${state.attempt}: ${state.lastError.message}`
+            case "Connecting":
+              return `Connecting, attempt ${state.attempt}`
+            case "Rejected":
+              return `Rejected: ${state.lastError.message}`
+            default:
+              return state._tag
+          }
+        }),
+        stats: Effect.map(handler.status, (status) => ({
+          channelsDialed: dials,
+          fetched: status.fetched,
+          fetchFailures: status.fetchFailures,
+          heartbeatFailures: status.heartbeatFailures
+        }))
+      }
+    })
+}

@@ -1,0 +1,813 @@
+/**
+ * Benchmark 1, recovery latency: the time from the network coming back to the
+ * first task started, after outages of random length, for three ways of
+ * writing a worker (bench/contenders): (a) this library with its defaults,
+ * (b) a plain grpc-js worker, (c) a model of the original Go client.
+ *
+ * Every contender runs against its own embedded master behind its own TCP
+ * fault proxy, once per fault kind (reset, blackhole). The six (contender,
+ * fault) pairs run at the same time, in this one process, each following the
+ * same seeded outage schedule at its own pace: an outage starts a few seconds
+ * (seeded) after the previous one ended, so a contender that is slow to
+ * recover stretches only its own run, and the wall time is about the slowest
+ * pair's. Per outage: the fault begins, a task is enqueued 45 % into it (the
+ * seed enqueued 9 s into a 20 s outage), the fault ends at R, and the latency
+ * is the moment the worker's handler starts that task minus R. A task not
+ * started within the bound is a DNF ("did not recover"), cancelled on the
+ * master, and reported with the worker's state at the bound.
+ *
+ * Beside them, six more pairs measure the cost: one long outage each, counting
+ * the TCP connections the proxy accepted (what the master's side sees) per
+ * minute.
+ */
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
+import * as HashMap from "effect/HashMap"
+import * as HashSet from "effect/HashSet"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
+import { performance } from "node:perf_hooks"
+import { FaultProxy, Master } from "../src/testing/index.js"
+import type { Bench, Result, Table, Target } from "./Bench.js"
+import type { Contender, RunningWorker } from "./contenders/Contender.js"
+import { makeGoClientModel } from "./contenders/GoClientModel.js"
+import { library } from "./contenders/Library.js"
+import { plain } from "./contenders/PlainGrpc.js"
+import { bars, percentile } from "./plot.js"
+
+// -------------------------------------------------------------------------------------------------
+// Settings
+// -------------------------------------------------------------------------------------------------
+
+/** The seed of the outage schedule (the date of the seed's CLS-001 fix). */
+export const seed = 20251021
+
+export type Fault = "reset" | "blackhole"
+export const faults: ReadonlyArray<Fault> = ["reset", "blackhole"]
+
+export interface Settings {
+  readonly outages: number
+  /** Outage lengths are drawn uniformly from [min, max] ms. */
+  readonly length: readonly [number, number]
+  /** The time between one outage's end (task started, or DNF) and the next outage, drawn from [min, max] ms. */
+  readonly gap: readonly [number, number]
+  /** Where in the outage the task is enqueued. */
+  readonly enqueueAt: number
+  /** How long after the restore a task may take to start before it is a DNF. */
+  readonly bound: number
+  /** How long the worker may take to start its warm-up task, before the first outage. */
+  readonly warmupBound: number
+  /** After this many DNFs in a row, a pair's remaining outages are not run and count as DNF. */
+  readonly stuckAfter: number
+  /** The cost pairs' one long outage. */
+  readonly longOutage: number
+  /** Whether the cost pairs also wait for the task enqueued during the long outage. */
+  readonly longRecovery: boolean
+}
+
+export const settings = (quick: boolean): Settings =>
+  quick
+    ? {
+      outages: 2,
+      length: [2_000, 4_000],
+      gap: [1_000, 1_500],
+      enqueueAt: 0.45,
+      bound: 12_000,
+      warmupBound: 15_000,
+      stuckAfter: 3,
+      longOutage: 10_000,
+      longRecovery: false
+    }
+    : {
+      outages: 20,
+      length: [2_000, 20_000],
+      gap: [3_000, 8_000],
+      enqueueAt: 0.45,
+      bound: 60_000,
+      warmupBound: 30_000,
+      stuckAfter: 3,
+      longOutage: 120_000,
+      longRecovery: true
+    }
+
+// mulberry32: small, seeded, the same numbers on every machine.
+const prng = (state: number) => () => {
+  state = (state + 0x6d2b79f5) | 0
+  let t = Math.imul(state ^ (state >>> 15), 1 | state)
+  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+}
+
+export interface Outage {
+  readonly index: number
+  /** How long the fault lasts, ms. */
+  readonly length: number
+  /** The pause before the fault begins, ms. */
+  readonly gap: number
+}
+
+/** The outage schedule every pair follows: lengths and gaps from the seeded generator, whole 100 ms. */
+export const schedule = (s: Settings, seedValue = seed): ReadonlyArray<Outage> => {
+  const next = prng(seedValue)
+  const draw = ([min, max]: readonly [number, number]) => Math.round((min + next() * (max - min)) / 100) * 100
+  return Array.from({ length: s.outages }, (_, index) => ({ index: index + 1, length: draw(s.length), gap: draw(s.gap) }))
+}
+
+const contenders: ReadonlyArray<Contender> = [library, plain, makeGoClientModel({ seed })]
+
+// -------------------------------------------------------------------------------------------------
+// One worker behind its own proxy
+// -------------------------------------------------------------------------------------------------
+
+interface Rig {
+  readonly master: Master.Master
+  readonly proxy: FaultProxy.FaultProxy
+  readonly worker: RunningWorker
+  /** Enqueues a task on the master; returns its id. */
+  readonly enqueue: (label: string) => Effect.Effect<string, Master.MasterError>
+  /** The moment (`performance.now()`) the worker started the task, or `undefined` once `deadline` has passed. */
+  readonly awaitStart: (id: string, deadline: number) => Effect.Effect<number | undefined>
+  readonly fault: (kind: Fault) => Effect.Effect<void>
+  readonly logged: () => { readonly lines: number; readonly last: string | undefined }
+}
+
+const rig = (contender: Contender, nodeKey: string) =>
+  Effect.gen(function*() {
+    const master = yield* Master.make()
+    const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port: master.port } })
+    const starts = new Map<string, number>()
+    const waiters = new Map<string, (at: number) => void>()
+    const logged = { lines: 0, last: undefined as string | undefined }
+    const worker = yield* contender.start({
+      address: proxy.address,
+      nodeKey,
+      started: (id) => {
+        if (starts.has(id)) return
+        const at = performance.now()
+        starts.set(id, at)
+        waiters.get(id)?.(at)
+      },
+      log: (line) => {
+        logged.lines++
+        logged.last = line
+      }
+    })
+    const awaitStart = (id: string, deadline: number) =>
+      Effect.async<number | undefined>((resume) => {
+        const seen = starts.get(id)
+        if (seen !== undefined) return resume(Effect.succeed(seen))
+        const timer = setTimeout(() => {
+          waiters.delete(id)
+          resume(Effect.succeed(undefined))
+        }, Math.max(0, deadline - performance.now()))
+        waiters.set(id, (at) => {
+          clearTimeout(timer)
+          waiters.delete(id)
+          resume(Effect.succeed(at))
+        })
+        return Effect.sync(() => {
+          clearTimeout(timer)
+          waiters.delete(id)
+        })
+      })
+    return {
+      master,
+      proxy,
+      worker,
+      enqueue: (label) => master.enqueue({ payload: JSON.stringify({ label }) }),
+      awaitStart,
+      fault: (kind) => (kind === "reset" ? proxy.reset : proxy.blackhole),
+      logged: () => ({ ...logged })
+    } satisfies Rig
+  })
+
+// The warm-up: the worker connects and starts one task before anything fails.
+const warmUp = (r: Rig, s: Settings) =>
+  Effect.gen(function*() {
+    const id = yield* r.enqueue("warm-up")
+    const at = yield* r.awaitStart(id, performance.now() + s.warmupBound)
+    if (at === undefined) {
+      yield* r.master.cancel(id)
+      return `did not start its warm-up task within ${seconds(s.warmupBound)} (${yield* r.worker.describe})`
+    }
+    return undefined
+  })
+
+// -------------------------------------------------------------------------------------------------
+// Latency pairs
+// -------------------------------------------------------------------------------------------------
+
+export interface Measured {
+  readonly outage: number
+  /** The planned length, ms. */
+  readonly length: number
+  /** From the fault's start to its end as applied, ms. */
+  readonly actualLength: number | undefined
+  /** From the restore to the task's start, ms; `undefined` for a DNF. */
+  readonly latency: number | undefined
+  readonly status: "recovered" | "dnf" | "not-run"
+  /** For a DNF: the worker's state at the bound. */
+  readonly reason?: string | undefined
+  /** What the worker's counters did from the fault's start to the task's start (or the bound), the ones that moved. */
+  readonly events?: Readonly<Record<string, number>> | undefined
+}
+
+export interface PairResult {
+  readonly contender: string
+  readonly fault: Fault
+  readonly warmUp: string | undefined
+  readonly outages: ReadonlyArray<Measured>
+  readonly stats: Readonly<Record<string, number>>
+  readonly workerLogLines: number
+  readonly lastWorkerLogLine: string | undefined
+  readonly wallMs: number
+}
+
+// The counters that moved between two snapshots.
+const moved = (before: Readonly<Record<string, number>>, after: Readonly<Record<string, number>>) =>
+  Object.fromEntries(
+    Object.entries(after).flatMap(([key, value]) => {
+      const delta = value - (before[key] ?? 0)
+      return delta === 0 ? [] : [[key, delta]]
+    })
+  )
+
+type Progress = (fault: Fault, contender: string, m: Measured) => Effect.Effect<void>
+
+const latencyPair = (contender: Contender, fault: Fault, plan: ReadonlyArray<Outage>, s: Settings, progress: Progress) =>
+  Effect.scoped(Effect.gen(function*() {
+    const began = performance.now()
+    const r = yield* rig(contender, `${contender.key}-${fault}`)
+    const warm = yield* warmUp(r, s)
+    const outages: Array<Measured> = []
+    let dnfsInARow = 0
+    for (const outage of plan) {
+      if (dnfsInARow >= s.stuckAfter) {
+        const m: Measured = {
+          outage: outage.index,
+          length: outage.length,
+          actualLength: undefined,
+          latency: undefined,
+          status: "not-run",
+          reason: `not run: still stuck after ${dnfsInARow} DNFs in a row`
+        }
+        outages.push(m)
+        yield* progress(fault, contender.key, m)
+        continue
+      }
+      yield* Effect.sleep(outage.gap)
+      const statsBefore = yield* r.worker.stats
+      yield* r.fault(fault)
+      const faultAt = performance.now()
+      const enqueueAfter = Math.round(outage.length * s.enqueueAt)
+      yield* Effect.sleep(enqueueAfter)
+      const id = yield* r.enqueue(`outage ${outage.index}`)
+      yield* Effect.sleep(outage.length - enqueueAfter)
+      yield* r.proxy.pass
+      const restoredAt = performance.now()
+      const startedAt = yield* r.awaitStart(id, restoredAt + s.bound)
+      const events = moved(statsBefore, yield* r.worker.stats)
+      let m: Measured
+      if (startedAt === undefined) {
+        const reason = yield* r.worker.describe
+        // Cancelled, so it cannot be handed out later and slow down the next outage's task.
+        yield* r.master.cancel(id)
+        dnfsInARow++
+        m = {
+          outage: outage.index,
+          length: outage.length,
+          actualLength: restoredAt - faultAt,
+          latency: undefined,
+          status: "dnf",
+          reason,
+          events
+        }
+      } else {
+        dnfsInARow = 0
+        m = {
+          outage: outage.index,
+          length: outage.length,
+          actualLength: restoredAt - faultAt,
+          latency: startedAt - restoredAt,
+          status: "recovered",
+          events
+        }
+      }
+      outages.push(m)
+      yield* progress(fault, contender.key, m)
+    }
+    const logged = r.logged()
+    return {
+      contender: contender.key,
+      fault,
+      warmUp: warm,
+      outages,
+      stats: yield* r.worker.stats,
+      workerLogLines: logged.lines,
+      lastWorkerLogLine: logged.last,
+      wallMs: performance.now() - began
+    } satisfies PairResult
+  }))
+
+// -------------------------------------------------------------------------------------------------
+// Cost pairs
+// -------------------------------------------------------------------------------------------------
+
+export interface CostResult {
+  readonly contender: string
+  readonly fault: Fault
+  readonly warmUp: string | undefined
+  readonly outageMs: number
+  /** TCP connections the proxy accepted (refused ones included) in each full minute of the outage, or in the whole outage when shorter. */
+  readonly acceptedPerWindow: ReadonlyArray<{ readonly fromMs: number; readonly toMs: number; readonly accepted: number }>
+  readonly acceptedTotal: number
+  readonly perMinute: number
+  /** Sockets the proxy still held open when the outage ended. */
+  readonly openAtEnd: number
+  /** The restore to the start of the task enqueued 45 % into the long outage; `undefined` when not measured or DNF. */
+  readonly recovery: number | undefined
+  readonly recoveryStatus: "recovered" | "dnf" | "not-measured"
+  readonly reason?: string | undefined
+  readonly statsDuring: Readonly<Record<string, number>>
+}
+
+const costPair = (contender: Contender, fault: Fault, s: Settings) =>
+  Effect.scoped(Effect.gen(function*() {
+    const r = yield* rig(contender, `${contender.key}-${fault}-cost`)
+    const warm = yield* warmUp(r, s)
+    yield* Effect.sleep(s.gap[0])
+    const statsBefore = yield* r.worker.stats
+    const windows: Array<{ fromMs: number; toMs: number; accepted: number }> = []
+    const acceptedAtStart = yield* r.proxy.accepted
+    yield* r.fault(fault)
+    const faultAt = performance.now()
+    // Sample the counter at each full minute, enqueue the task 45 % in, end the fault at the end.
+    const enqueueAt = Math.round(s.longOutage * s.enqueueAt)
+    const marks = Array.from({ length: Math.floor(s.longOutage / 60_000) }, (_, i) => (i + 1) * 60_000)
+      .filter((t) => t < s.longOutage)
+    let id: string | undefined
+    let last = { at: 0, accepted: acceptedAtStart }
+    const until = (t: number) => Effect.suspend(() => Effect.sleep(Math.max(0, faultAt + t - performance.now())))
+    for (const t of [...new Set([enqueueAt, ...marks])].sort((a, b) => a - b)) {
+      yield* until(t)
+      if (t === enqueueAt) id = yield* r.enqueue("long outage")
+      if (marks.includes(t)) {
+        const accepted = yield* r.proxy.accepted
+        windows.push({ fromMs: last.at, toMs: t, accepted: accepted - last.accepted })
+        last = { at: t, accepted }
+      }
+    }
+    yield* until(s.longOutage)
+    const acceptedAtEnd = yield* r.proxy.accepted
+    const openAtEnd = yield* r.proxy.connections
+    windows.push({ fromMs: last.at, toMs: s.longOutage, accepted: acceptedAtEnd - last.accepted })
+    const statsAfter = yield* r.worker.stats
+    yield* r.proxy.pass
+    const restoredAt = performance.now()
+    let recovery: number | undefined
+    let recoveryStatus: CostResult["recoveryStatus"] = "not-measured"
+    let reason: string | undefined
+    if (s.longRecovery && id !== undefined) {
+      const startedAt = yield* r.awaitStart(id, restoredAt + s.bound)
+      if (startedAt === undefined) {
+        recoveryStatus = "dnf"
+        reason = yield* r.worker.describe
+      } else {
+        recoveryStatus = "recovered"
+        recovery = startedAt - restoredAt
+      }
+    }
+    const acceptedTotal = acceptedAtEnd - acceptedAtStart
+    const statsDuring = Object.fromEntries(
+      Object.entries(statsAfter).map(([key, value]) => [key, value - (statsBefore[key] ?? 0)])
+    )
+    return {
+      contender: contender.key,
+      fault,
+      warmUp: warm,
+      outageMs: s.longOutage,
+      acceptedPerWindow: windows,
+      acceptedTotal,
+      perMinute: (acceptedTotal * 60_000) / s.longOutage,
+      openAtEnd,
+      recovery,
+      recoveryStatus,
+      reason,
+      statsDuring
+    } satisfies CostResult
+  }))
+
+// -------------------------------------------------------------------------------------------------
+// Statistics and presentation
+// -------------------------------------------------------------------------------------------------
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`
+
+/** A latency, DNF as +Infinity, so percentiles rank a DNF above every recovery. */
+const valueOf = (m: Measured) => (m.latency === undefined ? Number.POSITIVE_INFINITY : m.latency)
+
+interface Summary {
+  readonly n: number
+  readonly recovered: number
+  readonly p50: number
+  readonly p95: number
+  readonly max: number
+}
+
+const summarize = (outages: ReadonlyArray<Measured>): Summary => {
+  const values = outages.map(valueOf)
+  return {
+    n: values.length,
+    recovered: values.filter(Number.isFinite).length,
+    p50: percentile(values, 50),
+    p95: percentile(values, 95),
+    max: Math.max(...values)
+  }
+}
+
+const show = (ms: number) => (Number.isFinite(ms) ? seconds(ms) : "DNF")
+
+// How many times lower the library's p50 is; a DNF p50 gives a lower bound from the bound.
+const ratio = (other: number, ours: number, bound: number): { readonly value: number; readonly text: string } => {
+  if (!Number.isFinite(ours)) return { value: Number.NaN, text: "n/a (library DNF)" }
+  if (!Number.isFinite(other)) {
+    const low = bound / ours
+    return { value: Number.POSITIVE_INFINITY, text: `> ${low.toFixed(0)}x (DNF)` }
+  }
+  const value = other / ours
+  return { value, text: `${value.toFixed(1)}x` }
+}
+
+const lengthBands: ReadonlyArray<readonly [number, number]> = [[2_000, 8_000], [8_000, 14_000], [14_000, 20_001]]
+
+const nameOf = (key: string) => contenders.find((c) => c.key === key)?.name ?? key
+
+// -------------------------------------------------------------------------------------------------
+// The benchmark
+// -------------------------------------------------------------------------------------------------
+
+interface LogCounts {
+  warnings: number
+  errors: number
+}
+
+// The library's, the master's and the proxy's log lines: counted per pair, never printed.
+const countingLogger = (counts: Map<string, LogCounts>) =>
+  Logger.make(({ annotations, logLevel }) => {
+    const pair = Option.getOrElse(HashMap.get(annotations, "benchPair"), () => "other")
+    const entry = counts.get(String(pair)) ?? { warnings: 0, errors: 0 }
+    if (LogLevel.greaterThanEqual(logLevel, LogLevel.Error)) entry.errors++
+    else if (LogLevel.greaterThanEqual(logLevel, LogLevel.Warning)) entry.warnings++
+    counts.set(String(pair), entry)
+  })
+
+export const recovery: Bench = ({ quick }) =>
+  Effect.gen(function*() {
+    const s = settings(quick)
+    const plan = schedule(s)
+    const logCounts = new Map<string, LogCounts>()
+    const began = performance.now()
+    const totalOutage = plan.reduce((sum, o) => sum + o.length + o.gap, 0)
+    yield* Console.log(
+      `recovery: ${plan.length} outages of ${seconds(s.length[0])} to ${seconds(s.length[1])} per fault (${
+        seconds(totalOutage)
+      } of outages and gaps), ${contenders.length} contenders x ${faults.length} faults at once, DNF after ${
+        seconds(s.bound)
+      }; cost: one ${seconds(s.longOutage)} outage each`
+    )
+
+    // One progress line per fault and outage, printed once every contender has done that outage.
+    const rows = new Map<string, Map<string, Measured>>()
+    const progress: Progress = (fault, contender, m) =>
+      Effect.suspend(() => {
+        const key = `${fault}/${m.outage}`
+        const row = rows.get(key) ?? new Map<string, Measured>()
+        row.set(contender, m)
+        rows.set(key, row)
+        if (row.size < contenders.length) return Effect.void
+        const cells = contenders.map((c) => {
+          const cell = row.get(c.key)!
+          const text = cell.status === "recovered" ? seconds(cell.latency!) : cell.status === "dnf" ? "DNF" : "not run"
+          return `${c.key} ${text.padStart(8)}`
+        })
+        return Console.log(
+          `  ${fault.padEnd(9)} outage ${String(m.outage).padStart(2)}/${plan.length}  ${
+            seconds(m.length).padStart(7)
+          }   ${cells.join("   ")}`
+        )
+      })
+
+    const pairs = faults.flatMap((fault) =>
+      contenders.map((c) =>
+        latencyPair(c, fault, plan, s, progress).pipe(Effect.annotateLogs({ benchPair: `${c.key}/${fault}` }))
+      )
+    )
+    const costs = faults.flatMap((fault) =>
+      contenders.map((c) =>
+        costPair(c, fault, s).pipe(
+          Effect.tap((cost) =>
+            Console.log(
+              `  cost      ${fault.padEnd(9)} ${c.key.padEnd(8)} ${cost.acceptedTotal} connections in ${
+                seconds(cost.outageMs)
+              } (${cost.perMinute.toFixed(1)}/min), ${cost.openAtEnd} open at the end${
+                cost.recoveryStatus === "recovered"
+                  ? `, recovered ${seconds(cost.recovery!)} after`
+                  : cost.recoveryStatus === "dnf"
+                  ? ", DNF after"
+                  : ""
+              }`
+            )
+          ),
+          Effect.annotateLogs({ benchPair: `${c.key}/${fault}/cost` })
+        )
+      )
+    )
+    const [latencies, costResults] = yield* Effect.all(
+      [Effect.all(pairs, { concurrency: "unbounded" }), Effect.all(costs, { concurrency: "unbounded" })],
+      { concurrency: "unbounded" }
+    ).pipe(
+      Effect.locally(FiberRef.currentLoggers, HashSet.make(countingLogger(logCounts))),
+      Logger.withMinimumLogLevel(LogLevel.Warning)
+    )
+    const wallMs = performance.now() - began
+    yield* Console.log(`recovery: done in ${seconds(wallMs)}`)
+    return report(s, plan, latencies, costResults, logCounts, wallMs, quick)
+  })
+
+const pairOf = (latencies: ReadonlyArray<PairResult>, fault: Fault, key: string) =>
+  latencies.find((p) => p.fault === fault && p.contender === key)!
+
+const report = (
+  s: Settings,
+  plan: ReadonlyArray<Outage>,
+  latencies: ReadonlyArray<PairResult>,
+  costs: ReadonlyArray<CostResult>,
+  logCounts: Map<string, LogCounts>,
+  wallMs: number,
+  quick: boolean
+): Result => {
+  const summaries = new Map<string, Summary>()
+  for (const p of latencies) summaries.set(`${p.fault}/${p.contender}`, summarize(p.outages))
+  const summary = (fault: Fault, key: string) => summaries.get(`${fault}/${key}`)!
+
+  // Table 1: percentiles and ratios.
+  const latencyTable: Table = {
+    title: "Recovery latency: network back to the first task started",
+    columns: ["fault", "contender", "outages", "recovered", "p50", "p95", "max", "p50 / library p50", "max / library max"],
+    rows: faults.flatMap((fault) =>
+      contenders.map((c) => {
+        const sm = summary(fault, c.key)
+        const ours = summary(fault, "library")
+        return [
+          fault,
+          c.name,
+          sm.n,
+          sm.recovered,
+          show(sm.p50),
+          show(sm.p95),
+          show(sm.max),
+          c.key === "library" ? "1x" : ratio(sm.p50, ours.p50, s.bound).text,
+          c.key === "library" ? "1x" : ratio(sm.max, ours.max, s.bound).text
+        ]
+      })
+    )
+  }
+
+  // Table 2: median latency by outage length.
+  const bandTable: Table = {
+    title: "Median recovery latency by outage length",
+    columns: ["fault", "contender", ...lengthBands.map(([lo, hi]) => `${lo / 1000}-${Math.round(hi / 1000)} s`)],
+    rows: faults.flatMap((fault) =>
+      contenders.map((c) => [
+        fault,
+        c.name,
+        ...lengthBands.map(([lo, hi]) => {
+          const inBand = pairOf(latencies, fault, c.key).outages.filter((m) => m.length >= lo && m.length < hi)
+          return inBand.length === 0 ? "-" : `${show(percentile(inBand.map(valueOf), 50))} (n=${inBand.length})`
+        })
+      ])
+    )
+  }
+
+  // Table 3: every outage.
+  const cell = (m: Measured) => (m.status === "recovered" ? seconds(m.latency!) : m.status === "dnf" ? "DNF" : "not run")
+  const everyTable: Table = {
+    title: "Every outage: latency per contender (same seeded lengths for all)",
+    columns: ["#", "length", ...faults.flatMap((f) => contenders.map((c) => `${f}: ${c.key}`))],
+    rows: plan.map((o, i) => [
+      o.index,
+      seconds(o.length),
+      ...faults.flatMap((f) => contenders.map((c) => cell(pairOf(latencies, f, c.key).outages[i]!)))
+    ])
+  }
+
+  // Table 4: cost.
+  const minutes = Math.max(1, Math.floor(s.longOutage / 60_000))
+  const costTable: Table = {
+    title: `Cost: TCP connections the master's side accepted during one ${seconds(s.longOutage)} outage, per worker`,
+    columns: [
+      "fault",
+      "contender",
+      ...(minutes > 1 ? Array.from({ length: minutes }, (_, i) => `minute ${i + 1}`) : []),
+      "per minute",
+      "channels dialed",
+      "open at the end",
+      "recovery after it"
+    ],
+    rows: faults.flatMap((fault) =>
+      contenders.map((c) => {
+        const cost = costs.find((x) => x.fault === fault && x.contender === c.key)!
+        return [
+          fault,
+          c.name,
+          ...(minutes > 1 ? cost.acceptedPerWindow.map((w) => w.accepted) : []),
+          cost.perMinute.toFixed(1),
+          cost.statsDuring["channelsDialed"] ?? "-",
+          cost.openAtEnd,
+          cost.recoveryStatus === "recovered"
+            ? seconds(cost.recovery!)
+            : cost.recoveryStatus === "dnf"
+            ? "DNF"
+            : "not measured"
+        ]
+      })
+    )
+  }
+
+  // Targets.
+  const lib = (fault: Fault) => summary(fault, "library")
+  const absolute = (fault: Fault, what: "p50" | "max", limit: number): Target => ({
+    name: `${fault}: library ${what}`,
+    target: `${what} < ${seconds(limit)}`,
+    measured: show(lib(fault)[what]),
+    met: lib(fault)[what] < limit
+  })
+  const relative = (fault: Fault, other: Contender): Target => {
+    const r = ratio(summary(fault, other.key).p50, lib(fault).p50, s.bound)
+    return {
+      name: `${fault}: p50 vs ${other.name}`,
+      target: "library p50 at least 3x lower",
+      measured: `${r.text} (${show(lib(fault).p50)} vs ${show(summary(fault, other.key).p50)})`,
+      met: r.value >= 3
+    }
+  }
+  const others = contenders.filter((c) => c.key !== "library")
+  const targets: Array<Target> = [
+    absolute("reset", "p50", 1_500),
+    absolute("reset", "max", 3_000),
+    absolute("blackhole", "p50", 3_000),
+    absolute("blackhole", "max", 8_000),
+    ...faults.flatMap((fault) => others.map((o) => relative(fault, o)))
+  ]
+
+  // Notes, from the data.
+  const notes: Array<string> = []
+  for (const p of latencies) {
+    const name = `${nameOf(p.contender)} (${p.fault})`
+    if (p.warmUp !== undefined) notes.push(`${name} ${p.warmUp}.`)
+    const dnf = p.outages.filter((m) => m.status === "dnf")
+    const notRun = p.outages.filter((m) => m.status === "not-run")
+    if (dnf.length > 0) {
+      const reasons = new Map<string, number>()
+      for (const m of dnf) reasons.set(m.reason ?? "?", (reasons.get(m.reason ?? "?") ?? 0) + 1)
+      const common = [...reasons.entries()].sort((a, b) => b[1] - a[1])[0]!
+      notes.push(
+        `${name}: ${dnf.length} of ${p.outages.length} outages not recovered within ${seconds(s.bound)}${
+          notRun.length > 0
+            ? `, and the ${notRun.length} after its ${s.stuckAfter} DNFs in a row were not run (counted DNF)`
+            : ""
+        }; its state at the bound${reasons.size > 1 ? ` (most often, ${common[1]} times)` : ""}: ${common[0]}.`
+      )
+    }
+  }
+  // The library under blackholes: when is the loss found?
+  const holes = pairOf(latencies, "blackhole", "library").outages.filter((m) => m.latency !== undefined)
+  const short = holes.filter((m) => m.length < 12_000)
+  const long = holes.filter((m) => m.length >= 12_000)
+  if (short.length > 0 && long.length > 0) {
+    notes.push(
+      `Library (blackhole): after the ${short.length} blackholes shorter than 12 s the task started a median ${
+        seconds(percentile(short.map((m) => m.length + m.latency!), 50))
+      } after the blackhole BEGAN, whatever its length (its latency is that minus the length): nothing notices a ` +
+        "blackholed link before the first FetchTask misses its 10 s deadline and the 2 s probe that follows fails. " +
+        `After the ${long.length} longer ones the median latency was ${
+          seconds(percentile(long.map((m) => m.latency!), 50))
+        }: the loss was found during the outage, and the reconnection attempt in flight at the restore hangs until ` +
+        "its 10 s connect timeout before the next one succeeds."
+    )
+  }
+  const go = (fault: Fault) => pairOf(latencies, fault, "go-model").stats
+  for (const fault of faults) {
+    const outages = pairOf(latencies, fault, "go-model").outages.filter((m) => m.status !== "not-run")
+    const reset = outages.filter((m) => (m.events?.["forcedResets"] ?? 0) > 0)
+    const rest = outages.filter((m) => (m.events?.["forcedResets"] ?? 0) === 0)
+    if (reset.length > 0) {
+      notes.push(
+        `Go client model (${fault}): ${reset.length} of ${outages.length} outages saw a forced client reset; the task then ` +
+          `started a median ${show(percentile(reset.map(valueOf), 50))} after the restore, against ${
+            rest.length === 0 ? "-" : show(percentile(rest.map(valueOf), 50))
+          } without one: the old client's Stop blocks 5 to 10 s before the new client dials, and a stopped client makes no more attempts.`
+      )
+    }
+  }
+  for (const fault of faults) {
+    const g = go(fault)
+    notes.push(
+      `Go client model (${fault}): ${g["forcedResets"] ?? 0} forced client resets, ${
+        g["reconnectionsExecuted"] ?? 0
+      } reconnections executed (${g["reconnectionsFailed"] ?? 0} failed), circuit breaker opened ${
+        g["breakerOpened"] ?? 0
+      } times, ${g["lookupTimeouts"] ?? 0} lookups timed out waiting for registration, ${
+        ((g["stopBlockedMs"] ?? 0) / 1000).toFixed(0)
+      } s spent blocked in Stop.`
+    )
+    const l = pairOf(latencies, fault, "library").stats
+    const counted = logCounts.get(`library/${fault}`) ?? { warnings: 0, errors: 0 }
+    notes.push(
+      `Library (${fault}): ${l["channelsDialed"] ?? 0} channels dialed, ${
+        l["fetchFailures"] ?? 0
+      } failed fetches (each logged), ${counted.warnings} warnings and ${counted.errors} errors logged.`
+    )
+  }
+  for (const cost of costs) {
+    const dialed = cost.statsDuring["channelsDialed"]
+    const who = `${nameOf(cost.contender)} (${cost.fault}, ${seconds(cost.outageMs)} outage)`
+    if (cost.fault === "reset" && dialed !== undefined && dialed > 0 && cost.acceptedTotal >= 1.5 * dialed) {
+      notes.push(
+        `${who}: ${cost.acceptedTotal} TCP connections for ${dialed} channels dialed. A grpc-js 1.14 channel closed in ` +
+          "TRANSIENT_FAILURE still reconnects once, about 1 s later (its subchannel's backoff timer survives the close), " +
+          "so each failed attempt costs the master two connections."
+      )
+    }
+    if (cost.fault === "blackhole" && cost.openAtEnd > 1) {
+      notes.push(
+        `${who}: ${cost.openAtEnd} sockets still open at the proxy when the outage ended, one per attempt: a grpc-js 1.14 ` +
+          "channel closed while CONNECTING (waiting for the server's HTTP/2 settings) leaves its TCP socket open, so every " +
+          "attempt that times out during a blackhole leaks a socket until the peer closes it."
+      )
+    }
+  }
+  notes.push(
+    `Wall time ${seconds(wallMs)}${quick ? " (quick mode: 2 short outages per fault, numbers not meaningful)" : ""}; ` +
+      "absolute times on a shared machine are noise, the ratios are the result."
+  )
+
+  const bound = s.bound / 1000
+  const svg = bars({
+    title: "Recovery latency: network back to first task started",
+    subtitle: `p50 bars, max whiskers (DNF = the ${bound} s bound); ${plan.length} outages of ${s.length[0] / 1000}-${
+      s.length[1] / 1000
+    } s per fault`,
+    unit: "seconds",
+    groups: faults.map((fault) => ({
+      label: fault,
+      bars: contenders.map((c) => {
+        const sm = summary(fault, c.key)
+        return {
+          series: c.name,
+          value: Number.isFinite(sm.p50) ? sm.p50 / 1000 : bound,
+          high: Number.isFinite(sm.max) ? sm.max / 1000 : bound,
+          missing: Number.isFinite(sm.p50) ? undefined : "DNF"
+        }
+      })
+    }))
+  })
+
+  return {
+    name: "recovery",
+    title: "Recovery latency after network outages",
+    method: `${plan.length} outages per fault kind (reset, blackhole) through a TCP fault proxy, lengths ${
+      seconds(s.length[0])
+    } to ${seconds(s.length[1])} from a seeded generator (seed ${seed}), the same for every contender; a task enqueued ${
+      Math.round(s.enqueueAt * 100)
+    } % into each outage; latency = the worker's handler starting that task minus the restore; DNF after ${
+      seconds(s.bound)
+    }. Contenders: this library with its defaults, a plain grpc-js worker (default channel options, FetchTask every 1 s with a 5 s deadline), and a TypeScript model of the original Go client (bench/contenders/GoClientModel.ts). Each (contender, fault) pair has its own master and proxy; all pairs run at once in one process. Cost: one ${
+      seconds(s.longOutage)
+    } outage per pair, counting the TCP connections the proxy accepted.`,
+    tables: [latencyTable, bandTable, everyTable, costTable],
+    targets,
+    svg,
+    data: {
+      seed,
+      quick,
+      settings: s,
+      schedule: plan,
+      wallMs,
+      latency: latencies,
+      cost: costs,
+      logCounts: Object.fromEntries(logCounts),
+      summaries: Object.fromEntries(
+        [...summaries.entries()].map(([key, sm]) => [key, {
+          ...sm,
+          p50: Number.isFinite(sm.p50) ? sm.p50 : null,
+          p95: Number.isFinite(sm.p95) ? sm.p95 : null,
+          max: Number.isFinite(sm.max) ? sm.max : null
+        }])
+      )
+    },
+    notes
+  }
+}
