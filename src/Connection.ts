@@ -104,7 +104,12 @@ export interface Options<S extends Services = Services, R = never> {
   readonly channelOptions?: grpc.ChannelOptions | undefined
   /** Spaces failed attempts; its input is the attempt's error. Default `Retry.reconnect`. */
   readonly reconnectSchedule?: Schedule.Schedule<unknown, ConnectError> | undefined
-  /** How long one attempt may wait for READY. Default 10 s. */
+  /**
+   * How long one attempt may wait for READY. Default 3 s: on the links this
+   * library is for, a connect that is not READY in 3 s is dead (a blackholed
+   * handshake), and every second it hangs is a second added to recovery. Raise
+   * it for slow links.
+   */
   readonly connectTimeout?: Duration.DurationInput | undefined
   /** How long a lookup waits while not reconnecting. Default 15 s. */
   readonly lookupTimeout?: Duration.DurationInput | undefined
@@ -148,7 +153,7 @@ export interface CallOptions extends Call.CallOptions {
  * @category constants
  */
 export const defaults = {
-  connectTimeout: Duration.seconds(10),
+  connectTimeout: Duration.seconds(3),
   lookupTimeout: Duration.seconds(15),
   reconnectingLookupTimeout: Duration.seconds(90),
   reconnectSchedule: Retry.reconnect,

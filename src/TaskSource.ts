@@ -150,8 +150,11 @@ export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.I
     const conn = yield* Connection.typed(services)
 
     // One id per fetch, kept by its retries: the master answers a retry with the task it already handed out.
+    // A fetch is quick: an attempt not answered in 3 s is retried, and its deadline has the link checked.
     const fetch = Effect.sync(() => randomUUID()).pipe(
-      Effect.flatMap((fetchId) => conn.call("task", "FetchTask", { node_key: nodeKey, fetch_id: fetchId }, { idempotent: true })),
+      Effect.flatMap((fetchId) =>
+        conn.call("task", "FetchTask", { node_key: nodeKey, fetch_id: fetchId }, { idempotent: true, timeout: "3 seconds" })
+      ),
       Effect.map((reply) =>
         Option.map(Option.fromNullable(reply.task), (task) => ({
           id: task.id,
