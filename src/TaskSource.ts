@@ -134,6 +134,22 @@ const toRequest = (message: Worker.MasterMessage): Option.Option<MasterRequest> 
     : Option.none()
 
 /**
+ * The node options, checked: a non-empty key and a whole runner cap (default 20).
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const validNode = (
+  options: NodeOptions
+): Effect.Effect<{ readonly nodeKey: string; readonly maxRunners: number }, Validate.InvalidOption> =>
+  Effect.gen(function*() {
+    if (typeof options.nodeKey !== "string" || options.nodeKey.trim() === "") {
+      return yield* new Validate.InvalidOption({ option: "nodeKey", reason: "must be a non-empty string" })
+    }
+    return { nodeKey: options.nodeKey, maxRunners: yield* Validate.integer("maxRunners", options.maxRunners, 20) }
+  })
+
+/**
  * A task source over `proto/worker.proto`, through the connection: every call
  * is a resilient `Connection.call`.
  *
@@ -142,11 +158,7 @@ const toRequest = (message: Worker.MasterMessage): Option.Option<MasterRequest> 
  */
 export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.InvalidOption, Connection.Connection> =>
   Effect.gen(function*() {
-    if (typeof options.nodeKey !== "string" || options.nodeKey.trim() === "") {
-      return yield* new Validate.InvalidOption({ option: "nodeKey", reason: "must be a non-empty string" })
-    }
-    const nodeKey = options.nodeKey
-    const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, 20)
+    const { maxRunners, nodeKey } = yield* validNode(options)
     const conn = yield* Connection.typed(services)
 
     // One id per fetch, kept by its retries: the master answers a retry with the task it already handed out.

@@ -176,11 +176,7 @@ export const taskSource = (
   Layer.effect(
     TaskSource.TaskSource,
     Effect.gen(function*() {
-      if (typeof options.nodeKey !== "string" || options.nodeKey.trim() === "") {
-        return yield* new Validate.InvalidOption({ option: "nodeKey", reason: "must be a non-empty string" })
-      }
-      const nodeKey = options.nodeKey
-      const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, 20)
+      const { maxRunners, nodeKey } = yield* TaskSource.validNode(options)
       const conn = yield* Connection.typed(TaskSource.services)
       const network = yield* SimulatedNetwork
       const master = yield* SimulatedMaster
