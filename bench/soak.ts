@@ -75,7 +75,14 @@ export const soak: Bench = ({ quick }) =>
     const start = performance.now()
     for (let cycle = 1; cycle <= cycles; cycle++) {
       yield* proxy.reset
-      yield* conn.changes.pipe(Stream.filter((state) => state._tag !== "Ready"), Stream.runHead)
+      yield* conn.changes.pipe(
+        Stream.filter((state) => state._tag !== "Ready"),
+        Stream.runHead,
+        Effect.timeoutFail({
+          duration: "10 seconds",
+          onTimeout: () => new Error(`cycle ${cycle}: the reset was not seen as a loss within 10 s`)
+        })
+      )
       yield* proxy.pass
       yield* ready(cycle + 1)
       if (cycle % Math.max(1, Math.floor(cycles / 20)) === 0) heapSeries.push([cycle, collect()])
