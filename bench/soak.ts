@@ -66,15 +66,18 @@ export const soak: Bench = ({ quick }) =>
         Stream.runHead,
         Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error(`generation ${generation} not Ready in 10 s`) })
       )
+    // Every step is bounded: a soak that hangs must say where.
+    const bounded = <A, E>(what: string, effect: Effect.Effect<A, E>) =>
+      Effect.timeoutFail(effect, { duration: "10 seconds", onTimeout: () => new Error(`${what}: not within 10 s`) })
     yield* ready(1)
-    yield* conn.call("echo", "say", { text: "warm" })
+    yield* bounded("the first call", conn.call("echo", "say", { text: "warm" }))
 
     const live = Effect.map(fibers.value, (all) => all.length)
     const before = { heap: collect(), fibers: yield* live, handles: handles() }
     const heapSeries: Array<readonly [number, number]> = [[0, before.heap]]
     const start = performance.now()
     for (let cycle = 1; cycle <= cycles; cycle++) {
-      yield* proxy.reset
+      yield* bounded(`cycle ${cycle}: reset`, proxy.reset)
       yield* conn.changes.pipe(
         Stream.filter((state) => state._tag !== "Ready"),
         Stream.runHead,
@@ -83,16 +86,16 @@ export const soak: Bench = ({ quick }) =>
           onTimeout: () => new Error(`cycle ${cycle}: the reset was not seen as a loss within 10 s`)
         })
       )
-      yield* proxy.pass
+      yield* bounded(`cycle ${cycle}: pass`, proxy.pass)
       yield* ready(cycle + 1)
       if (cycle % Math.max(1, Math.floor(cycles / 20)) === 0) heapSeries.push([cycle, collect()])
     }
     const seconds = (performance.now() - start) / 1000
-    yield* conn.call("echo", "say", { text: "still answers" })
+    yield* bounded("the last call", conn.call("echo", "say", { text: "still answers" }))
     // Let closed sockets finish closing before counting.
     yield* Effect.sleep("200 millis")
     const after = { heap: collect(), fibers: yield* live, handles: handles() }
-    yield* Scope.close(scope, Exit.void)
+    yield* bounded("closing the connection", Scope.close(scope, Exit.void))
     yield* Effect.sleep("200 millis")
     const closed = { fibers: yield* live, handles: handles() }
 
