@@ -1,15 +1,24 @@
 /**
- * The examples' log format, from LOG_FORMAT: pretty (default), json or logfmt.
- * JSON lines are what the end-to-end tests read back.
+ * The examples' logs: the format from LOG_FORMAT (pretty, json or logfmt) and
+ * the least level from LOG_LEVEL (default Info). JSON lines are what the
+ * end-to-end tests read back.
  */
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 
 export const Logging = Layer.unwrapEffect(
   Effect.map(
-    Config.literal("pretty", "json", "logfmt")("LOG_FORMAT").pipe(Config.withDefault("pretty" as const)),
-    (format) => (format === "json" ? Logger.json : format === "logfmt" ? Logger.logFmt : Logger.pretty)
+    Config.all([
+      Config.literal("pretty", "json", "logfmt")("LOG_FORMAT").pipe(Config.withDefault("pretty" as const)),
+      Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
+    ]),
+    ([format, level]) =>
+      Layer.merge(
+        format === "json" ? Logger.json : format === "logfmt" ? Logger.logFmt : Logger.pretty,
+        Logger.minimumLogLevel(level)
+      )
   )
 )

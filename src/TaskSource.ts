@@ -13,6 +13,7 @@ import { randomUUID } from "node:crypto"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
 import * as Stream from "effect/Stream"
 import type * as Breaker from "./Breaker.js"
 import * as Connection from "./Connection.js"
@@ -161,12 +162,21 @@ export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.I
     const { maxRunners, nodeKey } = yield* validNode(options)
     const conn = yield* Connection.typed(services)
 
-    // One id per fetch, kept by its retries: the master answers a retry with the task it already handed out.
-    // A fetch is quick: an attempt not answered in 3 s is retried, and its deadline has the link checked.
-    const fetch = Effect.sync(() => randomUUID()).pipe(
-      Effect.flatMap((fetchId) =>
-        conn.call("task", "FetchTask", { node_key: nodeKey, fetch_id: fetchId }, { idempotent: true, timeout: "3 seconds" })
+    // Fetch ids are `<nonce>/<sequence>`: a fetch keeps its id until it is answered, across its retries and
+    // across later fetches after a failure, and the master answers an id it has seen with the answer it gave
+    // (the task again, while unconfirmed) and never with a new task. A reply lost on the way back (a cut link,
+    // a deadline), or a request that arrives late, loses no task. A fetch is quick: an attempt not answered in
+    // 3 s is retried, and its deadline has the link checked.
+    const nonce = randomUUID()
+    const sequence = yield* Ref.make(1)
+    const fetch = Ref.get(sequence).pipe(
+      Effect.flatMap((seq) =>
+        conn.call("task", "FetchTask", { node_key: nodeKey, fetch_id: `${nonce}/${seq}` }, {
+          idempotent: true,
+          timeout: "3 seconds"
+        })
       ),
+      Effect.tap(() => Ref.update(sequence, (seq) => seq + 1)),
       Effect.map((reply) =>
         Option.map(Option.fromNullable(reply.task), (task) => ({
           id: task.id,

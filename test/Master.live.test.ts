@@ -133,6 +133,26 @@ describe("Master (live loopback)", () => {
       assert.strictEqual((yield* master.task(a)).handedOut, 2)
     }))
 
+  it.scopedLive("fetch ids <nonce>/<sequence>: a seen id gets its fetch's answer, never a new task", () =>
+    Effect.gen(function*() {
+      const master = yield* Master.make()
+      const { task } = yield* clients(master.address)
+      assert.isNull(yield* fetch(task, "w1", "boot-1/1"))
+      // Fetch 1 was answered "no task": a late copy of it must not take task a.
+      const a = yield* master.enqueue({ payload: `{"n":"a"}` })
+      const b = yield* master.enqueue({ payload: `{"n":"b"}` })
+      assert.isNull(yield* fetch(task, "w1", "boot-1/1"))
+      assert.strictEqual((yield* fetch(task, "w1", "boot-1/2"))?.id, a)
+      // A retry of fetch 2 gets a again; a stale fetch 1 still nothing.
+      assert.strictEqual((yield* fetch(task, "w1", "boot-1/2"))?.id, a)
+      assert.isNull(yield* fetch(task, "w1", "boot-1/1"))
+      assert.strictEqual((yield* fetch(task, "w1", "boot-1/3"))?.id, b)
+      // A restarted worker (a new nonce) starts afresh.
+      const c = yield* master.enqueue({ payload: `{"n":"c"}` })
+      assert.strictEqual((yield* fetch(task, "w1", "boot-2/1"))?.id, c)
+      assert.strictEqual((yield* master.task(b)).handedOut, 1)
+    }))
+
   it.scopedLive("a hand-out not confirmed within redeliverAfter goes to the same node again, never to another", () =>
     Effect.gen(function*() {
       const master = yield* Master.make({ redeliverAfter: "200 millis" })

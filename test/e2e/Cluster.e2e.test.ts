@@ -35,7 +35,8 @@ describe.skipIf(unavailable !== undefined && !underCi)("CLS-001 across a real ne
       const partition = yield* Partition.make
       const socket = join(directory, "admin.sock")
 
-      yield* spawn(partition.command("master", ...tsx("examples/master.ts")), {
+      const masterProcess = yield* spawn(partition.command("master", ...tsx("examples/master.ts")), {
+        LOG_LEVEL: process.env["E2E_LOG"] ? "Debug" : "Info",
         MASTER_HOST: partition.masterHost,
         MASTER_PORT: "9666",
         ADMIN_SOCKET: socket,
@@ -72,10 +73,13 @@ describe.skipIf(unavailable !== undefined && !underCi)("CLS-001 across a real ne
         ).pipe(Effect.map((tasks) => task(tasks)!))
         const at = (status: string) => finished.history.find((change) => change.status === status)?.at ?? Number.NaN
         results.push({ run, restoreToRunning: at("RUNNING") - restoredAt, restoreToFinished: at("FINISHED") - restoredAt })
+        if (process.env["E2E_LOG"]) console.log(JSON.stringify({ run, restoredAt, cutAt, finished }))
       }
       if (process.env["E2E_LOG"]) {
         const { writeFileSync } = yield* Effect.promise(() => import("node:fs"))
-        writeFileSync(process.env["E2E_LOG"], worker.lines.map((line) => `${new Date(line.at).toISOString()} ${line.message}`).join("\n"))
+        const lines = [...worker.lines.map((line) => ({ ...line, who: "worker" })), ...masterProcess.lines.map((line) => ({ ...line, who: "master" }))]
+        lines.sort((a, b) => a.at - b.at)
+        writeFileSync(process.env["E2E_LOG"], lines.map((line) => `${new Date(line.at).toISOString()} ${line.who} ${line.message}`).join("\n"))
       }
       console.log(`CLS-001 over a network partition, ${runs} runs (ms from restore):`)
       console.table(results)

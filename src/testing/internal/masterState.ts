@@ -247,6 +247,23 @@ interface State {
   readonly nodes: HashMap.HashMap<string, NodeRecord>
   /** By node, then generation: an old stream's end removes only its own entry. */
   readonly subscriptions: HashMap.HashMap<string, HashMap.HashMap<number, Subscription>>
+  /** By node: the fetches answered, so a retry or a late duplicate gets the same answer. */
+  readonly fetches: HashMap.HashMap<string, FetchLedger>
+}
+
+// A worker's fetch ids are `<nonce>/<sequence>`: the nonce is new on every start, the sequence grows by one
+// per answered fetch. A sequence already seen is a retry, or a request that arrived late: it gets the answer
+// its fetch got (the task again while it waits to be confirmed), never a new task.
+interface FetchLedger {
+  readonly nonce: string
+  readonly last: number
+  /** The most recent answers, by sequence: a task id, or null for "no task". */
+  readonly answers: ReadonlyArray<readonly [number, string | null]>
+}
+
+const parseFetchId = (fetchId: string): { readonly nonce: string; readonly seq: number } | undefined => {
+  const match = /^(.+)\/(\d+)$/.exec(fetchId)
+  return match ? { nonce: match[1]!, seq: Number(match[2]) } : undefined
 }
 
 const emptyState: State = {
@@ -255,7 +272,8 @@ const emptyState: State = {
   subscriptionCount: 0,
   tasks: HashMap.empty(),
   nodes: HashMap.empty(),
-  subscriptions: HashMap.empty()
+  subscriptions: HashMap.empty(),
+  fetches: HashMap.empty()
 }
 
 const rank: Record<TaskStatus, number> = {
@@ -317,14 +335,39 @@ const fetchedBefore = (state: State, node: string, fetchId: string): TaskRecord 
   return undefined
 }
 
-const fetchTask = (node: string, fetchId: string, now: number, redeliverAfter: number) =>
-(state: State): readonly [Option.Option<TaskInfo>, State] => {
-  const task = fetchedBefore(state, node, fetchId) ?? nextTask(state, node, now, redeliverAfter)
-  if (task === undefined) return [Option.none(), state]
+const handOut = (state: State, task: TaskRecord, node: string, fetchId: string, now: number) => {
   const handedOut = { ...task, node, handedOut: task.handedOut + 1, handedOutAt: now, fetchId }
   // A redelivery leaves the status, and the history, as they are.
   const assigned = task.status === "ASSIGNED" ? handedOut : change(handedOut, "ASSIGNED", now, node)
-  return [Option.some(toInfo(assigned)), putTask(state, assigned)]
+  return [Option.some(toInfo(assigned)), putTask(state, assigned)] as const
+}
+
+const fetchTask = (node: string, fetchId: string, now: number, redeliverAfter: number) =>
+(state: State): readonly [Option.Option<TaskInfo>, State] => {
+  const id = parseFetchId(fetchId)
+  if (id === undefined) {
+    const task = fetchedBefore(state, node, fetchId) ?? nextTask(state, node, now, redeliverAfter)
+    return task === undefined ? [Option.none(), state] : handOut(state, task, node, fetchId, now)
+  }
+  const ledger = Option.getOrUndefined(HashMap.get(state.fetches, node))
+  if (ledger !== undefined && ledger.nonce === id.nonce && id.seq <= ledger.last) {
+    const answered = ledger.answers.find(([seq]) => seq === id.seq)?.[1]
+    const task = answered ? Option.getOrUndefined(HashMap.get(state.tasks, answered)) : undefined
+    return task !== undefined && task.status === "ASSIGNED" && task.node === node
+      ? handOut(state, task, node, fetchId, now)
+      : [Option.none(), state]
+  }
+  const task = nextTask(state, node, now, redeliverAfter)
+  const answers = ledger !== undefined && ledger.nonce === id.nonce ? ledger.answers : []
+  const recorded: State = {
+    ...state,
+    fetches: HashMap.set(state.fetches, node, {
+      nonce: id.nonce,
+      last: id.seq,
+      answers: [...answers, [id.seq, task?.id ?? null] as const].slice(-32)
+    })
+  }
+  return task === undefined ? [Option.none(), recorded] : handOut(recorded, task, node, fetchId, now)
 }
 
 const reportStatus = (report: Report, now: number) => (state: State): readonly [ReportOutcome | Rejection, State] => {
@@ -501,7 +544,12 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
       Effect.gen(function*() {
         yield* required("node_key", node)
         const now = yield* Clock.currentTimeMillis
-        return yield* Ref.modify(state, fetchTask(node, fetchId, now, redeliverAfter))
+        const task = yield* Ref.modify(state, fetchTask(node, fetchId, now, redeliverAfter))
+        yield* Effect.logDebug(`FetchTask ${node} ${fetchId || "(no fetch id)"}: ${Option.match(task, {
+          onNone: () => "no task",
+          onSome: (t) => `${t.id} (handed out ${t.handedOut} times)`
+        })}`)
+        return task
       })
 
     const report = (report: Report) =>

@@ -4,8 +4,10 @@
 export interface FetchTaskRequest {
   'node_key'?: (string);
   /**
-   * The same id for every retry of one fetch: the master answers it with the task it handed out for it, so a
-   * reply lost on the way back (a cut link, a deadline) is not a task lost. Empty: no retry protection.
+   * `<nonce>/<sequence>`: the nonce new on each worker start, the sequence one more per answered fetch. The
+   * same id for every retry of one fetch. An id the master has seen gets the answer its fetch got (the task
+   * again while unconfirmed), never a new task: a reply lost on the way back or a request arriving late loses
+   * no task. Another non-empty id is matched as is; empty: no protection.
    */
   'fetch_id'?: (string);
 }
@@ -13,8 +15,10 @@ export interface FetchTaskRequest {
 export interface FetchTaskRequest__Output {
   'node_key': (string);
   /**
-   * The same id for every retry of one fetch: the master answers it with the task it handed out for it, so a
-   * reply lost on the way back (a cut link, a deadline) is not a task lost. Empty: no retry protection.
+   * `<nonce>/<sequence>`: the nonce new on each worker start, the sequence one more per answered fetch. The
+   * same id for every retry of one fetch. An id the master has seen gets the answer its fetch got (the task
+   * again while unconfirmed), never a new task: a reply lost on the way back or a request arriving late loses
+   * no task. Another non-empty id is matched as is; empty: no protection.
    */
   'fetch_id': (string);
 }
