@@ -6,6 +6,7 @@
  *
  * @since 0.1.0
  */
+import * as grpc from "@grpc/grpc-js"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -128,6 +129,15 @@ export interface NodeOptions {
   readonly maxRunners?: number | undefined
 }
 
+// Failures after which the master may have handed a task out and the reply went astray. Any other failure
+// is an answer (an error, or a reply this worker cannot take, such as one too large): the fetch is over.
+const mayHaveLostTheAnswer = (error: Failure): boolean =>
+  error._tag !== "GrpcError" ||
+  error.code === grpc.status.UNAVAILABLE ||
+  error.code === grpc.status.DEADLINE_EXCEEDED ||
+  error.code === grpc.status.CANCELLED ||
+  (error.code === grpc.status.INTERNAL && error.rstCode !== undefined)
+
 // A message this worker does not know is skipped.
 const toRequest = (message: Worker.MasterMessage): Option.Option<MasterRequest> =>
   message.message === "cancel_task" && message.cancel_task
@@ -176,7 +186,9 @@ export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.I
           timeout: "3 seconds"
         })
       ),
+      // Answered: the next fetch is a new one. Failed in a way that may have lost the answer: keep the id.
       Effect.tap(() => Ref.update(sequence, (seq) => seq + 1)),
+      Effect.tapError((error) => (mayHaveLostTheAnswer(error) ? Effect.void : Ref.update(sequence, (seq) => seq + 1))),
       Effect.map((reply) =>
         Option.map(Option.fromNullable(reply.task), (task) => ({
           id: task.id,
