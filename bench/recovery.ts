@@ -21,6 +21,7 @@
  * minute.
  */
 import * as Console from "effect/Console"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import * as HashMap from "effect/HashMap"
@@ -29,6 +30,7 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import { performance } from "node:perf_hooks"
+import { Connection, Readiness, TaskSource } from "../src/index.js"
 import { FaultProxy, Master } from "../src/testing/index.js"
 import type { Bench, Result, Table, Target } from "./Bench.js"
 import type { Contender, RunningWorker } from "./contenders/Contender.js"
@@ -691,11 +693,13 @@ const report = (
       `Library (blackhole): after the ${short.length} blackholes shorter than 12 s the task started a median ${
         seconds(percentile(short.map((m) => m.length + m.latency!), 50))
       } after the blackhole BEGAN, whatever its length (its latency is that minus the length): nothing notices a ` +
-        "blackholed link before the first FetchTask misses its 10 s deadline and the 2 s probe that follows fails. " +
+        `blackholed link before a FetchTask attempt misses its ${
+          Duration.format(TaskSource.defaults.fetchAttemptTimeout)
+        } deadline and the ${Duration.format(Readiness.defaults.probeTimeout)} probe that follows fails. ` +
         `After the ${long.length} longer ones the median latency was ${
           seconds(percentile(long.map((m) => m.latency!), 50))
-        }: the loss was found during the outage, and the reconnection attempt in flight at the restore hangs until ` +
-        "its 10 s connect timeout before the next one succeeds."
+        }: the loss was found during the outage, and the reconnection attempt in flight at the restore may hang ` +
+        `until its ${Duration.format(Connection.defaults.connectTimeout)} connect timeout before the next one succeeds.`
     )
   }
   const go = (fault: Fault) => pairOf(latencies, fault, "go-model").stats

@@ -13,11 +13,9 @@
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberHandle from "effect/FiberHandle"
-import { pipe } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
@@ -89,12 +87,7 @@ export interface Options {
  */
 export const defaults = {
   threshold: 5,
-  halfOpenAfter: pipe(
-    Schedule.exponential("1 second", 2),
-    Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.seconds(30))),
-    Schedule.jittered,
-    Schedule.modifyDelay((_, delay) => Duration.millis(Math.round(Duration.toMillis(delay))))
-  ) as Schedule.Schedule<unknown, unknown>
+  halfOpenAfter: Retry.backoff({ base: "1 second", cap: "30 seconds" }) as Schedule.Schedule<unknown, unknown>
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
- * The connection to the master: one supervisor fiber in the layer's scope
- * connects, detects loss, reconnects on a `Schedule`, registers the service
- * clients of each connection generation, and answers client lookups.
+ * The connection to the master: a supervisor fiber in the layer's scope keeps
+ * one link (`internal/supervisor.ts`: connect, readiness, loss, reconnection
+ * on a `Schedule`); the connection answers client lookups from the state it
+ * publishes, and makes resilient calls and streams on the current generation.
  *
  * @since 0.1.0
  */
@@ -12,23 +13,15 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
-import * as Exit from "effect/Exit"
-import { pipe } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
-import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
-import * as ScheduleDecision from "effect/ScheduleDecision"
-import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as GrpcChannel from "./GrpcChannel.js"
 import * as Env from "./internal/config.js"
-import { formatMillis } from "./internal/format.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidOption } from "./internal/validate.js"
 import * as Metrics from "./Metrics.js"
@@ -37,7 +30,8 @@ import * as Breaker from "./Breaker.js"
 import * as Call from "./Call.js"
 import * as Credentials from "./Credentials.js"
 import * as GrpcError from "./GrpcError.js"
-import { ClientUnavailable, ConnectError, ConnectionState, describe } from "./ConnectionState.js"
+import { ClientUnavailable, ConnectError, ConnectionState } from "./ConnectionState.js"
+import * as Supervisor from "./internal/supervisor.js"
 import * as Retry from "./Retry.js"
 
 /**
@@ -160,11 +154,7 @@ export const defaults = {
   lookupSchedule: Retry.lookup,
   callSchedule: Retry.call,
   callTimeout: Duration.seconds(10),
-  rejectedSchedule: pipe(
-    Schedule.exponential("30 seconds", 2),
-    Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.minutes(5))),
-    Schedule.jittered
-  ) as Schedule.Schedule<unknown, ConnectError>
+  rejectedSchedule: Retry.backoff({ base: "30 seconds", cap: "5 minutes" }) as Schedule.Schedule<unknown, ConnectError>
 } as const
 
 /**
@@ -249,31 +239,13 @@ export const typed = <S extends Services>(services: S): Effect.Effect<Connection
   })
 
 // Re-opening a stream within one generation: soon, then less often.
-const streamReopen = pipe(
-  Schedule.exponential("100 millis", 2),
-  Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.seconds(5))),
-  Schedule.jittered
-)
+const streamReopen = Retry.backoff({ base: "100 millis", cap: "5 seconds" })
 
 // Effect's built-in tracer keeps spans nobody reads, at about 8 us each: calls are traced only when a real
 // tracer (OpenTelemetry, ...) is installed. Attempts and readiness, being rare, always are.
 const nativeTracer = Effect.runSync(Effect.tracer)
 
-const stateNames = ["Connecting", "Ready", "Reconnecting", "Rejected", "Closed"] as const
-
-const isReconnecting = (state: ConnectionState) => state._tag === "Reconnecting"
-
-interface Link extends Readiness.Target {
-  readonly scope: Scope.CloseableScope
-  /** Fires when the link is given up: calls still running on it fail at once instead of hanging on. */
-  readonly lost: Call.GivenUp
-}
-
-// What the supervisor publishes: the state, and the link while Ready.
-interface Snapshot {
-  readonly state: ConnectionState
-  readonly link: Link | undefined
-}
+const isReconnecting = ConnectionState.$is("Reconnecting")
 
 const validServices = <S extends Services>(services: S): Effect.Effect<S, InvalidOption> => {
   if (services === null || typeof services !== "object") {
@@ -287,46 +259,6 @@ const validServices = <S extends Services>(services: S): Effect.Effect<S, Invali
   return Effect.succeed(services)
 }
 
-
-// Where a connecting channel settles: READY, TRANSIENT_FAILURE or SHUTDOWN; an IDLE one is asked to connect.
-const settled = (channel: GrpcChannel.GrpcChannel): Effect.Effect<Option.Option<GrpcChannel.ConnectivityState>> =>
-  channel.changes.pipe(
-    Stream.tap((state) => (state === "IDLE" ? channel.connect : Effect.void)),
-    Stream.filter((state) => state === "READY" || state === "TRANSIENT_FAILURE" || state === "SHUTDOWN"),
-    Stream.runHead
-  )
-
-// READY within the connect timeout, or the reason why not. Nothing fails inside the timed race.
-const awaitReady = (
-  channel: GrpcChannel.GrpcChannel,
-  connectTimeout: Duration.Duration
-): Effect.Effect<void, ConnectError> =>
-  Effect.flatMap(Effect.timeoutOption(settled(channel), connectTimeout), (outcome) => {
-    const state = Option.getOrUndefined(Option.flatten(outcome))
-    switch (state) {
-      case "READY":
-        return Effect.void
-      case "TRANSIENT_FAILURE":
-        return Effect.fail(new ConnectError({ reason: "TransientFailure", message: "channel in TRANSIENT_FAILURE" }))
-      case undefined:
-        return Option.isNone(outcome)
-          ? Effect.fail(
-            new ConnectError({ reason: "ConnectTimeout", message: `not READY within ${formatMillis(connectTimeout)}` })
-          )
-          : Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
-      default:
-        return Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
-    }
-  })
-
-// The readiness report after a loss: the check that saw it failed.
-const lostReport = (report: Readiness.ReadinessReport, lost: ConnectError): Readiness.ReadinessReport => ({
-  ...report,
-  checks: {
-    ...report.checks,
-    [lost.reason === "ProbeFailed" ? "probe" : "channel"]: Readiness.CheckResult.Failed({ message: lost.message })
-  }
-})
 
 /**
  * Builds a connection in the current scope and starts its supervisor.
@@ -366,7 +298,6 @@ export const make = <S extends Services, R = never>(
     const context = yield* Effect.context<R>()
     const userProbe: Readiness.Probe<R> = readinessOptions.probe ?? Readiness.healthProbe()
     const probe: Readiness.Probe = (target) => Effect.provide(userProbe(target), context)
-    const schedule = options.reconnectSchedule ?? defaults.reconnectSchedule
     const lookupSchedule = options.lookupSchedule ?? defaults.lookupSchedule
     const callSchedule = options.callSchedule ?? defaults.callSchedule
     const callTimeout = yield* Validate.positiveDuration("callTimeout", options.callTimeout, defaults.callTimeout)
@@ -375,225 +306,26 @@ export const make = <S extends Services, R = never>(
     const credentials = options.credentials ??
       Option.getOrUndefined(yield* Effect.serviceOption(Credentials.Credentials)) ??
       grpc.credentials.createInsecure()
-    const serviceKeys = Object.keys(services)
-    const dialer = yield* GrpcChannel.Dialer
-    const layerScope = yield* Effect.scope
-
-    const snapshot = yield* SubscriptionRef.make<Snapshot>({
-      state: ConnectionState.Connecting({ attempt: 1 }),
-      link: undefined
+    const supervisor = yield* Supervisor.start({
+      address,
+      services,
+      credentials,
+      channelOptions: options.channelOptions ?? {},
+      connectTimeout,
+      readiness,
+      probe,
+      reconnectSchedule: options.reconnectSchedule ?? defaults.reconnectSchedule,
+      rejectedSchedule: options.rejectedSchedule ?? defaults.rejectedSchedule
     })
-    const status = yield* SubscriptionRef.make<Readiness.ReadinessStatus>({
-      ready: false,
-      report: Readiness.pending(1)
-    })
-    const checks = yield* Effect.acquireRelease(Queue.sliding<void>(1), Queue.shutdown)
-    // Calls the master refused for the worker's credentials, for the supervisor to act on.
-    const rejections = yield* Effect.acquireRelease(Queue.sliding<GrpcError.GrpcError>(1), Queue.shutdown)
-    const rejectedSchedule = options.rejectedSchedule ?? defaults.rejectedSchedule
-    const rejectedState = yield* Ref.make<unknown>(rejectedSchedule.initial)
-    const setState = (state: ConnectionState, link?: Link) =>
-      Effect.zipRight(
-        SubscriptionRef.set(snapshot, { state, link }),
-        Metrics.oneHot(Metrics.connectionState, stateNames, state._tag)
-      )
+    const { check, snapshot, status } = supervisor
     const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
 
-    // One attempt: a new channel, READY within the connect timeout, the clients of a new generation, readiness.
-    const attempt = (generation: number): Effect.Effect<Link, ConnectError> =>
-      Effect.gen(function*() {
-        const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
-        return yield* Effect.gen(function*() {
-          const channel = yield* Scope.extend(
-            dialer.dial({ address, credentials, channelOptions: options.channelOptions ?? {} }),
-            scope
-          )
-          yield* channel.connect
-          yield* Metric.increment(Metrics.connectionAttempts)
-          yield* awaitReady(channel, connectTimeout)
-          const readyAt = yield* Clock.currentTimeMillis
-          const clients: Record<string, grpc.Client> = {}
-          for (const [key, constructor] of Object.entries(services)) {
-            clients[key] = new constructor(address, credentials, { channelOverride: channel.channel })
-          }
-          const lost = new Call.GivenUp()
-          yield* Scope.addFinalizer(scope, Effect.sync(() => lost.fire()))
-          const link: Link = { generation, channel, clients, services: serviceKeys, scope, lost }
-          yield* Metric.update(Metrics.registrationSeconds, ((yield* Clock.currentTimeMillis) - readyAt) / 1000)
-          const which = isReconnecting(yield* currentState) ? "reconnection " : ""
-          yield* Effect.logInfo(`waiting for full ${which}readiness`)
-          const report = yield* Readiness.run(link, {
-            ...readiness,
-            probe,
-            onRound: (report) => SubscriptionRef.set(status, { ready: false, report })
-          }).pipe(
-            Effect.withSpan("Readiness.run", { attributes: { generation } }),
-            Effect.catchTags({
-              ReadinessTimeout: (timeout) =>
-                Effect.logWarning(
-                  `${which}readiness checks did not complete within ${formatMillis(timeout.bound)}: ${
-                    Readiness.describeFailure(timeout.report)
-                  }`
-                ).pipe(
-                  Effect.zipRight(Metric.increment(Metrics.readinessTimeouts)),
-                  Effect.zipRight(Effect.fail(new ConnectError({ reason: "NotReady", message: timeout.message })))
-                ),
-              ProbeFailed: (rejected) => Effect.fail(new ConnectError({ reason: "Rejected", message: rejected.message }))
-            })
-          )
-          yield* Metric.update(Metrics.readinessSeconds, Duration.toSeconds(report.elapsed))
-          yield* Effect.logInfo(`full ${which}readiness achieved after ${formatMillis(report.elapsed)}`)
-          return link
-        }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit)))
-      }).pipe(Effect.withSpan("Connection.attempt", { attributes: { address, generation } }))
-
-    // Attempts until one succeeds, spaced by the schedule; each failure moves the state to Reconnecting.
-    const establish = (generation: number): Effect.Effect<Link, ConnectError> =>
-      Effect.gen(function*() {
-        const state = yield* currentState
-        yield* Effect.logInfo(`connecting to ${address} (${describe(state)})`)
-        return yield* attempt(generation)
-      }).pipe(
-        Effect.retry(pipe(
-          Schedule.intersect(Schedule.delays(schedule), Schedule.identity<ConnectError>()),
-          // A rejection is not retried here: the supervisor waits on the slow schedule.
-          Schedule.whileInput((error: ConnectError) => error.reason !== "Rejected"),
-          Schedule.tapOutput(([delay, error]) =>
-            Effect.gen(function*() {
-              const now = yield* Clock.currentTimeMillis
-              const state = yield* currentState
-              const next = ConnectionState.Reconnecting({
-                attempt: "attempt" in state ? state.attempt + 1 : 1,
-                since: ConnectionState.$is("Reconnecting")(state) ? state.since : now,
-                lastError: error
-              })
-              yield* setState(next)
-              // An attempt that never reached readiness says why in the report an HTTP readiness probe shows.
-              if (error.reason !== "NotReady") {
-                yield* SubscriptionRef.update(status, ({ report }) => ({ ready: false, report: lostReport(report, error) }))
-              }
-              yield* Effect.logWarning(
-                `connection attempt failed (${error.reason}: ${error.message}); attempt ${next.attempt} in ${
-                  formatMillis(delay)
-                }`
-              )
-            })
-          )
-        ))
-      )
-
-    // Is a Ready link still usable? Its channel is READY and the master answers the probe.
-    const verify = (link: Link): Effect.Effect<void, ConnectError> =>
-      Readiness.channelReady(link).pipe(
-        Effect.mapError((error) => new ConnectError({ reason: "Lost", message: `check found the ${error.message}` })),
-        Effect.zipRight(
-          Readiness.answers(link, probe, readiness.probeTimeout).pipe(
-            Effect.mapError((error) =>
-              new ConnectError({ reason: "ProbeFailed", message: `probe ${error.reason}: ${error.message}` })
-            )
-          )
-        )
-      )
-
-    // While Ready: the first sign of loss, from the channel, the periodic probe, or a requested check.
-    const watch = (link: Link): Effect.Effect<ConnectError> => {
-      const leftReady = link.channel.changes.pipe(
-        Stream.filter((state) => state !== "READY"),
-        Stream.runHead,
-        Effect.map((state) =>
-          new ConnectError({ reason: "Lost", message: `channel left READY for ${Option.getOrElse(state, () => "SHUTDOWN")}` })
-        )
-      )
-      const probed = Effect.raceFirst(Queue.take(checks), Effect.sleep(readiness.probeInterval)).pipe(
-        Effect.zipRight(verify(link)),
-        Effect.forever,
-        Effect.flip
-      )
-      const refused = Effect.map(Queue.take(rejections), (error) =>
-        new ConnectError({ reason: "Rejected", message: `${error.service}.${error.method}: ${error.message}` }))
-      return Effect.raceFirst(leftReady, Effect.raceFirst(probed, refused))
-    }
-
-    // The master refused the worker's credentials: no lookups, no hammering; the next try after the slow schedule.
-    const rejected = (error: ConnectError) =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const [next, , decision] = yield* rejectedSchedule.step(now, error, yield* Ref.get(rejectedState))
-        yield* Ref.set(rejectedState, next)
-        if (ScheduleDecision.isDone(decision)) return yield* Effect.fail(error)
-        const retryAt = Math.max(now, ScheduleIntervals.start(decision.intervals))
-        yield* setState(ConnectionState.Rejected({ since: now, retryAt, lastError: error }))
-        yield* Effect.logError(
-          `the master refused this worker's credentials (${error.message}); next try in ${formatMillis(retryAt - now)}`
-        )
-        yield* Effect.sleep(retryAt - now)
-        yield* setState(ConnectionState.Reconnecting({ attempt: 1, since: now, lastError: error }))
-      })
-
-    const supervise = Effect.gen(function*() {
-      let generation = 1
-      while (true) {
-        // One trace per (re)connection: its attempts and readiness rounds are children of this span.
-        const established = yield* Effect.either(
-          establish(generation).pipe(
-            Effect.withSpan(generation === 1 ? "Connection.connect" : "Connection.reconnect", {
-              root: true,
-              attributes: { address, generation }
-            })
-          )
-        )
-        if (established._tag === "Left") {
-          if (established.left.reason !== "Rejected") return yield* established.left
-          yield* rejected(established.left)
-          continue
-        }
-        const link = established.right
-        const since = yield* Clock.currentTimeMillis
-        yield* Queue.takeAll(checks)
-        yield* Queue.takeAll(rejections)
-        yield* Ref.set(rejectedState, rejectedSchedule.initial)
-        yield* setState(ConnectionState.Ready({ generation, since }), link)
-        yield* Metric.increment(Metrics.connectionSuccesses)
-        yield* Metric.set(Metrics.connectionGeneration, generation)
-        yield* SubscriptionRef.update(status, ({ report }) => ({ ready: true, report }))
-        yield* Effect.logInfo(`connected to ${address}, generation ${generation}`)
-        const lost = yield* watch(link)
-        yield* SubscriptionRef.update(status, ({ report }) => ({ ready: false, report: lostReport(report, lost) }))
-        generation++
-        if (lost.reason === "Rejected") {
-          yield* Scope.close(link.scope, Exit.void)
-          yield* rejected(lost)
-          continue
-        }
-        yield* Effect.logWarning(`connection lost (${lost.message}); reconnecting`)
-        yield* setState(ConnectionState.Reconnecting({ attempt: 1, since: yield* Clock.currentTimeMillis, lastError: lost }))
-        yield* Scope.close(link.scope, Exit.void)
-      }
-    }).pipe(
-      Effect.catchAll((error) =>
-        Effect.logError(`reconnect schedule gave up (${error.reason}: ${error.message}); connection closed`).pipe(
-          Effect.zipRight(setState(ConnectionState.Closed({ lastError: error })))
-        )
-      ),
-      Effect.annotateLogs({ module: "Connection", fiber: "supervisor", address })
-    )
-
-    // Added before the supervisor is forked, so it runs after the supervisor is interrupted.
-    yield* Effect.addFinalizer(() =>
-      Effect.flatMap(currentState, (state) =>
-        Effect.zipRight(
-          setState(ConnectionState.Closed({ lastError: "lastError" in state ? state.lastError : undefined })),
-          SubscriptionRef.update(status, ({ report }) => ({ ready: false, report }))
-        ))
-    )
-    yield* Effect.forkScoped(supervise)
-
     // The link of the current generation, for a service: at once when Ready, else after a wait that follows the state.
-    const lookup = (key: string): Effect.Effect<Link, ClientUnavailable> =>
+    const lookup = (key: string): Effect.Effect<Supervisor.Link, ClientUnavailable> =>
       Effect.flatMap(SubscriptionRef.get(snapshot), (now) =>
         now.link !== undefined && Object.hasOwn(services, key) ? Effect.succeed(now.link) : waitForLink(key))
 
-    const waitForLink = (key: string): Effect.Effect<Link, ClientUnavailable> =>
+    const waitForLink = (key: string): Effect.Effect<Supervisor.Link, ClientUnavailable> =>
       Effect.gen(function*() {
         const start = yield* Clock.currentTimeMillis
         const unavailable = (reason: ClientUnavailable["reason"], state: ConnectionState) =>
@@ -646,8 +378,6 @@ export const make = <S extends Services, R = never>(
       )
     }
 
-    const check = Queue.offer(checks, undefined).pipe(Effect.asVoid)
-
     const call: Connection<S>["call"] = (service, method, request, callOptions = {}) => {
       const label = `${service}.${method}`
       const attempt = lookup(service).pipe(
@@ -665,7 +395,7 @@ export const make = <S extends Services, R = never>(
           Retry.isTransient(error, { idempotent: true })
             ? check
             : error._tag === "GrpcError" && (error.code === grpc.status.UNAUTHENTICATED || error.code === grpc.status.PERMISSION_DENIED)
-            ? Queue.offer(rejections, error)
+            ? supervisor.reject(error)
             : Effect.void
         )
       )
@@ -681,7 +411,7 @@ export const make = <S extends Services, R = never>(
     const stream: Connection<S>["stream"] = (service, method, request, callOptions = {}) => {
       type Message = Call.Request<InstanceType<S[typeof service]>, typeof method>
       // One generation's stream, re-opened when it ends while the generation lasts.
-      const onLink = (link: Link) => {
+      const onLink = (link: Supervisor.Link) => {
         const message: Message = typeof request === "function"
           ? (request as (generation: number) => Message)(link.generation)
           : request
@@ -740,10 +470,13 @@ export const layer = <S extends Services, R = never>(
  * The connection's options from the environment, for the given services:
  * `MASTER_ADDRESS` (required), `CONNECT_TIMEOUT`, `LOOKUP_TIMEOUT`,
  * `RECONNECTING_LOOKUP_TIMEOUT`, `CALL_TIMEOUT`, `BREAKER_THRESHOLD`,
- * `MAX_MESSAGE_BYTES` (the largest message accepted from the master), the
- * reconnection schedule's `RECONNECT_*` (`Retry.reconnectConfig`) and the
- * readiness options (`Readiness.config`). A bad value fails with a
- * `ConfigError` that names the variable.
+ * `BREAKER_HALF_OPEN_BASE` / `_CAP`, `REJECTED_RETRY_BASE` / `_CAP`,
+ * `MAX_MESSAGE_BYTES` (the largest message accepted from the master),
+ * `KEEPALIVE_TIME` / `KEEPALIVE_TIMEOUT`, the schedules' shapes
+ * (`RECONNECT_*`: `Retry.reconnectConfig`; `CALL_RETRY*` / `CALL_RETRIES`:
+ * `Retry.callConfig`; `LOOKUP_RETR*`: `Retry.lookupConfig`) and the readiness
+ * options (`Readiness.config`). A bad value fails with a `ConfigError` that
+ * names the variable.
  *
  * @since 0.1.0
  * @category config
@@ -757,17 +490,52 @@ export const config = <S extends Services>(services: S): Config.Config<Options<S
       reconnectingLookupTimeout: Env.optional(Env.duration("RECONNECTING_LOOKUP_TIMEOUT")),
       callTimeout: Env.optional(Env.duration("CALL_TIMEOUT")),
       breakerThreshold: Env.optional(Env.integer("BREAKER_THRESHOLD", 1)),
+      halfOpenBase: Env.optional(Env.duration("BREAKER_HALF_OPEN_BASE")),
+      halfOpenCap: Env.optional(Env.duration("BREAKER_HALF_OPEN_CAP")),
+      rejectedBase: Env.optional(Env.duration("REJECTED_RETRY_BASE")),
+      rejectedCap: Env.optional(Env.duration("REJECTED_RETRY_CAP")),
       maxMessageBytes: Env.optional(Env.integer("MAX_MESSAGE_BYTES", 1024)),
+      keepaliveTime: Env.optional(Env.duration("KEEPALIVE_TIME")),
+      keepaliveTimeout: Env.optional(Env.duration("KEEPALIVE_TIMEOUT")),
       reconnect: Retry.reconnectConfig,
+      call: Retry.callConfig,
+      lookup: Retry.lookupConfig,
       readiness: Readiness.config
     }),
-    ({ breakerThreshold, maxMessageBytes, reconnect, ...rest }) => ({
+    ({
+      breakerThreshold,
+      call,
+      halfOpenBase,
+      halfOpenCap,
+      keepaliveTime,
+      keepaliveTimeout,
+      lookup,
+      maxMessageBytes,
+      reconnect,
+      rejectedBase,
+      rejectedCap,
+      ...rest
+    }) => ({
       ...rest,
       services,
       reconnectSchedule: Retry.reconnectWith(reconnect),
-      breaker: { threshold: breakerThreshold },
-      // A larger message from the master fails its call with RESOURCE_EXHAUSTED instead of filling memory.
-      channelOptions: maxMessageBytes === undefined ? {} : { "grpc.max_receive_message_length": maxMessageBytes }
+      callSchedule: Retry.callWith(call),
+      lookupSchedule: Retry.lookupWith(lookup),
+      ...(rejectedBase === undefined && rejectedCap === undefined ? {} : {
+        rejectedSchedule: Retry.backoff({ base: rejectedBase ?? "30 seconds", cap: rejectedCap ?? "5 minutes" })
+      }),
+      breaker: {
+        threshold: breakerThreshold,
+        ...(halfOpenBase === undefined && halfOpenCap === undefined ? {} : {
+          halfOpenAfter: Retry.backoff({ base: halfOpenBase ?? "1 second", cap: halfOpenCap ?? "30 seconds" })
+        })
+      },
+      channelOptions: {
+        // A larger message from the master fails its call with RESOURCE_EXHAUSTED instead of filling memory.
+        ...(maxMessageBytes === undefined ? {} : { "grpc.max_receive_message_length": maxMessageBytes }),
+        ...(keepaliveTime === undefined ? {} : { "grpc.keepalive_time_ms": Math.round(Duration.toMillis(keepaliveTime)) }),
+        ...(keepaliveTimeout === undefined ? {} : { "grpc.keepalive_timeout_ms": Math.round(Duration.toMillis(keepaliveTimeout)) })
+      }
     })
   )
 

@@ -25,7 +25,6 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Env from "./internal/config.js"
 import { checkServerIdentity } from "node:tls"
@@ -231,12 +230,9 @@ export const make = (options: Options = {}): Effect.Effect<grpc.ChannelCredentia
       : grpc.credentials.combineChannelCredentials(channel, bearer(options.token))
   })
 
-const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
-  Config.map(Config.option(config), Option.getOrUndefined)
-
 /**
- * The options from the environment, each variable optional (an empty one is
- * unset); a bad value fails with a `ConfigError` naming its variable:
+ * The options from the environment, each variable optional; a bad value (an
+ * empty one included) fails with a `ConfigError` naming its variable:
  *
  * | variable | option |
  * | --- | --- |
@@ -252,20 +248,20 @@ const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
  * @category config
  */
 export const config: Config.Config<Options> = Config.all({
-  ca: optional(Env.readableFile("MASTER_CA_FILE")),
-  cert: optional(Env.readableFile("MASTER_CERT_FILE")),
-  key: optional(Env.readableFile("MASTER_KEY_FILE")),
+  ca: Env.optional(Env.readableFile("MASTER_CA_FILE")),
+  cert: Env.optional(Env.readableFile("MASTER_CERT_FILE")),
+  key: Env.optional(Env.readableFile("MASTER_KEY_FILE")),
   // Checked as a plain string so the error keeps the variable's name; the message never quotes the value.
-  token: optional(Config.string("MASTER_TOKEN").pipe(
+  token: Env.optional(Config.string("MASTER_TOKEN").pipe(
     Config.validate({
       message: "expected a bearer token: non-empty, no spaces, line breaks or non-ASCII characters",
       validation: validToken
     }),
     Config.map(Redacted.make)
   )),
-  serverName: optional(Config.nonEmptyString("MASTER_SERVER_NAME")),
-  tls: optional(Config.boolean("MASTER_TLS")),
-  allowInsecureToken: optional(Config.boolean("MASTER_ALLOW_INSECURE_TOKEN"))
+  serverName: Env.optional(Config.nonEmptyString("MASTER_SERVER_NAME")),
+  tls: Env.optional(Config.boolean("MASTER_TLS")),
+  allowInsecureToken: Env.optional(Config.boolean("MASTER_ALLOW_INSECURE_TOKEN"))
 })
 
 /**

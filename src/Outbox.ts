@@ -18,9 +18,7 @@ import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Data from "effect/Data"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { pipe } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -31,6 +29,7 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Metrics from "./Metrics.js"
+import * as Retry from "./Retry.js"
 import type * as TaskSource from "./TaskSource.js"
 
 /**
@@ -101,12 +100,7 @@ export interface Options {
   readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
 }
 
-const defaultRetry = pipe(
-  Schedule.exponential("500 millis", 2),
-  Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.seconds(10))),
-  Schedule.jittered,
-  Schedule.modifyDelay((_, delay) => Duration.millis(Math.round(Duration.toMillis(delay))))
-)
+const defaultRetry = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
 
 // The master says this report can never apply: only these drop it. Everything else is tried again.
 const refusals: ReadonlySet<grpc.status> = new Set([

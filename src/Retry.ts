@@ -46,7 +46,8 @@ const field = (error: unknown, name: string): unknown =>
  *   server's: ours are never surfaced): yes;
  *   DEADLINE_EXCEEDED only for idempotent calls; INTERNAL only for a reset stream.
  * - `ClientUnavailable` with reason `Timeout`: yes (the connection may come back).
- * - anything else, `ClientUnavailable` with reason `Closed`, and every defect: no.
+ * - anything else, `ClientUnavailable` with reason `Closed`, `Rejected` or
+ *   `UnknownService`, and every defect: no.
  *
  * @since 0.1.0
  * @category classification
@@ -141,15 +142,81 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
 export const reconnect: Schedule.Schedule<Duration.Duration, unknown> = reconnectWith()
 
 /**
+ * Exponential backoff from `base`, times `factor` per step, capped at `cap`,
+ * each delay jittered by 0.8 to 1.2, forever: the shape of every wait in this
+ * library that is not a reconnection (call retries, the Rejected back-off,
+ * the breaker's half-open delay, re-joining the master).
+ *
+ * @since 0.1.0
+ * @category schedules
+ */
+export const backoff = (options: {
+  readonly base: Duration.DurationInput
+  readonly cap: Duration.DurationInput
+  readonly factor?: number | undefined
+}): Schedule.Schedule<Duration.Duration, unknown> =>
+  pipe(Schedule.exponential(options.base, options.factor ?? 2), capped(options.cap), Schedule.jittered, wholeMillis)
+
+/**
+ * The shape of the client lookup retry.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LookupOptions {
+  /** Retries after the first lookup. Default 2 (3 attempts). */
+  readonly retries?: number | undefined
+  /** Time between attempts. Default 2 s. */
+  readonly interval?: Duration.DurationInput | undefined
+}
+
+/**
+ * A client lookup retry of the given shape.
+ *
+ * @since 0.1.0
+ * @category schedules
+ */
+export const lookupWith = (options: LookupOptions = {}): Schedule.Schedule<number, unknown> =>
+  Schedule.spaced(options.interval ?? "2 seconds").pipe(
+    Schedule.intersect(Schedule.recurs(options.retries ?? 2)),
+    Schedule.map(([n]) => n)
+  )
+
+/**
  * The client lookup retry: 3 attempts, 2 s apart (the seed's "solution 2").
  *
  * @since 0.1.0
  * @category schedules
  */
-export const lookup: Schedule.Schedule<number, unknown> = Schedule.spaced("2 seconds").pipe(
-  Schedule.intersect(Schedule.recurs(2)),
-  Schedule.map(([n]) => n)
-)
+export const lookup: Schedule.Schedule<number, unknown> = lookupWith()
+
+/**
+ * The shape of the call retry.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CallRetryOptions {
+  /** Retries after the first attempt. Default 4 (5 attempts). */
+  readonly retries?: number | undefined
+  /** First delay. Default 100 ms. */
+  readonly base?: Duration.DurationInput | undefined
+  /** Longest delay. Default 2 s. */
+  readonly cap?: Duration.DurationInput | undefined
+}
+
+/**
+ * A call retry of the given shape: {@link backoff} for at most `retries` retries.
+ *
+ * @since 0.1.0
+ * @category schedules
+ */
+export const callWith = (options: CallRetryOptions = {}): Schedule.Schedule<Duration.Duration, unknown> =>
+  pipe(
+    backoff({ base: options.base ?? "100 millis", cap: options.cap ?? "2 seconds" }),
+    Schedule.intersect(Schedule.recurs(options.retries ?? 4)),
+    Schedule.map(([delay]) => delay)
+  )
 
 /**
  * The call retry: exponential from 100 ms, factor 2, capped at 2 s, jittered
@@ -158,14 +225,7 @@ export const lookup: Schedule.Schedule<number, unknown> = Schedule.spaced("2 sec
  * @since 0.1.0
  * @category schedules
  */
-export const call: Schedule.Schedule<Duration.Duration, unknown> = pipe(
-  Schedule.exponential("100 millis", 2),
-  capped("2 seconds"),
-  Schedule.intersect(Schedule.recurs(4)),
-  Schedule.map(([delay]) => delay),
-  Schedule.jittered,
-  wholeMillis
-)
+export const call: Schedule.Schedule<Duration.Duration, unknown> = callWith()
 
 const describe = (error: unknown): string =>
   Predicate.hasProperty(error, "message") && typeof error.message === "string"
@@ -258,4 +318,29 @@ export const reconnectConfig: Config.Config<ReconnectOptions> = Config.all({
   jitter: Env.optional(
     Config.map(Env.number("RECONNECT_JITTER", 0, 0.99), (spread) => ({ min: 1 - spread, max: 1 + spread }))
   )
+})
+
+/**
+ * The client lookup retry's shape from the environment: `LOOKUP_RETRIES` and
+ * `LOOKUP_RETRY_INTERVAL`, each optional.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const lookupConfig: Config.Config<LookupOptions> = Config.all({
+  retries: Env.optional(Env.integer("LOOKUP_RETRIES", 0, 100)),
+  interval: Env.optional(Env.duration("LOOKUP_RETRY_INTERVAL"))
+})
+
+/**
+ * The call retry's shape from the environment: `CALL_RETRIES` (0: no retry),
+ * `CALL_RETRY_BASE` and `CALL_RETRY_CAP`, each optional.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const callConfig: Config.Config<CallRetryOptions> = Config.all({
+  retries: Env.optional(Env.integer("CALL_RETRIES", 0, 100)),
+  base: Env.optional(Env.duration("CALL_RETRY_BASE")),
+  cap: Env.optional(Env.duration("CALL_RETRY_CAP"))
 })

@@ -19,7 +19,6 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as FiberMap from "effect/FiberMap"
-import { pipe } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -38,6 +37,7 @@ import * as Metrics from "./Metrics.js"
 import * as Validate from "./internal/validate.js"
 import * as Outbox from "./Outbox.js"
 import * as Readiness from "./Readiness.js"
+import * as Retry from "./Retry.js"
 import * as TaskSource from "./TaskSource.js"
 
 /**
@@ -153,11 +153,7 @@ const errorMessage = (error: unknown): string =>
     : String(error)
 
 // Re-joining the master within one generation: soon, then less often.
-const rejoin = pipe(
-  Schedule.exponential("500 millis", 2),
-  Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.seconds(10))),
-  Schedule.jittered
-)
+const rejoin = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
 
 /**
  * Starts the task handler in the current scope. It returns at once; the

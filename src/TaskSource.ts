@@ -10,12 +10,13 @@ import * as grpc from "@grpc/grpc-js"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
-import { randomUUID } from "node:crypto"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Stream from "effect/Stream"
+import { randomUUID } from "node:crypto"
 import type * as Breaker from "./Breaker.js"
 import * as Connection from "./Connection.js"
 import type { ClientUnavailable } from "./ConnectionState.js"
@@ -127,7 +128,20 @@ export interface NodeOptions {
   readonly name?: string | undefined
   /** The node's runner cap, as the master is told. Default 20. */
   readonly maxRunners?: number | undefined
+  /** A fetch attempt not answered within this is tried again, with the same fetch id. Default 3 s. */
+  readonly fetchAttemptTimeout?: Duration.DurationInput | undefined
 }
+
+/**
+ * The defaults of {@link NodeOptions}.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaults = {
+  maxRunners: 20,
+  fetchAttemptTimeout: Duration.seconds(3)
+} as const
 
 // Failures after which the master may have handed a task out and the reply went astray. Any other failure
 // is an answer (an error, or a reply this worker cannot take, such as one too large): the fetch is over.
@@ -157,7 +171,10 @@ export const validNode = (
     if (typeof options.nodeKey !== "string" || options.nodeKey.trim() === "") {
       return yield* new Validate.InvalidOption({ option: "nodeKey", reason: "must be a non-empty string" })
     }
-    return { nodeKey: options.nodeKey, maxRunners: yield* Validate.integer("maxRunners", options.maxRunners, 20) }
+    return {
+      nodeKey: options.nodeKey,
+      maxRunners: yield* Validate.integer("maxRunners", options.maxRunners, defaults.maxRunners)
+    }
   })
 
 /**
@@ -170,20 +187,25 @@ export const validNode = (
 export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.InvalidOption, Connection.Connection> =>
   Effect.gen(function*() {
     const { maxRunners, nodeKey } = yield* validNode(options)
+    const fetchAttemptTimeout = yield* Validate.positiveDuration(
+      "fetchAttemptTimeout",
+      options.fetchAttemptTimeout,
+      defaults.fetchAttemptTimeout
+    )
     const conn = yield* Connection.typed(services)
 
     // Fetch ids are `<nonce>/<sequence>`: a fetch keeps its id until it is answered, across its retries and
     // across later fetches after a failure, and the master answers an id it has seen with the answer it gave
     // (the task again, while unconfirmed) and never with a new task. A reply lost on the way back (a cut link,
     // a deadline), or a request that arrives late, loses no task. A fetch is quick: an attempt not answered in
-    // 3 s is retried, and its deadline has the link checked.
+    // `fetchAttemptTimeout` is retried, and its deadline has the link checked.
     const nonce = randomUUID()
     const sequence = yield* Ref.make(1)
     const fetch = Ref.get(sequence).pipe(
       Effect.flatMap((seq) =>
         conn.call("task", "FetchTask", { node_key: nodeKey, fetch_id: `${nonce}/${seq}` }, {
           idempotent: true,
-          timeout: "3 seconds"
+          timeout: fetchAttemptTimeout
         })
       ),
       // Answered: the next fetch is a new one. Failed in a way that may have lost the answer: keep the id.
@@ -238,8 +260,8 @@ export const layer = (options: NodeOptions): Layer.Layer<TaskSource, Validate.In
   Layer.effect(TaskSource, make(options))
 
 /**
- * The node's identity from the environment: `NODE_KEY` (required), `NODE_NAME`
- * and `MAX_RUNNERS`.
+ * The node's identity from the environment: `NODE_KEY` (required), `NODE_NAME`,
+ * `MAX_RUNNERS` and `FETCH_ATTEMPT_TIMEOUT`.
  *
  * @since 0.1.0
  * @category config
@@ -247,7 +269,8 @@ export const layer = (options: NodeOptions): Layer.Layer<TaskSource, Validate.In
 export const config: Config.Config<NodeOptions> = Config.all({
   nodeKey: Config.nonEmptyString("NODE_KEY"),
   name: Env.optional(Config.nonEmptyString("NODE_NAME")),
-  maxRunners: Env.optional(Env.integer("MAX_RUNNERS", 1))
+  maxRunners: Env.optional(Env.integer("MAX_RUNNERS", 1)),
+  fetchAttemptTimeout: Env.optional(Env.duration("FETCH_ATTEMPT_TIMEOUT"))
 })
 
 /**

@@ -5,6 +5,7 @@
  */
 import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
@@ -26,10 +27,10 @@ const captured = () => {
   return { lines, layer: Logger.replace(Logger.defaultLogger, logger) }
 }
 
-const worker = (address: string, channelOptions: grpc.ChannelOptions = {}) =>
+const worker = (connection: Layer.Layer<Connection.Connection, unknown, GrpcChannel.Dialer>) =>
   TaskHandler.layer({ payload: Payload, run: () => Effect.void }).pipe(
     Layer.provide(TaskSource.layer({ nodeKey: "w1" })),
-    Layer.provide(Connection.layer({ address, services: TaskSource.services, channelOptions })),
+    Layer.provide(connection),
     Layer.provide(GrpcChannel.layer),
     Layer.provide(Outbox.layerMemory)
   )
@@ -42,20 +43,28 @@ const eventually = <A, E>(read: Effect.Effect<A, E>, holds: (a: A) => boolean, w
   )
 
 describe("bad input from the network", () => {
-  it.scopedLive("an oversized task fails its fetch with a clear RESOURCE_EXHAUSTED error; the worker runs the next task", () =>
+  it.scopedLive("an oversized task: RESOURCE_EXHAUSTED named in the log, the next task runs, the big one ends ERROR", () =>
     Effect.gen(function*() {
       const logs = captured()
-      const master = yield* Master.make({ redeliverAfter: "60 seconds" })
+      // Unconfirmed hand-outs go out again after 200 ms; the third is the last.
+      const master = yield* Master.make({ redeliverAfter: "200 millis", maxHandOuts: 3 })
       const huge = yield* master.enqueue({ payload: JSON.stringify({ text: "x".repeat(64 * 1024) }), priority: 1 })
       const small = yield* master.enqueue({ payload: JSON.stringify({ text: "ok" }) })
-      yield* Layer.build(worker(master.address, { "grpc.max_receive_message_length": 16 * 1024 })).pipe(
-        Effect.provide(logs.layer)
+      // The limit as an operator sets it: MAX_MESSAGE_BYTES.
+      const connection = Connection.layerConfig(Connection.config(TaskSource.services)).pipe(
+        Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(
+          new Map([["MASTER_ADDRESS", master.address], ["MAX_MESSAGE_BYTES", String(16 * 1024)]])
+        )))
       )
+      yield* Layer.build(worker(connection)).pipe(Effect.provide(logs.layer))
       yield* eventually(master.task(small), (t) => t.status === "FINISHED", "the small task finished")
       const refusal = logs.lines.find((line) => line.includes("RESOURCE_EXHAUSTED"))
       assert.isDefined(refusal, "the oversized message is named in the log")
       assert.include(refusal!, "larger than max")
-      assert.strictEqual((yield* master.task(huge)).status, "ASSIGNED")
+      // Nothing is lost silently: the master gives the task up with a reason instead of handing it out forever.
+      const given = yield* eventually(master.task(huge), (t) => t.status === "ERROR", "the oversized task ended ERROR")
+      assert.strictEqual(given.handedOut, 3)
+      assert.include(given.history.at(-1)?.error ?? "", "never confirmed")
     }), 20_000)
 
   it.scopedLive("garbage on the subscription stream: a clear error, a rejoin, and the tasks go on", () =>
@@ -89,7 +98,8 @@ describe("bad input from the network", () => {
           }
         })
       })
-      yield* Layer.build(worker(`127.0.0.1:${port}`)).pipe(Effect.provide(logs.layer))
+      const connection = Connection.layer({ address: `127.0.0.1:${port}`, services: TaskSource.services })
+      yield* Layer.build(worker(connection)).pipe(Effect.provide(logs.layer))
       yield* eventually(Effect.sync(() => finished.length), (n) => n === 3, "three tasks finished")
       yield* eventually(
         Effect.sync(() => logs.lines.filter((line) => line.includes("joining generation 1 failed")).length),

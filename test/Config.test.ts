@@ -1,55 +1,183 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Credentials from "../src/Credentials.js"
 import * as Connection from "../src/Connection.js"
+import * as GrpcChannel from "../src/GrpcChannel.js"
+import * as Retry from "../src/Retry.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as FaultProxy from "../src/testing/FaultProxy.js"
 
 const env = (vars: Record<string, string>) => Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
 
-// Reads a config from the given variables and returns the error's text: it must name the variable.
+// Reads a config from the given variables and returns the error's text: it must be a ConfigError naming the variable.
 const failure = <A>(config: Config.Config<A>, vars: Record<string, string>) =>
-  Effect.flip(config).pipe(env(vars), Effect.map(String))
+  Effect.flip(config).pipe(
+    env(vars),
+    Effect.tap((error) => assert.isTrue(ConfigError.isConfigError(error), `a ConfigError: ${String(error)}`)),
+    Effect.map(String)
+  )
 
 const minimal = { MASTER_ADDRESS: "127.0.0.1:9666", NODE_KEY: "w1" }
 
 describe("configuration from the environment", () => {
-  it.effect("reads every option of the connection, readiness, retry and task handler", () =>
+  it.effect("reads every option of the connection, readiness, retry, task source and task handler", () =>
     Effect.gen(function*() {
-      const connection = yield* Connection.config(TaskSource.services).pipe(env({
+      const seconds = (input: Duration.DurationInput | undefined) => Duration.toSeconds(Duration.decode(input!))
+      const vars = {
         ...minimal,
-        CONNECT_TIMEOUT: "3 seconds",
+        CONNECT_TIMEOUT: "4 seconds",
         LOOKUP_TIMEOUT: "5 seconds",
         RECONNECTING_LOOKUP_TIMEOUT: "1 minute",
         CALL_TIMEOUT: "750 millis",
         BREAKER_THRESHOLD: "7",
+        BREAKER_HALF_OPEN_BASE: "2 seconds",
+        BREAKER_HALF_OPEN_CAP: "20 seconds",
+        REJECTED_RETRY_BASE: "1 minute",
+        REJECTED_RETRY_CAP: "10 minutes",
+        MAX_MESSAGE_BYTES: "65536",
+        KEEPALIVE_TIME: "30 seconds",
+        KEEPALIVE_TIMEOUT: "10 seconds",
         RECONNECT_BASE: "100 millis",
+        RECONNECT_FACTOR: "3",
+        RECONNECT_SHORT_CAP: "1 second",
+        RECONNECT_SHORT_PHASE: "2 minutes",
+        RECONNECT_LONG_CAP: "1 minute",
+        RECONNECT_JITTER: "0.1",
+        CALL_RETRIES: "2",
+        CALL_RETRY_BASE: "50 millis",
+        CALL_RETRY_CAP: "1 second",
+        LOOKUP_RETRIES: "1",
+        LOOKUP_RETRY_INTERVAL: "3 seconds",
+        READINESS_INTERVAL: "250 millis",
         READINESS_BOUND: "12 seconds",
+        PROBE_TIMEOUT: "1 second",
         PROBE_INTERVAL: "10 seconds",
-        PROBE_SERVICE: "worker.v1.TaskService"
-      }))
+        PROBE_SERVICE: "worker.v1.TaskService",
+        NODE_NAME: "worker one",
+        MAX_RUNNERS: "4",
+        FETCH_ATTEMPT_TIMEOUT: "2 seconds",
+        FETCH_INTERVAL: "2 seconds",
+        FETCH_TIMEOUT: "20 seconds",
+        STARTUP_WAIT: "1 minute",
+        STATUS_INTERVAL: "6 seconds",
+        HEARTBEAT_INTERVAL: "16 seconds",
+        DRAIN_GRACE: "5 seconds",
+        FLUSH_TIMEOUT: "7 seconds"
+      }
+      const connection = yield* Connection.config(TaskSource.services).pipe(env(vars))
       assert.strictEqual(connection.address, "127.0.0.1:9666")
-      assert.isTrue(Duration.equals(Duration.decode(connection.connectTimeout!), Duration.seconds(3)))
-      assert.isTrue(Duration.equals(Duration.decode(connection.reconnectingLookupTimeout!), Duration.minutes(1)))
+      assert.deepStrictEqual(
+        [connection.connectTimeout, connection.lookupTimeout, connection.reconnectingLookupTimeout, connection.callTimeout]
+          .map(seconds),
+        [4, 5, 60, 0.75]
+      )
       assert.strictEqual(connection.breaker?.threshold, 7)
-      assert.isTrue(Duration.equals(Duration.decode(connection.readiness!.bound!), Duration.seconds(12)))
-      assert.isFunction(connection.readiness!.probe)
-      const timings = yield* TaskHandler.config.pipe(env({ MAX_RUNNERS: "4", DRAIN_GRACE: "5 seconds" }))
-      assert.strictEqual(timings.maxRunners, 4)
-      assert.isTrue(Duration.equals(Duration.decode(timings.drainGrace!), Duration.seconds(5)))
-      assert.isUndefined(timings.fetchInterval)
+      assert.isDefined(connection.breaker?.halfOpenAfter)
+      assert.isDefined(connection.rejectedSchedule)
+      assert.isDefined(connection.reconnectSchedule)
+      assert.isDefined(connection.callSchedule)
+      assert.isDefined(connection.lookupSchedule)
+      assert.deepStrictEqual(connection.channelOptions, {
+        "grpc.max_receive_message_length": 65536,
+        "grpc.keepalive_time_ms": 30_000,
+        "grpc.keepalive_timeout_ms": 10_000
+      })
+      const readiness = connection.readiness!
+      assert.deepStrictEqual(
+        [readiness.interval, readiness.bound, readiness.probeTimeout, readiness.probeInterval].map(seconds),
+        [0.25, 12, 1, 10]
+      )
+      assert.isFunction(readiness.probe)
+
+      // The schedules' shapes, as their own configs read them.
+      const reconnect = yield* Retry.reconnectConfig.pipe(env(vars))
+      assert.deepStrictEqual([reconnect.base, reconnect.shortCap, reconnect.shortPhase, reconnect.longCap].map(seconds), [
+        0.1,
+        1,
+        120,
+        60
+      ])
+      assert.strictEqual(reconnect.factor, 3)
+      assert.deepStrictEqual(reconnect.jitter, { min: 0.9, max: 1.1 })
+      const call = yield* Retry.callConfig.pipe(env(vars))
+      assert.deepStrictEqual([call.retries, seconds(call.base), seconds(call.cap)], [2, 0.05, 1])
+      const lookup = yield* Retry.lookupConfig.pipe(env(vars))
+      assert.deepStrictEqual([lookup.retries, seconds(lookup.interval)], [1, 3])
+
+      const node = yield* TaskSource.config.pipe(env(vars))
+      assert.deepStrictEqual([node.nodeKey, node.name, node.maxRunners, seconds(node.fetchAttemptTimeout)], [
+        "w1",
+        "worker one",
+        4,
+        2
+      ])
+      const handler = yield* TaskHandler.config.pipe(env(vars))
+      assert.strictEqual(handler.maxRunners, 4)
+      assert.deepStrictEqual(
+        [
+          handler.fetchInterval,
+          handler.fetchTimeout,
+          handler.startupWait,
+          handler.statusInterval,
+          handler.heartbeatInterval,
+          handler.drainGrace,
+          handler.flushTimeout
+        ].map(seconds),
+        [2, 20, 60, 6, 16, 5, 7]
+      )
+    }))
+
+  it.effect("absent variables leave every default in place", () =>
+    Effect.gen(function*() {
+      const connection = yield* Connection.config(TaskSource.services).pipe(env(minimal))
+      assert.isUndefined(connection.connectTimeout)
+      assert.isUndefined(connection.rejectedSchedule)
+      assert.isUndefined(connection.breaker?.halfOpenAfter)
+      assert.deepStrictEqual(connection.channelOptions, {})
+      const handler = yield* TaskHandler.config.pipe(env({}))
+      assert.isUndefined(handler.fetchInterval)
       const node = yield* TaskSource.config.pipe(env(minimal))
-      assert.deepStrictEqual(node, { nodeKey: "w1", name: undefined, maxRunners: undefined })
+      assert.deepStrictEqual(node, { nodeKey: "w1", name: undefined, maxRunners: undefined, fetchAttemptTimeout: undefined })
+    }))
+
+  it.effect("a bad value fails the layer at start with a ConfigError naming the variable, before any dial", () =>
+    Effect.gen(function*() {
+      let dials = 0
+      const dialer = Layer.succeed(GrpcChannel.Dialer, {
+        dial: () => Effect.sync(() => dials++).pipe(Effect.zipRight(Effect.die("no dial expected")))
+      })
+      const error = yield* Layer.build(Connection.layerConfig(Connection.config(TaskSource.services))).pipe(
+        Effect.provide(dialer),
+        Effect.scoped,
+        Effect.flip,
+        env({ ...minimal, KEEPALIVE_TIME: "often" })
+      )
+      assert.isTrue(ConfigError.isConfigError(error), String(error))
+      assert.include(String(error), "KEEPALIVE_TIME")
+      assert.strictEqual(dials, 0)
     }))
 
   it.effect("not a number: a ConfigError naming the variable", () =>
     Effect.gen(function*() {
       assert.include(yield* failure(TaskHandler.config, { MAX_RUNNERS: "many" }), "MAX_RUNNERS")
-      assert.include(yield* failure(Connection.config(TaskSource.services), { ...minimal, BREAKER_THRESHOLD: "0" }), "BREAKER_THRESHOLD")
+      assert.include(yield* failure(Connection.config(TaskSource.services), { ...minimal, BREAKER_THRESHOLD: "some" }), "BREAKER_THRESHOLD")
+      assert.include(yield* failure(Connection.config(TaskSource.services), { ...minimal, MAX_MESSAGE_BYTES: "4MB" }), "MAX_MESSAGE_BYTES")
+      assert.include(yield* failure(Connection.config(TaskSource.services), { ...minimal, CALL_RETRIES: "three" }), "CALL_RETRIES")
+      assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_FACTOR: "double" }), "RECONNECT_FACTOR")
+    }))
+
+  it.effect("a number out of range: a ConfigError naming the variable and the range", () =>
+    Effect.gen(function*() {
+      const zero = yield* failure(Connection.config(TaskSource.services), { ...minimal, BREAKER_THRESHOLD: "0" })
+      assert.include(zero, "BREAKER_THRESHOLD")
+      assert.include(zero, "from 1")
+      assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_JITTER: "1.5" }), "RECONNECT_JITTER")
     }))
 
   it.effect("a negative or unparsable duration: a ConfigError naming the variable", () =>

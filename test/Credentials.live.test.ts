@@ -1,6 +1,8 @@
+import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -162,6 +164,42 @@ describe("Credentials (live loopback, embedded master)", () => {
       assert.strictEqual(yield* codeOf(yield* credentials({ ca: certs.ca.path, token: wrongToken })), "PERMISSION_DENIED")
     }), 30_000)
 
+  it.scopedLive("a call refused for its credentials: Rejected over a real channel, calls fail at once, no hammering", () =>
+    Effect.gen(function*() {
+      const certs = yield* Certs.make
+      // Health open, so the wrong token passes readiness and the refusal comes from a call.
+      const master = yield* Master.make({ tls: tlsOf(certs), token, healthWithoutToken: true })
+      const conn = yield* Connection.make({
+        address: master.address,
+        services: TaskSource.services,
+        credentials: yield* credentials({ ca: certs.ca.path, token: wrongToken }),
+        reconnectSchedule: Schedule.spaced("200 millis"),
+        readiness: { interval: "100 millis", bound: "2 seconds", probeTimeout: "1 second" },
+        rejectedSchedule: Schedule.spaced("3 seconds")
+      }).pipe(Effect.provide(GrpcChannel.layer))
+      yield* awaitReady(conn)
+      const typed = yield* Connection.typed(TaskSource.services).pipe(Effect.provideService(Connection.Connection, conn))
+      const fetch = typed.call("task", "FetchTask", { node_key: "w1", fetch_id: "" })
+
+      const refusal = yield* Effect.flip(fetch)
+      assert.isTrue(refusal instanceof GrpcError.GrpcError && refusal.code === grpc.status.PERMISSION_DENIED, String(refusal))
+      const rejected = yield* conn.changes.pipe(
+        Stream.filter((state) => state._tag === "Rejected"),
+        Stream.runHead,
+        Effect.flatten,
+        Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("not Rejected within 5 s") })
+      )
+      assert.include(rejected.lastError.message, "PERMISSION_DENIED")
+      assert.isAtLeast(rejected.retryAt - rejected.since, 2500, "the next try waits for the slow schedule")
+
+      // A call now fails at once, typed: the lookup sees Rejected and does not wait for a link.
+      const fast = yield* Effect.flip(fetch)
+      assert.isTrue(fast._tag === "ClientUnavailable" && fast.reason === "Rejected", String(fast))
+      // And the connection stays Rejected until then: no attempts in between.
+      const states = yield* statesWithin(conn, "1500 millis")
+      assert.deepStrictEqual(states.map((state) => state._tag), ["Rejected"])
+    }), 30_000)
+
   it.scopedLive("token: the health service needs it too by default, so a wrong token never gets Ready", () =>
     Effect.gen(function*() {
       const certs = yield* Certs.make
@@ -260,12 +298,38 @@ describe("Credentials (live loopback, embedded master)", () => {
       assert.include(String(badFlag), "MASTER_ALLOW_INSECURE_TOKEN")
     }), 30_000)
 
-  it.scopedLive("the token never appears in any log line of a worker run with a restart and a rejected worker", () => {
+  it.scopedLive("the token appears nowhere: not in logs, stdout, stderr, grpc-js's log or spans, through a restart and a refusal", () => {
     const lines: Array<string> = []
     const collect = Logger.make((options) => {
       lines.push(Logger.logfmtLogger.log(options))
       lines.push(Logger.stringLogger.log(options))
     })
+    // Everything else a worker process can print: its stdout and stderr, and grpc-js's own logger at its most verbose.
+    const everyOutput = Effect.acquireRelease(
+      Effect.sync(() => {
+        const writes = [process.stdout.write, process.stderr.write] as const
+        const capture = (stream: NodeJS.WriteStream, write: typeof stream.write) =>
+          ((chunk: unknown, ...rest: Array<unknown>) => {
+            lines.push(String(chunk))
+            return (write as (...args: Array<unknown>) => boolean).call(stream, chunk, ...rest)
+          }) as typeof stream.write
+        process.stdout.write = capture(process.stdout, writes[0])
+        process.stderr.write = capture(process.stderr, writes[1])
+        grpc.setLogger({ error: (...args: Array<unknown>) => void lines.push(args.map(String).join(" ")) })
+        grpc.setLogVerbosity(grpc.logVerbosity.DEBUG)
+        return writes
+      }),
+      ([stdout, stderr]) =>
+        Effect.sync(() => {
+          process.stdout.write = stdout
+          process.stderr.write = stderr
+          grpc.setLogger(console)
+          grpc.setLogVerbosity(grpc.logVerbosity.ERROR)
+        })
+    )
+    // And every span, with its attributes and events, as an OpenTelemetry exporter would send them.
+    const exporter = new InMemorySpanExporter()
+    const tracing = NodeSdk.layer(() => ({ spanProcessor: new SimpleSpanProcessor(exporter) }))
     const Payload = Schema.Struct({ n: Schema.Number })
     const worker = (address: string, creds: grpc.ChannelCredentials, nodeKey: string) =>
       TaskHandler.layer({ payload: Payload, run: () => Effect.sleep("20 millis"), maxRunners: 4 }).pipe(
@@ -287,6 +351,7 @@ describe("Credentials (live loopback, embedded master)", () => {
         Effect.timeoutFail({ duration: "15 seconds", onTimeout: () => new Error(`${n} tasks finished within 15 s`) })
       )
     return Effect.gen(function*() {
+      yield* everyOutput
       const certs = yield* Certs.make
       const master = yield* Master.make({ tls: tlsOf(certs, true), token })
       for (let n = 0; n < 20; n++) yield* master.enqueue({ payload: JSON.stringify({ n }) })
@@ -312,6 +377,11 @@ describe("Credentials (live loopback, embedded master)", () => {
       yield* Scope.close(rejected, Exit.void)
       yield* Scope.close(scope, Exit.void)
 
+      const spans = exporter.getFinishedSpans()
+      assert.isAbove(spans.length, 10, "spans were recorded")
+      assert.isTrue(spans.some((span) => span.name === "Connection.reconnect"), "the restart is traced")
+      for (const span of spans) lines.push(JSON.stringify({ name: span.name, attributes: span.attributes, events: span.events }))
+
       assert.isAbove(lines.length, 20, "log lines were captured")
       const all = lines.join("\n")
       assert.include(all, "connected to")
@@ -322,7 +392,7 @@ describe("Credentials (live loopback, embedded master)", () => {
         assert.notInclude(all, Redacted.value(secret), "a token leaked into the logs")
       }
     }).pipe(
-      Effect.provide(Logger.replace(Logger.defaultLogger, collect)),
+      Effect.provide(Layer.merge(Logger.replace(Logger.defaultLogger, collect), tracing)),
       Logger.withMinimumLogLevel(LogLevel.All)
     )
   }, 40_000)

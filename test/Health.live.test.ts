@@ -11,8 +11,17 @@ import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as Scope from "effect/Scope"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import * as Connection from "../src/Connection.js"
+import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Health from "../src/Health.js"
+import * as Outbox from "../src/Outbox.js"
 import * as Readiness from "../src/Readiness.js"
+import * as TaskHandler from "../src/TaskHandler.js"
+import * as TaskSource from "../src/TaskSource.js"
+import * as Master from "../src/testing/Master.js"
 
 const { Failed, Passed } = Readiness.CheckResult
 
@@ -176,6 +185,65 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
       assert.strictEqual(samples.get("health_test_fetch_ms_sum{service=\"task\"}"), 5605)
       assert.strictEqual(samples.get("health_test_fetch_ms_count{service=\"task\"}"), 5)
     }), 10_000)
+
+  it.scopedLive("/metrics of a real worker through a master restart: the library's own metrics move", () =>
+    Effect.gen(function*() {
+      const master = yield* Master.make()
+      const worker = Health.layer({ host: "127.0.0.1", port: 0 }).pipe(
+        Layer.provideMerge(TaskHandler.layer({ payload: Schema.Struct({ n: Schema.Number }), run: () => Effect.void })),
+        Layer.provideMerge(TaskSource.layer({ nodeKey: "w1" })),
+        Layer.provideMerge(Connection.layer({
+          address: master.address,
+          services: TaskSource.services,
+          reconnectSchedule: Schedule.spaced("200 millis")
+        })),
+        Layer.provide(GrpcChannel.layer),
+        Layer.provide(Outbox.layerMemory)
+      )
+      const context = yield* Layer.build(worker)
+      const health = Context.get(context, Health.Health)
+      const conn = Context.get(context, Connection.Connection)
+      const scrape = Effect.map(request(`${health.url}/metrics`), (response) => parse(response.body).samples)
+      const readyIn = (generation: number) =>
+        conn.changes.pipe(
+          Stream.filter((state) => state._tag === "Ready" && state.generation === generation),
+          Stream.runHead,
+          Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error(`generation ${generation} Ready within 10 s`) })
+        )
+      const finish = Effect.gen(function*() {
+        const id = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
+        yield* master.task(id).pipe(
+          Effect.zipLeft(Effect.sleep("20 millis")),
+          Effect.repeat({ until: (task) => task.status === "FINISHED" }),
+          Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error(`task ${id} finished within 10 s`) })
+        )
+      })
+
+      yield* readyIn(1)
+      // Metrics are process-wide: the test reads what this run added.
+      const before = yield* scrape
+      yield* finish
+      yield* master.stop
+      yield* conn.changes.pipe(Stream.filter((state) => state._tag !== "Ready"), Stream.runHead)
+      yield* master.restart
+      yield* readyIn(2)
+      yield* finish
+      const after = yield* scrape
+      const added = (key: string) => (after.get(key) ?? 0) - (before.get(key) ?? 0)
+
+      assert.isAtLeast(added("grpc_resilience_connection_attempts_total"), 1)
+      assert.isAtLeast(added("grpc_resilience_connection_successes_total"), 1)
+      assert.strictEqual(after.get("grpc_resilience_connection_state{state=\"Ready\"}"), 1)
+      assert.strictEqual(after.get("grpc_resilience_connection_state{state=\"Reconnecting\"}"), 0)
+      assert.strictEqual(after.get("grpc_resilience_connection_generation"), 2)
+      assert.isAtLeast(added("grpc_resilience_readiness_seconds_count"), 1)
+      assert.isAtLeast(added("grpc_resilience_registration_seconds_count"), 1)
+      assert.strictEqual(added("grpc_resilience_ready_to_first_fetch_seconds_count"), 1)
+      assert.strictEqual(added("grpc_resilience_tasks_total{status=\"FINISHED\"}"), 2)
+      assert.strictEqual(after.get("grpc_resilience_outbox_depth"), 0)
+      assert.strictEqual(after.get("grpc_resilience_breaker_state{state=\"Closed\"}"), 1)
+      assert.isDefined(after.get("grpc_resilience_task_handler_startup_seconds"))
+    }), 30_000)
 
   it.scopedLive("an unknown path is 404, another method on a known path 405 with Allow, HEAD is GET", () =>
     Effect.gen(function*() {

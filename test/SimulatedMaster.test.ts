@@ -101,6 +101,27 @@ describe("SimulatedMaster (virtual time)", () => {
       assert.deepStrictEqual(new Set(handed), ids)
     }).pipe(Effect.provide(world())))
 
+  it.effect("a task handed out maxHandOuts times and never confirmed ends ERROR, with the reason; a bad maxHandOuts is refused", () =>
+    Effect.gen(function*() {
+      const { master, source } = yield* services
+      const id = yield* master.enqueue({ payload: "{}" })
+      yield* TestClock.adjust("50 millis")
+      // Fetched, never confirmed (the node could not take the reply): out again after each redeliverAfter.
+      for (let n = 1; n <= 3; n++) {
+        assert.strictEqual(Option.getOrUndefined(yield* source.fetch)?.id, id)
+        assert.strictEqual((yield* master.task(id)).handedOut, n)
+        yield* TestClock.adjust("1 second")
+      }
+      assert.isTrue(Option.isNone(yield* source.fetch), "not handed out a fourth time")
+      const given = yield* master.task(id)
+      assert.strictEqual(given.status, "ERROR")
+      assert.strictEqual(given.history.at(-1)?.error, "handed out 3 times to node n1 and never confirmed: the node cannot take it")
+
+      const refused = yield* Effect.flip(SimulatedMaster.make({ maxHandOuts: 0 }))
+      assert.strictEqual(refused.reason, "InvalidOption")
+      assert.include(refused.message, "maxHandOuts")
+    }).pipe(Effect.provide(world({ redeliverAfter: "1 second", maxHandOuts: 3 }))))
+
   it.effect("report is idempotent by its key and only moves the status forward; another node's task is refused", () =>
     Effect.gen(function*() {
       const { master, source } = yield* services

@@ -125,6 +125,8 @@ export interface Options {
   readonly heartbeatInterval?: Duration.DurationInput | undefined
   /** A hand-out not confirmed by a RUNNING report within this goes to the same node again (a lost reply). Default 10 s. */
   readonly redeliverAfter?: Duration.DurationInput | undefined
+  /** A task handed out this many times, never confirmed, ends `ERROR`: the node cannot take it. Default 5. */
+  readonly maxHandOuts?: number | undefined
   /** The fraction (0 to 1) of Register, SendHeartbeat, FetchTask and ReportStatus calls failed with UNAVAILABLE. Default 0. */
   readonly failureRate?: number | undefined
   /** Merged over {@link defaultServerOptions}; `grpc.enable_channelz` stays on (see there). */
@@ -163,6 +165,7 @@ export const defaults = {
   host: "127.0.0.1",
   heartbeatInterval: Duration.seconds(15),
   redeliverAfter: Duration.seconds(10),
+  maxHandOuts: 5,
   failureRate: 0
 } as const
 
@@ -316,6 +319,7 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
     const state = yield* MasterState.make({
       heartbeatInterval: options.heartbeatInterval ?? defaults.heartbeatInterval,
       redeliverAfter: options.redeliverAfter ?? defaults.redeliverAfter,
+      maxHandOuts: options.maxHandOuts ?? defaults.maxHandOuts,
       failureRate: options.failureRate ?? defaults.failureRate
     })
     const credentials = yield* serverCredentials(options.tls)

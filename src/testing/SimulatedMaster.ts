@@ -80,6 +80,8 @@ export interface Options {
   readonly heartbeatInterval?: Duration.DurationInput | undefined
   /** A hand-out not confirmed by a RUNNING report within this goes to the same node again. Default 10 s. */
   readonly redeliverAfter?: Duration.DurationInput | undefined
+  /** A task handed out this many times, never confirmed, ends `ERROR`: the node cannot take it. Default 5. */
+  readonly maxHandOuts?: number | undefined
   /** The fraction (0 to 1) of Register, SendHeartbeat, FetchTask and ReportStatus calls failed with UNAVAILABLE. Default 0. */
   readonly failureRate?: number | undefined
 }

@@ -156,6 +156,11 @@ export interface Options {
   readonly heartbeatInterval?: Duration.DurationInput | undefined
   /** A hand-out not confirmed (by a RUNNING report) within this is handed out again to the same node. Default 10 s. */
   readonly redeliverAfter?: Duration.DurationInput | undefined
+  /**
+   * A task handed out this many times without a RUNNING report ends `ERROR` instead of going out again:
+   * the node cannot take it (a reply too large for it, say). Default 5.
+   */
+  readonly maxHandOuts?: number | undefined
   /** The fraction (0 to 1) of the calls `injectFailure` fails. Default 0. */
   readonly failureRate?: number | undefined
 }
@@ -163,6 +168,7 @@ export interface Options {
 export const defaults = {
   heartbeatInterval: Duration.seconds(15),
   redeliverAfter: Duration.seconds(10),
+  maxHandOuts: 5,
   failureRate: 0
 } as const
 
@@ -342,8 +348,24 @@ const handOut = (state: State, task: TaskRecord, node: string, fetchId: string, 
   return [Option.some(toInfo(assigned)), putTask(state, assigned)] as const
 }
 
-const fetchTask = (node: string, fetchId: string, now: number, redeliverAfter: number) =>
-(state: State): readonly [Option.Option<TaskInfo>, State] => {
+// The node's hand-outs due again that already went out `maxHandOuts` times end ERROR: it cannot take them.
+const giveUpUnconfirmed = (state: State, node: string, now: number, redeliverAfter: number, maxHandOuts: number) => {
+  let next = state
+  for (const task of HashMap.values(state.tasks)) {
+    if (
+      task.status === "ASSIGNED" && task.node === node && task.handedOut >= maxHandOuts &&
+      now - (task.handedOutAt ?? now) >= redeliverAfter
+    ) {
+      const error = `handed out ${task.handedOut} times to node ${node} and never confirmed: the node cannot take it`
+      next = putTask(next, change(task, "ERROR", now, undefined, error))
+    }
+  }
+  return next
+}
+
+const fetchTask = (node: string, fetchId: string, now: number, redeliverAfter: number, maxHandOuts: number) =>
+(current: State): readonly [Option.Option<TaskInfo>, State] => {
+  const state = giveUpUnconfirmed(current, node, now, redeliverAfter, maxHandOuts)
   const id = parseFetchId(fetchId)
   if (id === undefined) {
     const task = fetchedBefore(state, node, fetchId) ?? nextTask(state, node, now, redeliverAfter)
@@ -499,6 +521,10 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
     const redeliverAfter = Duration.toMillis(
       yield* validInterval(options.redeliverAfter ?? defaults.redeliverAfter, "redeliverAfter")
     )
+    const maxHandOuts = options.maxHandOuts ?? defaults.maxHandOuts
+    if (!Number.isInteger(maxHandOuts) || maxHandOuts < 1) {
+      return yield* Effect.fail(invalid("maxHandOuts", `expected an integer of at least 1, got ${String(maxHandOuts)}`))
+    }
     const offlineAfter = 2 * Duration.toMillis(heartbeatInterval)
     const failureRate = yield* Ref.make(yield* validRate(options.failureRate ?? defaults.failureRate))
     const state = yield* Ref.make(emptyState)
@@ -544,7 +570,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
       Effect.gen(function*() {
         yield* required("node_key", node)
         const now = yield* Clock.currentTimeMillis
-        const task = yield* Ref.modify(state, fetchTask(node, fetchId, now, redeliverAfter))
+        const task = yield* Ref.modify(state, fetchTask(node, fetchId, now, redeliverAfter, maxHandOuts))
         yield* Effect.logDebug(`FetchTask ${node} ${fetchId || "(no fetch id)"}: ${Option.match(task, {
           onNone: () => "no task",
           onSome: (t) => `${t.id} (handed out ${t.handedOut} times)`

@@ -1,0 +1,355 @@
+/**
+ * The supervisor of a connection: one fiber in the connection's scope that
+ * keeps one link to the master. It dials a channel, waits for READY within the
+ * connect timeout, registers the service clients of a new generation, runs the
+ * readiness checks, watches the Ready link (its channel, the periodic probe,
+ * checks asked for), and on a loss starts over on the reconnect schedule; a
+ * refusal of the worker's credentials waits on the slow schedule instead. It
+ * publishes the state and the Ready link; `Connection` answers lookups and
+ * calls from them.
+ *
+ * @internal
+ */
+import type * as grpc from "@grpc/grpc-js"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import { pipe } from "effect/Function"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as ScheduleIntervals from "effect/ScheduleIntervals"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as Call from "../Call.js"
+import type { Services } from "../Connection.js"
+import { ConnectError, ConnectionState, describe } from "../ConnectionState.js"
+import * as GrpcChannel from "../GrpcChannel.js"
+import type * as GrpcError from "../GrpcError.js"
+import * as Metrics from "../Metrics.js"
+import * as Readiness from "../Readiness.js"
+import { formatMillis } from "./format.js"
+
+/** One connection generation: its channel, its clients, and the scope that closes them. */
+export interface Link extends Readiness.Target {
+  readonly scope: Scope.CloseableScope
+  /** Fires when the link is given up: calls still running on it fail at once instead of hanging on. */
+  readonly lost: Call.GivenUp
+}
+
+/** What the supervisor publishes: the state, and the link while Ready. */
+export interface Snapshot {
+  readonly state: ConnectionState
+  readonly link: Link | undefined
+}
+
+/** The supervisor's options, checked by `Connection.make`. */
+export interface Options {
+  readonly address: string
+  readonly services: Services
+  readonly credentials: grpc.ChannelCredentials
+  readonly channelOptions: grpc.ChannelOptions
+  readonly connectTimeout: Duration.Duration
+  readonly readiness: {
+    readonly interval: Duration.Duration
+    readonly bound: Duration.Duration
+    readonly probeTimeout: Duration.Duration
+    readonly probeInterval: Duration.Duration
+  }
+  /** With its requirements provided. */
+  readonly probe: Readiness.Probe
+  readonly reconnectSchedule: Schedule.Schedule<unknown, ConnectError>
+  readonly rejectedSchedule: Schedule.Schedule<unknown, ConnectError>
+}
+
+/** The supervisor's side that `Connection` reads and signals. */
+export interface Supervisor {
+  /** The state and the Ready link, then every change. */
+  readonly snapshot: SubscriptionRef.SubscriptionRef<Snapshot>
+  /** The readiness status. */
+  readonly status: SubscriptionRef.SubscriptionRef<Readiness.ReadinessStatus>
+  /** Asks for a check of the Ready link now; coalesced. */
+  readonly check: Effect.Effect<void>
+  /** The master refused a call for the worker's credentials. */
+  readonly reject: (error: GrpcError.GrpcError) => Effect.Effect<void>
+}
+
+const stateNames = ["Connecting", "Ready", "Reconnecting", "Rejected", "Closed"] as const
+
+const isReconnecting = ConnectionState.$is("Reconnecting")
+
+// Where a connecting channel settles: READY, TRANSIENT_FAILURE or SHUTDOWN; an IDLE one is asked to connect.
+const settled = (channel: GrpcChannel.GrpcChannel): Effect.Effect<Option.Option<GrpcChannel.ConnectivityState>> =>
+  channel.changes.pipe(
+    Stream.tap((state) => (state === "IDLE" ? channel.connect : Effect.void)),
+    Stream.filter((state) => state === "READY" || state === "TRANSIENT_FAILURE" || state === "SHUTDOWN"),
+    Stream.runHead
+  )
+
+// READY within the connect timeout, or the reason why not. Nothing fails inside the timed race.
+const awaitReady = (
+  channel: GrpcChannel.GrpcChannel,
+  connectTimeout: Duration.Duration
+): Effect.Effect<void, ConnectError> =>
+  Effect.flatMap(Effect.timeoutOption(settled(channel), connectTimeout), (outcome) => {
+    const state = Option.getOrUndefined(Option.flatten(outcome))
+    switch (state) {
+      case "READY":
+        return Effect.void
+      case "TRANSIENT_FAILURE":
+        return Effect.fail(new ConnectError({ reason: "TransientFailure", message: "channel in TRANSIENT_FAILURE" }))
+      case undefined:
+        return Option.isNone(outcome)
+          ? Effect.fail(
+            new ConnectError({ reason: "ConnectTimeout", message: `not READY within ${formatMillis(connectTimeout)}` })
+          )
+          : Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
+      default:
+        return Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
+    }
+  })
+
+// The readiness report after a loss: the check that saw it failed.
+const lostReport = (report: Readiness.ReadinessReport, lost: ConnectError): Readiness.ReadinessReport => ({
+  ...report,
+  checks: {
+    ...report.checks,
+    [lost.reason === "ProbeFailed" ? "probe" : "channel"]: Readiness.CheckResult.Failed({ message: lost.message })
+  }
+})
+
+/**
+ * Starts the supervisor in the current scope. When the scope closes, the
+ * supervisor is interrupted, the link's channel closed, and the state is
+ * `Closed`.
+ */
+export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcChannel.Dialer | Scope.Scope> =>
+  Effect.gen(function*() {
+    const { address, connectTimeout, credentials, probe, readiness, services } = options
+    const schedule = options.reconnectSchedule
+    const rejectedSchedule = options.rejectedSchedule
+    const serviceKeys = Object.keys(services)
+    const dialer = yield* GrpcChannel.Dialer
+    const layerScope = yield* Effect.scope
+
+    const snapshot = yield* SubscriptionRef.make<Snapshot>({
+      state: ConnectionState.Connecting({ attempt: 1 }),
+      link: undefined
+    })
+    const status = yield* SubscriptionRef.make<Readiness.ReadinessStatus>({
+      ready: false,
+      report: Readiness.pending(1)
+    })
+    const checks = yield* Effect.acquireRelease(Queue.sliding<void>(1), Queue.shutdown)
+    // Calls the master refused for the worker's credentials, for the supervisor to act on.
+    const rejections = yield* Effect.acquireRelease(Queue.sliding<GrpcError.GrpcError>(1), Queue.shutdown)
+    const rejectedState = yield* Ref.make<unknown>(rejectedSchedule.initial)
+    const setState = (state: ConnectionState, link?: Link) =>
+      Effect.zipRight(
+        SubscriptionRef.set(snapshot, { state, link }),
+        Metrics.oneHot(Metrics.connectionState, stateNames, state._tag)
+      )
+    const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
+
+    // One attempt: a new channel, READY within the connect timeout, the clients of a new generation, readiness.
+    const attempt = (generation: number): Effect.Effect<Link, ConnectError> =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
+        return yield* Effect.gen(function*() {
+          const channel = yield* Scope.extend(
+            dialer.dial({ address, credentials, channelOptions: options.channelOptions }),
+            scope
+          )
+          yield* channel.connect
+          yield* Metric.increment(Metrics.connectionAttempts)
+          yield* awaitReady(channel, connectTimeout)
+          const readyAt = yield* Clock.currentTimeMillis
+          const clients: Record<string, grpc.Client> = {}
+          for (const [key, constructor] of Object.entries(services)) {
+            clients[key] = new constructor(address, credentials, { channelOverride: channel.channel })
+          }
+          const lost = new Call.GivenUp()
+          yield* Scope.addFinalizer(scope, Effect.sync(() => lost.fire()))
+          const link: Link = { generation, channel, clients, services: serviceKeys, scope, lost }
+          yield* Metric.update(Metrics.registrationSeconds, ((yield* Clock.currentTimeMillis) - readyAt) / 1000)
+          const which = isReconnecting(yield* currentState) ? "reconnection " : ""
+          yield* Effect.logInfo(`waiting for full ${which}readiness`)
+          const report = yield* Readiness.run(link, {
+            ...readiness,
+            probe,
+            onRound: (report) => SubscriptionRef.set(status, { ready: false, report })
+          }).pipe(
+            Effect.withSpan("Readiness.run", { attributes: { generation } }),
+            Effect.catchTags({
+              ReadinessTimeout: (timeout) =>
+                Effect.logWarning(
+                  `${which}readiness checks did not complete within ${formatMillis(timeout.bound)}: ${
+                    Readiness.describeFailure(timeout.report)
+                  }`
+                ).pipe(
+                  Effect.zipRight(Metric.increment(Metrics.readinessTimeouts)),
+                  Effect.zipRight(Effect.fail(new ConnectError({ reason: "NotReady", message: timeout.message })))
+                ),
+              ProbeFailed: (rejected) => Effect.fail(new ConnectError({ reason: "Rejected", message: rejected.message }))
+            })
+          )
+          yield* Metric.update(Metrics.readinessSeconds, Duration.toSeconds(report.elapsed))
+          yield* Effect.logInfo(`full ${which}readiness achieved after ${formatMillis(report.elapsed)}`)
+          return link
+        }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit)))
+      }).pipe(Effect.withSpan("Connection.attempt", { attributes: { address, generation } }))
+
+    // Attempts until one succeeds, spaced by the schedule; each failure moves the state to Reconnecting.
+    const establish = (generation: number): Effect.Effect<Link, ConnectError> =>
+      Effect.gen(function*() {
+        const state = yield* currentState
+        yield* Effect.logInfo(`connecting to ${address} (${describe(state)})`)
+        return yield* attempt(generation)
+      }).pipe(
+        Effect.retry(pipe(
+          Schedule.intersect(Schedule.delays(schedule), Schedule.identity<ConnectError>()),
+          // A rejection is not retried here: the supervisor waits on the slow schedule.
+          Schedule.whileInput((error: ConnectError) => error.reason !== "Rejected"),
+          Schedule.tapOutput(([delay, error]) =>
+            Effect.gen(function*() {
+              const now = yield* Clock.currentTimeMillis
+              const state = yield* currentState
+              const next = ConnectionState.Reconnecting({
+                attempt: "attempt" in state ? state.attempt + 1 : 1,
+                since: ConnectionState.$is("Reconnecting")(state) ? state.since : now,
+                lastError: error
+              })
+              yield* setState(next)
+              // An attempt that never reached readiness says why in the report an HTTP readiness probe shows.
+              if (error.reason !== "NotReady") {
+                yield* SubscriptionRef.update(status, ({ report }) => ({ ready: false, report: lostReport(report, error) }))
+              }
+              yield* Effect.logWarning(
+                `connection attempt failed (${error.reason}: ${error.message}); attempt ${next.attempt} in ${
+                  formatMillis(delay)
+                }`
+              )
+            })
+          )
+        ))
+      )
+
+    // Is a Ready link still usable? Its channel is READY and the master answers the probe.
+    const verify = (link: Link): Effect.Effect<void, ConnectError> =>
+      Readiness.channelReady(link).pipe(
+        Effect.mapError((error) => new ConnectError({ reason: "Lost", message: `check found the ${error.message}` })),
+        Effect.zipRight(
+          Readiness.answers(link, probe, readiness.probeTimeout).pipe(
+            Effect.mapError((error) =>
+              new ConnectError({ reason: "ProbeFailed", message: `probe ${error.reason}: ${error.message}` })
+            )
+          )
+        )
+      )
+
+    // While Ready: the first sign of loss, from the channel, the periodic probe, or a requested check.
+    const watch = (link: Link): Effect.Effect<ConnectError> => {
+      const leftReady = link.channel.changes.pipe(
+        Stream.filter((state) => state !== "READY"),
+        Stream.runHead,
+        Effect.map((state) =>
+          new ConnectError({ reason: "Lost", message: `channel left READY for ${Option.getOrElse(state, () => "SHUTDOWN")}` })
+        )
+      )
+      const probed = Effect.raceFirst(Queue.take(checks), Effect.sleep(readiness.probeInterval)).pipe(
+        Effect.zipRight(verify(link)),
+        Effect.forever,
+        Effect.flip
+      )
+      const refused = Effect.map(Queue.take(rejections), (error) =>
+        new ConnectError({ reason: "Rejected", message: `${error.service}.${error.method}: ${error.message}` }))
+      return Effect.raceFirst(leftReady, Effect.raceFirst(probed, refused))
+    }
+
+    // The master refused the worker's credentials: no lookups, no hammering; the next try after the slow schedule.
+    const rejected = (error: ConnectError) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const [next, , decision] = yield* rejectedSchedule.step(now, error, yield* Ref.get(rejectedState))
+        yield* Ref.set(rejectedState, next)
+        if (ScheduleDecision.isDone(decision)) return yield* Effect.fail(error)
+        const retryAt = Math.max(now, ScheduleIntervals.start(decision.intervals))
+        yield* setState(ConnectionState.Rejected({ since: now, retryAt, lastError: error }))
+        yield* Effect.logError(
+          `the master refused this worker's credentials (${error.message}); next try in ${formatMillis(retryAt - now)}`
+        )
+        yield* Effect.sleep(retryAt - now)
+        yield* setState(ConnectionState.Reconnecting({ attempt: 1, since: now, lastError: error }))
+      })
+
+    const supervise = Effect.gen(function*() {
+      let generation = 1
+      while (true) {
+        // One trace per (re)connection: its attempts and readiness rounds are children of this span.
+        const established = yield* Effect.either(
+          establish(generation).pipe(
+            Effect.withSpan(generation === 1 ? "Connection.connect" : "Connection.reconnect", {
+              root: true,
+              attributes: { address, generation }
+            })
+          )
+        )
+        if (established._tag === "Left") {
+          if (established.left.reason !== "Rejected") return yield* established.left
+          yield* rejected(established.left)
+          continue
+        }
+        const link = established.right
+        const since = yield* Clock.currentTimeMillis
+        yield* Queue.takeAll(checks)
+        yield* Queue.takeAll(rejections)
+        yield* Ref.set(rejectedState, rejectedSchedule.initial)
+        yield* setState(ConnectionState.Ready({ generation, since }), link)
+        yield* Metric.increment(Metrics.connectionSuccesses)
+        yield* Metric.set(Metrics.connectionGeneration, generation)
+        yield* SubscriptionRef.update(status, ({ report }) => ({ ready: true, report }))
+        yield* Effect.logInfo(`connected to ${address}, generation ${generation}`)
+        const lost = yield* watch(link)
+        yield* SubscriptionRef.update(status, ({ report }) => ({ ready: false, report: lostReport(report, lost) }))
+        generation++
+        if (lost.reason === "Rejected") {
+          yield* Scope.close(link.scope, Exit.void)
+          yield* rejected(lost)
+          continue
+        }
+        yield* Effect.logWarning(`connection lost (${lost.message}); reconnecting`)
+        yield* setState(ConnectionState.Reconnecting({ attempt: 1, since: yield* Clock.currentTimeMillis, lastError: lost }))
+        yield* Scope.close(link.scope, Exit.void)
+      }
+    }).pipe(
+      Effect.catchAll((error) =>
+        Effect.logError(`reconnect schedule gave up (${error.reason}: ${error.message}); connection closed`).pipe(
+          Effect.zipRight(setState(ConnectionState.Closed({ lastError: error })))
+        )
+      ),
+      Effect.annotateLogs({ module: "Connection", fiber: "supervisor", address })
+    )
+
+    // Added before the supervisor is forked, so it runs after the supervisor is interrupted.
+    yield* Effect.addFinalizer(() =>
+      Effect.flatMap(currentState, (state) =>
+        Effect.zipRight(
+          setState(ConnectionState.Closed({ lastError: "lastError" in state ? state.lastError : undefined })),
+          SubscriptionRef.update(status, ({ report }) => ({ ready: false, report }))
+        ))
+    )
+    yield* Effect.forkScoped(supervise)
+
+    return {
+      snapshot,
+      status,
+      check: Queue.offer(checks, undefined).pipe(Effect.asVoid),
+      reject: (error) => Queue.offer(rejections, error).pipe(Effect.asVoid)
+    } satisfies Supervisor
+  })
