@@ -96,10 +96,7 @@ export interface Options<S extends Services = Services, R = never> {
   readonly credentials?: grpc.ChannelCredentials | undefined
   /** Merged over `GrpcChannel.defaultChannelOptions`. */
   readonly channelOptions?: grpc.ChannelOptions | undefined
-  /**
-   * Spaces the starts of connection attempts, as gRPC's connection backoff does: each delay runs from the
-   * start of the attempt that failed. Its input is that attempt's error. Default `Retry.reconnect`.
-   */
+  /** Spaces failed attempts; its input is the attempt's error. Default `Retry.reconnect`. */
   readonly reconnectSchedule?: Schedule.Schedule<unknown, ConnectError> | undefined
   /**
    * How long one attempt may wait for READY. Default 3 s: on the links this

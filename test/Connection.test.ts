@@ -59,18 +59,17 @@ describe("Connection (virtual time)", () => {
       const { conn, net } = yield* setup()
       yield* TestClock.adjust("1 second")
       yield* net.cut
-      // attempts at 1.000, 1.500, 2.500, 4.500 fail 50 ms after they start; backoffs 0.5, 1, 2, 2 s, each from
-      // the start of the attempt before.
+      // attempts at 1.000, 1.550, 2.600, 4.650 fail 50 ms after they start; backoffs 0.5, 1, 2, 2 s.
       yield* TestClock.adjust("4 seconds")
       const during = yield* conn.state
       assert.strictEqual(during._tag, "Reconnecting")
       assert.strictEqual((during as Extract<typeof during, { _tag: "Reconnecting" }>).attempt, 5)
       yield* net.restore
-      // Nothing fires on restore: the attempt after the current backoff (at 6.500) finds the network.
-      yield* TestClock.adjust("1499 millis")
+      // Nothing fires on restore: the attempt after the current backoff (at 6.700) finds the network.
+      yield* TestClock.adjust("1699 millis")
       assert.strictEqual((yield* conn.state)._tag, "Reconnecting")
       yield* TestClock.adjust("51 millis")
-      assert.deepStrictEqual(yield* conn.state, Connection.ConnectionState.Ready({ generation: 2, since: 6550 }))
+      assert.deepStrictEqual(yield* conn.state, Connection.ConnectionState.Ready({ generation: 2, since: 6750 }))
       assert.strictEqual(yield* net.dials, 6)
       assert.strictEqual(yield* net.openChannels, 1)
     }).pipe(noJitter))
@@ -101,10 +100,9 @@ describe("Connection (virtual time)", () => {
       yield* TestClock.adjust("10 seconds")
       const [client, at] = yield* Fiber.join(lookup)
       assert.instanceOf(client, EchoClient)
-      // Attempts run back to back from 2 s: a 2 s handshake uses up the 2 s backoff, which runs from the attempt's
-      // start. The one in flight at the restore (from 40 s) is READY at 42 s.
-      assert.strictEqual(at, 42_000)
-      // The original fixed 15 s wait would have given up 27 s earlier.
+      // Attempts run every 4 s (2 s handshake + 2 s backoff) from 9.5 s: the one at 41.5 s is READY at 43.5 s.
+      assert.strictEqual(at, 43_500)
+      // The original fixed 15 s wait would have given up 28.5 s earlier.
       assert.isAbove(at, 15_000)
     }).pipe(noJitter))
 

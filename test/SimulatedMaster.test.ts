@@ -161,7 +161,7 @@ describe("SimulatedMaster (virtual time)", () => {
       assert.strictEqual((yield* master.task(other)).status, "PENDING")
     }).pipe(Effect.provide(world())))
 
-  it.effect("a fetch made while the link is cut waits in the lookup (Reconnecting) and gets the task at 2550 ms", () =>
+  it.effect("a fetch made while the link is cut waits in the lookup (Reconnecting) and gets the task at 2650 ms", () =>
     Effect.gen(function*() {
       const { conn, master, network, source } = yield* services
       yield* TestClock.adjust("1 second")
@@ -172,19 +172,18 @@ describe("SimulatedMaster (virtual time)", () => {
       const id = yield* master.enqueue({ payload: `{"during":"outage"}` })
       yield* TestClock.adjust("500 millis")
       yield* network.restore
-      // Attempts at 1000 and 1500 fail (50 ms connect latency each; backoffs 500 ms and 1 s from each start);
-      // the one at 2500 connects at 2550.
-      yield* TestClock.adjust("549 millis")
+      // Attempts at 1000 and 1550 fail (50 ms connect latency each); the one at 2600 connects at 2650.
+      yield* TestClock.adjust("649 millis")
       assert.isTrue(yield* isPending(fetch))
       assert.strictEqual((yield* conn.state)._tag, "Reconnecting")
       yield* TestClock.adjust("1 millis")
       const task = yield* Fiber.join(fetch)
       assert.strictEqual(Option.getOrUndefined(task)?.id, id)
       const state = yield* conn.state
-      assert.deepStrictEqual(state._tag === "Ready" && [state.generation, state.since], [2, 2550])
+      assert.deepStrictEqual(state._tag === "Ready" && [state.generation, state.since], [2, 2650])
       assert.deepStrictEqual((yield* master.task(id)).history.map((h) => [h.status, h.at]), [
         ["PENDING", 1500],
-        ["ASSIGNED", 2550]
+        ["ASSIGNED", 2650]
       ])
     }).pipe(Effect.provide(world()), noJitter))
 

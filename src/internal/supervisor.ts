@@ -206,21 +206,14 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
       }).pipe(Effect.withSpan("Connection.attempt", { attributes: { address, generation } }))
 
     // Attempts until one succeeds, spaced by the schedule; each failure moves the state to Reconnecting.
-    // The schedule's delays run from the start of the failed attempt, as in gRPC's connection backoff: after an
-    // attempt that hung until its connect timeout the next one starts at once; one that failed fast waits.
-    const attemptStarted = yield* Ref.make(0)
-    const fromAttemptStart = Schedule.modifyDelayEffect(schedule, (_, delay) =>
-      Effect.zipWith(Clock.currentTimeMillis, Ref.get(attemptStarted), (now, started) =>
-        Duration.millis(Math.max(0, Duration.toMillis(delay) - (now - started)))))
     const establish = (generation: number): Effect.Effect<Link, ConnectError> =>
       Effect.gen(function*() {
         const state = yield* currentState
         yield* Effect.logInfo(`connecting to ${address} (${describe(state)})`)
-        yield* Ref.set(attemptStarted, yield* Clock.currentTimeMillis)
         return yield* attempt(generation)
       }).pipe(
         Effect.retry(pipe(
-          Schedule.intersect(Schedule.delays(fromAttemptStart), Schedule.identity<ConnectError>()),
+          Schedule.intersect(Schedule.delays(schedule), Schedule.identity<ConnectError>()),
           // A rejection is not retried here: the supervisor waits on the slow schedule.
           Schedule.whileInput((error: ConnectError) => error.reason !== "Rejected"),
           Schedule.tapOutput(([delay, error]) =>
