@@ -140,7 +140,7 @@ export const overhead: Bench = ({ quick }) =>
         "(the difference is the Effect runtime's own cost, which this library does not add to).",
       tables: [{
         title: "Latency and throughput",
-        columns: ["concurrency", "path", "mean", "p50", "calls/s", "vs raw in Effect"],
+        columns: ["concurrency", "path", "mean", "p50", "calls/s", "mean vs raw in Effect"],
         rows: measures.flatMap((m) =>
           ([["raw grpc-js, Promise loop", m.promise], ["raw grpc-js in Effect", m.raw], ["conn.call", m.wrapped]] as const).map((
             [path, r]

@@ -501,7 +501,18 @@ export const config = <S extends Services>(services: S): Config.Config<Options<S
       call: Retry.callConfig,
       lookup: Retry.lookupConfig,
       readiness: Readiness.config
-    }),
+    }).pipe(
+      (config) =>
+        Env.firstWithinCap(config, ["BREAKER_HALF_OPEN_BASE", "BREAKER_HALF_OPEN_CAP"], (o) => [o.halfOpenBase, o.halfOpenCap], [
+          "1 second",
+          "30 seconds"
+        ]),
+      (config) =>
+        Env.firstWithinCap(config, ["REJECTED_RETRY_BASE", "REJECTED_RETRY_CAP"], (o) => [o.rejectedBase, o.rejectedCap], [
+          "30 seconds",
+          "5 minutes"
+        ])
+    ),
     ({
       breakerThreshold,
       call,

@@ -21,6 +21,8 @@ export class GrpcError extends Data.TaggedError("GrpcError")<{
   readonly beforeSend?: boolean | undefined
   /** The HTTP/2 RST_STREAM code, when the stream was reset before a gRPC status arrived. */
   readonly rstCode?: number | undefined
+  /** RESOURCE_EXHAUSTED because a message was over a size limit: the same message will be again. */
+  readonly tooLarge?: { readonly size: number; readonly limit: number } | undefined
 }> {
   override get message() {
     return `${this.service}.${this.method} failed with ${grpc.status[this.code] ?? this.code}: ${this.details}`
@@ -30,6 +32,9 @@ export class GrpcError extends Data.TaggedError("GrpcError")<{
 // grpc-js keeps the RST_STREAM code on its internal status but drops it before the client sees the
 // error; its details are the one place left, so it is read here, once, into a typed field.
 const rstStream = /^Received RST_STREAM with code (\d+)/
+// Likewise a message over a size limit, received or sent: RESOURCE_EXHAUSTED, like a server out of quota,
+// which may pass; this never will.
+const overLimit = /^(?:Received|Sent) message larger than max \((\d+) vs\.? (\d+)\)/
 
 /**
  * Builds a `GrpcError` from a grpc-js `ServiceError`.
@@ -44,12 +49,14 @@ export const fromServiceError = (
   beforeSend = false
 ): GrpcError => {
   const reset = rstStream.exec(error.details ?? "")
+  const large = error.code === grpc.status.RESOURCE_EXHAUSTED ? overLimit.exec(error.details ?? "") : null
   return new GrpcError({
     code: error.code,
     details: error.details,
     service,
     method,
     beforeSend,
-    rstCode: reset ? Number(reset[1]) : undefined
+    rstCode: reset ? Number(reset[1]) : undefined,
+    tooLarge: large ? { size: Number(large[1]), limit: Number(large[2]) } : undefined
   })
 }

@@ -42,8 +42,9 @@ const field = (error: unknown, name: string): unknown =>
 /**
  * Is this failure worth another try? Decided by type, never by message text:
  *
- * - `GrpcError` with UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED or CANCELLED (only a
- *   server's: ours are never surfaced): yes;
+ * - `GrpcError` with UNAVAILABLE, RESOURCE_EXHAUSTED (not a message over a size
+ *   limit: `tooLarge`), ABORTED or CANCELLED (only a server's: ours are never
+ *   surfaced): yes;
  *   DEADLINE_EXCEEDED only for idempotent calls; INTERNAL only for a reset stream.
  * - `ClientUnavailable` with reason `Timeout`: yes (the connection may come back).
  * - anything else, `ClientUnavailable` with reason `Closed`, `Rejected` or
@@ -56,6 +57,8 @@ export const isTransient = (error: unknown, traits: CallTraits = {}): boolean =>
   switch (field(error, "_tag")) {
     case "GrpcError": {
       const code = field(error, "code") as grpc.status
+      // A message over a size limit is RESOURCE_EXHAUSTED too, and will be over it again.
+      if (code === grpc.status.RESOURCE_EXHAUSTED && field(error, "tooLarge") !== undefined) return false
       if (transientCodes.has(code)) return true
       if (code === grpc.status.DEADLINE_EXCEEDED) return traits.idempotent === true
       if (code === grpc.status.INTERNAL) return typeof field(error, "rstCode") === "number"
@@ -309,16 +312,20 @@ export const transient: {
  * @since 0.1.0
  * @category config
  */
-export const reconnectConfig: Config.Config<ReconnectOptions> = Config.all({
-  base: Env.optional(Env.duration("RECONNECT_BASE")),
-  factor: Env.optional(Env.number("RECONNECT_FACTOR", 1, 10)),
-  shortCap: Env.optional(Env.duration("RECONNECT_SHORT_CAP")),
-  shortPhase: Env.optional(Env.duration("RECONNECT_SHORT_PHASE")),
-  longCap: Env.optional(Env.duration("RECONNECT_LONG_CAP")),
-  jitter: Env.optional(
-    Config.map(Env.number("RECONNECT_JITTER", 0, 0.99), (spread) => ({ min: 1 - spread, max: 1 + spread }))
-  )
-})
+export const reconnectConfig: Config.Config<ReconnectOptions> = pipe(
+  Config.all({
+    base: Env.optional(Env.duration("RECONNECT_BASE")),
+    factor: Env.optional(Env.number("RECONNECT_FACTOR", 1, 10)),
+    shortCap: Env.optional(Env.duration("RECONNECT_SHORT_CAP")),
+    shortPhase: Env.optional(Env.duration("RECONNECT_SHORT_PHASE")),
+    longCap: Env.optional(Env.duration("RECONNECT_LONG_CAP")),
+    jitter: Env.optional(
+      Config.map(Env.number("RECONNECT_JITTER", 0, 0.99), (spread) => ({ min: 1 - spread, max: 1 + spread }))
+    )
+  }),
+  (config) => Env.firstWithinCap(config, ["RECONNECT_BASE", "RECONNECT_SHORT_CAP"], (o) => [o.base, o.shortCap], ["500 millis", "2 seconds"]),
+  (config) => Env.firstWithinCap(config, ["RECONNECT_SHORT_CAP", "RECONNECT_LONG_CAP"], (o) => [o.shortCap, o.longCap], ["2 seconds", "30 seconds"])
+)
 
 /**
  * The client lookup retry's shape from the environment: `LOOKUP_RETRIES` and
@@ -339,8 +346,13 @@ export const lookupConfig: Config.Config<LookupOptions> = Config.all({
  * @since 0.1.0
  * @category config
  */
-export const callConfig: Config.Config<CallRetryOptions> = Config.all({
-  retries: Env.optional(Env.integer("CALL_RETRIES", 0, 100)),
-  base: Env.optional(Env.duration("CALL_RETRY_BASE")),
-  cap: Env.optional(Env.duration("CALL_RETRY_CAP"))
-})
+export const callConfig: Config.Config<CallRetryOptions> = Env.firstWithinCap(
+  Config.all({
+    retries: Env.optional(Env.integer("CALL_RETRIES", 0, 100)),
+    base: Env.optional(Env.duration("CALL_RETRY_BASE")),
+    cap: Env.optional(Env.duration("CALL_RETRY_CAP"))
+  }),
+  ["CALL_RETRY_BASE", "CALL_RETRY_CAP"],
+  (o) => [o.base, o.cap],
+  ["100 millis", "2 seconds"]
+)

@@ -63,6 +63,7 @@ describe("bad input from the network", () => {
       assert.include(refusal!, "larger than max")
       // Nothing is lost silently: the master gives the task up with a reason instead of handing it out forever.
       const given = yield* eventually(master.task(huge), (t) => t.status === "ERROR", "the oversized task ended ERROR")
+      // Three hand-outs, each fetched once: a message over the size limit is not transient, so not retried.
       assert.strictEqual(given.handedOut, 3)
       assert.include(given.history.at(-1)?.error ?? "", "never confirmed")
     }), 20_000)

@@ -5,6 +5,8 @@ import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Random from "effect/Random"
+import * as Schedule from "effect/Schedule"
 import * as Credentials from "../src/Credentials.js"
 import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
@@ -78,11 +80,18 @@ describe("configuration from the environment", () => {
         [4, 5, 60, 0.75]
       )
       assert.strictEqual(connection.breaker?.threshold, 7)
-      assert.isDefined(connection.breaker?.halfOpenAfter)
-      assert.isDefined(connection.rejectedSchedule)
-      assert.isDefined(connection.reconnectSchedule)
-      assert.isDefined(connection.callSchedule)
-      assert.isDefined(connection.lookupSchedule)
+      // Each schedule's first delays, jitter factor exactly 1: the variables shaped them.
+      const delays = <In>(schedule: Schedule.Schedule<unknown, In> | undefined) =>
+        Schedule.run(Schedule.delays(schedule!), 0, Array.from({ length: 6 }, () => undefined as In)).pipe(
+          Effect.map((chunk) => Array.from(chunk, Duration.toMillis)),
+          Effect.withRandom(Random.fixed([0.5]))
+        )
+      assert.deepStrictEqual(yield* delays(connection.reconnectSchedule), [100, 300, 900, 1000, 1000, 1000])
+      // Two retries, then done (0); one retry, then done.
+      assert.deepStrictEqual(yield* delays(connection.callSchedule), [50, 100, 0])
+      assert.deepStrictEqual(yield* delays(connection.lookupSchedule), [3000, 0])
+      assert.deepStrictEqual(yield* delays(connection.breaker?.halfOpenAfter), [2000, 4000, 8000, 16000, 20000, 20000])
+      assert.deepStrictEqual(yield* delays(connection.rejectedSchedule), [60000, 120000, 240000, 480000, 600000, 600000])
       assert.deepStrictEqual(connection.channelOptions, {
         "grpc.max_receive_message_length": 65536,
         "grpc.keepalive_time_ms": 30_000,
@@ -178,6 +187,22 @@ describe("configuration from the environment", () => {
       assert.include(zero, "BREAKER_THRESHOLD")
       assert.include(zero, "from 1")
       assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_JITTER: "1.5" }), "RECONNECT_JITTER")
+    }))
+
+  it.effect("a first delay above its cap: a ConfigError naming both variables", () =>
+    Effect.gen(function*() {
+      const call = yield* failure(Connection.config(TaskSource.services), { ...minimal, CALL_RETRY_BASE: "5 seconds" })
+      assert.include(call, "CALL_RETRY_BASE must not exceed CALL_RETRY_CAP")
+      const breaker = yield* failure(Connection.config(TaskSource.services), {
+        ...minimal,
+        BREAKER_HALF_OPEN_BASE: "1 minute",
+        BREAKER_HALF_OPEN_CAP: "10 seconds"
+      })
+      assert.include(breaker, "BREAKER_HALF_OPEN_BASE must not exceed BREAKER_HALF_OPEN_CAP")
+      const rejected = yield* failure(Connection.config(TaskSource.services), { ...minimal, REJECTED_RETRY_CAP: "10 seconds" })
+      assert.include(rejected, "REJECTED_RETRY_BASE must not exceed REJECTED_RETRY_CAP")
+      assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_LONG_CAP: "1 second" }), "RECONNECT_SHORT_CAP must not exceed RECONNECT_LONG_CAP")
+      assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_BASE: "3 seconds" }), "RECONNECT_BASE must not exceed RECONNECT_SHORT_CAP")
     }))
 
   it.effect("a negative or unparsable duration: a ConfigError naming the variable", () =>

@@ -304,7 +304,8 @@ describe("Credentials (live loopback, embedded master)", () => {
       lines.push(Logger.logfmtLogger.log(options))
       lines.push(Logger.stringLogger.log(options))
     })
-    // Everything else a worker process can print: its stdout and stderr, and grpc-js's own logger at its most verbose.
+    // Everything else a worker process can print: its stdout and stderr, and grpc-js's own logger at DEBUG (its
+    // tracers stay off: GRPC_TRACE is read when grpc-js loads).
     const everyOutput = Effect.acquireRelease(
       Effect.sync(() => {
         const writes = [process.stdout.write, process.stderr.write] as const
@@ -323,8 +324,10 @@ describe("Credentials (live loopback, embedded master)", () => {
         Effect.sync(() => {
           process.stdout.write = stdout
           process.stderr.write = stderr
+          // grpc-js's defaults: console, at GRPC_VERBOSITY (ERROR when unset).
           grpc.setLogger(console)
-          grpc.setLogVerbosity(grpc.logVerbosity.ERROR)
+          const verbosity = process.env["GRPC_VERBOSITY"] as keyof typeof grpc.logVerbosity | undefined
+          grpc.setLogVerbosity(grpc.logVerbosity[verbosity ?? "ERROR"] ?? grpc.logVerbosity.ERROR)
         })
     )
     // And every span, with its attributes and events, as an OpenTelemetry exporter would send them.

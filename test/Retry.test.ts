@@ -56,7 +56,10 @@ describe("Retry.reconnect", () => {
     }))
 })
 
-const grpcError = (code: grpc.status, extra: Partial<{ beforeSend: boolean; rstCode: number }> = {}) =>
+const grpcError = (
+  code: grpc.status,
+  extra: Partial<{ beforeSend: boolean; rstCode: number; tooLarge: { size: number; limit: number } }> = {}
+) =>
   new GrpcError.GrpcError({ code, details: "test", service: "echo", method: "say", ...extra })
 
 const unavailable = (reason: "Timeout" | "Closed" | "UnknownService") =>
@@ -72,6 +75,12 @@ describe("Retry.isTransient", () => {
     // [case, error, transient for a plain call, transient for an idempotent call]
     ["UNAVAILABLE", grpcError(grpc.status.UNAVAILABLE), true, true],
     ["RESOURCE_EXHAUSTED", grpcError(grpc.status.RESOURCE_EXHAUSTED), true, true],
+    [
+      "RESOURCE_EXHAUSTED for a message over the size limit",
+      grpcError(grpc.status.RESOURCE_EXHAUSTED, { tooLarge: { size: 70_000, limit: 16_384 } }),
+      false,
+      false
+    ],
     ["ABORTED", grpcError(grpc.status.ABORTED), true, true],
     ["DEADLINE_EXCEEDED", grpcError(grpc.status.DEADLINE_EXCEEDED), false, true],
     ["INTERNAL from a reset stream", grpcError(grpc.status.INTERNAL, { rstCode: 2 }), true, true],
@@ -96,6 +105,27 @@ describe("Retry.isTransient", () => {
       assert.strictEqual(Retry.isTransient(error, { idempotent: true }), idempotent)
     })
   }
+
+  it("reads a message over a size limit from grpc-js's details, once, into a typed field", () => {
+    const serviceError = (code: grpc.status, details: string) =>
+      Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() })
+    const received = GrpcError.fromServiceError(
+      serviceError(grpc.status.RESOURCE_EXHAUSTED, "Received message larger than max (70000 vs 16384)"),
+      "task",
+      "FetchTask"
+    )
+    assert.deepStrictEqual(received.tooLarge, { size: 70_000, limit: 16_384 })
+    const sent = GrpcError.fromServiceError(
+      serviceError(grpc.status.RESOURCE_EXHAUSTED, "Sent message larger than max (5000 vs. 4096)"),
+      "task",
+      "ReportStatus"
+    )
+    assert.deepStrictEqual(sent.tooLarge, { size: 5000, limit: 4096 })
+    // A server out of quota says RESOURCE_EXHAUSTED too: that one may pass.
+    const quota = GrpcError.fromServiceError(serviceError(grpc.status.RESOURCE_EXHAUSTED, "quota exceeded"), "task", "FetchTask")
+    assert.isUndefined(quota.tooLarge)
+    assert.isTrue(Retry.isTransient(quota))
+  })
 
   it("reads the reset-stream code grpc-js leaves only in its details, once, into a typed field", () => {
     const error = GrpcError.fromServiceError(

@@ -10,6 +10,7 @@ import * as TestClock from "effect/TestClock"
 import * as Connection from "../src/Connection.js"
 import { GrpcError } from "../src/GrpcError.js"
 import * as TaskSource from "../src/TaskSource.js"
+import * as MasterState from "../src/testing/internal/masterState.js"
 import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 
@@ -121,6 +122,27 @@ describe("SimulatedMaster (virtual time)", () => {
       assert.strictEqual(refused.reason, "InvalidOption")
       assert.include(refused.message, "maxHandOuts")
     }).pipe(Effect.provide(world({ redeliverAfter: "1 second", maxHandOuts: 3 }))))
+
+  it.effect("a retried fetch answered again is not one more hand-out: only distinct fetches count toward maxHandOuts", () =>
+    Effect.gen(function*() {
+      const state = yield* MasterState.make({ redeliverAfter: "1 second", maxHandOuts: 2 })
+      const id = yield* state.enqueue({ payload: "{}" })
+      const fetched = (fetchId: string) => Effect.map(state.fetch("n1", fetchId), (task) => Option.getOrUndefined(task)?.id)
+      // One fetch, retried five times (its answers lost): the same task each time, one delivery.
+      for (let i = 0; i < 5; i++) {
+        assert.strictEqual(yield* fetched("a/1"), id)
+        yield* TestClock.adjust("1 second")
+      }
+      assert.deepStrictEqual((yield* state.task(id)).status, "ASSIGNED")
+      // A new fetch after redeliverAfter: the second delivery; the next distinct one finds it given up.
+      assert.strictEqual(yield* fetched("a/2"), id)
+      yield* TestClock.adjust("1 second")
+      assert.isUndefined(yield* fetched("a/3"))
+      const given = yield* state.task(id)
+      assert.strictEqual(given.status, "ERROR")
+      assert.strictEqual(given.handedOut, 6)
+      assert.include(given.history.at(-1)?.error ?? "", "handed out 2 times")
+    }))
 
   it.effect("report is idempotent by its key and only moves the status forward; another node's task is refused", () =>
     Effect.gen(function*() {

@@ -56,3 +56,21 @@ export const readableFile = (name: string): Config.Config<string> =>
       }
     })
   )
+
+/**
+ * A first delay may not exceed its cap: checked on the whole group, with the defaults standing in for the
+ * variables that are absent, so the error names both variables.
+ */
+export const firstWithinCap = <A>(
+  config: Config.Config<A>,
+  names: readonly [first: string, cap: string],
+  read: (a: A) => readonly [Duration.Duration | undefined, Duration.Duration | undefined],
+  defaults: readonly [Duration.DurationInput, Duration.DurationInput]
+): Config.Config<A> =>
+  Config.validate(config, {
+    message: `${names[0]} must not exceed ${names[1]}`,
+    validation: (a) => {
+      const [first, cap] = read(a)
+      return Duration.lessThanOrEqualTo(first ?? Duration.decode(defaults[0]), cap ?? Duration.decode(defaults[1]))
+    }
+  })

@@ -224,6 +224,8 @@ interface TaskRecord extends TaskInfo {
   readonly handedOutAt: number | undefined
   /** The fetch id of the last hand-out: a retry of that fetch gets the task again. */
   readonly fetchId: string | undefined
+  /** Hand-outs to distinct fetches: a retried fetch getting its answer again is not one more. */
+  readonly deliveries: number
 }
 
 interface NodeRecord {
@@ -295,7 +297,7 @@ const reportable: ReadonlySet<unknown> = new Set<TaskStatus>(["RUNNING", "FINISH
 
 const isEnded = (status: TaskStatus) => rank[status] === 3
 
-const toInfo = ({ reportKeys: _keys, seq: _seq, ...info }: TaskRecord): TaskInfo => info
+const toInfo = ({ deliveries: _deliveries, fetchId: _fetchId, handedOutAt: _at, reportKeys: _keys, seq: _seq, ...info }: TaskRecord): TaskInfo => info
 
 const change = (
   task: TaskRecord,
@@ -341,22 +343,24 @@ const fetchedBefore = (state: State, node: string, fetchId: string): TaskRecord 
   return undefined
 }
 
-const handOut = (state: State, task: TaskRecord, node: string, fetchId: string, now: number) => {
-  const handedOut = { ...task, node, handedOut: task.handedOut + 1, handedOutAt: now, fetchId }
+const handOut = (state: State, task: TaskRecord, node: string, fetchId: string, now: number, replay: boolean) => {
+  const deliveries = replay ? task.deliveries : task.deliveries + 1
+  const handedOut = { ...task, node, handedOut: task.handedOut + 1, handedOutAt: now, fetchId, deliveries }
   // A redelivery leaves the status, and the history, as they are.
   const assigned = task.status === "ASSIGNED" ? handedOut : change(handedOut, "ASSIGNED", now, node)
   return [Option.some(toInfo(assigned)), putTask(state, assigned)] as const
 }
 
-// The node's hand-outs due again that already went out `maxHandOuts` times end ERROR: it cannot take them.
+// The node's hand-outs due again that already went out to `maxHandOuts` distinct fetches end ERROR: it cannot
+// take them. A retried fetch answered again does not count: the node may be running the task, its RUNNING late.
 const giveUpUnconfirmed = (state: State, node: string, now: number, redeliverAfter: number, maxHandOuts: number) => {
   let next = state
   for (const task of HashMap.values(state.tasks)) {
     if (
-      task.status === "ASSIGNED" && task.node === node && task.handedOut >= maxHandOuts &&
+      task.status === "ASSIGNED" && task.node === node && task.deliveries >= maxHandOuts &&
       now - (task.handedOutAt ?? now) >= redeliverAfter
     ) {
-      const error = `handed out ${task.handedOut} times to node ${node} and never confirmed: the node cannot take it`
+      const error = `handed out ${task.deliveries} times to node ${node} and never confirmed: the node cannot take it`
       next = putTask(next, change(task, "ERROR", now, undefined, error))
     }
   }
@@ -368,15 +372,17 @@ const fetchTask = (node: string, fetchId: string, now: number, redeliverAfter: n
   const state = giveUpUnconfirmed(current, node, now, redeliverAfter, maxHandOuts)
   const id = parseFetchId(fetchId)
   if (id === undefined) {
-    const task = fetchedBefore(state, node, fetchId) ?? nextTask(state, node, now, redeliverAfter)
-    return task === undefined ? [Option.none(), state] : handOut(state, task, node, fetchId, now)
+    const again = fetchedBefore(state, node, fetchId)
+    if (again !== undefined) return handOut(state, again, node, fetchId, now, true)
+    const task = nextTask(state, node, now, redeliverAfter)
+    return task === undefined ? [Option.none(), state] : handOut(state, task, node, fetchId, now, false)
   }
   const ledger = Option.getOrUndefined(HashMap.get(state.fetches, node))
   if (ledger !== undefined && ledger.nonce === id.nonce && id.seq <= ledger.last) {
     const answered = ledger.answers.find(([seq]) => seq === id.seq)?.[1]
     const task = answered ? Option.getOrUndefined(HashMap.get(state.tasks, answered)) : undefined
     return task !== undefined && task.status === "ASSIGNED" && task.node === node
-      ? handOut(state, task, node, fetchId, now)
+      ? handOut(state, task, node, fetchId, now, true)
       : [Option.none(), state]
   }
   const task = nextTask(state, node, now, redeliverAfter)
@@ -389,7 +395,7 @@ const fetchTask = (node: string, fetchId: string, now: number, redeliverAfter: n
       answers: [...answers, [id.seq, task?.id ?? null] as const].slice(-32)
     })
   }
-  return task === undefined ? [Option.none(), recorded] : handOut(recorded, task, node, fetchId, now)
+  return task === undefined ? [Option.none(), recorded] : handOut(recorded, task, node, fetchId, now, false)
 }
 
 const reportStatus = (report: Report, now: number) => (state: State): readonly [ReportOutcome | Rejection, State] => {
@@ -640,6 +646,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
             handedOut: 0,
             handedOutAt: undefined,
             fetchId: undefined,
+            deliveries: 0,
             history: [{ status: "PENDING", at: now, node: undefined, error: undefined }],
             reportKeys: new Set()
           }
