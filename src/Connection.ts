@@ -301,12 +301,14 @@ export const make = <S extends Services, R = never>(
     const lookupSchedule = options.lookupSchedule ?? defaults.lookupSchedule
     const callSchedule = options.callSchedule ?? defaults.callSchedule
     const callTimeout = yield* Validate.positiveDuration("callTimeout", options.callTimeout, defaults.callTimeout)
-    const breaker = yield* Breaker.make(options.breaker)
+    // Every metric of this connection carries its master's address: two connections are two series.
+    const labelled = Effect.tagMetrics("address", address)
+    const breaker = yield* labelled(Breaker.make(options.breaker))
     // Given credentials first, then a Credentials layer in context (TLS, a token), else insecure.
     const credentials = options.credentials ??
       Option.getOrUndefined(yield* Effect.serviceOption(Credentials.Credentials)) ??
       grpc.credentials.createInsecure()
-    const supervisor = yield* Supervisor.start({
+    const supervisor = yield* labelled(Supervisor.start({
       address,
       services,
       credentials,
@@ -316,7 +318,7 @@ export const make = <S extends Services, R = never>(
       probe,
       reconnectSchedule: options.reconnectSchedule ?? defaults.reconnectSchedule,
       rejectedSchedule: options.rejectedSchedule ?? defaults.rejectedSchedule
-    })
+    }))
     const { check, snapshot, status } = supervisor
     const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
 
@@ -357,7 +359,7 @@ export const make = <S extends Services, R = never>(
           if (Option.isNone(next)) return yield* unavailable("Timeout", current.state)
           current = Option.getOrElse(next.value, () => current)
         }
-      })
+      }).pipe(labelled)
 
     const client = <K extends keyof S & string>(key: K) =>
       Effect.map(lookup(key), (link) => link.clients[key] as InstanceType<S[K]>)

@@ -234,19 +234,34 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
         Effect.repeat({ until: (samples) => samples.get("grpc_resilience_outbox_depth") === 0 }),
         Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("the outbox emptied within 5 s") })
       )
-      const added = (key: string) => (after.get(key) ?? 0) - (before.get(key) ?? 0)
+      // A sample by its name and label set, in whatever order the labels come.
+      const sampleOf = (samples: Map<string, number>, name: string, labels: Record<string, string> = {}) => {
+        for (const [key, value] of samples) {
+          const [, family, body = ""] = /^([^{]+)(?:\{(.*)\})?$/.exec(key) ?? []
+          const found = Object.fromEntries([...body.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]))
+          if (family === name && JSON.stringify(Object.entries(found).sort()) === JSON.stringify(Object.entries(labels).sort())) {
+            return value
+          }
+        }
+        return undefined
+      }
+      const added = (name: string, labels: Record<string, string> = {}) =>
+        (sampleOf(after, name, labels) ?? 0) - (sampleOf(before, name, labels) ?? 0)
+      // The connection's own metrics carry its master's address.
+      const address = { address: master.address }
 
-      assert.isAtLeast(added("grpc_resilience_connection_attempts_total"), 1)
-      assert.isAtLeast(added("grpc_resilience_connection_successes_total"), 1)
-      assert.strictEqual(after.get("grpc_resilience_connection_state{state=\"Ready\"}"), 1)
-      assert.strictEqual(after.get("grpc_resilience_connection_state{state=\"Reconnecting\"}"), 0)
-      assert.strictEqual(after.get("grpc_resilience_connection_generation"), 2)
-      assert.isAtLeast(added("grpc_resilience_readiness_seconds_count"), 1)
-      assert.isAtLeast(added("grpc_resilience_registration_seconds_count"), 1)
+      assert.isAtLeast(added("grpc_resilience_connection_attempts_total", address), 1)
+      assert.isAtLeast(added("grpc_resilience_connection_successes_total", address), 1)
+      assert.strictEqual(sampleOf(after, "grpc_resilience_connection_state", { ...address, state: "Ready" }), 1)
+      assert.strictEqual(sampleOf(after, "grpc_resilience_connection_state", { ...address, state: "Reconnecting" }), 0)
+      assert.strictEqual(sampleOf(after, "grpc_resilience_connection_generation", address), 2)
+      assert.isAtLeast(added("grpc_resilience_readiness_seconds_count", address), 1)
+      assert.isAtLeast(added("grpc_resilience_registration_seconds_count", address), 1)
+      assert.strictEqual(sampleOf(after, "grpc_resilience_breaker_state", { ...address, state: "Closed" }), 1)
+      // The worker's: tasks, the first fetch after the reconnection, its startup.
       assert.strictEqual(added("grpc_resilience_ready_to_first_fetch_seconds_count"), 1)
-      assert.strictEqual(added("grpc_resilience_tasks_total{status=\"FINISHED\"}"), 2)
-      assert.strictEqual(after.get("grpc_resilience_breaker_state{state=\"Closed\"}"), 1)
-      assert.isDefined(after.get("grpc_resilience_task_handler_startup_seconds"))
+      assert.strictEqual(added("grpc_resilience_tasks_total", { status: "FINISHED" }), 2)
+      assert.isDefined(sampleOf(after, "grpc_resilience_task_handler_startup_seconds"))
     }), 30_000)
 
   it.scopedLive("an unknown path is 404, another method on a known path 405 with Allow, HEAD is GET", () =>
