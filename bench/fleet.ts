@@ -13,11 +13,13 @@ import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as Duration from "effect/Duration"
 import * as Connection from "../src/Connection.js"
-import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as TaskSource from "../src/TaskSource.js"
+import * as Retry from "../src/Retry.js"
 import * as Master from "../src/testing/Master.js"
 import type { Bench, Table, Target } from "./Bench.js"
+import { countingDialer } from "./contenders/Library.js"
 import { lines, percentile } from "./plot.js"
 
 interface Round {
@@ -34,21 +36,13 @@ interface Round {
   readonly mean: number
 }
 
-// A dialer that stamps every dial: the connection attempts of the whole fleet.
-const countingDialer = (dials: Array<number>) =>
-  Layer.effect(
-    GrpcChannel.Dialer,
-    Effect.map(GrpcChannel.Dialer, (inner) => ({
-      dial: (options: GrpcChannel.DialOptions) =>
-        Effect.zipRight(Effect.sync(() => void dials.push(performance.now())), inner.dial(options))
-    }))
-  ).pipe(Layer.provide(GrpcChannel.layer))
 
 const round = (workers: number, outageMs: number) =>
   Effect.gen(function*() {
     const master = yield* Master.make()
     const dials: Array<number> = []
-    const dialer = countingDialer(dials)
+    // Every dial stamped: the connection attempts of the whole fleet.
+    const dialer = countingDialer(() => void dials.push(performance.now()))
     const scopes: Array<Scope.CloseableScope> = []
     const connections: Array<Connection.Connection<typeof TaskSource.services>> = []
     for (let n = 0; n < workers; n++) {
@@ -109,7 +103,8 @@ export const fleet: Bench = ({ quick }) =>
     const outage = quick ? 3_000 : 10_000
     const rounds: Array<Round> = []
     for (const workers of sizes) rounds.push(yield* round(workers, outage))
-    const capPlus = 2_000 * 1.2 + 2_000 // the short cap with its jitter, plus 2 s
+    // The short cap with its jitter, plus 2 s.
+    const capPlus = Duration.toMillis(Retry.reconnectDefaults.shortCap) * Retry.reconnectDefaults.jitter.max + 2_000
     const s = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(2)} s` : "not recovered")
     const targets: Array<Target> = rounds.flatMap((r) => [
       {
@@ -126,7 +121,7 @@ export const fleet: Bench = ({ quick }) =>
       }
     ])
     const table: Table = {
-      title: "Recovery after a 10 s master stop",
+      title: `Recovery after a ${outage / 1000} s master stop`,
       columns: ["workers", "p50 to first task", "p95", "max", "attempts (stop to last recovery)", "peak / 100 ms after the restart", "mean / 100 ms after the restart"],
       rows: rounds.map((r) => [
         r.workers,

@@ -3,8 +3,7 @@
  * Hand-written SVG, no dependency: the pictures are simple and must stay readable in a diff.
  */
 
-const escape = (text: string) =>
-  text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;")
+import { escapeXml as escape } from "../src/testing/Timeline.js"
 
 const palette = ["#1976d2", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b"]
 

@@ -36,20 +36,21 @@ import type { Bench, Result, Table, Target } from "./Bench.js"
 import type { Contender, RunningWorker } from "./contenders/Contender.js"
 import { makeGoClientModel } from "./contenders/GoClientModel.js"
 import { library } from "./contenders/Library.js"
-import { plain } from "./contenders/PlainGrpc.js"
+import { fetchDeadlineMs, fetchIntervalMs, plain } from "./contenders/PlainGrpc.js"
 import { bars, percentile } from "./plot.js"
+import { seeded } from "./seeded.js"
 
 // -------------------------------------------------------------------------------------------------
 // Settings
 // -------------------------------------------------------------------------------------------------
 
 /** The seed of the outage schedule (the date of the seed's CLS-001 fix). */
-export const seed = 20251021
+const seed = 20251021
 
-export type Fault = "reset" | "blackhole"
-export const faults: ReadonlyArray<Fault> = ["reset", "blackhole"]
+type Fault = "reset" | "blackhole"
+const faults: ReadonlyArray<Fault> = ["reset", "blackhole"]
 
-export interface Settings {
+interface Settings {
   readonly outages: number
   /** Outage lengths are drawn uniformly from [min, max] ms. */
   readonly length: readonly [number, number]
@@ -69,7 +70,7 @@ export interface Settings {
   readonly longRecovery: boolean
 }
 
-export const settings = (quick: boolean): Settings =>
+const settings = (quick: boolean): Settings =>
   quick
     ? {
       outages: 2,
@@ -94,15 +95,8 @@ export const settings = (quick: boolean): Settings =>
       longRecovery: true
     }
 
-// mulberry32: small, seeded, the same numbers on every machine.
-const prng = (state: number) => () => {
-  state = (state + 0x6d2b79f5) | 0
-  let t = Math.imul(state ^ (state >>> 15), 1 | state)
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
 
-export interface Outage {
+interface Outage {
   readonly index: number
   /** How long the fault lasts, ms. */
   readonly length: number
@@ -111,8 +105,8 @@ export interface Outage {
 }
 
 /** The outage schedule every pair follows: lengths and gaps from the seeded generator, whole 100 ms. */
-export const schedule = (s: Settings, seedValue = seed): ReadonlyArray<Outage> => {
-  const next = prng(seedValue)
+const schedule = (s: Settings, seedValue = seed): ReadonlyArray<Outage> => {
+  const next = seeded(seedValue)
   const draw = ([min, max]: readonly [number, number]) => Math.round((min + next() * (max - min)) / 100) * 100
   return Array.from({ length: s.outages }, (_, index) => ({ index: index + 1, length: draw(s.length), gap: draw(s.gap) }))
 }
@@ -201,7 +195,7 @@ const warmUp = (r: Rig, s: Settings) =>
 // Latency pairs
 // -------------------------------------------------------------------------------------------------
 
-export interface Measured {
+interface Measured {
   readonly outage: number
   /** The planned length, ms. */
   readonly length: number
@@ -216,7 +210,7 @@ export interface Measured {
   readonly events?: Readonly<Record<string, number>> | undefined
 }
 
-export interface PairResult {
+interface PairResult {
   readonly contender: string
   readonly fault: Fault
   readonly warmUp: string | undefined
@@ -317,7 +311,7 @@ const latencyPair = (contender: Contender, fault: Fault, plan: ReadonlyArray<Out
 // Cost pairs
 // -------------------------------------------------------------------------------------------------
 
-export interface CostResult {
+interface CostResult {
   readonly contender: string
   readonly fault: Fault
   readonly warmUp: string | undefined
@@ -692,7 +686,7 @@ const report = (
     notes.push(
       `Library (blackhole): after the ${short.length} blackholes shorter than 12 s the task started a median ${
         seconds(percentile(short.map((m) => m.length + m.latency!), 50))
-      } after the blackhole BEGAN, whatever its length (its latency is that minus the length): nothing notices a ` +
+      } after the blackhole BEGAN (its latency is that minus the length): nothing notices a ` +
         `blackholed link before a FetchTask attempt misses its ${
           Duration.format(TaskSource.defaults.fetchAttemptTimeout)
         } deadline and the ${Duration.format(Readiness.defaults.probeTimeout)} probe that follows fails. ` +
@@ -712,7 +706,7 @@ const report = (
         `Go client model (${fault}): ${reset.length} of ${outages.length} outages saw a forced client reset; the task then ` +
           `started a median ${show(percentile(reset.map(valueOf), 50))} after the restore, against ${
             rest.length === 0 ? "-" : show(percentile(rest.map(valueOf), 50))
-          } without one: the old client's Stop blocks 5 to 10 s before the new client dials, and a stopped client makes no more attempts.`
+          } without one: the old client's Stop blocks up to 10 s before the new client dials, and a stopped client makes no more attempts.`
       )
     }
   }
@@ -741,20 +735,22 @@ const report = (
     if (cost.fault === "reset" && dialed !== undefined && dialed > 0 && cost.acceptedTotal >= 1.5 * dialed) {
       notes.push(
         `${who}: ${cost.acceptedTotal} TCP connections for ${dialed} channels dialed. A grpc-js 1.14 channel closed in ` +
-          "TRANSIENT_FAILURE still reconnects once, about 1 s later (its subchannel's backoff timer survives the close), " +
-          "so each failed attempt costs the master two connections."
+          "TRANSIENT_FAILURE still reconnects once (its subchannel's backoff timer survives the close), " +
+          `so each failed attempt costs the master more than one connection (${(cost.acceptedTotal / dialed).toFixed(1)} here).`
       )
     }
     if (cost.fault === "blackhole" && cost.openAtEnd > 1) {
       notes.push(
-        `${who}: ${cost.openAtEnd} sockets still open at the proxy when the outage ended, one per attempt: a grpc-js 1.14 ` +
+        `${who}: ${cost.openAtEnd} sockets still open at the proxy when the outage ended, for ${
+          cost.statsDuring["channelsDialed"] ?? "?"
+        } channels dialed: a grpc-js 1.14 ` +
           "channel closed while CONNECTING (waiting for the server's HTTP/2 settings) leaves its TCP socket open, so every " +
           "attempt that times out during a blackhole leaks a socket until the peer closes it."
       )
     }
   }
   notes.push(
-    `Wall time ${seconds(wallMs)}${quick ? " (quick mode: 2 short outages per fault, numbers not meaningful)" : ""}; ` +
+    `Wall time ${seconds(wallMs)}${quick ? ` (quick mode: ${s.outages} short outages per fault, numbers not meaningful)` : ""}; ` +
       "absolute times on a shared machine are noise, the ratios are the result."
   )
 
@@ -788,7 +784,7 @@ const report = (
       Math.round(s.enqueueAt * 100)
     } % into each outage; latency = the worker's handler starting that task minus the restore; DNF after ${
       seconds(s.bound)
-    }. Contenders: this library with its defaults, a plain grpc-js worker (default channel options, FetchTask every 1 s with a 5 s deadline), and a TypeScript model of the original Go client (bench/contenders/GoClientModel.ts). Each (contender, fault) pair has its own master and proxy; all pairs run at once in one process. Cost: one ${
+    }. Contenders: this library with its defaults, a plain grpc-js worker (default channel options, FetchTask every ${seconds(fetchIntervalMs)} with a ${seconds(fetchDeadlineMs)} deadline), and a TypeScript model of the original Go client (bench/contenders/GoClientModel.ts). Each (contender, fault) pair has its own master and proxy; all pairs run at once in one process. Cost: one ${
       seconds(s.longOutage)
     } outage per pair, counting the TCP connections the proxy accepted.`,
     tables: [latencyTable, bandTable, everyTable, costTable],

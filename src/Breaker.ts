@@ -13,18 +13,17 @@
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberHandle from "effect/FiberHandle"
 import * as Option from "effect/Option"
-import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
-import * as ScheduleDecision from "effect/ScheduleDecision"
-import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { formatMillis } from "./internal/format.js"
+import * as Stepper from "./internal/stepper.js"
 import * as Validate from "./internal/validate.js"
 import * as Metrics from "./Metrics.js"
 import * as Retry from "./Retry.js"
@@ -80,6 +79,14 @@ export interface Options {
 }
 
 /**
+ * The shape of the default half-open delay: `Retry.backoff` from 1 s, capped at 30 s.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const halfOpenBackoff = { base: Duration.seconds(1), cap: Duration.seconds(30) } as const
+
+/**
  * The defaults of {@link Options}.
  *
  * @since 0.1.0
@@ -87,7 +94,7 @@ export interface Options {
  */
 export const defaults = {
   threshold: 5,
-  halfOpenAfter: Retry.backoff({ base: "1 second", cap: "30 seconds" }) as Schedule.Schedule<unknown, unknown>
+  halfOpenAfter: Retry.backoff(halfOpenBackoff) as Schedule.Schedule<unknown, unknown>
 }
 
 /**
@@ -114,18 +121,14 @@ export const make = (options: Options = {}): Effect.Effect<Breaker, Validate.Inv
     const schedule = options.halfOpenAfter ?? defaults.halfOpenAfter
     const counts = options.counts ?? ((error: unknown) => Retry.isTransient(error))
     const state = yield* SubscriptionRef.make<BreakerState>(BreakerState.Closed({ failures: 0 }))
-    const scheduleState = yield* Ref.make<unknown>(schedule.initial)
+    const halfOpenDelays = yield* Stepper.make(schedule)
     const timer = yield* FiberHandle.make()
     const log = (message: string) => Effect.logWarning(message).pipe(Effect.annotateLogs({ module: "Breaker" }))
 
     const open = (failures: number) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const [next, , decision] = yield* schedule.step(now, undefined, yield* Ref.get(scheduleState))
-        yield* Ref.set(scheduleState, next)
-        const delay = ScheduleDecision.isDone(decision)
-          ? 0
-          : Math.max(0, ScheduleIntervals.start(decision.intervals) - now)
+        const delay = Option.getOrElse(yield* halfOpenDelays.next(undefined), () => 0)
         yield* FiberHandle.run(
           timer,
           Effect.sleep(delay).pipe(
@@ -156,7 +159,7 @@ export const make = (options: Options = {}): Effect.Effect<Breaker, Validate.Inv
         ? Effect.succeed(current)
         : Effect.gen(function*() {
           yield* FiberHandle.clear(timer)
-          yield* Ref.set(scheduleState, schedule.initial)
+          yield* halfOpenDelays.reset
           if (current._tag !== "Closed") yield* log("circuit breaker closed")
           return BreakerState.Closed({ failures: 0 })
         })

@@ -141,6 +141,14 @@ export interface CallOptions extends Call.CallOptions {
 }
 
 /**
+ * The shape of the default `rejectedSchedule`: `Retry.backoff` from 30 s, capped at 5 minutes.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const rejectedBackoff = { base: Duration.seconds(30), cap: Duration.minutes(5) } as const
+
+/**
  * The defaults of {@link Options}.
  *
  * @since 0.1.0
@@ -154,7 +162,7 @@ export const defaults = {
   lookupSchedule: Retry.lookup,
   callSchedule: Retry.call,
   callTimeout: Duration.seconds(10),
-  rejectedSchedule: Retry.backoff({ base: "30 seconds", cap: "5 minutes" }) as Schedule.Schedule<unknown, ConnectError>
+  rejectedSchedule: Retry.backoff(rejectedBackoff) as Schedule.Schedule<unknown, ConnectError>
 } as const
 
 /**
@@ -245,7 +253,6 @@ const streamReopen = Retry.backoff({ base: "100 millis", cap: "5 seconds" })
 // tracer (OpenTelemetry, ...) is installed. Attempts and readiness, being rare, always are.
 const nativeTracer = Effect.runSync(Effect.tracer)
 
-const isReconnecting = ConnectionState.$is("Reconnecting")
 
 const validServices = <S extends Services>(services: S): Effect.Effect<S, InvalidOption> => {
   if (services === null || typeof services !== "object") {
@@ -347,7 +354,7 @@ export const make = <S extends Services, R = never>(
           if (current.state._tag === "Closed") return yield* unavailable("Closed", current.state)
           if (current.state._tag === "Rejected") return yield* unavailable("Rejected", current.state)
           // The deadline follows the state: re-evaluated on every change during the wait.
-          const limit = isReconnecting(current.state) ? reconnectingLookupTimeout : lookupTimeout
+          const limit = current.state._tag === "Reconnecting" ? reconnectingLookupTimeout : lookupTimeout
           const remaining = start + Duration.toMillis(limit) - (yield* Clock.currentTimeMillis)
           if (remaining <= 0) return yield* unavailable("Timeout", current.state)
           const seen = current
@@ -396,7 +403,7 @@ export const make = <S extends Services, R = never>(
           // A transient failure or a missed deadline may be the first sign of a dead link: have the supervisor look.
           Retry.isTransient(error, { idempotent: true })
             ? check
-            : error._tag === "GrpcError" && (error.code === grpc.status.UNAUTHENTICATED || error.code === grpc.status.PERMISSION_DENIED)
+            : error._tag === "GrpcError" && GrpcError.isRejection(error.code)
             ? supervisor.reject(error)
             : Effect.void
         )
@@ -492,10 +499,8 @@ export const config = <S extends Services>(services: S): Config.Config<Options<S
       reconnectingLookupTimeout: Env.optional(Env.duration("RECONNECTING_LOOKUP_TIMEOUT")),
       callTimeout: Env.optional(Env.duration("CALL_TIMEOUT")),
       breakerThreshold: Env.optional(Env.integer("BREAKER_THRESHOLD", 1)),
-      halfOpenBase: Env.optional(Env.duration("BREAKER_HALF_OPEN_BASE")),
-      halfOpenCap: Env.optional(Env.duration("BREAKER_HALF_OPEN_CAP")),
-      rejectedBase: Env.optional(Env.duration("REJECTED_RETRY_BASE")),
-      rejectedCap: Env.optional(Env.duration("REJECTED_RETRY_CAP")),
+      halfOpenAfter: Retry.backoffConfig("BREAKER_HALF_OPEN", Breaker.halfOpenBackoff),
+      rejectedSchedule: Retry.backoffConfig("REJECTED_RETRY", rejectedBackoff),
       maxMessageBytes: Env.optional(Env.integer("MAX_MESSAGE_BYTES", 1024)),
       keepaliveTime: Env.optional(Env.duration("KEEPALIVE_TIME")),
       keepaliveTimeout: Env.optional(Env.duration("KEEPALIVE_TIMEOUT")),
@@ -503,46 +508,14 @@ export const config = <S extends Services>(services: S): Config.Config<Options<S
       call: Retry.callConfig,
       lookup: Retry.lookupConfig,
       readiness: Readiness.config
-    }).pipe(
-      (config) =>
-        Env.firstWithinCap(config, ["BREAKER_HALF_OPEN_BASE", "BREAKER_HALF_OPEN_CAP"], (o) => [o.halfOpenBase, o.halfOpenCap], [
-          "1 second",
-          "30 seconds"
-        ]),
-      (config) =>
-        Env.firstWithinCap(config, ["REJECTED_RETRY_BASE", "REJECTED_RETRY_CAP"], (o) => [o.rejectedBase, o.rejectedCap], [
-          "30 seconds",
-          "5 minutes"
-        ])
-    ),
-    ({
-      breakerThreshold,
-      call,
-      halfOpenBase,
-      halfOpenCap,
-      keepaliveTime,
-      keepaliveTimeout,
-      lookup,
-      maxMessageBytes,
-      reconnect,
-      rejectedBase,
-      rejectedCap,
-      ...rest
-    }) => ({
+    }),
+    ({ breakerThreshold, call, halfOpenAfter, keepaliveTime, keepaliveTimeout, lookup, maxMessageBytes, reconnect, ...rest }) => ({
       ...rest,
       services,
       reconnectSchedule: Retry.reconnectWith(reconnect),
       callSchedule: Retry.callWith(call),
       lookupSchedule: Retry.lookupWith(lookup),
-      ...(rejectedBase === undefined && rejectedCap === undefined ? {} : {
-        rejectedSchedule: Retry.backoff({ base: rejectedBase ?? "30 seconds", cap: rejectedCap ?? "5 minutes" })
-      }),
-      breaker: {
-        threshold: breakerThreshold,
-        ...(halfOpenBase === undefined && halfOpenCap === undefined ? {} : {
-          halfOpenAfter: Retry.backoff({ base: halfOpenBase ?? "1 second", cap: halfOpenCap ?? "30 seconds" })
-        })
-      },
+      breaker: { threshold: breakerThreshold, halfOpenAfter },
       channelOptions: {
         // A larger message from the master fails its call with RESOURCE_EXHAUSTED instead of filling memory.
         ...(maxMessageBytes === undefined ? {} : { "grpc.max_receive_message_length": maxMessageBytes }),

@@ -37,6 +37,17 @@ const rstStream = /^Received RST_STREAM with code (\d+)/
 const overLimit = /^(?:Received|Sent) message larger than max \((\d+) vs\.? (\d+)\)/
 
 /**
+ * Did the master refuse the worker's credentials (UNAUTHENTICATED,
+ * PERMISSION_DENIED)? Such a refusal is not transient: the connection goes
+ * `Rejected` and waits on its slow schedule.
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isRejection = (code: grpc.status): boolean =>
+  code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED
+
+/**
  * Builds a `GrpcError` from a grpc-js `ServiceError`.
  *
  * @since 0.1.0

@@ -14,23 +14,21 @@ import * as MetricBoundaries from "effect/MetricBoundaries"
 // Seconds, from 5 ms to about 2 minutes: what a reconnection, a readiness wait or a lookup takes.
 const seconds = MetricBoundaries.exponential({ start: 0.005, factor: 2, count: 15 })
 
-/**
- * @since 0.1.0
- * @category connection
- */
-export const connectionAttempts = Metric.counter("grpc_resilience_connection_attempts_total", {
-  description: "Connection attempts (first connection and reconnections)",
-  incremental: true
-})
+const counter = (name: string, description: string) => Metric.counter(name, { description, incremental: true })
+const gauge = (name: string, description: string) => Metric.gauge(name, { description })
+const timing = (name: string, description: string) => Metric.histogram(name, seconds, description)
 
 /**
  * @since 0.1.0
  * @category connection
  */
-export const connectionSuccesses = Metric.counter("grpc_resilience_connection_successes_total", {
-  description: "Attempts that reached Ready",
-  incremental: true
-})
+export const connectionAttempts = counter("grpc_resilience_connection_attempts_total", "Connection attempts (first connection and reconnections)")
+
+/**
+ * @since 0.1.0
+ * @category connection
+ */
+export const connectionSuccesses = counter("grpc_resilience_connection_successes_total", "Attempts that reached Ready")
 
 /**
  * 1 for the state the connection is in, 0 for the others (tag `state`).
@@ -38,74 +36,49 @@ export const connectionSuccesses = Metric.counter("grpc_resilience_connection_su
  * @since 0.1.0
  * @category connection
  */
-export const connectionState = Metric.gauge("grpc_resilience_connection_state", {
-  description: "1 for the connection's current state (label state), 0 otherwise"
-})
+export const connectionState = gauge("grpc_resilience_connection_state", "1 for the connection's current state (label state), 0 otherwise")
 
 /**
  * @since 0.1.0
  * @category connection
  */
-export const connectionGeneration = Metric.gauge("grpc_resilience_connection_generation", {
-  description: "The connection generation now Ready (1 on the first connection, + 1 per reconnection)"
-})
+export const connectionGeneration = gauge("grpc_resilience_connection_generation", "The connection generation now Ready (1 on the first connection, + 1 per reconnection)")
 
 /**
  * @since 0.1.0
  * @category connection
  */
-export const registrationSeconds = Metric.histogram(
-  "grpc_resilience_registration_seconds",
-  seconds,
-  "Time from the channel READY to the service clients registered"
-)
+export const registrationSeconds = timing("grpc_resilience_registration_seconds", "Time from the channel READY to the service clients registered")
 
 /**
  * @since 0.1.0
  * @category readiness
  */
-export const readinessSeconds = Metric.histogram(
-  "grpc_resilience_readiness_seconds",
-  seconds,
-  "Time readiness took to pass, after each (re)connect"
-)
+export const readinessSeconds = timing("grpc_resilience_readiness_seconds", "Time readiness took to pass, after each (re)connect")
 
 /**
  * @since 0.1.0
  * @category readiness
  */
-export const readinessTimeouts = Metric.counter("grpc_resilience_readiness_timeouts_total", {
-  description: "Readiness waits that reached their bound",
-  incremental: true
-})
+export const readinessTimeouts = counter("grpc_resilience_readiness_timeouts_total", "Readiness waits that reached their bound")
 
 /**
  * @since 0.1.0
  * @category lookups
  */
-export const lookupWaitSeconds = Metric.histogram(
-  "grpc_resilience_lookup_wait_seconds",
-  seconds,
-  "Time client lookups waited for a Ready connection (lookups answered at once are not counted)"
-)
+export const lookupWaitSeconds = timing("grpc_resilience_lookup_wait_seconds", "Time client lookups waited for a Ready connection (lookups answered at once are not counted)")
 
 /**
  * @since 0.1.0
  * @category lookups
  */
-export const lookupFailures = Metric.counter("grpc_resilience_lookup_failures_total", {
-  description: "Client lookups that failed (label reason: Timeout, Closed, Rejected, UnknownService)",
-  incremental: true
-})
+export const lookupFailures = counter("grpc_resilience_lookup_failures_total", "Client lookups that failed (label reason: Timeout, Closed, Rejected, UnknownService)")
 
 /**
  * @since 0.1.0
  * @category calls
  */
-export const retries = Metric.counter("grpc_resilience_retries_total", {
-  description: "Retries of a failed effect by Retry.transient (label what: the call or lookup)",
-  incremental: true
-})
+export const retries = counter("grpc_resilience_retries_total", "Retries of a failed effect by Retry.transient (label what: the call or lookup)")
 
 /**
  * 1 for the breaker's current state, 0 for the others (tag `state`).
@@ -113,53 +86,37 @@ export const retries = Metric.counter("grpc_resilience_retries_total", {
  * @since 0.1.0
  * @category calls
  */
-export const breakerState = Metric.gauge("grpc_resilience_breaker_state", {
-  description: "1 for the circuit breaker's current state (label state), 0 otherwise"
-})
+export const breakerState = gauge("grpc_resilience_breaker_state", "1 for the circuit breaker's current state (label state), 0 otherwise")
 
 /**
  * @since 0.1.0
  * @category tasks
  */
-export const readyToFirstFetchSeconds = Metric.histogram(
-  "grpc_resilience_ready_to_first_fetch_seconds",
-  seconds,
-  "After a reconnection, time from Ready to the first task fetched"
-)
+export const readyToFirstFetchSeconds = timing("grpc_resilience_ready_to_first_fetch_seconds", "After a reconnection, time from Ready to the first task fetched")
 
 /**
  * @since 0.1.0
  * @category tasks
  */
-export const tasks = Metric.counter("grpc_resilience_tasks_total", {
-  description: "Tasks by final status (label status: FINISHED, ERROR, CANCELLED)",
-  incremental: true
-})
+export const tasks = counter("grpc_resilience_tasks_total", "Tasks by final status (label status: FINISHED, ERROR, CANCELLED)")
 
 /**
  * @since 0.1.0
  * @category tasks
  */
-export const fetchFailures = Metric.counter("grpc_resilience_fetch_failures_total", {
-  description: "Fetches that failed",
-  incremental: true
-})
+export const fetchFailures = counter("grpc_resilience_fetch_failures_total", "Fetches that failed")
 
 /**
  * @since 0.1.0
  * @category tasks
  */
-export const outboxDepth = Metric.gauge("grpc_resilience_outbox_depth", {
-  description: "Status reports waiting in the outbox"
-})
+export const outboxDepth = gauge("grpc_resilience_outbox_depth", "Status reports waiting in the outbox")
 
 /**
  * @since 0.1.0
  * @category tasks
  */
-export const startupSeconds = Metric.gauge("grpc_resilience_task_handler_startup_seconds", {
-  description: "Time the task handler waited for readiness at start"
-})
+export const startupSeconds = gauge("grpc_resilience_task_handler_startup_seconds", "Time the task handler waited for readiness at start")
 
 /**
  * Sets a one-hot state gauge: 1 for `current`, 0 for every other state.

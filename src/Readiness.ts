@@ -23,6 +23,7 @@ import * as Schedule from "effect/Schedule"
 import type * as Stream from "effect/Stream"
 import { service as healthService } from "grpc-health-check"
 import type * as GrpcChannel from "./GrpcChannel.js"
+import * as GrpcError from "./GrpcError.js"
 import * as Env from "./internal/config.js"
 
 /**
@@ -251,7 +252,7 @@ export const healthProbe = (service = ""): Probe => (target) =>
         )
       } else if (error.code === grpc.status.UNIMPLEMENTED || error.code === grpc.status.NOT_FOUND) {
         resume(Effect.void)
-      } else if (error.code === grpc.status.UNAUTHENTICATED || error.code === grpc.status.PERMISSION_DENIED) {
+      } else if (GrpcError.isRejection(error.code)) {
         resume(
           Effect.fail(
             new ProbeFailed({ reason: "Rejected", code: error.code, message: `${grpc.status[error.code]}: ${error.details}` })
@@ -341,6 +342,7 @@ export const run = <R, R2 = never>(
   Effect.gen(function*() {
     const start = yield* Clock.currentTimeMillis
     const last = yield* Ref.make(pending(target.generation))
+    // `Effect.repeat` returns the schedule's output, not the round's: the rejection is kept aside.
     const rejection = yield* Ref.make<ProbeFailed | undefined>(undefined)
     // One round; a rejection of the worker's credentials ends the rounds: no number of them changes it.
     const round = Effect.gen(function*() {

@@ -112,6 +112,21 @@ export interface ReconnectOptions {
 }
 
 /**
+ * The defaults of {@link ReconnectOptions}.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const reconnectDefaults = {
+  base: Duration.millis(500),
+  factor: 2,
+  shortCap: Duration.seconds(2),
+  shortPhase: Duration.minutes(1),
+  longCap: Duration.seconds(30),
+  jitter: { min: 0.8, max: 1.2 }
+} as const
+
+/**
  * A reconnection schedule of the given shape, forever. The caps apply before
  * the jitter, so a fleet at the cap stays spread out.
  *
@@ -119,17 +134,16 @@ export interface ReconnectOptions {
  * @category schedules
  */
 export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule<Duration.Duration, unknown> => {
-  const base = Duration.decode(options.base ?? "500 millis")
-  const factor = options.factor ?? 2
-  const shortCap = Duration.decode(options.shortCap ?? "2 seconds")
-  const longCap = options.longCap ?? "30 seconds"
+  const factor = options.factor ?? reconnectDefaults.factor
+  const shortCap = Duration.decode(options.shortCap ?? reconnectDefaults.shortCap)
+  const longCap = options.longCap ?? reconnectDefaults.longCap
   return pipe(
-    Schedule.exponential(base, factor),
+    Schedule.exponential(options.base ?? reconnectDefaults.base, factor),
     capped(shortCap),
-    Schedule.upTo(options.shortPhase ?? "1 minute"),
+    Schedule.upTo(options.shortPhase ?? reconnectDefaults.shortPhase),
     // The long phase grows on from the short cap instead of jumping to the long cap.
     Schedule.andThen(pipe(Schedule.exponential(Duration.times(shortCap, factor), factor), capped(longCap))),
-    Schedule.jitteredWith(options.jitter ?? { min: 0.8, max: 1.2 }),
+    Schedule.jitteredWith(options.jitter ?? reconnectDefaults.jitter),
     wholeMillis
   )
 }
@@ -174,14 +188,22 @@ export interface LookupOptions {
 }
 
 /**
+ * The defaults of {@link LookupOptions}.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const lookupDefaults = { retries: 2, interval: Duration.seconds(2) } as const
+
+/**
  * A client lookup retry of the given shape.
  *
  * @since 0.1.0
  * @category schedules
  */
 export const lookupWith = (options: LookupOptions = {}): Schedule.Schedule<number, unknown> =>
-  Schedule.spaced(options.interval ?? "2 seconds").pipe(
-    Schedule.intersect(Schedule.recurs(options.retries ?? 2)),
+  Schedule.spaced(options.interval ?? lookupDefaults.interval).pipe(
+    Schedule.intersect(Schedule.recurs(options.retries ?? lookupDefaults.retries)),
     Schedule.map(([n]) => n)
   )
 
@@ -209,6 +231,14 @@ export interface CallRetryOptions {
 }
 
 /**
+ * The defaults of {@link CallRetryOptions}.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const callDefaults = { retries: 4, base: Duration.millis(100), cap: Duration.seconds(2) } as const
+
+/**
  * A call retry of the given shape: {@link backoff} for at most `retries` retries.
  *
  * @since 0.1.0
@@ -216,8 +246,8 @@ export interface CallRetryOptions {
  */
 export const callWith = (options: CallRetryOptions = {}): Schedule.Schedule<Duration.Duration, unknown> =>
   pipe(
-    backoff({ base: options.base ?? "100 millis", cap: options.cap ?? "2 seconds" }),
-    Schedule.intersect(Schedule.recurs(options.retries ?? 4)),
+    backoff({ base: options.base ?? callDefaults.base, cap: options.cap ?? callDefaults.cap }),
+    Schedule.intersect(Schedule.recurs(options.retries ?? callDefaults.retries)),
     Schedule.map(([delay]) => delay)
   )
 
@@ -323,8 +353,16 @@ export const reconnectConfig: Config.Config<ReconnectOptions> = pipe(
       Config.map(Env.number("RECONNECT_JITTER", 0, 0.99), (spread) => ({ min: 1 - spread, max: 1 + spread }))
     )
   }),
-  (config) => Env.firstWithinCap(config, ["RECONNECT_BASE", "RECONNECT_SHORT_CAP"], (o) => [o.base, o.shortCap], ["500 millis", "2 seconds"]),
-  (config) => Env.firstWithinCap(config, ["RECONNECT_SHORT_CAP", "RECONNECT_LONG_CAP"], (o) => [o.shortCap, o.longCap], ["2 seconds", "30 seconds"])
+  (config) =>
+    Env.firstWithinCap(config, ["RECONNECT_BASE", "RECONNECT_SHORT_CAP"], (o) => [o.base, o.shortCap], [
+      reconnectDefaults.base,
+      reconnectDefaults.shortCap
+    ]),
+  (config) =>
+    Env.firstWithinCap(config, ["RECONNECT_SHORT_CAP", "RECONNECT_LONG_CAP"], (o) => [o.shortCap, o.longCap], [
+      reconnectDefaults.shortCap,
+      reconnectDefaults.longCap
+    ])
 )
 
 /**
@@ -354,5 +392,29 @@ export const callConfig: Config.Config<CallRetryOptions> = Env.firstWithinCap(
   }),
   ["CALL_RETRY_BASE", "CALL_RETRY_CAP"],
   (o) => [o.base, o.cap],
-  ["100 millis", "2 seconds"]
+  [callDefaults.base, callDefaults.cap]
 )
+
+/**
+ * A {@link backoff} whose first delay and cap come from two variables,
+ * `<prefix>_BASE` and `<prefix>_CAP`: `undefined` when both are absent (the
+ * caller's default schedule stands), the given shape's defaults for the one
+ * absent, and a `ConfigError` naming both when the first exceeds the cap.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const backoffConfig = (
+  prefix: string,
+  defaults: { readonly base: Duration.Duration; readonly cap: Duration.Duration }
+): Config.Config<Schedule.Schedule<Duration.Duration, unknown> | undefined> =>
+  Config.map(
+    Env.firstWithinCap(
+      Config.all({ base: Env.optional(Env.duration(`${prefix}_BASE`)), cap: Env.optional(Env.duration(`${prefix}_CAP`)) }),
+      [`${prefix}_BASE`, `${prefix}_CAP`],
+      (o) => [o.base, o.cap],
+      [defaults.base, defaults.cap]
+    ),
+    ({ base, cap }) =>
+      base === undefined && cap === undefined ? undefined : backoff({ base: base ?? defaults.base, cap: cap ?? defaults.cap })
+  )

@@ -17,6 +17,7 @@ import * as Worker from "../src/protocol/Worker.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
+import { eventually } from "./fixtures/poll.js"
 import { serve } from "./fixtures/server.js"
 
 const Payload = Schema.Struct({ text: Schema.String })
@@ -35,13 +36,6 @@ const worker = (connection: Layer.Layer<Connection.Connection, unknown, GrpcChan
     Layer.provide(Outbox.layerMemory)
   )
 
-const eventually = <A, E>(read: Effect.Effect<A, E>, holds: (a: A) => boolean, what: string) =>
-  read.pipe(
-    Effect.zipLeft(Effect.sleep("20 millis")),
-    Effect.repeat({ until: holds }),
-    Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error(`${what} within 10 s`) })
-  )
-
 describe("bad input from the network", () => {
   it.scopedLive("an oversized task: RESOURCE_EXHAUSTED named in the log, the next task runs, the big one ends ERROR", () =>
     Effect.gen(function*() {
@@ -57,12 +51,12 @@ describe("bad input from the network", () => {
         )))
       )
       yield* Layer.build(worker(connection)).pipe(Effect.provide(logs.layer))
-      yield* eventually(master.task(small), (t) => t.status === "FINISHED", "the small task finished")
+      yield* eventually(master.task(small), (t) => t.status === "FINISHED", "10 seconds", "the small task finished")
       const refusal = logs.lines.find((line) => line.includes("RESOURCE_EXHAUSTED"))
       assert.isDefined(refusal, "the oversized message is named in the log")
       assert.include(refusal!, "larger than max")
       // Nothing is lost silently: the master gives the task up with a reason instead of handing it out forever.
-      const given = yield* eventually(master.task(huge), (t) => t.status === "ERROR", "the oversized task ended ERROR")
+      const given = yield* eventually(master.task(huge), (t) => t.status === "ERROR", "10 seconds", "the oversized task ended ERROR")
       // Three hand-outs, each fetched once: a message over the size limit is not transient, so not retried.
       assert.strictEqual(given.handedOut, 3)
       assert.include(given.history.at(-1)?.error ?? "", "never confirmed")
@@ -101,10 +95,11 @@ describe("bad input from the network", () => {
       })
       const connection = Connection.layer({ address: `127.0.0.1:${port}`, services: TaskSource.services })
       yield* Layer.build(worker(connection)).pipe(Effect.provide(logs.layer))
-      yield* eventually(Effect.sync(() => finished.length), (n) => n === 3, "three tasks finished")
+      yield* eventually(Effect.sync(() => finished.length), (n) => n === 3, "10 seconds", "three tasks finished")
       yield* eventually(
         Effect.sync(() => logs.lines.filter((line) => line.includes("joining generation 1 failed")).length),
         (n) => n >= 2,
+        "10 seconds",
         "the garbled stream failed and was rejoined"
       )
       const failed = logs.lines.find((line) => line.includes("joining generation 1 failed"))!

@@ -22,6 +22,7 @@ import * as Readiness from "../src/Readiness.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
+import { eventually } from "./fixtures/poll.js"
 
 const { Failed, Passed } = Readiness.CheckResult
 
@@ -66,10 +67,15 @@ const sampleLine =
   /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*")(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*")*\})? (NaN|[+-]Inf|[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)$/
 const typeLine = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$/
 
+// A series' identity whatever the order of its labels: its name and its labels sorted.
+const seriesKey = (name: string, labels: Record<string, string> = {}) =>
+  `${name} ${JSON.stringify(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1)))}`
+
 const parse = (text: string) => {
   assert.isTrue(text.endsWith("\n"), "the text ends with a line feed")
   const types = new Map<string, string>()
   const samples = new Map<string, number>()
+  const series = new Map<string, number>()
   let family: string | undefined
   for (const line of text.slice(0, -1).split("\n")) {
     if (line.startsWith("#")) {
@@ -89,9 +95,12 @@ const parse = (text: string) => {
       name === family || (suffixed && [`${family}_bucket`, `${family}_sum`, `${family}_count`].includes(name!)),
       `${name} is not in the family ${family}`
     )
-    samples.set(`${name}${labels}`, value === "+Inf" ? Infinity : value === "-Inf" ? -Infinity : Number(value))
+    const number = value === "+Inf" ? Infinity : value === "-Inf" ? -Infinity : Number(value)
+    samples.set(`${name}${labels}`, number)
+    const pairs = [...labels.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"/g)].map((m) => [m[1]!, m[2]!])
+    series.set(seriesKey(name!, Object.fromEntries(pairs)), number)
   }
-  return { types, samples }
+  return { types, samples, series }
 }
 
 describe("Health (live HTTP on 127.0.0.1)", () => {
@@ -203,7 +212,7 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
       const context = yield* Layer.build(worker)
       const health = Context.get(context, Health.Health)
       const conn = Context.get(context, Connection.Connection)
-      const scrape = Effect.map(request(`${health.url}/metrics`), (response) => parse(response.body).samples)
+      const scrape = Effect.map(request(`${health.url}/metrics`), (response) => parse(response.body))
       const readyIn = (generation: number) =>
         conn.changes.pipe(
           Stream.filter((state) => state._tag === "Ready" && state.generation === generation),
@@ -212,11 +221,7 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
         )
       const finish = Effect.gen(function*() {
         const id = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
-        yield* master.task(id).pipe(
-          Effect.zipLeft(Effect.sleep("20 millis")),
-          Effect.repeat({ until: (task) => task.status === "FINISHED" }),
-          Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error(`task ${id} finished within 10 s`) })
-        )
+        yield* eventually(master.task(id), (task) => task.status === "FINISHED", "10 seconds", `task ${id} finished`)
       })
 
       yield* readyIn(1)
@@ -229,22 +234,15 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
       yield* readyIn(2)
       yield* finish
       // The FINISHED report leaves the outbox when the master's reply is back: a moment after the master has it.
-      const after = yield* scrape.pipe(
-        Effect.zipLeft(Effect.sleep("20 millis")),
-        Effect.repeat({ until: (samples) => samples.get("grpc_resilience_outbox_depth") === 0 }),
-        Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("the outbox emptied within 5 s") })
+      const after = yield* eventually(
+        scrape,
+        ({ samples }) => samples.get("grpc_resilience_outbox_depth") === 0,
+        "5 seconds",
+        "the outbox emptied"
       )
       // A sample by its name and label set, in whatever order the labels come.
-      const sampleOf = (samples: Map<string, number>, name: string, labels: Record<string, string> = {}) => {
-        for (const [key, value] of samples) {
-          const [, family, body = ""] = /^([^{]+)(?:\{(.*)\})?$/.exec(key) ?? []
-          const found = Object.fromEntries([...body.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]))
-          if (family === name && JSON.stringify(Object.entries(found).sort()) === JSON.stringify(Object.entries(labels).sort())) {
-            return value
-          }
-        }
-        return undefined
-      }
+      const sampleOf = (scraped: ReturnType<typeof parse>, name: string, labels: Record<string, string> = {}) =>
+        scraped.series.get(seriesKey(name, labels))
       const added = (name: string, labels: Record<string, string> = {}) =>
         (sampleOf(after, name, labels) ?? 0) - (sampleOf(before, name, labels) ?? 0)
       // The connection's own metrics carry its master's address.

@@ -17,6 +17,7 @@ import * as Outbox from "../src/Outbox.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
+import { eventually } from "./fixtures/poll.js"
 
 const Payload = Schema.Struct({ n: Schema.Number })
 
@@ -43,17 +44,9 @@ const startWorker = <ROut, E>(layer: Layer.Layer<ROut, E>) =>
     return { scope, context }
   })
 
-// Polls until `until` holds, every 20 ms, bounded.
-const poll = <A, E>(self: Effect.Effect<A, E>, until: (a: A) => boolean, timeout: Duration.DurationInput, what: string) =>
-  self.pipe(
-    Effect.zipLeft(Effect.sleep("20 millis")),
-    Effect.repeat({ until }),
-    Effect.timeoutFail({ duration: timeout, onTimeout: () => new Error(`${what} within ${Duration.format(Duration.decode(timeout))}`) })
-  )
-
 const ended = (t: Master.TaskInfo) => ["FINISHED", "ERROR", "CANCELLED"].includes(t.status)
 const allEnded = (master: Master.Master, timeout: Duration.DurationInput) =>
-  poll(master.tasks, (tasks) => tasks.length > 0 && tasks.every(ended), timeout, "every task ended")
+  eventually(master.tasks, (tasks) => tasks.length > 0 && tasks.every(ended), timeout, "every task ended")
 
 describe("TaskHandler (live loopback, embedded master)", () => {
   it.scopedLive("100 tasks all finish exactly once with 4 runners", () =>
@@ -84,7 +77,7 @@ describe("TaskHandler (live loopback, embedded master)", () => {
       const master = yield* Master.make()
       for (let n = 0; n < 40; n++) yield* master.enqueue({ payload: JSON.stringify({ n }) })
       const { scope } = yield* startWorker(worker(master.address, () => Effect.sleep("25 millis"), { maxRunners: 4 }))
-      yield* poll(master.tasks, (ts) => ts.filter((t) => t.status === "FINISHED").length >= 10, "10 seconds", "10 tasks finished")
+      yield* eventually(master.tasks, (ts) => ts.filter((t) => t.status === "FINISHED").length >= 10, "10 seconds", "10 tasks finished")
       yield* master.stop
       yield* Effect.sleep("1 second")
       yield* master.restart
@@ -105,7 +98,7 @@ describe("TaskHandler (live loopback, embedded master)", () => {
       const first = yield* startWorker(
         worker(master.address, () => Deferred.await(gate), { flushTimeout: "200 millis" }, Outbox.layerFileSystem(directory))
       )
-      yield* poll(master.task(id), (t) => t.status === "RUNNING", "10 seconds", "the task running")
+      yield* eventually(master.task(id), (t) => t.status === "RUNNING", "10 seconds", "the task running")
       // The master goes away; the task finishes; its report cannot be delivered before the worker stops.
       yield* master.stop
       yield* Deferred.succeed(gate, undefined)
@@ -116,7 +109,7 @@ describe("TaskHandler (live loopback, embedded master)", () => {
 
       yield* master.restart
       const second = yield* startWorker(worker(master.address, () => Effect.void, {}, Outbox.layerFileSystem(directory)))
-      const task = yield* poll(master.task(id), (t) => t.status === "FINISHED", "10 seconds", "the owed report arrived")
+      const task = yield* eventually(master.task(id), (t) => t.status === "FINISHED", "10 seconds", "the owed report arrived")
       assert.strictEqual(task.handedOut, 1)
       yield* Scope.close(second.scope, Exit.void)
     }), 30_000)

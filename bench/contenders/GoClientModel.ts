@@ -58,6 +58,7 @@ import { setMaxListeners } from "node:events"
 import { performance } from "node:perf_hooks"
 import { Worker } from "../../src/index.js"
 import type { Contender } from "./Contender.js"
+import { seeded } from "../seeded.js"
 
 /** The model's constants, in milliseconds. */
 export const constants = {
@@ -128,13 +129,6 @@ class Ticker {
   }
 }
 
-// mulberry32: a small seeded generator, so the model's coin flips repeat from run to run.
-const seeded = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
 
 interface Counters {
   channelsDialed: number
@@ -245,8 +239,6 @@ class GrpcClient {
     const receiver = listeners.length === 0 ? undefined : listeners[Math.floor(this.env.random() * listeners.length)]
     let blocked: number = constants.stopGrace
     if (receiver === "reconnections") {
-      this.reconnectHandlerStopped = true
-      this.wakeReconnect?.()
       // The waitgroup also waits for the state monitor, which returns at its next tick (it checks `stopped`).
       blocked = this.monitorTicker === undefined ? 0 : Math.max(0, this.monitorTicker.nextAt - now())
     } else if (receiver === "monitor") {
@@ -749,6 +741,3 @@ export const makeGoClientModel = (options: ModelOptions = {}): Contender => ({
       })
     )
 })
-
-/** The model with its default seed. */
-export const goClientModel: Contender = makeGoClientModel()

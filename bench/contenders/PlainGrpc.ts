@@ -7,7 +7,7 @@
  *
  * The one choice made for it: `FetchTask` gets a 5 s deadline. Without one a
  * call on a dead connection would wait forever; 5 s is a common "reasonable"
- * value, shorter than the library's 10 s call deadline, and it lets calls
+ * value, longer than the library's 3 s fetch attempt deadline, and it lets calls
  * overlap at most 5 deep on a dead link. No `fetch_id` is sent: plain code
  * does not know the master's retry protection.
  */

@@ -42,28 +42,19 @@ export const labelName = (name: string): string => {
 
 /**
  * A label value inside its double quotes: backslash, double quote and line feed escaped.
- *
- * @since 0.1.0
- * @category encoding
  */
-export const escapeLabelValue = (value: string): string =>
+const escapeLabelValue = (value: string): string =>
   value.replace(/\\/g, "\\\\").replace(/"/g, "\\\"").replace(/\n/g, "\\n")
 
 /**
  * A `# HELP` text: backslash and line feed escaped (quotes stay as they are).
- *
- * @since 0.1.0
- * @category encoding
  */
-export const escapeHelp = (text: string): string => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
+const escapeHelp = (text: string): string => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
 
 /**
  * A sample value as Go's `ParseFloat` reads it: `+Inf`, `-Inf`, `NaN`, or the number.
- *
- * @since 0.1.0
- * @category encoding
  */
-export const formatValue = (value: number | bigint): string => {
+const formatValue = (value: number | bigint): string => {
   if (typeof value === "bigint") return value.toString()
   if (Number.isNaN(value)) return "NaN"
   if (value === Number.POSITIVE_INFINITY) return "+Inf"

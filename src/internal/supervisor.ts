@@ -20,10 +20,7 @@ import { pipe } from "effect/Function"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
-import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
-import * as ScheduleDecision from "effect/ScheduleDecision"
-import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -35,6 +32,7 @@ import type * as GrpcError from "../GrpcError.js"
 import * as Metrics from "../Metrics.js"
 import * as Readiness from "../Readiness.js"
 import { formatMillis } from "./format.js"
+import * as Stepper from "./stepper.js"
 
 /** One connection generation: its channel, its clients, and the scope that closes them. */
 export interface Link extends Readiness.Target {
@@ -104,14 +102,12 @@ const awaitReady = (
         return Effect.void
       case "TRANSIENT_FAILURE":
         return Effect.fail(new ConnectError({ reason: "TransientFailure", message: "channel in TRANSIENT_FAILURE" }))
-      case undefined:
-        return Option.isNone(outcome)
-          ? Effect.fail(
-            new ConnectError({ reason: "ConnectTimeout", message: `not READY within ${formatMillis(connectTimeout)}` })
-          )
-          : Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
       default:
-        return Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
+        return Effect.fail(
+          Option.isNone(outcome)
+            ? new ConnectError({ reason: "ConnectTimeout", message: `not READY within ${formatMillis(connectTimeout)}` })
+            : new ConnectError({ reason: "Shutdown", message: "channel shut down" })
+        )
     }
   })
 
@@ -149,7 +145,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
     const checks = yield* Effect.acquireRelease(Queue.sliding<void>(1), Queue.shutdown)
     // Calls the master refused for the worker's credentials, for the supervisor to act on.
     const rejections = yield* Effect.acquireRelease(Queue.sliding<GrpcError.GrpcError>(1), Queue.shutdown)
-    const rejectedState = yield* Ref.make<unknown>(rejectedSchedule.initial)
+    const rejectedDelays = yield* Stepper.make(rejectedSchedule)
     const setState = (state: ConnectionState, link?: Link) =>
       Effect.zipRight(
         SubscriptionRef.set(snapshot, { state, link }),
@@ -276,10 +272,9 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
     const rejected = (error: ConnectError) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const [next, , decision] = yield* rejectedSchedule.step(now, error, yield* Ref.get(rejectedState))
-        yield* Ref.set(rejectedState, next)
-        if (ScheduleDecision.isDone(decision)) return yield* Effect.fail(error)
-        const retryAt = Math.max(now, ScheduleIntervals.start(decision.intervals))
+        const delay = yield* rejectedDelays.next(error)
+        if (Option.isNone(delay)) return yield* Effect.fail(error)
+        const retryAt = now + delay.value
         yield* setState(ConnectionState.Rejected({ since: now, retryAt, lastError: error }))
         yield* Effect.logError(
           `the master refused this worker's credentials (${error.message}); next try in ${formatMillis(retryAt - now)}`
@@ -309,7 +304,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
         const since = yield* Clock.currentTimeMillis
         yield* Queue.takeAll(checks)
         yield* Queue.takeAll(rejections)
-        yield* Ref.set(rejectedState, rejectedSchedule.initial)
+        yield* rejectedDelays.reset
         yield* setState(ConnectionState.Ready({ generation, since }), link)
         yield* Metric.increment(Metrics.connectionSuccesses)
         yield* Metric.set(Metrics.connectionGeneration, generation)
