@@ -37,6 +37,8 @@ interface Round {
 }
 
 
+class FleetWorker extends Connection.Tag("bench/FleetWorker", TaskSource.services)<FleetWorker>() {}
+
 const round = (workers: number, outageMs: number) =>
   Effect.gen(function*() {
     const master = yield* Master.make()
@@ -49,10 +51,10 @@ const round = (workers: number, outageMs: number) =>
       const scope = yield* Scope.make()
       scopes.push(scope)
       const context = yield* Layer.buildWithScope(
-        Connection.layer({ address: master.address, services: TaskSource.services }).pipe(Layer.provide(dialer)),
+        FleetWorker.layer({ address: master.address }).pipe(Layer.provide(dialer)),
         scope
       )
-      connections.push(yield* Connection.typed(TaskSource.services).pipe(Effect.provide(context)))
+      connections.push(yield* Effect.provide(FleetWorker, context))
     }
     yield* Effect.forEach(connections, (conn) => conn.readiness.await, { concurrency: 50, discard: true })
     for (let n = 0; n < workers; n++) yield* master.enqueue({ payload: "{}", node: `w${n}` })

@@ -16,7 +16,7 @@ import { serve } from "../test/fixtures/server.js"
 import type { Bench, Result } from "./Bench.js"
 import { bars, percentile } from "./plot.js"
 
-const services = { echo: EchoClient }
+class Echo extends Connection.Tag("bench/Echo", { echo: EchoClient })<Echo>() {}
 
 const rawCall = (client: EchoClient, text: string) =>
   new Promise<SayReply>((resolve, reject) =>
@@ -88,9 +88,9 @@ export const overhead: Bench = ({ quick }) =>
     const rawClient = new EchoClient(address, grpc.credentials.createInsecure(), GrpcChannel.defaultChannelOptions)
     yield* Effect.addFinalizer(() => Effect.sync(() => rawClient.close()))
     const context = yield* Layer.build(
-      Connection.layer({ address, services }).pipe(Layer.provide(GrpcChannel.layer))
+      Echo.layer({ address }).pipe(Layer.provide(GrpcChannel.layer))
     )
-    const conn = yield* Connection.typed(services).pipe(Effect.provide(context))
+    const conn = yield* Effect.provide(Echo, context)
     yield* conn.readiness.await
     const wrappedCall = (text: string) => conn.call("echo", "say", { text })
     // What one writes by hand in an Effect worker: the call, its deadline, interruption cancels it.

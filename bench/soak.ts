@@ -22,7 +22,7 @@ import { serve } from "../test/fixtures/server.js"
 import type { Bench } from "./Bench.js"
 import { lines } from "./plot.js"
 
-const services = { echo: EchoClient }
+class Echo extends Connection.Tag("bench/Echo", { echo: EchoClient })<Echo>() {}
 
 const collect = () => {
   const gc = (globalThis as { gc?: () => void }).gc
@@ -54,12 +54,12 @@ export const soak: Bench = ({ quick }) =>
     const scope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(
       // A short schedule: the soak is about what is left behind, not about waiting.
-      Connection.layer({ address: proxy.address, services, reconnectSchedule: Schedule.spaced("5 millis") }).pipe(
+      Echo.layer({ address: proxy.address, reconnectSchedule: Schedule.spaced("5 millis") }).pipe(
         Layer.provide(GrpcChannel.layer)
       ),
       scope
     ).pipe(Effect.supervised(fibers))
-    const conn = yield* Connection.typed(services).pipe(Effect.provide(context))
+    const conn = yield* Effect.provide(Echo, context)
     const ready = (generation: number) =>
       conn.changes.pipe(
         Stream.filter((state) => state._tag === "Ready" && state.generation >= generation),

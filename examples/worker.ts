@@ -24,7 +24,8 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { Connection, Credentials, GrpcChannel, Health, Outbox, TaskHandler, TaskSource } from "../src/index.js"
+import { Connection, Credentials, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../src/index.js"
+import { NodeHealth } from "../src/node/index.js"
 import { Logging } from "./logging.js"
 
 // A task is a command and its arguments, like the `echo` spider of the original cluster test.
@@ -70,7 +71,7 @@ const WorkerLive = Layer.unwrapEffect(
         Layer.provide(TaskSource.layerConfig()),
         Layer.provide(Outbox.layerConfig)
       ),
-      Option.isSome(healthPort) ? Health.layerConfig() : Layer.empty
+      Option.isSome(healthPort) ? NodeHealth.layerConfig() : Layer.empty
     ).pipe(Layer.provide(ConnectionLive))
   })
 )

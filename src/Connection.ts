@@ -20,6 +20,7 @@ import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import type * as Tracer from "effect/Tracer"
 import * as GrpcChannel from "./GrpcChannel.js"
 import * as Env from "./internal/config.js"
 import * as Validate from "./internal/validate.js"
@@ -229,29 +230,14 @@ export const Connection: Context.Tag<Connection, Connection> = Context.GenericTa
   "effect-grpc-resilience/Connection"
 )
 
-/**
- * The connection, typed by the services record it was built with. Dies when
- * the connection registers other constructors under these keys.
- *
- * @since 0.1.0
- * @category accessors
- */
-export const typed = <S extends Services>(services: S): Effect.Effect<Connection<S>, never, Connection> =>
-  Effect.flatMap(Connection, (connection) => {
-    for (const [key, constructor] of Object.entries(services)) {
-      if (connection.services[key] !== constructor) {
-        return Effect.dieMessage(`Connection.typed: service "${key}" is not registered with this client constructor`)
-      }
-    }
-    return Effect.succeed(connection as unknown as Connection<S>)
-  })
-
 // Re-opening a stream within one generation: soon, then less often.
 const streamReopen = Retry.backoff({ base: "100 millis", cap: "5 seconds" })
 
 // Effect's built-in tracer keeps spans nobody reads, at about 8 us each: calls are traced only when a real
-// tracer (OpenTelemetry, ...) is installed. Attempts and readiness, being rare, always are.
-const nativeTracer = Effect.runSync(Effect.tracer)
+// tracer (OpenTelemetry, ...) is installed. Attempts and readiness, being rare, always are. The built-in one is
+// what the default runtime runs with, read at the first call, not at import.
+let nativeTracer: Tracer.Tracer | undefined
+const isNativeTracer = (tracer: Tracer.Tracer): boolean => tracer === (nativeTracer ??= Effect.runSync(Effect.tracer))
 
 
 const validServices = <S extends Services>(services: S): Effect.Effect<S, InvalidOption> => {
@@ -412,7 +398,7 @@ export const make = <S extends Services, R = never>(
         ? attempt
         : attempt.pipe(Retry.transient(callOptions.retry ?? callSchedule, { idempotent: callOptions.idempotent, label }))
       return Effect.flatMap(Effect.tracer, (tracer) =>
-        tracer === nativeTracer
+        isNativeTracer(tracer)
           ? resilient
           : Effect.withSpan(resilient, label, { kind: "client", attributes: { "rpc.service": service, "rpc.method": method } }))
     }
@@ -535,3 +521,78 @@ export const layerConfig = <S extends Services, R = never>(
   config: Config.Config.Wrap<Options<S, R>>
 ): Layer.Layer<Connection | Readiness.Readiness, InvalidOption | ConfigError.ConfigError, GrpcChannel.Dialer | R> =>
   Layer.scopedContext(Effect.map(Effect.flatMap(Config.unwrap(config), make), toContext))
+
+/**
+ * A connection tag: the identifier type `Self` and a {@link Connection} typed
+ * by its services. `Connection.Connection` is the library's own; declare one
+ * with {@link Tag} for each master an app talks to.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type AnyTag<Self = any, S extends Services = any> = Context.Tag<Self, Connection<S>>
+
+/**
+ * Which connection a layer built on one uses (a task source, a task handler,
+ * the health endpoint). Default: `Connection.Connection`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Using<C> {
+  readonly connection?: C | undefined
+}
+
+/**
+ * The options of a connection declared with {@link Tag}: its services are the tag's.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type TagOptions<S extends Services, R = never> = Omit<Options<S, R>, "services">
+
+/**
+ * A connection class tag, with its services and the layers that build it.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface TagClass<Self, Id extends string, S extends Services> extends Context.TagClass<Self, Id, Connection<S>> {
+  /** The service clients the connection registers, by lookup key. */
+  readonly services: S
+  /** Builds the connection for as long as the layer's scope. */
+  readonly layer: <R = never>(options: TagOptions<S, R>) => Layer.Layer<Self, InvalidOption, GrpcChannel.Dialer | R>
+  /** {@link TagClass.layer} with the options read from `Config`. */
+  readonly layerConfig: <R = never>(
+    config: Config.Config.Wrap<TagOptions<S, R>>
+  ) => Layer.Layer<Self, InvalidOption | ConfigError.ConfigError, GrpcChannel.Dialer | R>
+}
+
+/**
+ * Declares a connection of your own, typed by its services at compile time,
+ * as many as the app has masters:
+ *
+ * ```ts
+ * class Master extends Connection.Tag("app/Master", TaskSource.services)<Master>() {}
+ *
+ * const MasterLive = Master.layer({ address: "master:9666" })
+ * const program = Effect.gen(function*() {
+ *   const master = yield* Master
+ *   const reply = yield* master.call("task", "FetchTask", { node_key: "n1", fetch_id: "f1" })
+ * })
+ * ```
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const Tag = <const Id extends string, const S extends Services>(id: Id, services: S) =>
+<Self>(): TagClass<Self, Id, S> => {
+  const tag = Context.Tag(id)<Self, Connection<S>>()
+  const build = <R>(options: TagOptions<S, R>) => make<S, R>({ ...options, services })
+  return Object.assign(tag, {
+    services,
+    layer: <R = never>(options: TagOptions<S, R>) => Layer.scoped(tag, build(options)),
+    layerConfig: <R = never>(config: Config.Config.Wrap<TagOptions<S, R>>) =>
+      Layer.scoped(tag, Effect.flatMap(Config.unwrap(config), build))
+  })
+}

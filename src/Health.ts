@@ -10,26 +10,27 @@
  * `HEAD` is answered as `GET`; another method on these paths is 405 with an
  * `Allow` header, any other path 404.
  *
+ * This module is the endpoint on any `@effect/platform` HTTP server;
+ * `NodeHealth.layer` (`effect-grpc-resilience/node`) serves it on a Node one.
+ *
  * @since 0.1.0
  */
 import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
-import type * as HttpServerError from "@effect/platform/HttpServerError"
 import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Config from "effect/Config"
-import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import { createServer } from "node:http"
+import type * as Scope from "effect/Scope"
 import * as Prometheus from "./internal/prometheus.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidOption } from "./internal/validate.js"
+import * as Connection from "./Connection.js"
 import * as Readiness from "./Readiness.js"
 
 export {
@@ -194,7 +195,15 @@ export const httpApp: Effect.Effect<
   })
 )
 
-const validate = (options: Options) =>
+/**
+ * The options, checked: a port from 0 to 65535 and a host that is not empty.
+ *
+ * @since 0.2.0
+ * @category validation
+ */
+export const validate = (
+  options: Options
+): Effect.Effect<{ readonly port: number; readonly host: string }, InvalidOption> =>
   Effect.gen(function*() {
     const port = yield* Validate.integer("port", options.port, defaults.port, 0, 65535)
     const host = options.host ?? defaults.host
@@ -202,32 +211,46 @@ const validate = (options: Options) =>
     return { port, host }
   })
 
-const serve = Effect.gen(function*() {
-  const server = yield* HttpServer.HttpServer
-  // Probes and scrapes every few seconds would flood a trace backend with spans.
-  yield* server.serve(httpApp).pipe(HttpMiddleware.withTracerDisabledWhenEffect(() => true))
-  const address = server.address
-  if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("the health endpoint is bound to a Unix socket")
-  const url = `http://${address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname}:${address.port}`
-  yield* Effect.logInfo(`health endpoint on ${url} (/healthz, /readyz, /metrics)`).pipe(
-    Effect.annotateLogs({ module: "Health" })
-  )
-  return Health.of({ hostname: address.hostname, port: address.port, url })
-})
+/**
+ * What the endpoint needs: the given connection, or without one the
+ * `Readiness` in context (which `Connection.layer` provides).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Requires<C extends Connection.AnyTag> = [C] extends [never] ? Readiness.Readiness : Context.Tag.Identifier<C>
 
 /**
- * Serves the endpoint on its own Node HTTP server for as long as the layer's
- * scope; fails with `ServeError` when the port cannot be bound.
+ * Serves the endpoint on the `HttpServer` in context for as long as the
+ * layer's scope, reporting the readiness of the given connection, or without
+ * one of the `Readiness` in context.
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category layers
  */
-export const layer = (
-  options: Options = {}
-): Layer.Layer<Health, InvalidOption | HttpServerError.ServeError, Readiness.Readiness> =>
-  Layer.unwrapEffect(
-    Effect.map(validate(options), (listen) =>
-      Layer.scoped(Health, serve).pipe(Layer.provide(NodeHttpServer.layer(createServer, listen))))
+export const serve = <C extends Connection.AnyTag = never>(
+  options: Connection.Using<C> = {}
+): Layer.Layer<Health, never, HttpServer.HttpServer | Requires<C>> =>
+  Layer.scoped(
+    Health,
+    Effect.gen(function*() {
+      const conn: Connection.Connection | undefined = options.connection === undefined
+        ? undefined
+        : yield* (options.connection as Connection.AnyTag)
+      const readiness = conn === undefined ? yield* Readiness.Readiness : conn.readiness
+      const server = yield* HttpServer.HttpServer
+      // Probes and scrapes every few seconds would flood a trace backend with spans.
+      yield* server.serve(Effect.provideService(httpApp, Readiness.Readiness, readiness)).pipe(
+        HttpMiddleware.withTracerDisabledWhenEffect(() => true)
+      )
+      const address = server.address
+      if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("the health endpoint is bound to a Unix socket")
+      const url = `http://${address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname}:${address.port}`
+      yield* Effect.logInfo(`health endpoint on ${url} (/healthz, /readyz, /metrics)`).pipe(
+        Effect.annotateLogs(conn === undefined ? { module: "Health" } : { module: "Health", address: conn.address })
+      )
+      return Health.of({ hostname: address.hostname, port: address.port, url })
+    }) as Effect.Effect<Health["Type"], never, HttpServer.HttpServer | Requires<C> | Scope.Scope>
   )
 
 /**
@@ -243,15 +266,3 @@ export const config = {
   // An empty HEALTH_HOST counts as unset.
   host: Config.nonEmptyString("HEALTH_HOST").pipe(Config.withDefault(defaults.host))
 } satisfies Config.Config.Wrap<Options>
-
-/**
- * {@link layer} with its options read from `Config`, by default {@link config}
- * (`HEALTH_PORT`, `HEALTH_HOST`).
- *
- * @since 0.1.0
- * @category layers
- */
-export const layerConfig = (
-  options: Config.Config.Wrap<Options> = config
-): Layer.Layer<Health, InvalidOption | HttpServerError.ServeError | ConfigError.ConfigError, Readiness.Readiness> =>
-  Layer.unwrapEffect(Effect.map(Config.unwrap(options), layer))

@@ -162,12 +162,31 @@ const rejoin = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
  * @since 0.1.0
  * @category constructors
  */
-export const make = <P, I, R>(
-  options: Options<P, I, R>
+export const make = <P, I, R, C extends Connection.AnyTag = typeof Connection.Connection>(
+  options: Options<P, I, R> & Connection.Using<C>
 ): Effect.Effect<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
-  Connection.Connection | TaskSource.TaskSource | KeyValueStore.KeyValueStore | Scope.Scope | R
+  Context.Tag.Identifier<C> | TaskSource.TaskSource | KeyValueStore.KeyValueStore | Scope.Scope | R
+> =>
+  Effect.gen(function*() {
+    const conn: Connection.Connection = yield* (options.connection ?? Connection.Connection)
+    const source = yield* TaskSource.TaskSource
+    // Every line and every series of this task handler names its master and its node: two in one app are told apart.
+    return yield* makeFor(options, conn, source).pipe(
+      Effect.annotateLogs({ module: "TaskHandler", address: conn.address, node: source.nodeKey }),
+      Effect.tagMetrics({ address: conn.address, node: source.nodeKey })
+    )
+  })
+
+const makeFor = <P, I, R>(
+  options: Options<P, I, R>,
+  conn: Connection.Connection,
+  source: TaskSource.TaskSource
+): Effect.Effect<
+  TaskHandler,
+  Validate.InvalidOption | Outbox.OutboxError,
+  KeyValueStore.KeyValueStore | Scope.Scope | R
 > =>
   Effect.gen(function*() {
     const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, defaults.maxRunners)
@@ -181,8 +200,6 @@ export const make = <P, I, R>(
     const drainGrace = yield* duration("drainGrace")
     const flushTimeout = yield* duration("flushTimeout")
 
-    const conn = yield* Connection.Connection
-    const source = yield* TaskSource.TaskSource
     const context = yield* Effect.context<R>()
     const decode = Schema.decodeUnknownEither(Schema.parseJson(options.payload))
 
@@ -428,7 +445,7 @@ export const make = <P, I, R>(
           const left = (yield* outbox.pending).length
           yield* Effect.logWarning(`${left} reports left in the outbox; they are delivered after the next start`)
         }
-      }).pipe(Effect.annotateLogs({ module: "TaskHandler", fiber: "drain" }))
+      }).pipe(Effect.annotateLogs({ module: "TaskHandler", fiber: "drain", address: conn.address, node: source.nodeKey }))
     )
 
     return {
@@ -437,7 +454,7 @@ export const make = <P, I, R>(
       running: Effect.sync(() => Array.from(runners, ([id]) => id)),
       outbox
     } satisfies TaskHandler
-  }).pipe(Effect.annotateLogs({ module: "TaskHandler" }))
+  })
 
 /**
  * The task handler as a layer: it runs for as long as the layer's scope, and
@@ -446,12 +463,12 @@ export const make = <P, I, R>(
  * @since 0.1.0
  * @category layers
  */
-export const layer = <P, I, R>(
-  options: Options<P, I, R>
+export const layer = <P, I, R, C extends Connection.AnyTag = typeof Connection.Connection>(
+  options: Options<P, I, R> & Connection.Using<C>
 ): Layer.Layer<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
-  Connection.Connection | TaskSource.TaskSource | KeyValueStore.KeyValueStore | R
+  Context.Tag.Identifier<C> | TaskSource.TaskSource | KeyValueStore.KeyValueStore | R
 > => Layer.scoped(TaskHandler, make(options))
 
 /**
@@ -480,11 +497,11 @@ export const config = Config.all({
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig = <P, I, R>(
-  task: Pick<Options<P, I, R>, "payload" | "run">,
+export const layerConfig = <P, I, R, C extends Connection.AnyTag = typeof Connection.Connection>(
+  task: Pick<Options<P, I, R>, "payload" | "run"> & Connection.Using<C>,
   options: Config.Config<Omit<Options<P, I, R>, "payload" | "run">> = config
 ): Layer.Layer<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError | ConfigError.ConfigError,
-  Connection.Connection | TaskSource.TaskSource | KeyValueStore.KeyValueStore | R
-> => Layer.scoped(TaskHandler, Effect.flatMap(options, (timings) => make({ ...timings, ...task })))
+  Context.Tag.Identifier<C> | TaskSource.TaskSource | KeyValueStore.KeyValueStore | R
+> => Layer.scoped(TaskHandler, Effect.flatMap(options, (timings) => make<P, I, R, C>({ ...timings, ...task })))

@@ -84,6 +84,8 @@ export type Failure = GrpcError.GrpcError | ClientUnavailable | Breaker.BreakerO
  * @category models
  */
 export interface TaskSource {
+  /** The key of the node this source fetches for, as the master knows it. */
+  readonly nodeKey: string
   /** The next task for this node, if any: one call. */
   readonly fetch: Effect.Effect<Option.Option<IncomingTask>, Failure>
   /** Delivers one status report; delivering it again changes nothing. */
@@ -114,6 +116,14 @@ export const services = {
   node: Worker.NodeServiceClient,
   task: Worker.TaskServiceClient
 } as const
+
+/**
+ * A connection that registers the worker protocol's clients (at least {@link services}).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type ConnectionTag<Self> = Connection.AnyTag<Self, typeof services>
 
 /**
  * Who this node is, as the master knows it.
@@ -177,6 +187,37 @@ export const validNode = (
     }
   })
 
+// The library's own tag holds a connection of any services: the worker protocol's are checked when it is used.
+const workerConnection = <Self>(
+  tag: ConnectionTag<Self> | typeof Connection.Connection | undefined
+): Effect.Effect<Connection.Connection<typeof services>, Validate.InvalidOption, Self> => {
+  if (tag !== undefined && tag !== Connection.Connection) return tag as ConnectionTag<Self>
+  return Effect.flatMap(Connection.Connection, (conn) => {
+    for (const [key, constructor] of Object.entries(services)) {
+      if (conn.services[key] !== constructor) {
+        return Effect.fail(
+          new Validate.InvalidOption({
+            option: "connection",
+            reason: `Connection.Connection does not register TaskSource.services.${key}: give it those services`
+          })
+        )
+      }
+    }
+    return Effect.succeed(conn as unknown as Connection.Connection<typeof services>)
+  }) as Effect.Effect<Connection.Connection<typeof services>, Validate.InvalidOption, Self>
+}
+
+/**
+ * The connection a task source is built on: the given tag, or the library's
+ * own `Connection.Connection`, which must register {@link services}.
+ *
+ * @since 0.2.0
+ * @category accessors
+ */
+export const connection: <Self = Connection.Connection>(
+  tag?: ConnectionTag<Self> | typeof Connection.Connection | undefined
+) => Effect.Effect<Connection.Connection<typeof services>, Validate.InvalidOption, Self> = workerConnection
+
 /**
  * A task source over `proto/worker.proto`, through the connection: every call
  * is a resilient `Connection.call`.
@@ -184,7 +225,9 @@ export const validNode = (
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.InvalidOption, Connection.Connection> =>
+export const make = <C extends ConnectionTag<any> | typeof Connection.Connection = typeof Connection.Connection>(
+  options: NodeOptions & Connection.Using<C>
+): Effect.Effect<TaskSource, Validate.InvalidOption, Context.Tag.Identifier<C>> =>
   Effect.gen(function*() {
     const { maxRunners, nodeKey } = yield* validNode(options)
     const fetchAttemptTimeout = yield* Validate.positiveDuration(
@@ -192,7 +235,7 @@ export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.I
       options.fetchAttemptTimeout,
       defaults.fetchAttemptTimeout
     )
-    const conn = yield* Connection.typed(services)
+    const conn = yield* workerConnection<Context.Tag.Identifier<C>>(options.connection)
 
     // Fetch ids are `<nonce>/<sequence>`: a fetch keeps its id until it is answered, across its retries and
     // across later fetches after a failure, and the master answers an id it has seen with the answer it gave
@@ -247,7 +290,7 @@ export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.I
           Call.serverStream(client, "node", "Subscribe", { node_key: nodeKey, generation }))
       ).pipe(Stream.filterMap(toRequest))
 
-    return { fetch, report, heartbeat, register, subscribe } satisfies TaskSource
+    return { nodeKey, fetch, report, heartbeat, register, subscribe } satisfies TaskSource
   })
 
 /**
@@ -256,8 +299,9 @@ export const make = (options: NodeOptions): Effect.Effect<TaskSource, Validate.I
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options: NodeOptions): Layer.Layer<TaskSource, Validate.InvalidOption, Connection.Connection> =>
-  Layer.effect(TaskSource, make(options))
+export const layer = <C extends ConnectionTag<any> | typeof Connection.Connection = typeof Connection.Connection>(
+  options: NodeOptions & Connection.Using<C>
+): Layer.Layer<TaskSource, Validate.InvalidOption, Context.Tag.Identifier<C>> => Layer.effect(TaskSource, make(options))
 
 /**
  * The node's identity from the environment: `NODE_KEY` (required), `NODE_NAME`,
@@ -279,7 +323,8 @@ export const config: Config.Config<NodeOptions> = Config.all({
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig = (
-  options: Config.Config<NodeOptions> = config
-): Layer.Layer<TaskSource, Validate.InvalidOption | ConfigError.ConfigError, Connection.Connection> =>
-  Layer.effect(TaskSource, Effect.flatMap(options, make))
+export const layerConfig = <C extends ConnectionTag<any> | typeof Connection.Connection = typeof Connection.Connection>(
+  options: Config.Config<NodeOptions> = config,
+  using: Connection.Using<C> = {}
+): Layer.Layer<TaskSource, Validate.InvalidOption | ConfigError.ConfigError, Context.Tag.Identifier<C>> =>
+  Layer.effect(TaskSource, Effect.flatMap(options, (node) => make<C>({ ...node, ...using })))

@@ -253,38 +253,68 @@ describe("Connection options", () => {
 
   it.effect("accepts host:port, [v6]:port and gRPC target URIs", () =>
     Effect.gen(function*() {
-      for (const address of ["127.0.0.1:9666", "[::1]:9666", "dns:///master:9666", "unix:/tmp/master.sock", "master"]) {
+      for (const address of ["127.0.0.1:9666", "[::1]:9666", "master:9666", "dns:///master:9666", "dns:master", "unix:/tmp/master.sock"]) {
         const { scope } = yield* setup({}, { address })
         yield* Scope.close(scope, Exit.void)
       }
     }))
 })
 
+class Echo extends Connection.Tag("test/Echo", services)<Echo>() {}
+class OtherEcho extends Connection.Tag("test/OtherEcho", services)<OtherEcho>() {}
+
 describe("Connection layers", () => {
-  it.effect("composes as a layer over the simulated network (the README's example)", () =>
+  it.effect("a connection declared with Connection.Tag composes as a layer over the simulated network", () =>
     Effect.gen(function*() {
       const net = yield* SimulatedNetwork.SimulatedNetwork
-      const conn = yield* Connection.typed(services)
+      const conn = yield* Echo
       yield* TestClock.adjust("1 second")
       yield* net.cut
       yield* TestClock.adjust("40 seconds")
       yield* net.restore
       yield* TestClock.adjust("3 seconds")
       assert.strictEqual((yield* conn.state)._tag, "Ready")
-      assert.instanceOf(yield* conn.client("echo"), EchoClient)
+      // Typed at compile time by the tag's services: the client is an EchoClient, an unknown key does not compile.
+      const client: EchoClient = yield* conn.client("echo")
+      assert.instanceOf(client, EchoClient)
+      // @ts-expect-error "nope" is not a service of Echo
+      yield* Effect.flip(conn.client("nope"))
     }).pipe(
       Effect.provide(
-        Connection.layer({ address: "master:9666", services, readiness: { probe: SimulatedNetwork.probe } }).pipe(Layer.provideMerge(SimulatedNetwork.layer()))
+        Echo.layer({ address: "master:9666", readiness: { probe: SimulatedNetwork.probe } }).pipe(
+          Layer.provideMerge(SimulatedNetwork.layer())
+        )
       )
     ))
 
-  it.effect("Connection.typed dies when the services do not match the connection's", () =>
+  it.effect("two connection tags in one app are two connections, each with its own address and state", () =>
     Effect.gen(function*() {
-      const exit = yield* Effect.exit(Connection.typed({ echo: EchoClient } as const).pipe(Effect.zipRight(Connection.typed({ echo: function NotEcho() {} as unknown as typeof EchoClient }))))
-      assert.isTrue(Exit.isFailure(exit) && exit.cause._tag === "Die")
+      const net = yield* SimulatedNetwork.SimulatedNetwork
+      yield* TestClock.adjust("1 second")
+      const [one, two] = [yield* Echo, yield* OtherEcho]
+      assert.notStrictEqual(one, two)
+      assert.deepStrictEqual([one.address, two.address], ["master-a:9666", "master-b:9666"])
+      assert.deepStrictEqual([(yield* one.state)._tag, (yield* two.state)._tag], ["Ready", "Ready"])
+      // Each has its own channel: two dials, two open channels.
+      assert.strictEqual(yield* net.openChannels, 2)
+      assert.notStrictEqual(yield* one.client("echo"), yield* two.client("echo"))
     }).pipe(
       Effect.provide(
-        Connection.layer({ address: "master:9666", services, readiness: { probe: SimulatedNetwork.probe } }).pipe(Layer.provide(SimulatedNetwork.layer()))
+        Layer.mergeAll(
+          Echo.layer({ address: "master-a:9666", readiness: { probe: SimulatedNetwork.probe } }),
+          OtherEcho.layer({ address: "master-b:9666", readiness: { probe: SimulatedNetwork.probe } })
+        ).pipe(Layer.provideMerge(SimulatedNetwork.layer()))
       )
     ))
+
+  it.effect("an address without a port fails with InvalidOption naming address, before any dial", () =>
+    Effect.gen(function*() {
+      const net = yield* SimulatedNetwork.SimulatedNetwork
+      for (const address of ["127.0.0.1", "master", "[::1]"]) {
+        const error = yield* Effect.flip(Layer.build(Echo.layer({ address })))
+        assert.strictEqual(error.option, "address")
+        assert.include(error.message, "has no port")
+      }
+      assert.strictEqual(yield* net.dials, 0)
+    }).pipe(Effect.scoped, Effect.provide(SimulatedNetwork.layer())))
 })

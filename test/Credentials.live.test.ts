@@ -67,9 +67,8 @@ const assertNeverReady = (states: ReadonlyArray<Connection.ConnectionState>) => 
   )
 }
 
-const fetchTask = (conn: Connection.Connection) =>
-  Effect.flatMap(Connection.typed(TaskSource.services).pipe(Effect.provideService(Connection.Connection, conn)), (typed) =>
-    typed.call("task", "FetchTask", { node_key: "w1", fetch_id: "" }, { retry: false }))
+const fetchTask = (conn: Connection.Connection<typeof TaskSource.services>) =>
+  conn.call("task", "FetchTask", { node_key: "w1", fetch_id: "" }, { retry: false })
 
 const HealthClient = grpc.makeGenericClientConstructor(healthService, "Health")
 
@@ -179,8 +178,7 @@ describe("Credentials (live loopback, embedded master)", () => {
         rejectedSchedule: Schedule.spaced("3 seconds")
       }).pipe(Effect.provide(GrpcChannel.layer))
       yield* awaitReady(conn)
-      const typed = yield* Connection.typed(TaskSource.services).pipe(Effect.provideService(Connection.Connection, conn))
-      const fetch = typed.call("task", "FetchTask", { node_key: "w1", fetch_id: "" })
+      const fetch = conn.call("task", "FetchTask", { node_key: "w1", fetch_id: "" })
 
       const refusal = yield* Effect.flip(fetch)
       assert.isTrue(refusal instanceof GrpcError.GrpcError && refusal.code === grpc.status.PERMISSION_DENIED, String(refusal))

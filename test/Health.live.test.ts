@@ -17,6 +17,7 @@ import * as Stream from "effect/Stream"
 import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Health from "../src/Health.js"
+import { NodeHealth } from "../src/node/index.js"
 import * as Outbox from "../src/Outbox.js"
 import * as Readiness from "../src/Readiness.js"
 import * as TaskHandler from "../src/TaskHandler.js"
@@ -51,7 +52,7 @@ const readinessOf = (ref: SubscriptionRef.SubscriptionRef<Readiness.ReadinessSta
 const serve = Effect.gen(function*() {
   const status = yield* SubscriptionRef.make<Readiness.ReadinessStatus>({ ready: false, report: probeTimedOut })
   const context = yield* Layer.build(
-    Health.layer({ host: "127.0.0.1", port: 0 }).pipe(Layer.provide(Layer.succeed(Readiness.Readiness, readinessOf(status))))
+    NodeHealth.layer({ host: "127.0.0.1", port: 0 }).pipe(Layer.provide(Layer.succeed(Readiness.Readiness, readinessOf(status))))
   )
   return { status, health: Context.get(context, Health.Health) }
 })
@@ -198,7 +199,7 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
   it.scopedLive("/metrics of a real worker through a master restart: the library's own metrics move", () =>
     Effect.gen(function*() {
       const master = yield* Master.make()
-      const worker = Health.layer({ host: "127.0.0.1", port: 0 }).pipe(
+      const workerLayer = NodeHealth.layer({ host: "127.0.0.1", port: 0 }).pipe(
         Layer.provideMerge(TaskHandler.layer({ payload: Schema.Struct({ n: Schema.Number }), run: () => Effect.void })),
         Layer.provideMerge(TaskSource.layer({ nodeKey: "w1" })),
         Layer.provideMerge(Connection.layer({
@@ -209,7 +210,7 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
         Layer.provide(GrpcChannel.layer),
         Layer.provide(Outbox.layerMemory)
       )
-      const context = yield* Layer.build(worker)
+      const context = yield* Layer.build(workerLayer)
       const health = Context.get(context, Health.Health)
       const conn = Context.get(context, Connection.Connection)
       const scrape = Effect.map(request(`${health.url}/metrics`), (response) => parse(response.body))
@@ -219,6 +220,11 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
           Stream.runHead,
           Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error(`generation ${generation} Ready within 10 s`) })
         )
+      // A sample by its name and label set, in whatever order the labels come.
+      const sampleOf = (scraped: ReturnType<typeof parse>, name: string, labels: Record<string, string> = {}) =>
+        scraped.series.get(seriesKey(name, labels))
+      // The task handler's metrics name its master and its node.
+      const worker = { address: master.address, node: "w1" }
       const finish = Effect.gen(function*() {
         const id = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
         yield* eventually(master.task(id), (task) => task.status === "FINISHED", "10 seconds", `task ${id} finished`)
@@ -236,13 +242,10 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
       // The FINISHED report leaves the outbox when the master's reply is back: a moment after the master has it.
       const after = yield* eventually(
         scrape,
-        ({ samples }) => samples.get("grpc_resilience_outbox_depth") === 0,
+        (scraped) => sampleOf(scraped, "grpc_resilience_outbox_depth", worker) === 0,
         "5 seconds",
         "the outbox emptied"
       )
-      // A sample by its name and label set, in whatever order the labels come.
-      const sampleOf = (scraped: ReturnType<typeof parse>, name: string, labels: Record<string, string> = {}) =>
-        scraped.series.get(seriesKey(name, labels))
       const added = (name: string, labels: Record<string, string> = {}) =>
         (sampleOf(after, name, labels) ?? 0) - (sampleOf(before, name, labels) ?? 0)
       // The connection's own metrics carry its master's address.
@@ -257,9 +260,11 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
       assert.isAtLeast(added("grpc_resilience_registration_seconds_count", address), 1)
       assert.strictEqual(sampleOf(after, "grpc_resilience_breaker_state", { ...address, state: "Closed" }), 1)
       // The worker's: tasks, the first fetch after the reconnection, its startup.
-      assert.strictEqual(added("grpc_resilience_ready_to_first_fetch_seconds_count"), 1)
-      assert.strictEqual(added("grpc_resilience_tasks_total", { status: "FINISHED" }), 2)
-      assert.isDefined(sampleOf(after, "grpc_resilience_task_handler_startup_seconds"))
+      assert.strictEqual(added("grpc_resilience_ready_to_first_fetch_seconds_count", worker), 1)
+      assert.strictEqual(added("grpc_resilience_tasks_total", { ...worker, status: "FINISHED" }), 2)
+      assert.isDefined(sampleOf(after, "grpc_resilience_task_handler_startup_seconds", worker))
+      // Nothing of the task handler's goes unlabelled.
+      assert.isUndefined(sampleOf(after, "grpc_resilience_tasks_total", { status: "FINISHED" }))
     }), 30_000)
 
   it.scopedLive("an unknown path is 404, another method on a known path 405 with Allow, HEAD is GET", () =>
@@ -291,7 +296,7 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
         Effect.map(SubscriptionRef.make<Readiness.ReadinessStatus>({ ready: true, report: readyReport }), readinessOf)
       )
       const fromEnv = (env: Record<string, string>, options?: Config.Config.Wrap<Health.Options>) =>
-        Layer.build(Health.layerConfig(options).pipe(Layer.provide(readiness))).pipe(
+        Layer.build(NodeHealth.layerConfig(options).pipe(Layer.provide(readiness))).pipe(
           Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
         )
       const badPort = yield* Effect.flip(fromEnv({ HEALTH_PORT: "90x" }))
@@ -306,7 +311,7 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
       assert.strictEqual(health.hostname, "127.0.0.1")
       assert.strictEqual((yield* request(`${health.url}/healthz`)).status, 200)
 
-      const invalid = yield* Effect.flip(Layer.build(Health.layer({ port: 70000 }).pipe(Layer.provide(readiness))))
+      const invalid = yield* Effect.flip(Layer.build(NodeHealth.layer({ port: 70000 }).pipe(Layer.provide(readiness))))
       assert.strictEqual(invalid._tag, "InvalidOption")
       assert.strictEqual((invalid as Health.InvalidOption).option, "port")
     }), 10_000)

@@ -1,5 +1,7 @@
 import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import { accessSync, constants, statSync } from "node:fs"
 import * as Validate from "./validate.js"
@@ -35,9 +37,9 @@ export const number = (name: string, min: number, max: number): Config.Config<nu
 /** A master address: `host:port`, `[v6]:port` or a gRPC target URI. */
 export const address = (name: string): Config.Config<string> =>
   Config.string(name).pipe(
-    Config.validate({
-      message: "expected host:port or a gRPC target URI (dns:, unix:, ipv4:, ...)",
-      validation: Validate.isAddress
+    Config.mapOrFail((input) => {
+      const reason = Validate.addressProblem(input)
+      return reason === undefined ? Either.right(input) : Either.left(ConfigError.InvalidData([], reason))
     })
   )
 

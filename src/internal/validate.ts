@@ -18,28 +18,26 @@ export class InvalidOption extends Data.TaggedError("InvalidOption")<{
   }
 }
 
-const addressPattern =
-  /^(?:(?:dns|unix|unix-abstract|ipv4|ipv6|xds|vsock):\S+|(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?)$/
+// A gRPC target URI says how to resolve it; a plain address must name its port (grpc-js would dial 443).
+const uriPattern = /^(?:dns|unix|unix-abstract|ipv4|ipv6|xds|vsock):\S+$/
+const hostPortPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/
 
-/** Is it `host:port` (port 1-65535), `[v6]:port`, a bare host, or a gRPC target URI? */
-export const isAddress = (input: string): boolean => {
-  const match = typeof input === "string" ? addressPattern.exec(input) : null
-  const port = match?.[1] === undefined ? undefined : Number(match[1])
-  return match !== null && (port === undefined || (port >= 1 && port <= 65535))
+/** Why an address is not `host:port` (port 1-65535), `[v6]:port` or a gRPC target URI; `undefined` when it is. */
+export const addressProblem = (input: unknown): string | undefined => {
+  if (typeof input === "string" && uriPattern.test(input)) return undefined
+  const match = typeof input === "string" ? hostPortPattern.exec(input) : null
+  if (match === null) return `expected host:port or a gRPC target URI, got ${JSON.stringify(input)}`
+  if (match[1] === undefined) {
+    return `${JSON.stringify(input)} has no port: write host:port (or a gRPC target URI such as dns:${input}:443)`
+  }
+  const port = Number(match[1])
+  return port < 1 || port > 65535 ? `port ${port} is outside 1-65535` : undefined
 }
 
-/** `host:port`, `[v6]:port`, a bare host, or a gRPC target URI. */
+/** `host:port`, `[v6]:port`, or a gRPC target URI. */
 export const address = (option: string, input: string): Effect.Effect<string, InvalidOption> => {
-  const match = typeof input === "string" ? addressPattern.exec(input) : null
-  if (match === null) {
-    return Effect.fail(
-      new InvalidOption({ option, reason: `expected host:port or a gRPC target URI, got ${JSON.stringify(input)}` })
-    )
-  }
-  const port = match[1] === undefined ? undefined : Number(match[1])
-  return port !== undefined && (port < 1 || port > 65535)
-    ? Effect.fail(new InvalidOption({ option, reason: `port ${port} is outside 1-65535` }))
-    : Effect.succeed(input)
+  const reason = addressProblem(input)
+  return reason === undefined ? Effect.succeed(input) : Effect.fail(new InvalidOption({ option, reason }))
 }
 
 /** A positive, finite duration, or the fallback when absent. */

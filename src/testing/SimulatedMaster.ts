@@ -172,14 +172,20 @@ const toGrpcError = (service: string, method: string) => (rejection: MasterState
  * @since 0.1.0
  * @category layers
  */
-export const taskSource = (
-  options: TaskSource.NodeOptions
-): Layer.Layer<TaskSource.TaskSource, Validate.InvalidOption, Connection.Connection | SimulatedNetwork | SimulatedMaster> =>
+export const taskSource = <
+  C extends TaskSource.ConnectionTag<any> | typeof Connection.Connection = typeof Connection.Connection
+>(
+  options: TaskSource.NodeOptions & Connection.Using<C>
+): Layer.Layer<
+  TaskSource.TaskSource,
+  Validate.InvalidOption,
+  Context.Tag.Identifier<C> | SimulatedNetwork | SimulatedMaster
+> =>
   Layer.effect(
     TaskSource.TaskSource,
     Effect.gen(function*() {
       const { maxRunners, nodeKey } = yield* TaskSource.validNode(options)
-      const conn = yield* Connection.typed(TaskSource.services)
+      const conn = yield* TaskSource.connection<Context.Tag.Identifier<C>>(options.connection)
       const network = yield* SimulatedNetwork
       const master = yield* SimulatedMaster
       const state = states.get(master)
@@ -234,6 +240,6 @@ export const taskSource = (
             ))
         )
 
-      return { fetch, report, heartbeat, register, subscribe } satisfies TaskSource.TaskSource
+      return { nodeKey, fetch, report, heartbeat, register, subscribe } satisfies TaskSource.TaskSource
     })
   )

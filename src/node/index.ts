@@ -1,0 +1,7 @@
+/**
+ * The Node-only parts: the health endpoint on a Node HTTP server, and the
+ * outbox on Node's file system. Needs `@effect/platform-node`.
+ *
+ * @since 0.2.0
+ */
+export * as NodeHealth from "./NodeHealth.js"
