@@ -4,8 +4,10 @@
  *
  * @since 0.1.0
  */
+import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as MetricKey from "effect/MetricKey"
 import * as MetricKeyType from "effect/MetricKeyType"
-import type * as MetricPair from "effect/MetricPair"
+import * as MetricPair from "effect/MetricPair"
 import * as MetricState from "effect/MetricState"
 import * as Option from "effect/Option"
 
@@ -62,7 +64,71 @@ const formatValue = (value: number | bigint): string => {
   return String(value)
 }
 
-type Type = "counter" | "gauge" | "histogram" | "summary"
+/**
+ * The type of a family, as its `# TYPE` line says it.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Type = "counter" | "gauge" | "histogram" | "summary"
+
+/**
+ * The name of a family of the given type, from an Effect metric's name: sanitized
+ * ({@link metricName}), then a counter's ends in `_total` and any other's does
+ * not, since Prometheus (and its linter) read `_total` as a counter's.
+ *
+ * @since 0.2.0
+ * @category encoding
+ */
+export const familyName = (name: string, type: Type): string => {
+  const sanitized = metricName(name)
+  const total = sanitized.endsWith("_total")
+  if (type === "counter") return total ? sanitized : `${sanitized}_total`
+  return total && sanitized.length > "_total".length ? sanitized.slice(0, -"_total".length) : sanitized
+}
+
+// Effect's runtime records these for every fiber (RuntimeMetrics is on by default), without descriptions.
+const runtimeHelp: ReadonlyMap<string, string> = new Map([
+  ["effect_fiber_started", "Fibers the Effect runtime started"],
+  ["effect_fiber_active", "Fibers of the Effect runtime started and not yet ended"],
+  ["effect_fiber_successes", "Fibers that ended with a success"],
+  ["effect_fiber_failures", "Fibers that ended with a failure"],
+  ["effect_fiber_lifetimes", "How long fibers ran, from start to end"]
+])
+
+/**
+ * Effect's fiber lifetimes histogram, in milliseconds under a `time_unit` tag,
+ * in Prometheus' base unit instead: `effect_fiber_lifetime_seconds`, bounds and
+ * sum divided by 1000 (the counts do not change), the tag dropped.
+ */
+const lifetimesInSeconds = (pair: MetricPair.MetricPair.Untyped): MetricPair.MetricPair.Untyped => {
+  const { metricKey: key, metricState: state } = pair
+  const milliseconds = key.tags.some((tag) => tag.key === "time_unit" && tag.value === "milliseconds")
+  if (key.name !== "effect_fiber_lifetimes" || !milliseconds || !MetricState.isHistogramState(state)) return pair
+  const buckets = state.buckets.map(([bound, count]) => [bound / 1000, count] as const)
+  const seconds = MetricKey.histogram(
+    "effect_fiber_lifetime_seconds",
+    MetricBoundaries.fromIterable(buckets.map(([bound]) => bound)),
+    runtimeHelp.get(key.name)
+  ).pipe(MetricKey.taggedWithLabels(key.tags.filter((tag) => tag.key !== "time_unit")))
+  return MetricPair.unsafeMake(
+    seconds,
+    MetricState.histogram({
+      buckets,
+      count: state.count,
+      min: state.min / 1000,
+      max: state.max / 1000,
+      sum: state.sum / 1000
+    })
+  )
+}
+
+// Every family gets a `# HELP`: the first description among its metrics, else Effect's runtime's, else its Effect name.
+const descriptionOf = (key: MetricKey.MetricKey.Untyped): string | undefined => {
+  const description = Option.getOrUndefined(key.description)
+  return description === undefined || description.trim() === "" ? runtimeHelp.get(key.name) : description
+}
+const fallbackHelp = (key: MetricKey.MetricKey.Untyped): string => `${key.name} (an Effect metric without a description)`
 
 type Labels = ReadonlyMap<string, string>
 
@@ -134,22 +200,28 @@ const series = (pair: MetricPair.MetricPair.Untyped, labels: Labels): Series | u
 interface Family {
   readonly type: Type
   help: string | undefined
+  readonly fallback: string
   readonly series: Map<string, ReadonlyArray<string>>
 }
 
 const byKey = <A>([a]: readonly [string, A], [b]: readonly [string, A]) => (a < b ? -1 : a > b ? 1 : 0)
 
 /**
- * Every metric of the snapshot in the text format: one family per sanitized
- * name, with its `# HELP` (when the metric has a description) and `# TYPE`,
- * then one series per tag set, families and series sorted. Effect counters
- * that are `incremental` are counters, other counters (they may decrement)
- * gauges; frequencies are counters with a `key` label; histograms are
- * cumulative `_bucket{le=...}` lines ending at `+Inf`, `_sum` and `_count`;
- * summaries are `{quantile=...}` lines (`NaN` before any value), `_sum` and
- * `_count`. A metric whose sanitized name is taken by one of another type, or
- * whose tag set repeats a series, is left out with a comment line, since a
- * scraper refuses the whole text for it.
+ * Every metric of the snapshot in the text format, in the shape Prometheus'
+ * linter (`promtool check metrics`) accepts: one family per name (see
+ * {@link familyName}: a counter's ends in `_total`, no other's does) with its
+ * `# HELP` and `# TYPE`, then one series per tag set, families and series
+ * sorted. The `# HELP` is the first description among the family's metrics;
+ * Effect's runtime metrics (`effect_fiber_*`), which have none, get one of
+ * ours, any other metric its Effect name. Effect counters that are
+ * `incremental` are counters, other counters (they may decrement) gauges;
+ * frequencies are counters with a `key` label; histograms are cumulative
+ * `_bucket{le=...}` lines ending at `+Inf`, `_sum` and `_count`; summaries are
+ * `{quantile=...}` lines (`NaN` before any value), `_sum` and `_count`.
+ * Effect's fiber lifetimes histogram, in milliseconds, is served in seconds as
+ * `effect_fiber_lifetime_seconds`. A metric whose family name is taken by one
+ * of another type, or whose tag set repeats a series, is left out with a
+ * comment line, since a scraper refuses the whole text for it.
  *
  * @since 0.1.0
  * @category encoding
@@ -157,13 +229,19 @@ const byKey = <A>([a]: readonly [string, A], [b]: readonly [string, A]) => (a < 
 export const format = (snapshot: ReadonlyArray<MetricPair.MetricPair.Untyped>): string => {
   const families = new Map<string, Family>()
   const skipped: Array<string> = []
-  for (const pair of snapshot) {
+  for (const original of snapshot) {
+    const pair = lifetimesInSeconds(original)
     const key = pair.metricKey
     const labels: Labels = new Map(key.tags.map((tag) => [labelName(tag.key), tag.value]))
     const found = series(pair, labels)
     if (found === undefined) continue
-    const name = metricName(key.name)
-    const family = families.get(name) ?? { type: found.type, help: undefined, series: new Map() }
+    const name = familyName(key.name, found.type)
+    const family = families.get(name) ?? {
+      type: found.type,
+      help: undefined,
+      fallback: fallbackHelp(key),
+      series: new Map()
+    }
     families.set(name, family)
     const id = renderLabels(labels)
     if (family.type !== found.type || family.series.has(id)) {
@@ -171,12 +249,12 @@ export const format = (snapshot: ReadonlyArray<MetricPair.MetricPair.Untyped>): 
       skipped.push(`# skipped ${escapeHelp(JSON.stringify(key.name))} (${found.type}${id}): ${why}`)
       continue
     }
-    family.help ??= Option.getOrUndefined(key.description)
+    family.help ??= descriptionOf(key)
     family.series.set(id, found.lines(name))
   }
   const lines: Array<string> = []
   for (const [name, family] of [...families].sort(byKey)) {
-    if (family.help !== undefined && family.help !== "") lines.push(`# HELP ${name} ${escapeHelp(family.help)}`)
+    lines.push(`# HELP ${name} ${escapeHelp(family.help ?? family.fallback)}`)
     lines.push(`# TYPE ${name} ${family.type}`)
     for (const [, samples] of [...family.series].sort(byKey)) lines.push(...samples)
   }
