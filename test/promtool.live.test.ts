@@ -19,6 +19,7 @@ import { spawn, spawnSync } from "node:child_process"
 import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Health from "../src/Health.js"
+import { NodeHealth } from "../src/node/index.js"
 import * as Prometheus from "../src/internal/prometheus.js"
 import * as Metrics from "../src/Metrics.js"
 import * as Outbox from "../src/Outbox.js"
@@ -69,7 +70,7 @@ describe.skipIf(unavailable !== undefined && !underCi)("promtool check metrics",
     Effect.gen(function*() {
       yield* required
       const master = yield* Master.make()
-      const worker = Health.layer({ host: "127.0.0.1", port: 0 }).pipe(
+      const worker = NodeHealth.layer({ host: "127.0.0.1", port: 0 }).pipe(
         Layer.provideMerge(TaskHandler.layer({ payload: Schema.Struct({ n: Schema.Number }), run: () => Effect.void })),
         Layer.provideMerge(TaskSource.layer({ nodeKey: "promtool" })),
         Layer.provideMerge(Connection.layer({
@@ -93,7 +94,11 @@ describe.skipIf(unavailable !== undefined && !underCi)("promtool check metrics",
       // The FINISHED report is counted when the master's reply is back: a moment after the master has it.
       const text = yield* eventually(
         scrape(health.url),
-        (text) => text.includes("grpc_resilience_tasks_total{status=\"FINISHED\"} 1\n"),
+        (text) =>
+          text.split("\n").some((line) =>
+            line.startsWith("grpc_resilience_tasks_total{") && line.includes(`node="promtool"`) &&
+            line.includes(`status="FINISHED"`) && line.endsWith("} 1")
+          ),
         "5 seconds",
         "the finished task counted"
       )
