@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+/**
+ * `effect-grpc-resilience-master`: the embedded master as a process, to try a
+ * worker against. Configured from the environment:
+ *
+ *   MASTER_PORT   the gRPC port (default 9666)
+ *   MASTER_HOST   the address to bind (default 127.0.0.1)
+ *   ADMIN_PORT    the HTTP port of the admin API (default 9667), on 127.0.0.1
+ *   ADMIN_SOCKET  a Unix socket path for the admin API instead of ADMIN_PORT
+ *   LOG_FORMAT    pretty, json or logfmt (default pretty); LOG_LEVEL (default Info)
+ *
+ * The admin API is `MasterAdmin.router` (`POST /tasks`, `GET /tasks`, ...).
+ * Needs `@effect/platform-node`.
+ *
+ * @since 0.2.0
+ */
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import { createServer } from "node:http"
+import * as Master from "../testing/Master.js"
+import * as MasterAdmin from "../testing/MasterAdmin.js"
+
+const Logging = Layer.unwrapEffect(
+  Effect.map(
+    Config.all([
+      Config.literal("pretty", "json", "logfmt")("LOG_FORMAT").pipe(Config.withDefault("pretty" as const)),
+      Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
+    ]),
+    ([format, level]) =>
+      Layer.merge(
+        format === "json" ? Logger.json : format === "logfmt" ? Logger.logFmt : Logger.pretty,
+        Logger.minimumLogLevel(level)
+      )
+  )
+)
+
+const MasterLive = Layer.unwrapEffect(
+  Effect.gen(function*() {
+    const port = yield* Config.port("MASTER_PORT").pipe(Config.withDefault(9666))
+    const host = yield* Config.string("MASTER_HOST").pipe(Config.withDefault("127.0.0.1"))
+    const adminPort = yield* Config.port("ADMIN_PORT").pipe(Config.withDefault(9667))
+    const adminSocket = yield* Config.option(Config.string("ADMIN_SOCKET"))
+    const listen = adminSocket._tag === "Some" ? { path: adminSocket.value } : { port: adminPort, host: "127.0.0.1" }
+    const Admin = HttpServer.serve(MasterAdmin.router).pipe(Layer.provide(NodeHttpServer.layer(createServer, listen)))
+    const where = adminSocket._tag === "Some" ? `unix:${adminSocket.value}` : `http://127.0.0.1:${adminPort}`
+    const announce = Layer.effectDiscard(
+      Effect.flatMap(Master.Master, (master) => Effect.logInfo(`master serving on ${master.address}, admin on ${where}`))
+    )
+    return Layer.mergeAll(Admin, announce).pipe(Layer.provideMerge(Master.layer({ port, host })))
+  })
+)
+
+Layer.launch(MasterLive).pipe(Effect.provide(Logging), NodeRuntime.runMain({ disablePrettyLogger: true }))

@@ -1,0 +1,64 @@
+/**
+ * The embedded master's admin API, JSON over HTTP, to drive a master from a
+ * test or by hand:
+ *
+ * - `POST /tasks` `{"payload": {...}, "priority"?: n, "node"?: key}` -> `{"id": "task-1"}`
+ * - `GET /tasks`: every task with its status history; `GET /nodes`: every node
+ * - `POST /stop`, `POST /restart`, `POST /serving {"serving": bool}`, `POST /failure-rate {"rate": 0.3}`
+ *
+ * Serve it on any `@effect/platform` HTTP server, with a `Master` in context;
+ * the `effect-grpc-resilience-master` command serves it on Node.
+ *
+ * @since 0.2.0
+ */
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
+import * as Master from "./Master.js"
+
+const Enqueue = Schema.Struct({
+  payload: Schema.Unknown,
+  priority: Schema.optional(Schema.Int),
+  node: Schema.optional(Schema.String)
+})
+
+/**
+ * The admin API as a router.
+ *
+ * @since 0.2.0
+ * @category routers
+ */
+export const router = HttpRouter.empty.pipe(
+  HttpRouter.post(
+    "/tasks",
+    Effect.gen(function*() {
+      const master = yield* Master.Master
+      const body = yield* HttpServerRequest.schemaBodyJson(Enqueue)
+      const id = yield* master.enqueue({ ...body, payload: JSON.stringify(body.payload) })
+      return yield* HttpServerResponse.json({ id })
+    })
+  ),
+  HttpRouter.get("/tasks", Effect.flatMap(Master.Master, (master) => Effect.flatMap(master.tasks, (tasks) => HttpServerResponse.json(tasks)))),
+  HttpRouter.get("/nodes", Effect.flatMap(Master.Master, (master) => Effect.flatMap(master.nodes, (nodes) => HttpServerResponse.json(nodes)))),
+  HttpRouter.post("/stop", Effect.flatMap(Master.Master, (master) => Effect.as(master.stop, HttpServerResponse.empty()))),
+  HttpRouter.post("/restart", Effect.flatMap(Master.Master, (master) => Effect.as(master.restart, HttpServerResponse.empty()))),
+  HttpRouter.post(
+    "/serving",
+    Effect.gen(function*() {
+      const { serving } = yield* HttpServerRequest.schemaBodyJson(Schema.Struct({ serving: Schema.Boolean }))
+      yield* (yield* Master.Master).setServing(serving)
+      return HttpServerResponse.empty()
+    })
+  ),
+  HttpRouter.post(
+    "/failure-rate",
+    Effect.gen(function*() {
+      const { rate } = yield* HttpServerRequest.schemaBodyJson(Schema.Struct({ rate: Schema.Number }))
+      yield* (yield* Master.Master).setFailureRate(rate)
+      return HttpServerResponse.empty()
+    })
+  )
+)
+
