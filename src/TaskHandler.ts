@@ -203,7 +203,7 @@ const makeFor = <P, I, R>(
     const context = yield* Effect.context<R>()
     const decode = Schema.decodeUnknownEither(Schema.parseJson(options.payload))
 
-    const outbox = yield* Outbox.make({ deliver: source.report })
+    const outbox = yield* Outbox.make({ deliver: source.report, key: `outbox-${encodeURIComponent(source.nodeKey)}@${encodeURIComponent(conn.address)}` })
     const runners = yield* FiberMap.make<string, void, never>()
     const stats = yield* SubscriptionRef.make<WorkerStatus>({
       running: 0,

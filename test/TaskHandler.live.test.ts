@@ -3,12 +3,15 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Connection from "../src/Connection.js"
@@ -20,6 +23,9 @@ import * as Master from "../src/testing/Master.js"
 import { eventually } from "./fixtures/poll.js"
 
 const Payload = Schema.Struct({ n: Schema.Number })
+
+class East extends Connection.Tag("test/East", TaskSource.services)<East>() {}
+class West extends Connection.Tag("test/West", TaskSource.services)<West>() {}
 
 // A worker process's layers, against a master's address.
 const worker = <R>(
@@ -104,7 +110,8 @@ describe("TaskHandler (live loopback, embedded master)", () => {
       yield* Deferred.succeed(gate, undefined)
       yield* Effect.sleep("100 millis")
       yield* Scope.close(first.scope, Exit.void)
-      assert.include(readFileSync(join(directory, "outbox"), "utf8"), `${id}:FINISHED`)
+      const stored = readdirSync(directory).map((file) => readFileSync(join(directory, file), "utf8")).join("\n")
+      assert.include(stored, `${id}:FINISHED`)
       assert.strictEqual((yield* master.task(id)).status, "RUNNING")
 
       yield* master.restart
@@ -113,4 +120,61 @@ describe("TaskHandler (live loopback, embedded master)", () => {
       assert.strictEqual(task.handedOut, 1)
       yield* Scope.close(second.scope, Exit.void)
     }), 30_000)
+
+  it.scopedLive("two task handlers on two masters in one app: each its own tasks, log lines and outbox records", () =>
+    Effect.gen(function*() {
+      const [east, west] = [yield* Master.make(), yield* Master.make()]
+      // One outbox store for the whole app, kept across the worker's restart.
+      const store = Layer.succeedContext(yield* Layer.build(Outbox.layerMemory))
+      const lines = yield* Ref.make<ReadonlyArray<{ message: string; address: unknown; node: unknown }>>([])
+      const capture = Logger.replace(
+        Logger.defaultLogger,
+        Logger.make(({ annotations, message }) => {
+          const text = Array.isArray(message) ? message.join(" ") : String(message)
+          const entry = { message: text, address: HashMap.get(annotations, "address").pipe(Option.getOrUndefined), node: HashMap.get(annotations, "node").pipe(Option.getOrUndefined) }
+          Effect.runSync(Ref.update(lines, (all) => [...all, entry]))
+        })
+      )
+      const gate = yield* Deferred.make<void>()
+      const app = (run: () => Effect.Effect<unknown>) =>
+        Layer.mergeAll(
+          TaskHandler.layer({ connection: East, payload: Payload, run, flushTimeout: "200 millis" }).pipe(
+            Layer.provide(TaskSource.layer({ connection: East, nodeKey: "w1" }))
+          ),
+          TaskHandler.layer({ connection: West, payload: Payload, run: () => Effect.void }).pipe(
+            Layer.provide(TaskSource.layer({ connection: West, nodeKey: "w1" }))
+          )
+        ).pipe(
+          Layer.provide(East.layer({ address: east.address })),
+          Layer.provide(West.layer({ address: west.address })),
+          Layer.provide(GrpcChannel.layer),
+          Layer.provide(store),
+          Layer.provide(capture)
+        )
+
+      // East's task finishes while its master is away: its report waits in the outbox while West works.
+      const eastTask = yield* east.enqueue({ payload: JSON.stringify({ n: 1 }) })
+      const first = yield* startWorker(app(() => Deferred.await(gate)))
+      yield* eventually(east.task(eastTask), (t) => t.status === "RUNNING", "10 seconds", "east's task running")
+      yield* east.stop
+      yield* Deferred.succeed(gate, undefined)
+      const westTasks = yield* Effect.forEach([1, 2, 3], (n) => west.enqueue({ payload: JSON.stringify({ n }) }))
+      yield* allEnded(west, "10 seconds")
+      yield* Scope.close(first.scope, Exit.void)
+
+      // After the restart East's owed report is delivered: West's records never replaced it.
+      yield* east.restart
+      const second = yield* startWorker(app(() => Effect.void))
+      yield* eventually(east.task(eastTask), (t) => t.status === "FINISHED", "10 seconds", "east's owed report arrived")
+      assert.deepStrictEqual((yield* west.tasks).map((t) => t.status), ["FINISHED", "FINISHED", "FINISHED"])
+      yield* Scope.close(second.scope, Exit.void)
+
+      // Every "fetched" line names the master it came from and the node.
+      const fetched = (yield* Ref.get(lines)).filter((line) => /^task \S+ fetched$/.test(line.message))
+      const byMaster = (address: string) => fetched.filter((line) => line.address === address).map((line) => line.message)
+      assert.deepStrictEqual(byMaster(east.address), [`task ${eastTask} fetched`])
+      assert.deepStrictEqual(byMaster(west.address).sort(), westTasks.map((id) => `task ${id} fetched`).sort())
+      assert.isTrue(fetched.every((line) => line.node === "w1"))
+    }), 40_000)
 })
+
