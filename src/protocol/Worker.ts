@@ -74,17 +74,18 @@ const loaded = lazy(() => {
   return (grpc.loadPackageDefinition(loader.loadSync(protoPath, loaderOptions)) as unknown as ProtoGrpcType).worker.v1
 })
 
-// A constructor that loads the protocol on its first use: `new`, `.service`, `instanceof` and
-// `extends` reach the loaded one. A proxy, because grpc-js builds a client class from the
-// serializers, which need protobufjs.
+// A constructor that loads the protocol on its first use: `new`, its properties, `instanceof` and
+// `extends` reach the loaded one; `service` is the lazy definition. A proxy, because grpc-js
+// builds a client class from the serializers, which need protobufjs.
 const lazyConstructor = <C extends grpc.Client, D extends grpc.ServiceDefinition>(
   name: string,
+  service: () => D,
   load: () => ClientConstructor<C, D>
 ): ClientConstructor<C, D> => {
   const shell = { [name]: function() {} }[name]!
   return new Proxy(shell as unknown as ClientConstructor<C, D>, {
     construct: (_, args, newTarget) => Reflect.construct(load(), args, newTarget),
-    get: (_, key) => Reflect.get(load(), key),
+    get: (_, key) => key === "service" ? service() : Reflect.get(load(), key),
     set: (_, key, value) => Reflect.set(load(), key, value),
     has: (_, key) => Reflect.has(load(), key)
   })
@@ -255,6 +256,7 @@ export interface ClientConstructor<C extends grpc.Client, D extends grpc.Service
  */
 export const NodeServiceClient: ClientConstructor<NodeServiceClient, NodeServiceDefinition> = lazyConstructor(
   "NodeServiceClient",
+  () => NodeService,
   () => loaded().NodeService
 )
 
@@ -264,6 +266,7 @@ export const NodeServiceClient: ClientConstructor<NodeServiceClient, NodeService
  */
 export const TaskServiceClient: ClientConstructor<TaskServiceClient, TaskServiceDefinition> = lazyConstructor(
   "TaskServiceClient",
+  () => TaskService,
   () => loaded().TaskService
 )
 
