@@ -22,7 +22,7 @@ const root = fileURLToPath(new URL("..", import.meta.url))
 const probe = async (entry: string, use = false): Promise<{ imported: Snapshot; used?: Snapshot }> => {
   const { stdout } = await promisify(execFile)(
     process.execPath,
-    ["--import", "tsx", "test/fixtures/imports.ts", entry, ...(use ? ["use"] : [])],
+    ["--import", "tsx", "test/fixtures/imports.ts", ...(use ? ["--use"] : []), entry],
     { cwd: root, env: { ...process.env, NODE_OPTIONS: "" }, timeout: 20_000, maxBuffer: 16 * 1024 * 1024 }
   )
   return JSON.parse(stdout)
