@@ -15,12 +15,14 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { Bench, Result } from "./Bench.js"
 import { fleet } from "./fleet.js"
+import { imports } from "./imports.js"
 import { overhead } from "./overhead.js"
 import { recovery } from "./recovery.js"
 import { soak } from "./soak.js"
 import { virtualTime } from "./virtualTime.js"
 
 const all: ReadonlyArray<readonly [string, Bench]> = [
+  ["imports", imports],
   ["virtual-time", virtualTime],
   ["overhead", overhead],
   ["soak", soak],

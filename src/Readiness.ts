@@ -21,10 +21,11 @@ import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import type * as Stream from "effect/Stream"
-import { service as healthService } from "grpc-health-check"
+import type * as HealthCheck from "grpc-health-check"
 import type * as GrpcChannel from "./GrpcChannel.js"
 import * as GrpcError from "./GrpcError.js"
 import * as Env from "./internal/config.js"
+import { lazy, requireLazily } from "./internal/lazy.js"
 
 /**
  * What readiness is checked on: one connection generation.
@@ -227,7 +228,10 @@ export const registered = (target: Target): Effect.Effect<void, NotRegistered> =
       : Effect.fail(new NotRegistered({ generation: target.generation, missing }))
   })
 
-const HealthClient = grpc.makeGenericClientConstructor(healthService, "Health")
+// grpc-health-check loads its proto when imported: on the first probe, not at import.
+const HealthClient = lazy(() =>
+  grpc.makeGenericClientConstructor((requireLazily("grpc-health-check") as typeof HealthCheck).service, "Health")
+)
 
 /**
  * A probe over the standard gRPC health protocol: `Health/Check` for the given
@@ -240,7 +244,7 @@ const HealthClient = grpc.makeGenericClientConstructor(healthService, "Health")
  */
 export const healthProbe = (service = ""): Probe => (target) =>
   Effect.async<void, ProbeFailed>((resume) => {
-    const client = new HealthClient(target.channel.target, grpc.credentials.createInsecure(), {
+    const client = new (HealthClient())(target.channel.target, grpc.credentials.createInsecure(), {
       channelOverride: target.channel.channel
     })
     const onReply = (error: grpc.ServiceError | null, reply?: { status?: string }) => {

@@ -6,11 +6,15 @@
  * The types come from `src/protocol/generated` (`scripts/generate-protocol.sh`);
  * the loader options below must match the generator's flags.
  *
+ * Nothing is loaded at import: the proto is read (and protobufjs loaded) when a
+ * client is first constructed or a definition first read, once.
+ *
  * @since 0.1.0
  */
 import * as grpc from "@grpc/grpc-js"
-import * as protoLoader from "@grpc/proto-loader"
+import type * as protoLoader from "@grpc/proto-loader"
 import { fileURLToPath } from "node:url"
+import { lazy, requireLazily } from "../internal/lazy.js"
 import type { ProtoGrpcType } from "./generated/worker.js"
 import type { CancelTask__Output } from "./generated/worker/v1/CancelTask.js"
 import type { FetchTaskReply__Output } from "./generated/worker/v1/FetchTaskReply.js"
@@ -64,8 +68,41 @@ export const serviceNames = {
   task: "worker.v1.TaskService"
 } as const
 
-// Sync on purpose: module load is the one place a missing proto should fail loudly.
-const proto = grpc.loadPackageDefinition(protoLoader.loadSync(protoPath, loaderOptions)) as unknown as ProtoGrpcType
+// Sync on purpose: a client constructor cannot wait, and a missing proto should fail the first use loudly.
+const loaded = lazy(() => {
+  const loader = requireLazily("@grpc/proto-loader") as typeof protoLoader
+  return (grpc.loadPackageDefinition(loader.loadSync(protoPath, loaderOptions)) as unknown as ProtoGrpcType).worker.v1
+})
+
+// A constructor that loads the protocol on its first use: `new`, its properties, `instanceof` and
+// `extends` reach the loaded one; `service` is the lazy definition. A proxy, because grpc-js
+// builds a client class from the serializers, which need protobufjs.
+const lazyConstructor = <C extends grpc.Client, D extends grpc.ServiceDefinition>(
+  name: string,
+  service: () => D,
+  load: () => ClientConstructor<C, D>
+): ClientConstructor<C, D> => {
+  const shell = { [name]: function() {} }[name]!
+  return new Proxy(shell as unknown as ClientConstructor<C, D>, {
+    construct: (_, args, newTarget) => Reflect.construct(load(), args, newTarget),
+    get: (_, key) => key === "service" ? service() : Reflect.get(load(), key),
+    set: (_, key, value) => Reflect.set(load(), key, value),
+    has: (_, key) => Reflect.has(load(), key)
+  })
+}
+
+// A definition whose methods load the protocol when first read. The keys are listed (the type
+// checks that all are) so that `Object.keys`, spreading and `server.addService` see them before.
+const lazyDefinition = <D extends grpc.ServiceDefinition>(
+  methods: { readonly [K in keyof D]: true },
+  load: () => D
+): D => {
+  const definition = {}
+  for (const method of Object.keys(methods)) {
+    Object.defineProperty(definition, method, { enumerable: true, get: () => load()[method] })
+  }
+  return definition as D
+}
 
 // ---------------------------------------------------------------------------------------------
 // Messages: the decoded shapes (every field present, defaults filled in). Clients accept them as
@@ -217,13 +254,21 @@ export interface ClientConstructor<C extends grpc.Client, D extends grpc.Service
  * @since 0.1.0
  * @category clients
  */
-export const NodeServiceClient: ClientConstructor<NodeServiceClient, NodeServiceDefinition> = proto.worker.v1.NodeService
+export const NodeServiceClient: ClientConstructor<NodeServiceClient, NodeServiceDefinition> = lazyConstructor(
+  "NodeServiceClient",
+  () => NodeService,
+  () => loaded().NodeService
+)
 
 /**
  * @since 0.1.0
  * @category clients
  */
-export const TaskServiceClient: ClientConstructor<TaskServiceClient, TaskServiceDefinition> = proto.worker.v1.TaskService
+export const TaskServiceClient: ClientConstructor<TaskServiceClient, TaskServiceDefinition> = lazyConstructor(
+  "TaskServiceClient",
+  () => TaskService,
+  () => loaded().TaskService
+)
 
 /**
  * @since 0.1.0
@@ -259,7 +304,10 @@ export type TaskServiceHandlers = TaskServiceGenerated.TaskServiceHandlers
  * @since 0.1.0
  * @category services
  */
-export const NodeService: NodeServiceDefinition = NodeServiceClient.service
+export const NodeService: NodeServiceDefinition = lazyDefinition<NodeServiceDefinition>(
+  { Register: true, SendHeartbeat: true, Subscribe: true },
+  () => loaded().NodeService.service
+)
 
 /**
  * The definition a server adds: `server.addService(Worker.TaskService, handlers)`.
@@ -267,4 +315,7 @@ export const NodeService: NodeServiceDefinition = NodeServiceClient.service
  * @since 0.1.0
  * @category services
  */
-export const TaskService: TaskServiceDefinition = TaskServiceClient.service
+export const TaskService: TaskServiceDefinition = lazyDefinition<TaskServiceDefinition>(
+  { FetchTask: true, ReportStatus: true },
+  () => loaded().TaskService.service
+)

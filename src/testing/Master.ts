@@ -40,9 +40,10 @@ import * as Ref from "effect/Ref"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { HealthImplementation } from "grpc-health-check"
+import type * as HealthCheck from "grpc-health-check"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { createSecureContext } from "node:tls"
+import { requireLazily } from "../internal/lazy.js"
 import * as Worker from "../protocol/Worker.js"
 import * as MasterState from "./internal/masterState.js"
 import { MasterError } from "./internal/masterState.js"
@@ -347,6 +348,8 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     const server = yield* Ref.make<grpc.Server | undefined>(undefined)
     const lifecycle = yield* Effect.makeSemaphore(1)
+    // grpc-health-check loads its proto when imported: when a master is made, not at import.
+    const { HealthImplementation } = requireLazily("grpc-health-check") as typeof HealthCheck
     const health = new HealthImplementation(servingMap("SERVING"))
 
     const unary = <Req, Res>(method: string, handle: (request: Req) => Effect.Effect<Res, MasterState.Rejection>) =>
