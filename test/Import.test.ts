@@ -34,8 +34,13 @@ const found: Partial<Record<Entry, Snapshot>> = {}
 let used: Snapshot | undefined
 
 beforeAll(async () => {
-  const [rootProbe, testingProbe] = await Promise.all([probe(entries.root, true), probe(entries.testing)])
+  const [rootProbe, nodeProbe, testingProbe] = await Promise.all([
+    probe(entries.root, true),
+    probe(entries.node),
+    probe(entries.testing)
+  ])
   found.root = rootProbe.imported
+  found.node = nodeProbe.imported
   found.testing = testingProbe.imported
   used = rootProbe.used
 }, 30_000)
