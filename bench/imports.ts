@@ -58,7 +58,8 @@ const entries = (): ReadonlyArray<Contender> => {
     readonly name: string
     readonly exports: Readonly<Record<string, unknown>>
   }
-  return Object.keys(manifest.exports).map((key) => {
+  // The code entries: `./package.json` is there for tools, not for an import.
+  return Object.keys(manifest.exports).filter((key) => !key.endsWith(".json")).map((key) => {
     const name = key === "." ? manifest.name : `${manifest.name}${key.slice(1)}`
     return { name, specifiers: [name] }
   })
