@@ -7,7 +7,7 @@ import * as Fiber from "effect/Fiber"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as TestClock from "effect/TestClock"
-import { ClientUnavailable, ConnectionState } from "../src/ConnectionState.js"
+import { ClientUnavailable, ConnectError, type ConnectErrorReason, ConnectionState } from "../src/ConnectionState.js"
 import * as GrpcError from "../src/GrpcError.js"
 import * as Retry from "../src/Retry.js"
 
@@ -53,6 +53,71 @@ describe("Retry.reconnect", () => {
       })
       // 0.1, 0.3, 0.9 (at 0, 0.1, 0.4 s), 1 (at 1.3 s), then from 2.3 s: 3, 5, 5.
       assert.deepStrictEqual(yield* delaysOf(schedule, 7), [100, 300, 900, 1000, 3000, 5000, 5000])
+    }))
+})
+
+const refused = new ConnectError({ reason: "Refused", message: "connection refused" })
+const timedOut = new ConnectError({ reason: "ConnectTimeout", message: "not READY within 3s", stage: "Handshake" })
+
+// The delays for these inputs, each step at the previous one's end: the failures of one outage, back to back.
+const delaysFor = (schedule: Schedule.Schedule<unknown, unknown>, inputs: ReadonlyArray<unknown>) =>
+  Schedule.run(Schedule.delays(schedule), 0, inputs).pipe(
+    Effect.map((delays) => Chunk.toReadonlyArray(delays).map(Duration.toMillis))
+  )
+
+describe("Retry.reconnect, by what a failure cost the master", () => {
+  it("refused, unreachable and not resolved are cheap; timeouts, readiness, TLS and the rest are costly", () => {
+    const cases: ReadonlyArray<readonly [ConnectErrorReason | "not a ConnectError", "Cheap" | "Costly"]> = [
+      ["Refused", "Cheap"],
+      ["HostUnreachable", "Cheap"],
+      ["NameNotResolved", "Cheap"],
+      ["TlsRefused", "Costly"],
+      ["TransientFailure", "Costly"],
+      ["ConnectTimeout", "Costly"],
+      ["NotReady", "Costly"],
+      ["Shutdown", "Costly"],
+      ["not a ConnectError", "Costly"]
+    ]
+    for (const [reason, cost] of cases) {
+      const error = reason === "not a ConnectError" ? new Error("Refused") : new ConnectError({ reason, message: "" })
+      assert.strictEqual(Retry.reconnectCost(error), cost, reason)
+    }
+  })
+
+  it.effect("after a cheap failure: 250 ms during the first minute, then doubling to a 4 s cap", () =>
+    Effect.gen(function*() {
+      const delays = yield* delaysFor(Retry.reconnect, Array.from({ length: 246 }, () => refused)).pipe(
+        Effect.withRandom(Random.fixed([0.5]))
+      )
+      // 240 steps of 250 ms reach 60 s; the long phase goes on from there.
+      assert.deepStrictEqual(delays.slice(0, 240), Array.from({ length: 240 }, () => 250))
+      assert.deepStrictEqual(delays.slice(240), [500, 1000, 2000, 4000, 4000, 4000])
+    }))
+
+  it.effect("after a costly failure: as if every failure had been costly, so a fleet refused for a while backs off at the cap", () =>
+    Effect.gen(function*() {
+      // Ten refusals, then timeouts: the first timeout already waits the short cap, not the first delay.
+      const delays = yield* delaysFor(Retry.reconnect, [...Array.from({ length: 10 }, () => refused), timedOut, timedOut])
+        .pipe(Effect.withRandom(Random.fixed([0.5])))
+      assert.deepStrictEqual(delays, [...Array.from({ length: 10 }, () => 250), 2000, 2000])
+      // Timeouts alone: today's 0.5, 1, 2 s.
+      const alone = yield* delaysFor(Retry.reconnect, [timedOut, timedOut, timedOut, timedOut])
+        .pipe(Effect.withRandom(Random.fixed([0.5])))
+      assert.deepStrictEqual(alone, [500, 1000, 2000, 2000])
+    }))
+
+  it.effect("cheap delays are jittered like the others: 200 to 300 ms", () =>
+    Effect.gen(function*() {
+      const low = yield* delaysFor(Retry.reconnect, [refused]).pipe(Effect.withRandom(Random.fixed([0])))
+      const high = yield* delaysFor(Retry.reconnect, [refused]).pipe(Effect.withRandom(Random.fixed([0.999999])))
+      assert.deepStrictEqual([low, high], [[200], [300]])
+    }))
+
+  it.effect("takes the cheap delays from options", () =>
+    Effect.gen(function*() {
+      const schedule = Retry.reconnectWith({ soon: "100 millis", soonCap: "300 millis", shortPhase: "1 second", jitter: { min: 1, max: 1 } })
+      const delays = yield* delaysFor(schedule, Array.from({ length: 13 }, () => refused))
+      assert.deepStrictEqual(delays, [...Array.from({ length: 10 }, () => 100), 200, 300, 300])
     }))
 })
 

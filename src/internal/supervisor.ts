@@ -82,6 +82,9 @@ const stateNames = ["Connecting", "Ready", "Reconnecting", "Rejected", "Closed"]
 
 const isReconnecting = ConnectionState.$is("Reconnecting")
 
+// How long the same failure, attempt after attempt, is logged at debug level after its warning.
+const repeatWarningAfter = 30_000
+
 // Where a connecting channel settles: READY, TRANSIENT_FAILURE or SHUTDOWN; an IDLE one is asked to connect.
 const settled = (channel: GrpcChannel.GrpcChannel): Effect.Effect<Option.Option<GrpcChannel.ConnectivityState>> =>
   channel.changes.pipe(
@@ -90,24 +93,58 @@ const settled = (channel: GrpcChannel.GrpcChannel): Effect.Effect<Option.Option<
     Stream.runHead
   )
 
-// READY within the connect timeout, or the reason why not. Nothing fails inside the timed race.
+// grpc-js's "No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:9666 (<time>).
+// Resolution note: " is, in a log line, "connect ECONNREFUSED 127.0.0.1:9666".
+const lastError = (detail: string): string => {
+  const last = /Last error: ([\s\S]*?)\. Resolution note:/.exec(detail)?.[1] ?? detail
+  return last.replace(/^Error(?: \[[A-Z_]+\])?: /, "").replace(/ \(\d{4}-\d\d-\d\dT[\d:.]+Z\)$/, "").replace(/\s+/g, " ").trim()
+}
+
+const failureWords: Record<GrpcChannel.FailureReason, string> = {
+  Refused: "connection refused",
+  HostUnreachable: "host unreachable",
+  NameNotResolved: "name not resolved",
+  TlsRefused: "TLS handshake refused",
+  Unrecognized: "channel in TRANSIENT_FAILURE"
+}
+
+const stageWords: Record<GrpcChannel.Stage, string> = {
+  Resolve: "the name did not resolve",
+  Connect: "TCP never answered",
+  Handshake: "the HTTP/2 handshake never finished",
+  Unknown: "no answer"
+}
+
+/** A channel's failure, read from it once, as the attempt's error. */
+export const failed = (failure: GrpcChannel.Failure): ConnectError =>
+  new ConnectError({
+    reason: failure.reason === "Unrecognized" ? "TransientFailure" : failure.reason,
+    message: `${failureWords[failure.reason]}: ${lastError(failure.detail)}`,
+    detail: failure.detail
+  })
+
+/** An attempt that was not READY within the connect timeout, and how far it got. */
+export const timedOut = (stage: GrpcChannel.Stage, connectTimeout: Duration.Duration): ConnectError =>
+  new ConnectError({
+    reason: "ConnectTimeout",
+    message: `not READY within ${formatMillis(connectTimeout)}: ${stageWords[stage]}`,
+    stage
+  })
+
+// READY within the connect timeout, or the reason why not, read from the channel once. Nothing fails inside the race.
 const awaitReady = (
   channel: GrpcChannel.GrpcChannel,
   connectTimeout: Duration.Duration
 ): Effect.Effect<void, ConnectError> =>
   Effect.flatMap(Effect.timeoutOption(settled(channel), connectTimeout), (outcome) => {
-    const state = Option.getOrUndefined(Option.flatten(outcome))
-    switch (state) {
+    if (Option.isNone(outcome)) return Effect.flatMap(channel.stage, (stage) => Effect.fail(timedOut(stage, connectTimeout)))
+    switch (Option.getOrUndefined(outcome.value)) {
       case "READY":
         return Effect.void
       case "TRANSIENT_FAILURE":
-        return Effect.fail(new ConnectError({ reason: "TransientFailure", message: "channel in TRANSIENT_FAILURE" }))
+        return Effect.flatMap(channel.failure, (failure) => Effect.fail(failed(failure)))
       default:
-        return Effect.fail(
-          Option.isNone(outcome)
-            ? new ConnectError({ reason: "ConnectTimeout", message: `not READY within ${formatMillis(connectTimeout)}` })
-            : new ConnectError({ reason: "Shutdown", message: "channel shut down" })
-        )
+        return Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
     }
   })
 
@@ -190,7 +227,13 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
                   }`
                 ).pipe(
                   Effect.zipRight(Metric.increment(Metrics.readinessTimeouts)),
-                  Effect.zipRight(Effect.fail(new ConnectError({ reason: "NotReady", message: timeout.message })))
+                  Effect.zipRight(Effect.fail(
+                    new ConnectError({
+                      reason: "NotReady",
+                      message: timeout.message,
+                      check: Readiness.failingCheck(timeout.report)
+                    })
+                  ))
                 ),
               ProbeFailed: (rejected) => Effect.fail(new ConnectError({ reason: "Rejected", message: rejected.message }))
             })
@@ -200,6 +243,9 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           return link
         }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit)))
       }).pipe(Effect.withSpan("Connection.attempt", { attributes: { address, generation } }))
+
+    // The last attempt's failure logged as a warning, so a long outage of one kind is not a warning a second.
+    let warned: { readonly reason: string; readonly at: number } | undefined
 
     // Attempts until one succeeds, spaced by the schedule; each failure moves the state to Reconnecting.
     const establish = (generation: number): Effect.Effect<Link, ConnectError> =>
@@ -216,8 +262,9 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
             Effect.gen(function*() {
               const now = yield* Clock.currentTimeMillis
               const state = yield* currentState
+              const failedAttempt = "attempt" in state ? state.attempt : 0
               const next = ConnectionState.Reconnecting({
-                attempt: "attempt" in state ? state.attempt + 1 : 1,
+                attempt: failedAttempt + 1,
                 since: ConnectionState.$is("Reconnecting")(state) ? state.since : now,
                 lastError: error
               })
@@ -226,11 +273,16 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
               if (error.reason !== "NotReady") {
                 yield* SubscriptionRef.update(status, ({ report }) => ({ ready: false, report: lostReport(report, error) }))
               }
-              yield* Effect.logWarning(
-                `connection attempt failed (${error.reason}: ${error.message}); attempt ${next.attempt} in ${
-                  formatMillis(delay)
-                }`
-              )
+              const line = `connection attempt ${failedAttempt} failed (${error.reason}: ${error.message}); attempt ${
+                next.attempt
+              } in ${formatMillis(delay)}`
+              // Every attempt has its line; the same failure again within 30 s is at debug level.
+              if (warned === undefined || warned.reason !== error.reason || now - warned.at >= repeatWarningAfter) {
+                warned = { reason: error.reason, at: now }
+                yield* Effect.logWarning(line)
+              } else {
+                yield* Effect.logDebug(line)
+              }
             })
           )
         ))
@@ -301,6 +353,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           continue
         }
         const link = established.right
+        warned = undefined
         const since = yield* Clock.currentTimeMillis
         yield* Queue.takeAll(checks)
         yield* Queue.takeAll(rejections)
