@@ -80,6 +80,14 @@ export interface GrpcChannel {
   readonly state: Effect.Effect<ConnectivityState>
   /** The current state, then every change, event driven; ends after `SHUTDOWN`. */
   readonly changes: Stream.Stream<ConnectivityState>
+  /**
+   * The state once it is no longer `from`, event driven: at once when it is
+   * not `from` now; `SHUTDOWN` when the channel is shut down. One step of
+   * `changes`, without a stream: what a connection attempt waits on.
+   *
+   * @since 0.2.0
+   */
+  readonly next: (from: ConnectivityState) => Effect.Effect<ConnectivityState>
   /** Asks an `IDLE` channel to start connecting. */
   readonly connect: Effect.Effect<void>
   /** The grpc-js channel that service clients are built on (`channelOverride`). */
@@ -254,6 +262,21 @@ export const fromChannel = (channel: grpc.ChannelInterface): GrpcChannel => ({
   connect: Effect.sync(() => {
     channel.getConnectivityState(true)
   }),
+  next: (from) =>
+    Effect.async<ConnectivityState>((resume) => {
+      let active = true
+      const now = channel.getConnectivityState(false)
+      if (stateName(now) !== from || now === grpc.connectivityState.SHUTDOWN) {
+        resume(Effect.succeed(stateName(now)))
+        return
+      }
+      channel.watchConnectivityState(now, Infinity, () => {
+        if (active) resume(Effect.succeed(stateName(channel.getConnectivityState(false))))
+      })
+      return Effect.sync(() => {
+        active = false
+      })
+    }),
   changes: Stream.async<ConnectivityState>((emit) => {
     let active = true
     const watch = (last: grpc.connectivityState) => {

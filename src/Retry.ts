@@ -133,14 +133,22 @@ export interface ReconnectOptions {
   /** Each delay is multiplied by a random factor in [min, max]. Default 0.8 to 1.2. */
   readonly jitter?: { readonly min: number; readonly max: number } | undefined
   /**
-   * The delay after a cheap failure while the outage is young. Default 250 ms.
+   * The shortest delay after a cheap failure. Default 250 ms.
    *
    * @since 0.2.0
    */
   readonly soon?: Duration.DurationInput | undefined
   /**
-   * The longest delay after a cheap failure once the outage is older: it grows
-   * from `soon` by `factor` per attempt up to this. Default 4 s.
+   * After a cheap failure, the delay is this share of the outage so far when
+   * that is longer than `soon`: the later in an outage, the less likely the
+   * next moment ends it. Default 0.03 (3 %: 300 ms 10 s into an outage, 1.8 s
+   * a minute into it).
+   *
+   * @since 0.2.0
+   */
+  readonly soonFraction?: number | undefined
+  /**
+   * The longest delay after a cheap failure. Default 4 s.
    *
    * @since 0.2.0
    */
@@ -161,6 +169,7 @@ export const reconnectDefaults = {
   longCap: Duration.seconds(30),
   jitter: { min: 0.8, max: 1.2 },
   soon: Duration.millis(250),
+  soonFraction: 0.03,
   soonCap: Duration.seconds(4)
 } as const
 
@@ -193,6 +202,7 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
   const shortPhase = Duration.toMillis(options.shortPhase ?? reconnectDefaults.shortPhase)
   const longCap = Duration.toMillis(options.longCap ?? reconnectDefaults.longCap)
   const soon = Duration.toMillis(options.soon ?? reconnectDefaults.soon)
+  const soonFraction = options.soonFraction ?? reconnectDefaults.soonFraction
   const soonCap = Duration.toMillis(options.soonCap ?? reconnectDefaults.soonCap)
   const { max, min } = options.jitter ?? reconnectDefaults.jitter
   return Schedule.makeWithState<ReconnectState, unknown, Duration.Duration>(
@@ -201,12 +211,12 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
       Effect.map(Random.next, (random) => {
         const since = state.since ?? now
         const young = now - since < shortPhase
-        const cheap = reconnectCost(error) === "Cheap"
-        // The young outage: exponential from `base` to the short cap; then on from the short cap to the long one.
-        const delay = young
-          ? cheap ? soon : Math.min(base * factor ** state.young, shortCap)
-          : cheap
-          ? Math.min(soon * factor ** (state.old + 1), soonCap)
+        // Cheap: soon, or a share of the outage so far. Costly, in a young outage: exponential from `base` to the
+        // short cap; then on from the short cap to the long one.
+        const delay = reconnectCost(error) === "Cheap"
+          ? Math.min(Math.max(soon, soonFraction * (now - since)), soonCap)
+          : young
+          ? Math.min(base * factor ** state.young, shortCap)
           : Math.min(shortCap * factor ** (state.old + 1), longCap)
         const jittered = Duration.millis(Math.round(delay * min * (1 - random) + delay * max * random))
         const next: ReconnectState = young
@@ -220,11 +230,11 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
 /**
  * The default reconnection schedule, by what each failure cost the master
  * ({@link reconnectCost}): after a cheap failure (refused, host unreachable,
- * name not resolved) the next attempt in 250 ms during the first minute of an
- * outage, then growing to 4 s; after a costly one (a connect timeout, a failed
- * readiness, a TLS refusal), exponential from 500 ms, factor 2, capped at 2 s
- * during the first minute and at 30 s after it. Every delay is jittered by 0.8
- * to 1.2; forever.
+ * name not resolved) the next attempt in 250 ms, or 3 % of the outage so far
+ * when that is longer, up to 4 s; after a costly one (a connect timeout, a
+ * failed readiness, a TLS refusal), exponential from 500 ms, factor 2, capped
+ * at 2 s during the first minute and at 30 s after it. Every delay is jittered
+ * by 0.8 to 1.2; forever.
  *
  * @since 0.1.0
  * @category schedules
@@ -410,7 +420,7 @@ export const transient: {
  * The reconnection schedule's shape from the environment: `RECONNECT_BASE`,
  * `RECONNECT_FACTOR`, `RECONNECT_SHORT_CAP`, `RECONNECT_SHORT_PHASE`,
  * `RECONNECT_LONG_CAP`, `RECONNECT_JITTER` (a fraction: 0.2 is 0.8 to 1.2),
- * `RECONNECT_SOON` and `RECONNECT_SOON_CAP`, each optional.
+ * `RECONNECT_SOON`, `RECONNECT_SOON_FRACTION` and `RECONNECT_SOON_CAP`, each optional.
  *
  * @since 0.1.0
  * @category config
@@ -426,6 +436,7 @@ export const reconnectConfig: Config.Config<ReconnectOptions> = pipe(
       Config.map(Env.number("RECONNECT_JITTER", 0, 0.99), (spread) => ({ min: 1 - spread, max: 1 + spread }))
     ),
     soon: Env.optional(Env.duration("RECONNECT_SOON")),
+    soonFraction: Env.optional(Env.number("RECONNECT_SOON_FRACTION", 0, 1)),
     soonCap: Env.optional(Env.duration("RECONNECT_SOON_CAP"))
   }),
   (config) =>

@@ -52,6 +52,7 @@ describe("configuration from the environment", () => {
         RECONNECT_LONG_CAP: "1 minute",
         RECONNECT_JITTER: "0.1",
         RECONNECT_SOON: "50 millis",
+        RECONNECT_SOON_FRACTION: "0.1",
         RECONNECT_SOON_CAP: "2 seconds",
         CALL_RETRIES: "2",
         CALL_RETRY_BASE: "50 millis",
@@ -117,6 +118,7 @@ describe("configuration from the environment", () => {
       assert.strictEqual(reconnect.factor, 3)
       assert.deepStrictEqual(reconnect.jitter, { min: 0.9, max: 1.1 })
       assert.deepStrictEqual([reconnect.soon, reconnect.soonCap].map(seconds), [0.05, 2])
+      assert.strictEqual(reconnect.soonFraction, 0.1)
       const call = yield* Retry.callConfig.pipe(env(vars))
       assert.deepStrictEqual([call.retries, seconds(call.base), seconds(call.cap)], [2, 0.05, 1])
       const lookup = yield* Retry.lookupConfig.pipe(env(vars))

@@ -105,9 +105,9 @@ describe("Connection (virtual time)", () => {
       yield* TestClock.adjust("10 seconds")
       const [client, at] = yield* Fiber.join(lookup)
       assert.instanceOf(client, EchoClient)
-      // Attempts run every 2.25 s (2 s handshake + 250 ms backoff) from 0: the one at 40.5 s is READY at 42.5 s.
-      assert.strictEqual(at, 42_500)
-      // The original fixed 15 s wait would have given up 27.5 s earlier.
+      // Attempts 2 s handshakes apart, then 250 ms or 3 % of the outage so far: the one at 41.216 s is READY at 43.216 s.
+      assert.strictEqual(at, 43_216)
+      // The original fixed 15 s wait would have given up 28.2 s earlier.
       assert.isAbove(at, 15_000)
     }).pipe(noJitter))
 
@@ -302,23 +302,33 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
       assert.strictEqual(error.check, "probe")
     }).pipe(noJitter))
 
-  it.effect("refused for 10 s, then a stalled master: the first timeout waits 2 s, as if every failure had been costly", () =>
+  it.effect("refused for 5 s, then a stalled master: the first timeout waits 2 s, as if every failure had been costly", () =>
     Effect.gen(function*() {
       const { conn, net } = yield* setup()
       yield* TestClock.adjust("1 second")
       yield* net.fail("Refused")
-      // Attempts every 300 ms from 1.0 s (refused after 50 ms, then 250 ms): the 34th starts at 10.9 s.
-      yield* TestClock.adjust("10 seconds")
-      assert.strictEqual(yield* net.dials, 35)
+      // Attempts every 300 ms from 1.0 s (refused after 50 ms, then 250 ms): the 17th starts at 5.8 s.
+      yield* TestClock.adjust("5 seconds")
+      assert.strictEqual(yield* net.dials, 18)
       yield* SubscriptionRef.set(net.master, "stalled")
       yield* net.restore
-      // The attempt at 11.2 s times out at 14.2 s; the next waits the 2 s cap, at 16.2 s.
-      yield* TestClock.adjust(14_200 - (yield* now))
+      // The attempt at 6.1 s times out at 9.1 s; the next waits the 2 s cap, at 11.1 s.
+      yield* TestClock.adjust(9_100 - (yield* now))
       assert.strictEqual(lastErrorOf(yield* conn.state).reason, "ConnectTimeout")
       yield* TestClock.adjust("1999 millis")
-      assert.strictEqual(yield* net.dials, 36)
+      assert.strictEqual(yield* net.dials, 19)
       yield* TestClock.adjust("1 millis")
-      assert.strictEqual(yield* net.dials, 37)
+      assert.strictEqual(yield* net.dials, 20)
+    }).pipe(noJitter))
+
+  it.effect("refused for two minutes: attempts 250 ms apart, then 3 % of the outage so far, up to 4 s", () =>
+    Effect.gen(function*() {
+      const { net } = yield* setup({ link: "down", cutFailure: "Refused" })
+      const dialsAt = (at: number) => Effect.zipRight(Effect.flatMap(now, (t) => TestClock.adjust(at - t)), net.dials)
+      // 50 ms to fail, then 250 ms, while 3 % of the outage is shorter: 28 attempts in the first 8.4 s.
+      assert.strictEqual(yield* dialsAt(8_399), 28)
+      // Then each delay is 3 % of the outage so far: 113 attempts by 2 minutes, against 400 at 250 ms.
+      assert.strictEqual(yield* dialsAt(120_000), 113)
     }).pipe(noJitter))
 
   it.effect("each attempt's log line names why it failed; the same failure again within 30 s is at debug level", () =>
@@ -343,7 +353,8 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
         const before = warnings()
         yield* TestClock.adjust("29 seconds")
         assert.strictEqual(warnings(), before)
-        yield* TestClock.adjust("1 second")
+        // The attempt after the 30 s mark (by now 3 % of the outage apart, under a second) warns again.
+        yield* TestClock.adjust("2 seconds")
         assert.strictEqual(warnings(), before + 1)
       })
     ).pipe(noJitter))

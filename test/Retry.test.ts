@@ -84,14 +84,21 @@ describe("Retry.reconnect, by what a failure cost the master", () => {
     }
   })
 
-  it.effect("after a cheap failure: 250 ms during the first minute, then doubling to a 4 s cap", () =>
+  it.effect("after a cheap failure: 250 ms, then 3 % of the outage so far, up to 4 s", () =>
     Effect.gen(function*() {
-      const delays = yield* delaysFor(Retry.reconnect, Array.from({ length: 246 }, () => refused)).pipe(
+      const delays = yield* delaysFor(Retry.reconnect, Array.from({ length: 200 }, () => refused)).pipe(
         Effect.withRandom(Random.fixed([0.5]))
       )
-      // 240 steps of 250 ms reach 60 s; the long phase goes on from there.
-      assert.deepStrictEqual(delays.slice(0, 240), Array.from({ length: 240 }, () => 250))
-      assert.deepStrictEqual(delays.slice(240), [500, 1000, 2000, 4000, 4000, 4000])
+      // Steps 250 ms apart until 3 % of the elapsed time passes 250 ms: the step at 8.5 s waits 255 ms.
+      assert.deepStrictEqual(delays.slice(0, 34), Array.from({ length: 34 }, () => 250))
+      assert.deepStrictEqual(delays.slice(34, 37), [255, 263, 271])
+      // Each later step waits 3 % of the time so far, until the cap.
+      let at = 0
+      for (const [i, delay] of delays.entries()) {
+        if (i >= 34) assert.strictEqual(delay, Math.min(4_000, Math.round(0.03 * at)), `step ${i} at ${at} ms`)
+        at += delay
+      }
+      assert.strictEqual(delays.at(-1), 4_000)
     }))
 
   it.effect("after a costly failure: as if every failure had been costly, so a fleet refused for a while backs off at the cap", () =>
@@ -115,9 +122,10 @@ describe("Retry.reconnect, by what a failure cost the master", () => {
 
   it.effect("takes the cheap delays from options", () =>
     Effect.gen(function*() {
-      const schedule = Retry.reconnectWith({ soon: "100 millis", soonCap: "300 millis", shortPhase: "1 second", jitter: { min: 1, max: 1 } })
-      const delays = yield* delaysFor(schedule, Array.from({ length: 13 }, () => refused))
-      assert.deepStrictEqual(delays, [...Array.from({ length: 10 }, () => 100), 200, 300, 300])
+      const schedule = Retry.reconnectWith({ soon: "100 millis", soonFraction: 0.5, soonCap: "300 millis", jitter: { min: 1, max: 1 } })
+      const delays = yield* delaysFor(schedule, Array.from({ length: 5 }, () => refused))
+      // At 0, 0.1 and 0.2 s: 100 ms; at 0.3 s: 150 ms; at 0.45 s: the 300 ms cap.
+      assert.deepStrictEqual(delays, [100, 100, 100, 150, 225].map((d) => Math.min(d, 300)))
     }))
 })
 

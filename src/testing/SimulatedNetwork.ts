@@ -260,6 +260,12 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
           target: dialOptions.address,
           state: SubscriptionRef.get(state),
           changes: state.changes.pipe(Stream.takeUntil((s) => s === "SHUTDOWN")),
+          next: (from) =>
+            state.changes.pipe(
+              Stream.filter((s) => s !== from || s === "SHUTDOWN"),
+              Stream.runHead,
+              Effect.map(Option.getOrElse((): GrpcChannel.ConnectivityState => "SHUTDOWN"))
+            ),
           connect,
           channel: new SimulatedGrpcChannel(dialOptions.address, state),
           failure: Ref.get(failure),
