@@ -220,6 +220,10 @@ describe("configuration from the environment", () => {
       assert.include(yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "master 9666" }), "MASTER_ADDRESS")
       assert.include(yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "master:99999" }), "MASTER_ADDRESS")
       assert.include(yield* failure(Connection.config(TaskSource.services), {}), "MASTER_ADDRESS")
+      // A host without its port would dial 443: refused, naming the variable and what is missing.
+      const portless = yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "127.0.0.1" })
+      assert.include(portless, "MASTER_ADDRESS")
+      assert.include(portless, "has no port")
     }))
 
   it.effect("an unknown fault kind: a ConfigError naming the variable", () =>
