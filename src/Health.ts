@@ -3,7 +3,8 @@
  *
  * - `GET /healthz`: 200 `{"status":"ok"}` while the process runs, connected or not (liveness).
  * - `GET /readyz`: 200 with the readiness report when the connection is ready,
- *   503 with the report and the check that holds it back when not (readiness).
+ *   503 with the report and the check that holds it back when not (readiness);
+ *   `unpersistedReports` while the outbox cannot store reports.
  * - `GET /metrics`: every metric of Effect's global registry in the Prometheus
  *   text format, version 0.0.4.
  *
@@ -28,6 +29,7 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import { createServer } from "node:http"
 import * as Prometheus from "./internal/prometheus.js"
+import * as Metrics from "./Metrics.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidOption } from "./internal/validate.js"
 import * as Readiness from "./Readiness.js"
@@ -162,8 +164,12 @@ const router = HttpRouter.empty.pipe(
   HttpRouter.get(
     "/readyz",
     Effect.flatMap(Readiness.Readiness, (readiness) =>
-      Effect.map(readiness.status, (status) =>
-        HttpServerResponse.unsafeJson(readinessJson(status), { status: status.ready ? 200 : 503 })))
+      Effect.zipWith(readiness.status, Metric.value(Metrics.outboxUnpersisted), (status, unpersisted) =>
+        HttpServerResponse.unsafeJson(
+          // Reports the outbox could not store (disk full): said only while there are any.
+          { ...readinessJson(status), ...(unpersisted.value > 0 ? { unpersistedReports: unpersisted.value } : {}) },
+          { status: status.ready ? 200 : 503 }
+        )))
   ),
   HttpRouter.get(
     "/metrics",

@@ -57,7 +57,10 @@ const isBusy = (error: SqlError.SqlError) => {
   return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED"
 }
 
-// Placeholders per statement stay well under SQLite's limit (32,766).
+// Placeholders per statement stay well under SQLite's limit (32,766): 7 per record. The outbox appends at
+// most 256 at once.
+const maxRows = 1_000
+
 const chunks = <A>(items: ReadonlyArray<A>, size: number): ReadonlyArray<ReadonlyArray<A>> => {
   const out: Array<ReadonlyArray<A>> = []
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
@@ -89,7 +92,6 @@ export const make = (options: Options): Effect.Effect<Context.Tag.Service<Outbox
       sql.unsafe("PRAGMA locking_mode = EXCLUSIVE"),
       sql.unsafe("PRAGMA journal_mode = WAL"),
       sql.unsafe("PRAGMA synchronous = FULL"),
-      sql.withTransaction(Effect.all([
       sql`CREATE TABLE IF NOT EXISTS outbox_record (
         node TEXT NOT NULL,
         master TEXT NOT NULL,
@@ -108,7 +110,6 @@ export const make = (options: Options): Effect.Effect<Context.Tag.Service<Outbox
         reason TEXT NOT NULL,
         set_aside_at INTEGER NOT NULL
       )`
-      ]))
     ]).pipe(
       Effect.mapError((error) =>
         isBusy(error)
@@ -151,31 +152,40 @@ export const make = (options: Options): Effect.Effect<Context.Tag.Service<Outbox
             // A row this store did not write whole (another program, another version): set aside, alone.
             const why = ParseResult.TreeFormatter.formatErrorSync(decoded.left).split("\n")[0] ?? "unreadable"
             const at = yield* Clock.currentTimeMillis
-            yield* sql.withTransaction(Effect.zipRight(
+            // Copied, then deleted: a crash between leaves it in both, and the next start sets it aside again.
+            yield* Effect.zipRight(
               sql`INSERT INTO outbox_damaged ${sql.insert({ node: owner.node, master: owner.master, sequence: row.sequence, row: JSON.stringify(row), reason: why, set_aside_at: at })}`,
               sql`DELETE FROM outbox_record WHERE node = ${owner.node} AND master = ${owner.master} AND sequence = ${row.sequence}`
-            )).pipe(Effect.mapError(failAt("Unwritable", `cannot set aside record ${row.sequence}`)))
+            ).pipe(Effect.mapError(failAt("Unwritable", `cannot set aside record ${row.sequence}`)))
             setAside += 1
             yield* Effect.logError(
               `outbox record ${row.sequence} of ${location} is damaged (${why}); set aside in table outbox_damaged, the other records are read`
             )
           }
 
+          // One statement, so one transaction of SQLite's own: all or none, and durable when it returns.
+          // (Not `withTransaction`: a COMMIT that fails, as on a full disk, is a defect there.)
+          const insert = (records: ReadonlyArray<Outbox.StoredRecord>) =>
+            sql`INSERT INTO outbox_record ${
+              sql.insert(records.map((record) => ({
+                node: owner.node,
+                master: owner.master,
+                sequence: record.sequence,
+                key: record.report.key,
+                task_id: record.report.taskId,
+                status: record.report.status,
+                error: record.report.error
+              })))
+            }`
           const append = (records: ReadonlyArray<Outbox.StoredRecord>) =>
-            sql.withTransaction(Effect.forEach(chunks(records, 500), (chunk) =>
-              sql`INSERT INTO outbox_record ${
-                sql.insert(chunk.map((record) => ({
-                  node: owner.node,
-                  master: owner.master,
-                  sequence: record.sequence,
-                  key: record.report.key,
-                  task_id: record.report.taskId,
-                  status: record.report.status,
-                  error: record.report.error
-                })))
-              }`, { discard: true })).pipe(
-              Effect.mapError(failAt("Unwritable", records.length === 1 ? `cannot write record ${records[0]!.sequence}` : `cannot write ${records.length} records`))
-            )
+            (records.length === 0 ? Effect.void : records.length <= maxRows
+              ? Effect.asVoid(insert(records))
+              : Effect.dieMessage(`SqliteOutbox: at most ${maxRows} records are appended at once, not ${records.length}`))
+              .pipe(
+                Effect.mapError(
+                  failAt("Unwritable", records.length === 1 ? `cannot write record ${records[0]!.sequence}` : `cannot write ${records.length} records`)
+                )
+              )
 
           const remove = (sequences: ReadonlyArray<number>) =>
             Effect.forEach(chunks(sequences, 500), (chunk) =>
