@@ -282,6 +282,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
 
     // Adds are written by one fiber, in the order they came, as many at once as are waiting.
     const requests = yield* Queue.unbounded<Request>()
+    let open = true
     const closed = (report: TaskSource.StatusReport) =>
       new OutboxError({ reason: "Closed", path: where, operation: `closed before report ${report.key} was stored` })
 
@@ -336,6 +337,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
       Effect.ensuring(
         Effect.flatMap(Queue.takeAll(requests), (left) =>
           Effect.sync(() => {
+            open = false
             for (const request of left) Deferred.unsafeDone(request.done, Exit.fail(closed(request.report)))
           }))
       ),
@@ -352,11 +354,11 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         if (report.status === "RUNNING" && running !== undefined) return Effect.void
         const waiting = writing.get(report.key)
         if (waiting !== undefined) return Deferred.await(waiting)
+        if (!open) return Effect.fail(closed(report))
         const done = Deferred.unsafeMake<void, OutboxError>(FiberId.none)
         writing.set(report.key, done)
-        return Queue.offer(requests, { report, done }).pipe(
-          Effect.flatMap((offered) => (offered ? Deferred.await(done) : Effect.fail(closed(report))))
-        )
+        requests.unsafeOffer({ report, done })
+        return Deferred.await(done)
       })
 
     // A report is done with: out of the queue, and its record out of the store unless it still marks a task started.

@@ -235,4 +235,11 @@ describe("Outbox (virtual time)", () => {
       assert.deepStrictEqual(batches, [[1], [2, 3, 4]])
       assert.deepStrictEqual((yield* outbox.pending).map((r) => r.taskId), ["a", "b", "c", "d"])
     }))
+
+  it.effect("an add after the outbox closed fails with Closed, never hangs", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Effect.scoped(Outbox.make({ deliver: master(0).deliver, ...owner }))
+      const error = yield* Effect.flip(outbox.add(report("late", "FINISHED")))
+      assert.strictEqual(error.reason, "Closed")
+    }).pipe(Effect.provide(Outbox.layerMemory)))
 })
