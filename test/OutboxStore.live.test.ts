@@ -7,7 +7,8 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs"
+import { spawn } from "node:child_process"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { ownerDirectory } from "../src/internal/outboxFileSystem.js"
@@ -162,12 +163,23 @@ for (const store of stores) {
 }
 
 describe("OutboxStore: filesystem", () => {
-  it.scopedLive("a lock naming this process's pid, or a pid that now belongs to another process, is stale", () =>
+  it.scopedLive("a lock naming this process's pid, a pid that now belongs to another process, or a dead process not yet reaped, is stale", () =>
     Effect.gen(function*() {
       const location = filesystem.location(yield* temporary())
       yield* Effect.scoped(Layer.build(filesystem.layer(location)))
       const lock = join(location, "outbox.lock")
-      for (const holder of [{ pid: process.pid }, { pid: 1, start: "1" }, {}]) {
+      // A zombie: its parent (the shell, become `sleep`) never reaps it.
+      const parent = yield* Effect.acquireRelease(
+        Effect.sync(() => spawn("sh", ["-c", "sleep 0.05 & echo $!; exec sleep 30"], { stdio: ["ignore", "pipe", "ignore"] })),
+        (p) => Effect.sync(() => p.kill("SIGKILL"))
+      )
+      const zombie = yield* Effect.async<number>((resume) => {
+        parent.stdout!.once("data", (d) => resume(Effect.succeed(Number(String(d).trim()))))
+      })
+      const zombieStart = readFileSync(`/proc/${zombie}/stat`, "utf8").split(") ")[1]!.split(" ")[19]!
+      yield* Effect.sleep("300 millis")
+      assert.match(readFileSync(`/proc/${zombie}/stat`, "utf8"), /\) Z /, "the child is a zombie")
+      for (const holder of [{ pid: process.pid }, { pid: 1, start: "1" }, { pid: zombie, start: zombieStart }, {}]) {
         writeFileSync(lock, JSON.stringify(holder))
         const log = captured()
         const exit = yield* Effect.exit(Effect.scoped(Layer.build(filesystem.layer(location)))).pipe(Effect.provide(log.layer))

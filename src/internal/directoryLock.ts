@@ -43,12 +43,15 @@ interface Holder {
 // The locks of this process by file, shared by every copy of the module loaded.
 const held = GlobalValue.globalValue(Symbol.for("effect-grpc-resilience/DirectoryLock"), () => new Map<string, Entry>())
 
-const startTime = (fs: FileSystem.FileSystem, pid: number | "self") =>
+// Linux: a process's state (field 3 of /proc/<pid>/stat) and start time (field 22).
+const procStat = (fs: FileSystem.FileSystem, pid: number | "self") =>
   fs.readFileString(`/proc/${pid}/stat`).pipe(
     // The command name may hold spaces and parentheses: count the fields after its closing one.
-    Effect.map((stat) => stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]),
-    Effect.map(Option.fromNullable),
-    Effect.orElseSucceed(() => Option.none<string>())
+    Effect.map((stat) => stat.slice(stat.lastIndexOf(")") + 2).split(" ")),
+    Effect.map((fields) =>
+      fields[0] !== undefined && fields[19] !== undefined ? Option.some({ state: fields[0], start: fields[19] }) : Option.none()
+    ),
+    Effect.orElseSucceed(() => Option.none<{ readonly state: string; readonly start: string }>())
   )
 
 const bootId = (fs: FileSystem.FileSystem) =>
@@ -82,21 +85,22 @@ const parse = (text: string): Holder | undefined => {
 }
 
 // Is the process the lock names still running? Not when it was from another boot, cannot be signalled,
-// or its pid now belongs to a process that started at another time.
+// is dead and not yet reaped (a zombie), or its pid now belongs to a process that started at another time.
 const running = (fs: FileSystem.FileSystem, holder: Holder, me: Holder) =>
   Effect.gen(function*() {
     if (holder.boot !== undefined && me.boot !== undefined && holder.boot !== me.boot) return false
     if (!signalable(holder.pid)) return false
-    if (holder.start === undefined) return true
-    const start = yield* startTime(fs, holder.pid)
-    return Option.isNone(start) || start.value === holder.start
+    const stat = yield* procStat(fs, holder.pid)
+    if (Option.isNone(stat)) return true
+    if (stat.value.state === "Z" || stat.value.state === "X") return false
+    return holder.start === undefined || stat.value.start === holder.start
   })
 
 const take = (fs: FileSystem.FileSystem, directory: string, file: string) =>
   Effect.gen(function*() {
     const pid = globalThis.process.pid
-    const [start, boot] = yield* Effect.all([startTime(fs, "self"), bootId(fs)])
-    const me: Holder = { pid, start: Option.getOrUndefined(start), boot: Option.getOrUndefined(boot) }
+    const [stat, boot] = yield* Effect.all([procStat(fs, "self"), bootId(fs)])
+    const me: Holder = { pid, start: Option.getOrUndefined(Option.map(stat, (s) => s.start)), boot: Option.getOrUndefined(boot) }
     const unwritable = (cause: unknown) =>
       new OutboxError({ reason: "Unwritable", path: file, operation: "cannot create the lock file", cause })
     for (let attempt = 1; attempt <= 3; attempt++) {

@@ -162,9 +162,12 @@ describe("crash ring", () => {
       assert.isTrue(lines.some((l) => l.message.includes("connected to")), "the workers' logs were read")
       const kills = rounds
       const restartedWhileRunning = lines.filter((l) => l.message.includes("was running when the worker stopped")).length
+      const locksTakenOver = lines.filter((l) => l.message.includes("taking over the lock")).length
+      assert.isAtLeast(locksTakenOver, 1, "a killed worker's lock was taken over by its successor")
       console.log(`crash ring (worker), seed ${seed}: ${kills} kills (${JSON.stringify(modes)}), ${count} tasks: ${JSON.stringify(outcome)}, ` +
         `${restartedWhileRunning} cut off by a kill and reported ERROR after the restart, ` +
-        `${lines.filter((l) => l.message.includes("reports to deliver from before")).length} restarts with reports owed`)
+        `${lines.filter((l) => l.message.includes("reports to deliver from before")).length} restarts with reports owed, ` +
+        `${locksTakenOver} stale locks taken over`)
     }).pipe(Effect.provide(NodeContext.layer)), 170_000)
 
   it.scopedLive(`the outbox alone, killed ${rounds} times, for each store: no stored report lost, the order of add kept`, () =>
