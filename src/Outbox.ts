@@ -394,7 +394,8 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
           onFailure: (error) =>
             error._tag === "GrpcError"
               ? Effect.logError(
-                `the master refused report ${record.report.key} (task ${record.report.taskId} ${record.report.status}) for good: ${error.message}`
+                `the master refused report ${record.report.key} (task ${record.report.taskId} ${record.report.status}) ` +
+                  `for good: ${error.message}`
               ).pipe(
                 Effect.zipRight(Ref.update(stats, (s) => ({ ...s, rejected: s.rejected + 1 }))),
                 Effect.zipRight(settle(record))

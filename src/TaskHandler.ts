@@ -222,34 +222,32 @@ export const make = <P, I, R>(
     const stopping = yield* Deferred.make<void>()
     const isReady = Effect.map(conn.state, (state) => state._tag === "Ready")
 
-    // A report that could not be stored is kept here, counted, and stored again until it is; meanwhile no
-    // task is fetched. It is delivered once stored. The retries are interruptible: a drain can end them.
-    const unpersisted = (change: number) =>
+    // A report that could not be stored is held here, counted, and stored again until it is; meanwhile no
+    // task is fetched. The retries are interruptible: a drain can end them, and says the report is lost.
+    const held = (change: number) =>
       Effect.flatMap(
         SubscriptionRef.updateAndGet(stats, (s) => ({ ...s, unpersisted: s.unpersisted + change })),
         (s) => Metric.set(Metrics.outboxUnpersisted, s.unpersisted)
       )
-    const persist = (stored: TaskSource.StatusReport) =>
-      outbox.add(stored).pipe(
-        Effect.catchAll((error) =>
-          Effect.acquireUseRelease(
-            unpersisted(1),
-            () =>
-              Effect.logError(`report ${stored.key} could not be stored; kept in memory, stored again until it is: ${error.message}`).pipe(
-                Effect.zipRight(
-                  outbox.add(stored).pipe(
-                    Effect.tapError((again) => Effect.logWarning(`report ${stored.key} still cannot be stored: ${again.message}`)),
-                    Effect.retry({ schedule: storeAgain, while: (again) => again.reason !== "Closed" }),
-                    Effect.interruptible
-                  )
-                ),
-                Effect.zipRight(Effect.logInfo(`report ${stored.key} stored`)),
-                Effect.onInterrupt(() => Effect.logError(`report ${stored.key} is lost: the task handler stopped before it could be stored (${JSON.stringify(stored)})`))
-              ),
-            () => unpersisted(-1)
+    const holding = Effect.map(SubscriptionRef.get(stats), (s) => s.unpersisted > 0)
+    const lost = (stored: TaskSource.StatusReport, why: string) =>
+      Effect.logError(`report ${stored.key} is lost, ${why}: ${JSON.stringify(stored)}`)
+    const storeAgainAndAgain = (stored: TaskSource.StatusReport, first: Outbox.OutboxError) =>
+      Effect.logError(`report ${stored.key} could not be stored; held in memory, stored again until it is: ${first.message}`).pipe(
+        Effect.zipRight(
+          outbox.add(stored).pipe(
+            Effect.tapError((again) => Effect.logWarning(`report ${stored.key} still cannot be stored: ${again.message}`)),
+            Effect.retry({ schedule: storeAgain, while: (again) => again.reason !== "Closed" }),
+            Effect.interruptible
           )
         ),
-        Effect.catchAll((error) => Effect.logError(`report ${stored.key} is lost (${JSON.stringify(stored)}): ${error.message}`))
+        Effect.zipRight(Effect.logInfo(`report ${stored.key} stored`)),
+        Effect.onInterrupt(() => lost(stored, "the task handler stopped before it could be stored"))
+      )
+    const persist = (stored: TaskSource.StatusReport) =>
+      outbox.add(stored).pipe(
+        Effect.catchAll((error) => Effect.acquireUseRelease(held(1), () => storeAgainAndAgain(stored, error), () => held(-1))),
+        Effect.catchAll((error) => lost(stored, error.message))
       )
 
     const report = (taskId: string, status: TaskSource.ReportedStatus, error = "") =>
@@ -347,9 +345,9 @@ export const make = <P, I, R>(
       })
     )
 
-    // Fetches while runners are free, the connection is Ready, and the master has tasks.
+    // Fetches while runners are free, the connection is Ready, no report is held, and the master has tasks.
     const fetchWhileFree: Effect.Effect<void> = Effect.gen(function*() {
-      while ((yield* FiberMap.size(runners)) < maxRunners && (yield* isReady) && (yield* SubscriptionRef.get(stats)).unpersisted === 0) {
+      while ((yield* FiberMap.size(runners)) < maxRunners && (yield* isReady) && !(yield* holding)) {
         if (!(yield* fetchOne)) return
       }
     })

@@ -131,9 +131,8 @@ const take = (fs: FileSystem.FileSystem, directory: string, file: string) =>
           operation: `in use by process ${holder.pid} (lock file ${file}): one process per outbox directory`
         })
       }
-      yield* Effect.logWarning(
-        `outbox ${directory}: taking over the lock of ${holder === undefined ? "a process that left it unfinished" : `process ${holder.pid}, which is not running`}`
-      )
+      const whose = holder === undefined ? "a process that left it unfinished" : `process ${holder.pid}, which is not running`
+      yield* Effect.logWarning(`outbox ${directory}: taking over the lock of ${whose}`)
       // Two processes taking over one stale lock at once could both remove it; the window is the time between
       // this read and this remove, and both starting on one directory at that moment is the mistake it guards.
       yield* fs.remove(file).pipe(

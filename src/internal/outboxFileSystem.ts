@@ -112,9 +112,20 @@ export const make = (
         yield* fs.makeDirectory(path.join(dir, "damaged"), { recursive: true }).pipe(
           Effect.mapError(unwritable("cannot create the directory", dir))
         )
-        // The directory, held open to sync it after renames.
-        const directoryHandle = yield* fs.open(dir, { flag: "r" }).pipe(Effect.mapError(unreadable("cannot open the directory")))
-        const syncDirectory = directoryHandle.sync.pipe(Effect.mapError(unwritable("cannot sync the directory", dir)))
+        // The directory, held open to sync it after renames. Windows cannot open a directory (EISDIR), and
+        // needs no sync of it: its renames are journaled.
+        const directoryHandle = yield* fs.open(dir, { flag: "r" }).pipe(
+          Effect.map(Option.some),
+          Effect.catchIf(
+            (error) => error._tag === "SystemError" && error.reason === "BadResource",
+            () => Effect.succeed(Option.none())
+          ),
+          Effect.mapError(unreadable("cannot open the directory"))
+        )
+        const syncDirectory = Option.match(directoryHandle, {
+          onNone: () => Effect.void,
+          onSome: (handle) => handle.sync.pipe(Effect.mapError(unwritable("cannot sync the directory", dir)))
+        })
 
         const ownerFile = path.join(dir, "owner.json")
         const recorded = yield* fs.readFileString(ownerFile).pipe(
@@ -142,10 +153,9 @@ export const make = (
 
         const names = yield* fs.readDirectory(dir).pipe(Effect.mapError(unreadable("cannot list the records")))
         // A temporary file is an add that never returned: nobody was told it is stored.
-        yield* Effect.forEach(names.filter((name) => temporary.test(name)), (name) =>
-          fs.remove(path.join(dir, name)).pipe(Effect.mapError(unwritable("cannot remove a temporary file", path.join(dir, name)))), {
-          discard: true
-        })
+        const leftovers = names.filter((name) => temporary.test(name)).map((name) => path.join(dir, name))
+        yield* Effect.forEach(leftovers, (file) =>
+          fs.remove(file).pipe(Effect.mapError(unwritable("cannot remove a temporary file", file))), { discard: true })
 
         let setAside = 0
         const setAsideRecord = (name: string, why: string) =>
@@ -155,7 +165,8 @@ export const make = (
             const moved = yield* Effect.either(fs.rename(file, aside))
             setAside += 1
             yield* Either.match(moved, {
-              onRight: () => Effect.logError(`outbox record ${file} is damaged (${why}); set aside as ${aside}, the other records are read`),
+              onRight: () =>
+                Effect.logError(`outbox record ${file} is damaged (${why}); set aside as ${aside}, the other records are read`),
               onLeft: (error) =>
                 Effect.logError(`outbox record ${file} is damaged (${why}) and could not be set aside (${error.message}); skipped`)
             })

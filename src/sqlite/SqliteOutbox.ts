@@ -73,13 +73,18 @@ const chunks = <A>(items: ReadonlyArray<A>, size: number): ReadonlyArray<Readonl
  * @since 0.2.0
  * @category constructors
  */
-export const make = (options: Options): Effect.Effect<Context.Tag.Service<Outbox.OutboxStore>, Outbox.OutboxError, Scope.Scope> =>
+export const make = (
+  options: Options
+): Effect.Effect<Context.Tag.Service<Outbox.OutboxStore>, Outbox.OutboxError, Scope.Scope> =>
   Effect.gen(function*() {
     const filename = resolve(options.filename)
     const fail = (reason: Outbox.OutboxError["reason"], operation: string) => (cause: unknown) =>
       new Outbox.OutboxError({ reason, path: filename, operation, cause })
 
-    yield* Effect.try({ try: () => mkdirSync(dirname(filename), { recursive: true }), catch: fail("Unwritable", "cannot create the directory") })
+    yield* Effect.try({
+      try: () => mkdirSync(dirname(filename), { recursive: true }),
+      catch: fail("Unwritable", "cannot create the directory")
+    })
     // better-sqlite3 throws when it cannot open the file: a defect of the client's layer, made an error here.
     const context = yield* Layer.build(SqliteClient.layer({ filename, disableWAL: true })).pipe(
       Effect.catchAllCause((cause) => Effect.fail(fail("Unreadable", "cannot open the database")(Cause.squash(cause))))
@@ -144,7 +149,8 @@ export const make = (options: Options): Effect.Effect<Context.Tag.Service<Outbox
           const initial: Array<Outbox.StoredRecord> = []
           let setAside = 0
           for (const row of rows) {
-            const decoded = decodeRow({ sequence: row.sequence, key: row.key, taskId: row.task_id, status: row.status, error: row.error })
+            const { error, key, sequence, status, task_id: taskId } = row
+            const decoded = decodeRow({ sequence, key, taskId, status, error })
             if (Either.isRight(decoded)) {
               initial.push(fromFields(decoded.right))
               continue
@@ -153,13 +159,15 @@ export const make = (options: Options): Effect.Effect<Context.Tag.Service<Outbox
             const why = ParseResult.TreeFormatter.formatErrorSync(decoded.left).split("\n")[0] ?? "unreadable"
             const at = yield* Clock.currentTimeMillis
             // Copied, then deleted: a crash between leaves it in both, and the next start sets it aside again.
+            const damaged = { ...owner, sequence, row: JSON.stringify(row), reason: why, set_aside_at: at }
             yield* Effect.zipRight(
-              sql`INSERT INTO outbox_damaged ${sql.insert({ node: owner.node, master: owner.master, sequence: row.sequence, row: JSON.stringify(row), reason: why, set_aside_at: at })}`,
-              sql`DELETE FROM outbox_record WHERE node = ${owner.node} AND master = ${owner.master} AND sequence = ${row.sequence}`
-            ).pipe(Effect.mapError(failAt("Unwritable", `cannot set aside record ${row.sequence}`)))
+              sql`INSERT INTO outbox_damaged ${sql.insert(damaged)}`,
+              sql`DELETE FROM outbox_record WHERE node = ${owner.node} AND master = ${owner.master} AND sequence = ${sequence}`
+            ).pipe(Effect.mapError(failAt("Unwritable", `cannot set aside record ${sequence}`)))
             setAside += 1
             yield* Effect.logError(
-              `outbox record ${row.sequence} of ${location} is damaged (${why}); set aside in table outbox_damaged, the other records are read`
+              `outbox record ${sequence} of ${location} is damaged (${why}); set aside in table outbox_damaged, ` +
+                "the other records are read"
             )
           }
 
@@ -182,16 +190,18 @@ export const make = (options: Options): Effect.Effect<Context.Tag.Service<Outbox
               ? Effect.asVoid(insert(records))
               : Effect.dieMessage(`SqliteOutbox: at most ${maxRows} records are appended at once, not ${records.length}`))
               .pipe(
-                Effect.mapError(
-                  failAt("Unwritable", records.length === 1 ? `cannot write record ${records[0]!.sequence}` : `cannot write ${records.length} records`)
-                )
+                Effect.mapError(failAt(
+                  "Unwritable",
+                  records.length === 1 ? `cannot write record ${records[0]!.sequence}` : `cannot write ${records.length} records`
+                ))
               )
 
           const remove = (sequences: ReadonlyArray<number>) =>
             Effect.forEach(chunks(sequences, 500), (chunk) =>
-              sql`DELETE FROM outbox_record WHERE node = ${owner.node} AND master = ${owner.master} AND sequence IN ${sql.in(chunk)}`, {
-              discard: true
-            }).pipe(Effect.mapError(failAt("Unwritable", "cannot remove records")))
+              sql`DELETE FROM outbox_record
+                WHERE node = ${owner.node} AND master = ${owner.master} AND sequence IN ${sql.in(chunk)}`, { discard: true }).pipe(
+              Effect.mapError(failAt("Unwritable", "cannot remove records"))
+            )
 
           return { location, initial, setAside, append, remove } satisfies Outbox.Records
         })
