@@ -29,9 +29,9 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import { createServer } from "node:http"
 import * as Prometheus from "./internal/prometheus.js"
-import * as Metrics from "./Metrics.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidOption } from "./internal/validate.js"
+import * as Metrics from "./Metrics.js"
 import * as Readiness from "./Readiness.js"
 
 export {
