@@ -6,7 +6,6 @@
  *
  * @since 0.1.0
  */
-import type * as KeyValueStore from "@effect/platform/KeyValueStore"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -79,6 +78,8 @@ export interface WorkerStatus {
   readonly cancelled: number
   readonly malformed: number
   readonly heartbeatFailures: number
+  /** Reports the outbox could not store (disk full, read-only): kept in memory and stored again until it can. */
+  readonly unpersisted: number
 }
 
 /**
@@ -155,6 +156,19 @@ const errorMessage = (error: unknown): string =>
 // Re-joining the master within one generation: soon, then less often.
 const rejoin = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
 
+// Storing a report again after the outbox could not: soon, then less often.
+const storeAgain = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
+
+/**
+ * The error of a task that was running when its worker stopped (a crash, a
+ * kill, a power loss): after the restart it is reported `ERROR` with this
+ * message, once. It is not run again: it may have done part of its work.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const restartMessage = "the worker restarted while running this task"
+
 /**
  * Starts the task handler in the current scope. It returns at once; the
  * startup wait runs in its own fiber.
@@ -167,7 +181,7 @@ export const make = <P, I, R, C extends Connection.AnyTag = typeof Connection.Co
 ): Effect.Effect<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
-  Context.Tag.Identifier<C> | TaskSource.TaskSource | KeyValueStore.KeyValueStore | Scope.Scope | R
+  Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | Scope.Scope | R
 > =>
   Effect.gen(function*() {
     const conn: Connection.Connection = yield* (options.connection ?? Connection.Connection)
@@ -186,7 +200,7 @@ const makeFor = <P, I, R>(
 ): Effect.Effect<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
-  KeyValueStore.KeyValueStore | Scope.Scope | R
+  Outbox.OutboxStore | Scope.Scope | R
 > =>
   Effect.gen(function*() {
     const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, defaults.maxRunners)
@@ -203,7 +217,7 @@ const makeFor = <P, I, R>(
     const context = yield* Effect.context<R>()
     const decode = Schema.decodeUnknownEither(Schema.parseJson(options.payload))
 
-    const outbox = yield* Outbox.make({ deliver: source.report, key: `outbox-${encodeURIComponent(source.nodeKey)}@${encodeURIComponent(conn.address)}` })
+    const outbox = yield* Outbox.make({ deliver: source.report, node: source.nodeKey, master: conn.address })
     const runners = yield* FiberMap.make<string, void, never>()
     const stats = yield* SubscriptionRef.make<WorkerStatus>({
       running: 0,
@@ -213,7 +227,8 @@ const makeFor = <P, I, R>(
       failed: 0,
       cancelled: 0,
       malformed: 0,
-      heartbeatFailures: 0
+      heartbeatFailures: 0,
+      unpersisted: 0
     })
     const count = (f: (s: WorkerStatus) => Partial<WorkerStatus>) => SubscriptionRef.update(stats, (s) => ({ ...s, ...f(s) }))
     const wake = yield* Queue.sliding<void>(1)
@@ -221,10 +236,38 @@ const makeFor = <P, I, R>(
     const stopping = yield* Deferred.make<void>()
     const isReady = Effect.map(conn.state, (state) => state._tag === "Ready")
 
+    // A report that could not be stored is held here, counted, and stored again until it is; meanwhile no
+    // task is fetched. The retries are interruptible: a drain can end them, and says the report is lost.
+    const held = (change: number) =>
+      Effect.flatMap(
+        SubscriptionRef.updateAndGet(stats, (s) => ({ ...s, unpersisted: s.unpersisted + change })),
+        (s) => Metric.set(Metrics.outboxUnpersisted, s.unpersisted)
+      )
+    const holding = Effect.map(SubscriptionRef.get(stats), (s) => s.unpersisted > 0)
+    const lost = (stored: TaskSource.StatusReport, why: string) =>
+      Effect.logError(`report ${stored.key} is lost, ${why}: ${JSON.stringify(stored)}`)
+    const storeAgainAndAgain = (stored: TaskSource.StatusReport, first: Outbox.OutboxError) =>
+      Effect.logError(`report ${stored.key} could not be stored; held in memory, stored again until it is: ${first.message}`).pipe(
+        Effect.zipRight(
+          outbox.add(stored).pipe(
+            Effect.tapError((again) => Effect.logWarning(`report ${stored.key} still cannot be stored: ${again.message}`)),
+            Effect.retry({ schedule: storeAgain, while: (again) => again.reason !== "Closed" }),
+            Effect.interruptible
+          )
+        ),
+        Effect.zipRight(Effect.logInfo(`report ${stored.key} stored`)),
+        Effect.onInterrupt(() => lost(stored, "the task handler stopped before it could be stored"))
+      )
+    const persist = (stored: TaskSource.StatusReport) =>
+      outbox.add(stored).pipe(
+        Effect.catchAll((error) => Effect.acquireUseRelease(held(1), () => storeAgainAndAgain(stored, error), () => held(-1))),
+        Effect.catchAll((error) => lost(stored, error.message))
+      )
+
     const report = (taskId: string, status: TaskSource.ReportedStatus, error = "") =>
       Effect.zipRight(
         status === "RUNNING" ? Effect.void : Metric.increment(Metric.tagged(Metrics.tasks, "status", status)),
-        outbox.add({ key: `${taskId}:${status}`, taskId, status, error })
+        persist({ key: `${taskId}:${status}`, taskId, status, error })
       )
 
     // After a reconnection: when the connection became Ready, until the first task is fetched.
@@ -303,8 +346,7 @@ const makeFor = <P, I, R>(
               yield* Effect.logInfo(`task ${incoming.id} fetched`)
               // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
               // nor when its reports still wait in the outbox.
-              const known = (yield* FiberMap.has(runners, incoming.id)) ||
-                (yield* outbox.pending).some((report) => report.taskId === incoming.id)
+              const known = (yield* FiberMap.has(runners, incoming.id)) || (yield* outbox.tracks(incoming.id))
               if (known) {
                 yield* Effect.logWarning(`task ${incoming.id} was handed out again; it runs here already, not twice`)
                 // The master will hand it out until it hears RUNNING: wait for the next tick, do not spin.
@@ -317,9 +359,9 @@ const makeFor = <P, I, R>(
       })
     )
 
-    // Fetches while runners are free, the connection is Ready, and the master has tasks.
+    // Fetches while runners are free, the connection is Ready, no report is held, and the master has tasks.
     const fetchWhileFree: Effect.Effect<void> = Effect.gen(function*() {
-      while ((yield* FiberMap.size(runners)) < maxRunners && (yield* isReady)) {
+      while ((yield* FiberMap.size(runners)) < maxRunners && (yield* isReady) && !(yield* holding)) {
         if (!(yield* fetchOne)) return
       }
     })
@@ -383,12 +425,18 @@ const makeFor = <P, I, R>(
     const status = Effect.gen(function*() {
       const running = yield* FiberMap.size(runners)
       yield* count(() => ({ running }))
-      const pending = (yield* outbox.pending).length
+      const pending = yield* outbox.size
       yield* Effect.logDebug(`running ${running}/${maxRunners}, ${pending} reports in the outbox`)
     })
 
     const start = Effect.gen(function*() {
       const startedAt = yield* Clock.currentTimeMillis
+      // Recorded as started, never ended: the worker stopped while they ran. Reported once: the report ends the record.
+      for (const taskId of outbox.unfinished) {
+        yield* Effect.logWarning(`task ${taskId} was running when the worker stopped: reported ERROR`)
+        yield* count((s) => ({ failed: s.failed + 1 }))
+        yield* report(taskId, "ERROR", restartMessage)
+      }
       const waited = yield* conn.readiness.changes.pipe(
         Stream.filter((s) => s.ready),
         Stream.runHead,
@@ -442,7 +490,7 @@ const makeFor = <P, I, R>(
         }
         const flushed = yield* Effect.timeoutOption(Effect.interruptible(outbox.flush), flushTimeout)
         if (Option.isNone(flushed)) {
-          const left = (yield* outbox.pending).length
+          const left = yield* outbox.size
           yield* Effect.logWarning(`${left} reports left in the outbox; they are delivered after the next start`)
         }
       }).pipe(Effect.annotateLogs({ module: "TaskHandler", fiber: "drain", address: conn.address, node: source.nodeKey }))
@@ -468,7 +516,7 @@ export const layer = <P, I, R, C extends Connection.AnyTag = typeof Connection.C
 ): Layer.Layer<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
-  Context.Tag.Identifier<C> | TaskSource.TaskSource | KeyValueStore.KeyValueStore | R
+  Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | R
 > => Layer.scoped(TaskHandler, make(options))
 
 /**
@@ -503,5 +551,5 @@ export const layerConfig = <P, I, R, C extends Connection.AnyTag = typeof Connec
 ): Layer.Layer<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError | ConfigError.ConfigError,
-  Context.Tag.Identifier<C> | TaskSource.TaskSource | KeyValueStore.KeyValueStore | R
+  Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | R
 > => Layer.scoped(TaskHandler, Effect.flatMap(options, (timings) => make<P, I, R, C>({ ...timings, ...task })))

@@ -216,7 +216,11 @@ export interface Master {
   readonly subscriptions: Effect.Effect<number>
   /** Sets the health of `""` and of both worker services to SERVING or NOT_SERVING. */
   readonly setServing: (serving: boolean) => Effect.Effect<void>
-  readonly setFailureRate: (rate: number) => Effect.Effect<void, MasterError>
+  /** Fails this share (0 to 1) of calls with UNAVAILABLE: of every call, or only of the methods named (`ReportStatus`). */
+  readonly setFailureRate: (
+    rate: number,
+    options?: { readonly only?: ReadonlyArray<string> | undefined }
+  ) => Effect.Effect<void, MasterError>
   /** Ends the task `CANCELLED`, and tells the newest subscription of its node. */
   readonly cancel: (id: string) => Effect.Effect<CancelOutcome, MasterError>
 }

@@ -105,7 +105,11 @@ export interface SimulatedMaster {
   /** Ends the task `CANCELLED`, and tells the newest subscription of its node. */
   readonly cancel: (id: string) => Effect.Effect<MasterState.CancelOutcome, MasterState.MasterError>
   /** The fraction (0 to 1) of calls failed with UNAVAILABLE from now on, drawn from `Random`. */
-  readonly setFailureRate: (rate: number) => Effect.Effect<void, MasterState.MasterError>
+  /** Fails this share (0 to 1) of calls with UNAVAILABLE: of every call, or only of the methods named (`ReportStatus`). */
+  readonly setFailureRate: (
+    rate: number,
+    options?: { readonly only?: ReadonlyArray<string> | undefined }
+  ) => Effect.Effect<void, MasterState.MasterError>
 }
 
 /**

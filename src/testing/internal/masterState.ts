@@ -186,7 +186,11 @@ export interface MasterState {
   readonly subscriptions: Effect.Effect<number>
   /** Ends the task `CANCELLED`, and tells the newest subscription of its node. */
   readonly cancel: (id: string) => Effect.Effect<CancelOutcome, MasterError>
-  readonly setFailureRate: (rate: number) => Effect.Effect<void, MasterError>
+  /** Fails this share of calls with UNAVAILABLE: of every call, or only of the operations named (`ReportStatus`). */
+  readonly setFailureRate: (
+    rate: number,
+    options?: { readonly only?: ReadonlyArray<string> | undefined }
+  ) => Effect.Effect<void, MasterError>
   /** Ends every subscription (their transport died) and forgets them. */
   readonly dropSubscriptions: Effect.Effect<void>
 
@@ -532,13 +536,15 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
       return yield* Effect.fail(invalid("maxHandOuts", `expected an integer of at least 1, got ${String(maxHandOuts)}`))
     }
     const offlineAfter = 2 * Duration.toMillis(heartbeatInterval)
-    const failureRate = yield* Ref.make(yield* validRate(options.failureRate ?? defaults.failureRate))
+    const failureRate = yield* Ref.make<{ readonly rate: number; readonly only?: ReadonlySet<string> | undefined }>({
+      rate: yield* validRate(options.failureRate ?? defaults.failureRate)
+    })
     const state = yield* Ref.make(emptyState)
 
     const injectFailure = (operation: string) =>
       Effect.gen(function*() {
-        const rate = yield* Ref.get(failureRate)
-        if (rate > 0 && (yield* Random.next) < rate) {
+        const { only, rate } = yield* Ref.get(failureRate)
+        if (rate > 0 && (only === undefined || only.has(operation)) && (yield* Random.next) < rate) {
           return yield* new Rejection({
             reason: "InjectedFailure",
             message: `${operation} failed on purpose (failureRate ${rate})`
@@ -687,7 +693,9 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         (s) => Array.from(HashMap.values(s.subscriptions)).reduce((n, byGeneration) => n + HashMap.size(byGeneration), 0)
       ),
       cancel,
-      setFailureRate: (rate) => Effect.flatMap(validRate(rate), (valid) => Ref.set(failureRate, valid)),
+      setFailureRate: (rate, options) =>
+        Effect.flatMap(validRate(rate), (valid) =>
+          Ref.set(failureRate, { rate: valid, only: options?.only === undefined ? undefined : new Set(options.only) })),
       dropSubscriptions,
       injectFailure,
       register,
