@@ -296,6 +296,10 @@ describe("TaskHandler (virtual time)", () => {
     }).pipe(Effect.provide(shared), Effect.withRandom(Random.fixed([0.5])))
   })
 
+  // The task handler's series, labelled by its master and node.
+  const unpersistedOf = (node: string) =>
+    Metrics.outboxUnpersisted.pipe(Metric.tagged("address", "master:9666"), Metric.tagged("node", node))
+
   it.effect("a report the outbox cannot store is kept in memory, counted, and stored again until it is; no task is fetched meanwhile", () => {
     const store = { frozen: false, full: false }
     const logs = captureLogs()
@@ -312,7 +316,7 @@ describe("TaskHandler (virtual time)", () => {
       yield* TestClock.adjust("2 seconds")
       // FINISHED of the first could not be stored: held, counted, and the second task is not fetched.
       assert.strictEqual((yield* handler.status).unpersisted, 1)
-      assert.strictEqual(yield* Metric.value(Metrics.outboxUnpersisted).pipe(Effect.map((s) => s.value)), 1)
+      assert.strictEqual(yield* Metric.value(unpersistedOf("w1")).pipe(Effect.map((s) => s.value)), 1)
       assert.strictEqual((yield* task(first)).status, "RUNNING")
       assert.strictEqual((yield* task(second)).status, "PENDING")
       yield* TestClock.adjust("20 seconds")
@@ -323,7 +327,7 @@ describe("TaskHandler (virtual time)", () => {
       assert.strictEqual((yield* task(first)).status, "FINISHED")
       assert.strictEqual((yield* task(second)).status, "FINISHED")
       assert.strictEqual((yield* handler.status).unpersisted, 0)
-      assert.strictEqual(yield* Metric.value(Metrics.outboxUnpersisted).pipe(Effect.map((s) => s.value)), 0)
+      assert.strictEqual(yield* Metric.value(unpersistedOf("w1")).pipe(Effect.map((s) => s.value)), 0)
       yield* Scope.close(scope, Exit.void)
     }).pipe(Effect.provide(shared), Effect.provide(logs.layer), Effect.withRandom(Random.fixed([0.5])))
   })
