@@ -218,6 +218,17 @@ export interface Connection<S extends Services = Services> {
     request: Call.Request<InstanceType<S[K]>, M> | ((generation: number) => Call.Request<InstanceType<S[K]>, M>),
     options?: Call.CallOptions
   ) => Stream.Stream<Call.Message<InstanceType<S[K]>, M>, GrpcError.GrpcError>
+  /**
+   * For every connection generation, the stream `open(generation)` gives:
+   * opened when the generation is `Ready`, opened again on `reopen` (default
+   * from 100 ms, growing to 5 s) when it ends while the generation lasts,
+   * replaced by the next generation's, ended when the connection closes. A
+   * failure ends the whole stream: catch inside `open` the ones to outlive.
+   */
+  readonly eachGeneration: <A, E, R>(
+    open: (generation: number) => Stream.Stream<A, E, R>,
+    reopen?: Schedule.Schedule<unknown, unknown> | undefined
+  ) => Stream.Stream<A, E, R>
   /** The breaker the calls go through. */
   readonly breaker: Breaker.Breaker
 }
@@ -403,15 +414,30 @@ export const make = <S extends Services, R = never>(
           : Effect.withSpan(resilient, label, { kind: "client", attributes: { "rpc.service": service, "rpc.method": method } }))
     }
 
+    // The one mechanism that opens a stream on every generation, given its link.
+    const eachLink = <A, E, R>(
+      open: (link: Supervisor.Link) => Stream.Stream<A, E, R>,
+      reopen: Schedule.Schedule<unknown, unknown> = streamReopen
+    ): Stream.Stream<A, E, R> =>
+      snapshot.changes.pipe(
+        Stream.takeWhile((s) => s.state._tag !== "Closed"),
+        Stream.map((s) => s.link),
+        Stream.changesWith((a, b) => a?.generation === b?.generation),
+        Stream.flatMap((link) => (link === undefined ? Stream.empty : Stream.repeat(open(link), reopen)), { switch: true })
+      )
+
+    const eachGeneration: Connection<S>["eachGeneration"] = (open, reopen) =>
+      eachLink((link) => open(link.generation), reopen)
+
     const stream: Connection<S>["stream"] = (service, method, request, callOptions = {}) => {
       type Message = Call.Request<InstanceType<S[typeof service]>, typeof method>
-      // One generation's stream, re-opened when it ends while the generation lasts.
+      // One generation's stream; a transient end is logged and has the link checked, then it is opened again.
       const onLink = (link: Supervisor.Link) => {
         const message: Message = typeof request === "function"
           ? (request as (generation: number) => Message)(link.generation)
           : request
         const client = link.clients[service] as InstanceType<S[typeof service]>
-        const once = Call.serverStream(client, service, method, message, { ...callOptions, givenUp: link.lost }).pipe(
+        return Call.serverStream(client, service, method, message, { ...callOptions, givenUp: link.lost }).pipe(
           Stream.catchAll((error) =>
             // CANCELLED reaches us only from the server (ours are never surfaced): it went away.
             Retry.isTransient(error) || error.code === grpc.status.CANCELLED
@@ -422,14 +448,8 @@ export const make = <S extends Services, R = never>(
               : Stream.fail(error)
           )
         )
-        return Stream.repeat(once, streamReopen)
       }
-      return snapshot.changes.pipe(
-        Stream.takeWhile((s) => s.state._tag !== "Closed"),
-        Stream.map((s) => s.link),
-        Stream.changesWith((a, b) => a?.generation === b?.generation),
-        Stream.flatMap((link) => (link === undefined ? Stream.empty : onLink(link)), { switch: true })
-      )
+      return eachLink(onLink)
     }
 
     return {
@@ -437,6 +457,7 @@ export const make = <S extends Services, R = never>(
       services,
       call,
       stream,
+      eachGeneration,
       breaker,
       state: currentState,
       changes: snapshot.changes.pipe(Stream.map((s) => s.state), Stream.changes),

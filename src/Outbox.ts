@@ -259,7 +259,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
     }
     const unfinished = Array.from(started).flatMap(([taskId, s]) => (s.ended ? [] : [taskId]))
 
-    const log = Effect.annotateLogs({ module: "Outbox", node: options.node, master: options.master })
+    const log = Effect.annotateLogs({ module: "Outbox", address: options.master, node: options.node })
     const forget = (sequences: ReadonlyArray<number>) =>
       sequences.length === 0 ? Effect.void : records.remove(sequences).pipe(
         // The record stays where it is: it is delivered again after the next start, and the master ignores it.

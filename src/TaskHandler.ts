@@ -31,7 +31,9 @@ import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Connection from "./Connection.js"
 import * as Env from "./internal/config.js"
-import { formatMillis } from "./internal/format.js"
+import { errorMessage, formatMillis } from "./internal/format.js"
+import { forkLoop } from "./internal/loop.js"
+import * as Membership from "./internal/membership.js"
 import * as Metrics from "./Metrics.js"
 import * as Validate from "./internal/validate.js"
 import * as Outbox from "./Outbox.js"
@@ -148,13 +150,6 @@ export const TaskHandler: Context.Tag<TaskHandler, TaskHandler> = Context.Generi
   "effect-grpc-resilience/TaskHandler"
 )
 
-const errorMessage = (error: unknown): string =>
-  error instanceof Error || (typeof error === "object" && error !== null && "message" in error)
-    ? String((error as { message: unknown }).message)
-    : String(error)
-
-// Re-joining the master within one generation: soon, then less often.
-const rejoin = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
 
 // Storing a report again after the outbox could not: soon, then less often.
 const storeAgain = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
@@ -366,61 +361,15 @@ const makeFor = <P, I, R>(
       }
     })
 
-    const loop = <E, R2>(name: string, effect: Effect.Effect<unknown, E, R2>) =>
-      effect.pipe(
-        Effect.catchAllCause((cause) => Effect.logError(`${name} loop failed`, cause)),
-        Effect.annotateLogs({ fiber: name }),
-        Effect.forkScoped,
-        Effect.interruptible
-      )
-
-    // The generation the node is registered for: heartbeats wait for it.
-    const registered = yield* SubscriptionRef.make<number | undefined>(undefined)
-
-    const heartbeat = Effect.gen(function*() {
-      const state = yield* conn.state
-      if (state._tag !== "Ready" || state.generation !== (yield* SubscriptionRef.get(registered))) return
-      yield* source.heartbeat(yield* FiberMap.size(runners)).pipe(
-        Effect.catchAll((error) =>
-          Effect.logWarning(`heartbeat failed: ${errorMessage(error)}`).pipe(
-            Effect.zipRight(count((s) => ({ heartbeatFailures: s.heartbeatFailures + 1 })))
-          )
+    // The master's cancel interrupts the task's runner, which reports it CANCELLED.
+    const cancel = (taskId: string) =>
+      FiberMap.has(runners, taskId).pipe(
+        Effect.flatMap((running) =>
+          running
+            ? Effect.logWarning(`the master cancels task ${taskId}`).pipe(Effect.zipRight(FiberMap.remove(runners, taskId)))
+            : Effect.logInfo(`the master cancels task ${taskId}, which is not running here`)
         )
       )
-    })
-
-    // Register, then listen to the master, for one generation; again after a failure, while it lasts.
-    const join = (generation: number) =>
-      Stream.fromEffect(
-        source.register(generation).pipe(
-          Effect.zipRight(SubscriptionRef.set(registered, generation)),
-          Effect.zipRight(Effect.logInfo(`node registered for generation ${generation}`))
-        )
-      ).pipe(
-        Stream.flatMap(() => source.subscribe(generation)),
-        Stream.catchAll((error) =>
-          Stream.execute(Effect.logWarning(`joining generation ${generation} failed: ${errorMessage(error)}`))
-        ),
-        Stream.repeat(rejoin)
-      )
-
-    // The node joins the master on every generation; the master's requests act on the runners.
-    const membership = conn.changes.pipe(
-      Stream.map((state) => (state._tag === "Ready" ? state.generation : undefined)),
-      Stream.changes,
-      Stream.flatMap((generation) => (generation === undefined ? Stream.empty : join(generation)), { switch: true }),
-      Stream.runForEach((request) =>
-        FiberMap.has(runners, request.taskId).pipe(
-          Effect.flatMap((running) =>
-            running
-              ? Effect.logWarning(`the master cancels task ${request.taskId}`).pipe(
-                Effect.zipRight(FiberMap.remove(runners, request.taskId))
-              )
-              : Effect.logInfo(`the master cancels task ${request.taskId}, which is not running here`)
-          )
-        )
-      )
-    )
 
     const status = Effect.gen(function*() {
       const running = yield* FiberMap.size(runners)
@@ -453,10 +402,16 @@ const makeFor = <P, I, R>(
         yield* Effect.logInfo("connection ready and registered, starting task handler")
       }
       yield* Metric.set(Metrics.startupSeconds, ((yield* Clock.currentTimeMillis) - startedAt) / 1000)
-      yield* loop("membership", membership)
-      yield* loop("heartbeat", Effect.repeat(heartbeat, Schedule.spaced(heartbeatInterval)))
-      yield* loop("status", Effect.repeat(status, Schedule.spaced(statusInterval)))
-      yield* loop(
+      yield* Membership.start({
+        connection: conn,
+        source,
+        heartbeatInterval,
+        running: FiberMap.size(runners),
+        cancel,
+        onHeartbeatFailure: count((s) => ({ heartbeatFailures: s.heartbeatFailures + 1 }))
+      })
+      yield* forkLoop("status", Effect.repeat(status, Schedule.spaced(statusInterval)))
+      yield* forkLoop(
         "ready",
         conn.changes.pipe(
           Stream.filter((state) => state._tag === "Ready"),
@@ -468,10 +423,10 @@ const makeFor = <P, I, R>(
           )
         )
       )
-      yield* loop("tick", Effect.repeat(poke, Schedule.spaced(fetchInterval)))
-      yield* loop("fetch", Queue.take(wake).pipe(Effect.zipRight(fetchWhileFree), Effect.forever, Effect.raceFirst(Deferred.await(stopping))))
+      yield* forkLoop("tick", Effect.repeat(poke, Schedule.spaced(fetchInterval)))
+      yield* forkLoop("fetch", Queue.take(wake).pipe(Effect.zipRight(fetchWhileFree), Effect.forever, Effect.raceFirst(Deferred.await(stopping))))
     })
-    yield* loop("start", start)
+    yield* forkLoop("start", start)
 
     // Added last, so it runs first on close: stop fetching, let runners finish, then flush the outbox.
     yield* Effect.addFinalizer(() =>
