@@ -24,7 +24,7 @@ import type * as Tracer from "effect/Tracer"
 import * as GrpcChannel from "./GrpcChannel.js"
 import * as Env from "./internal/config.js"
 import * as Validate from "./internal/validate.js"
-import { InvalidOption } from "./internal/validate.js"
+import { InvalidOption } from "./InvalidOption.js"
 import * as Metrics from "./Metrics.js"
 import * as Readiness from "./Readiness.js"
 import * as Breaker from "./Breaker.js"
@@ -56,33 +56,7 @@ export type ClientConstructor<C extends grpc.Client = grpc.Client> = new(
  */
 export type Services = Readonly<Record<string, ClientConstructor<grpc.Client>>>
 
-export {
-  /**
-   * @since 0.1.0
-   * @category errors
-   */
-  ClientUnavailable,
-  /**
-   * @since 0.1.0
-   * @category errors
-   */
-  ConnectError,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  ConnectionState
-} from "./ConnectionState.js"
 
-export {
-  /**
-   * An option the connection cannot work with; names the option.
-   *
-   * @since 0.1.0
-   * @category errors
-   */
-  InvalidOption
-}
 
 /**
  * @since 0.1.0
@@ -237,9 +211,9 @@ export interface Connection<S extends Services = Services> {
  * @since 0.1.0
  * @category tags
  */
-export const Connection: Context.Tag<Connection, Connection> = Context.GenericTag<Connection>(
+export const Connection: Context.TagClass<Connection, "effect-grpc-resilience/Connection", Connection> = Context.Tag(
   "effect-grpc-resilience/Connection"
-)
+)<Connection, Connection>()
 
 // Re-opening a stream within one generation: soon, then less often.
 const streamReopen = Retry.backoff({ base: "100 millis", cap: "5 seconds" })

@@ -31,19 +31,10 @@ import * as MetricState from "effect/MetricState"
 import type * as Scope from "effect/Scope"
 import * as Prometheus from "./internal/prometheus.js"
 import * as Validate from "./internal/validate.js"
-import { InvalidOption } from "./internal/validate.js"
+import { InvalidOption } from "./InvalidOption.js"
 import * as Connection from "./Connection.js"
 import * as Readiness from "./Readiness.js"
 
-export {
-  /**
-   * An option the endpoint cannot work with; names the option.
-   *
-   * @since 0.1.0
-   * @category errors
-   */
-  InvalidOption
-}
 
 /**
  * @since 0.1.0

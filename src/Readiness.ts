@@ -418,9 +418,9 @@ export interface Readiness {
  * @since 0.1.0
  * @category tags
  */
-export const Readiness: Context.Tag<Readiness, Readiness> = Context.GenericTag<Readiness>(
+export const Readiness: Context.TagClass<Readiness, "effect-grpc-resilience/Readiness", Readiness> = Context.Tag(
   "effect-grpc-resilience/Readiness"
-)
+)<Readiness, Readiness>()
 
 const awaitReady: Effect.Effect<ReadinessReport, ReadinessTimeout, Readiness> = Effect.flatMap(
   Readiness,

@@ -146,9 +146,9 @@ export interface TaskHandler {
  * @since 0.1.0
  * @category tags
  */
-export const TaskHandler: Context.Tag<TaskHandler, TaskHandler> = Context.GenericTag<TaskHandler>(
+export const TaskHandler: Context.TagClass<TaskHandler, "effect-grpc-resilience/TaskHandler", TaskHandler> = Context.Tag(
   "effect-grpc-resilience/TaskHandler"
-)
+)<TaskHandler, TaskHandler>()
 
 
 // Storing a report again after the outbox could not: soon, then less often.

@@ -102,9 +102,9 @@ export interface TaskSource {
  * @since 0.1.0
  * @category tags
  */
-export const TaskSource: Context.Tag<TaskSource, TaskSource> = Context.GenericTag<TaskSource>(
+export const TaskSource: Context.TagClass<TaskSource, "effect-grpc-resilience/TaskSource", TaskSource> = Context.Tag(
   "effect-grpc-resilience/TaskSource"
-)
+)<TaskSource, TaskSource>()
 
 /**
  * The service clients the worker protocol needs; give them to `Connection.layer`.

@@ -16,6 +16,7 @@ import * as Metrics from "../src/Metrics.js"
 import * as Outbox from "../src/Outbox.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
+import type * as Master from "../src/testing/Master.js"
 import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 
@@ -53,7 +54,7 @@ const enqueue = (seconds: number) =>
 
 const task = (id: string) => Effect.flatMap(SimulatedMaster.SimulatedMaster, (master) => master.task(id))
 
-const at = (info: SimulatedMaster.TaskInfo, status: SimulatedMaster.TaskStatus) =>
+const at = (info: Master.TaskInfo, status: Master.TaskStatus) =>
   info.history.find((change) => change.status === status)?.at
 
 describe("TaskHandler: CLS-001 in virtual time", () => {

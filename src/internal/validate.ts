@@ -1,22 +1,9 @@
-import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import { InvalidOption } from "../InvalidOption.js"
 
-/**
- * An option the library cannot work with; names the option.
- *
- * @since 0.1.0
- * @category errors
- */
-export class InvalidOption extends Data.TaggedError("InvalidOption")<{
-  readonly option: string
-  readonly reason: string
-}> {
-  override get message() {
-    return `invalid option ${this.option}: ${this.reason}`
-  }
-}
+export { InvalidOption }
 
 // A gRPC target URI says how to resolve it; a plain address must name its port (grpc-js would dial 443).
 const uriPattern = /^(?:dns|unix|unix-abstract|ipv4|ipv6|xds|vsock):\S+$/

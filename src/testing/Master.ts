@@ -229,7 +229,9 @@ export interface Master {
  * @since 0.1.0
  * @category tags
  */
-export const Master: Context.Tag<Master, Master> = Context.GenericTag<Master>("effect-grpc-resilience/testing/Master")
+export const Master: Context.TagClass<Master, "effect-grpc-resilience/testing/Master", Master> = Context.Tag(
+  "effect-grpc-resilience/testing/Master"
+)<Master, Master>()
 
 // -------------------------------------------------------------------------------------------------
 // The server: a grpc-js adapter over the master's bookkeeping

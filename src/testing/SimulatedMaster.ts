@@ -28,48 +28,7 @@ import * as TaskSource from "../TaskSource.js"
 import * as MasterState from "./internal/masterState.js"
 import { SimulatedNetwork } from "./SimulatedNetwork.js"
 
-export type {
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  CancelOutcome,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  EnqueueOptions,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  NodeInfo,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  StatusChange,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  TaskInfo,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  TaskStatus
-} from "./internal/masterState.js"
-
-export {
-  /**
-   * A master operation that could not be done.
-   *
-   * @since 0.1.0
-   * @category errors
-   */
-  MasterError
-} from "./internal/masterState.js"
+// Its models and errors are the embedded master's: `Master.TaskInfo`, `Master.MasterError`, ...
 
 /**
  * @since 0.1.0
@@ -116,9 +75,9 @@ export interface SimulatedMaster {
  * @since 0.1.0
  * @category tags
  */
-export const SimulatedMaster: Context.Tag<SimulatedMaster, SimulatedMaster> = Context.GenericTag<SimulatedMaster>(
+export const SimulatedMaster: Context.TagClass<SimulatedMaster, "effect-grpc-resilience/testing/SimulatedMaster", SimulatedMaster> = Context.Tag(
   "effect-grpc-resilience/testing/SimulatedMaster"
-)
+)<SimulatedMaster, SimulatedMaster>()
 
 // The bookkeeping behind each handle, for the task sources; not part of the handle.
 const states = new WeakMap<SimulatedMaster, MasterState.MasterState>()

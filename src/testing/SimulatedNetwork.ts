@@ -113,9 +113,9 @@ export interface SimulatedNetwork {
  * @since 0.1.0
  * @category tags
  */
-export const SimulatedNetwork: Context.Tag<SimulatedNetwork, SimulatedNetwork> = Context.GenericTag<SimulatedNetwork>(
+export const SimulatedNetwork: Context.TagClass<SimulatedNetwork, "effect-grpc-resilience/testing/SimulatedNetwork", SimulatedNetwork> = Context.Tag(
   "effect-grpc-resilience/testing/SimulatedNetwork"
-)
+)<SimulatedNetwork, SimulatedNetwork>()
 
 const connectivity = { IDLE: 0, CONNECTING: 1, READY: 2, TRANSIENT_FAILURE: 3, SHUTDOWN: 4 } as const
 const connectivityNames: ReadonlyArray<GrpcChannel.ConnectivityState> = [
