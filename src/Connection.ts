@@ -257,24 +257,9 @@ export const make = <S extends Services, R = never>(
       options.reconnectingLookupTimeout,
       defaults.reconnectingLookupTimeout
     )
-    const readinessOptions = options.readiness ?? {}
-    const readiness = {
-      interval: yield* Validate.positiveDuration("readiness.interval", readinessOptions.interval, Readiness.defaults.interval),
-      bound: yield* Validate.positiveDuration("readiness.bound", readinessOptions.bound, Readiness.defaults.bound),
-      probeTimeout: yield* Validate.positiveDuration(
-        "readiness.probeTimeout",
-        readinessOptions.probeTimeout,
-        Readiness.defaults.probeTimeout
-      ),
-      probeInterval: yield* Validate.positiveDuration(
-        "readiness.probeInterval",
-        readinessOptions.probeInterval,
-        Readiness.defaults.probeInterval
-      )
-    }
+    const { probe: userProbe, ...readiness } = yield* Readiness.validate(options.readiness ?? {}, "readiness.")
     // The probe's requirements are captured here, so the supervisor needs nothing from its callers.
     const context = yield* Effect.context<R>()
-    const userProbe: Readiness.Probe<R> = readinessOptions.probe ?? Readiness.healthProbe()
     const probe: Readiness.Probe = (target) => Effect.provide(userProbe(target), context)
     const lookupSchedule = options.lookupSchedule ?? defaults.lookupSchedule
     const callSchedule = options.callSchedule ?? defaults.callSchedule

@@ -486,15 +486,23 @@ export const layerMemory: Layer.Layer<OutboxStore> = Layer.sync(OutboxStore, () 
 })
 
 /**
- * The store on the file system, in the directory `OUTBOX_DIR` (default `.outbox`).
+ * Where the file-system store keeps its records, from the environment:
+ * `OUTBOX_DIR` (default `.outbox`).
+ *
+ * @since 0.2.0
+ * @category config
+ */
+export const config = {
+  directory: Config.withDefault(Config.nonEmptyString("OUTBOX_DIR"), ".outbox")
+} satisfies Config.Config.Wrap<{ readonly directory: string }>
+
+/**
+ * The store on the file system, in the directory read from `Config` (default {@link config}: `OUTBOX_DIR`).
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig: Layer.Layer<
-  OutboxStore,
-  OutboxError | ConfigError.ConfigError,
-  FileSystem.FileSystem | Path.Path
-> = Layer.unwrapEffect(
-  Effect.map(Config.withDefault(Config.nonEmptyString("OUTBOX_DIR"), ".outbox"), layerFileSystem)
-)
+export const layerConfig = (
+  options: Config.Config.Wrap<{ readonly directory: string }> = config
+): Layer.Layer<OutboxStore, OutboxError | ConfigError.ConfigError, FileSystem.FileSystem | Path.Path> =>
+  Layer.unwrapEffect(Effect.map(Config.unwrap(options), ({ directory }) => layerFileSystem(directory)))

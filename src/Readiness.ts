@@ -26,6 +26,8 @@ import type * as GrpcChannel from "./GrpcChannel.js"
 import * as GrpcError from "./GrpcError.js"
 import * as Env from "./internal/config.js"
 import { lazy, requireLazily } from "./internal/lazy.js"
+import * as Validate from "./internal/validate.js"
+import type { InvalidOption } from "./InvalidOption.js"
 
 /**
  * What readiness is checked on: one connection generation.
@@ -203,6 +205,38 @@ export const defaults = {
   probeTimeout: Duration.seconds(2),
   probeInterval: Duration.seconds(30)
 } as const
+
+/**
+ * The options, checked, with the defaults filled in; an error names the
+ * option after `prefix` (`readiness.bound`, as `Connection.layer` has it).
+ *
+ * @since 0.2.0
+ * @category validation
+ */
+export const validate = <R>(
+  options: Options<R>,
+  prefix = ""
+): Effect.Effect<
+  {
+    readonly interval: Duration.Duration
+    readonly bound: Duration.Duration
+    readonly probeTimeout: Duration.Duration
+    readonly probeInterval: Duration.Duration
+    readonly probe: Probe<R>
+  },
+  InvalidOption
+> =>
+  Effect.gen(function*() {
+    const duration = (name: keyof typeof defaults) =>
+      Validate.positiveDuration(`${prefix}${name}`, options[name], defaults[name])
+    return {
+      interval: yield* duration("interval"),
+      bound: yield* duration("bound"),
+      probeTimeout: yield* duration("probeTimeout"),
+      probeInterval: yield* duration("probeInterval"),
+      probe: options.probe ?? (healthProbe() as Probe<R>)
+    }
+  })
 
 /**
  * Check 1: the channel is READY.

@@ -482,7 +482,7 @@ export const layer = <P, I, R, C extends Connection.AnyTag = typeof Connection.C
  * @since 0.1.0
  * @category config
  */
-export const config = Config.all({
+export const config = {
   maxRunners: Env.optional(Env.integer("MAX_RUNNERS", 1)),
   fetchInterval: Env.optional(Env.duration("FETCH_INTERVAL")),
   fetchTimeout: Env.optional(Env.duration("FETCH_TIMEOUT")),
@@ -491,20 +491,29 @@ export const config = Config.all({
   heartbeatInterval: Env.optional(Env.duration("HEARTBEAT_INTERVAL")),
   drainGrace: Env.optional(Env.duration("DRAIN_GRACE")),
   flushTimeout: Env.optional(Env.duration("FLUSH_TIMEOUT"))
-})
+} satisfies Config.Config.Wrap<Timings>
 
 /**
- * The task handler as a layer, with its timings read from `Config` (default:
- * {@link config}, the environment) and the task's schema and handler given.
+ * The options of a task handler that `Config` can hold: all but the task's schema, its handler and the connection.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Timings = Omit<Options<never, never, never>, "payload" | "run">
+
+/**
+ * The task handler as a layer, with its timings read from `Config` (pass
+ * {@link config}, the environment, or a record of your own) and the task's
+ * schema, handler and connection given in code.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerConfig = <P, I, R, C extends Connection.AnyTag = typeof Connection.Connection>(
-  task: Pick<Options<P, I, R>, "payload" | "run"> & Connection.Using<C>,
-  options: Config.Config<Omit<Options<P, I, R>, "payload" | "run">> = config
+  timings: Config.Config.Wrap<Timings>,
+  task: Pick<Options<P, I, R>, "payload" | "run"> & Connection.Using<C>
 ): Layer.Layer<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError | ConfigError.ConfigError,
   Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | R
-> => Layer.scoped(TaskHandler, Effect.flatMap(options, (timings) => make<P, I, R, C>({ ...timings, ...task })))
+> => Layer.scoped(TaskHandler, Effect.flatMap(Config.unwrap(timings), (read) => make<P, I, R, C>({ ...read, ...task })))

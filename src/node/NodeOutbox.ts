@@ -6,6 +6,7 @@
  */
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
+import type * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Layer from "effect/Layer"
 import * as Outbox from "../Outbox.js"
@@ -27,5 +28,7 @@ export const layerFileSystem = (directory: string): Layer.Layer<Outbox.OutboxSto
  * @since 0.2.0
  * @category layers
  */
-export const layerConfig: Layer.Layer<Outbox.OutboxStore, Outbox.OutboxError | ConfigError.ConfigError> = Outbox
-  .layerConfig.pipe(Layer.provide(NodeLive))
+export const layerConfig = (
+  options: Config.Config.Wrap<{ readonly directory: string }> = Outbox.config
+): Layer.Layer<Outbox.OutboxStore, Outbox.OutboxError | ConfigError.ConfigError> =>
+  Outbox.layerConfig(options).pipe(Layer.provide(NodeLive))

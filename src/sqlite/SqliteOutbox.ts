@@ -224,9 +224,9 @@ export const layer = (options: Options): Layer.Layer<Outbox.OutboxStore, Outbox.
  * @since 0.2.0
  * @category config
  */
-export const config: Config.Config.Wrap<Options> = {
+export const config = {
   filename: Config.nonEmptyString("OUTBOX_SQLITE").pipe(Config.withDefault(".outbox.sqlite"))
-}
+} satisfies Config.Config.Wrap<Options>
 
 /**
  * {@link layer} with its options read from `Config`.

@@ -44,6 +44,7 @@ import type * as HealthCheck from "grpc-health-check"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { createSecureContext } from "node:tls"
 import { requireLazily } from "../internal/lazy.js"
+import * as Validate from "../internal/validate.js"
 import * as Worker from "../protocol/Worker.js"
 import * as MasterState from "./internal/masterState.js"
 import { MasterError } from "./internal/masterState.js"
@@ -319,10 +320,7 @@ const requireToken = (
 export const make = (options: Options = {}): Effect.Effect<Master, MasterError, Scope.Scope> =>
   Effect.gen(function*() {
     const host = options.host ?? defaults.host
-    const requestedPort = options.port ?? defaults.port
-    if (!Number.isInteger(requestedPort) || requestedPort < 0 || requestedPort > 65535) {
-      return yield* Effect.fail(invalid("port", `expected an integer from 0 to 65535, got ${String(requestedPort)}`))
-    }
+    const requestedPort = yield* MasterState.checked("port", Validate.isWholeNumber(0, 65535), options.port ?? defaults.port)
     const state = yield* MasterState.make({
       heartbeatInterval: options.heartbeatInterval ?? defaults.heartbeatInterval,
       redeliverAfter: options.redeliverAfter ?? defaults.redeliverAfter,

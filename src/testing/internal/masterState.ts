@@ -15,11 +15,13 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HashMap from "effect/HashMap"
 import * as Mailbox from "effect/Mailbox"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
+import * as Validate from "../../internal/validate.js"
 import type { MasterRequest } from "../../TaskSource.js"
 
 // -------------------------------------------------------------------------------------------------
@@ -496,23 +498,18 @@ const removeSubscription = (sub: Subscription) => (state: State): State => {
 const invalid = (option: string, message: string) =>
   new MasterError({ reason: "InvalidOption", message: `invalid option ${option}: ${message}` })
 
+// An option of the master, checked by the library's own rule for it.
+export const checked = <I, A>(option: string, rule: Validate.Rule<I, A>, input: I): Effect.Effect<A, MasterError> =>
+  Either.match(rule(input), { onLeft: (reason) => Effect.fail(invalid(option, reason)), onRight: Effect.succeed })
+
 /** A failure rate from 0 to 1. */
 export const validRate = (rate: number): Effect.Effect<number, MasterError> =>
-  typeof rate === "number" && rate >= 0 && rate <= 1
-    ? Effect.succeed(rate)
-    : Effect.fail(invalid("failureRate", `expected a number from 0 to 1, got ${String(rate)}`))
+  checked("failureRate", Validate.isNumberWithin(0, 1), rate)
 
 const validInterval = (
   input: Duration.DurationInput,
   option = "heartbeatInterval"
-): Effect.Effect<Duration.Duration, MasterError> =>
-  Option.match(Duration.decodeUnknown(input), {
-    onNone: () => Effect.fail(invalid(option, `not a duration: ${JSON.stringify(input)}`)),
-    onSome: (duration) =>
-      Duration.isFinite(duration) && Duration.greaterThan(duration, Duration.zero)
-        ? Effect.succeed(duration)
-        : Effect.fail(invalid(option, `must be positive and finite, got ${Duration.format(duration)}`))
-  })
+): Effect.Effect<Duration.Duration, MasterError> => checked(option, Validate.isPositiveDuration, input)
 
 const isInt32 = (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31
 
@@ -531,10 +528,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
     const redeliverAfter = Duration.toMillis(
       yield* validInterval(options.redeliverAfter ?? defaults.redeliverAfter, "redeliverAfter")
     )
-    const maxHandOuts = options.maxHandOuts ?? defaults.maxHandOuts
-    if (!Number.isInteger(maxHandOuts) || maxHandOuts < 1) {
-      return yield* Effect.fail(invalid("maxHandOuts", `expected an integer of at least 1, got ${String(maxHandOuts)}`))
-    }
+    const maxHandOuts = yield* checked("maxHandOuts", Validate.isWholeNumber(1), options.maxHandOuts ?? defaults.maxHandOuts)
     const offlineAfter = 2 * Duration.toMillis(heartbeatInterval)
     const failureRate = yield* Ref.make<{ readonly rate: number; readonly only?: ReadonlySet<string> | undefined }>({
       rate: yield* validRate(options.failureRate ?? defaults.failureRate)
