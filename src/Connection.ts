@@ -7,14 +7,12 @@
  * @since 0.1.0
  */
 import * as grpc from "@grpc/grpc-js"
-import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
@@ -25,13 +23,13 @@ import * as GrpcChannel from "./GrpcChannel.js"
 import * as Env from "./internal/config.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidOption } from "./InvalidOption.js"
-import * as Metrics from "./Metrics.js"
 import * as Readiness from "./Readiness.js"
 import * as Breaker from "./Breaker.js"
 import * as Call from "./Call.js"
 import * as Credentials from "./Credentials.js"
 import * as GrpcError from "./GrpcError.js"
 import { ClientUnavailable, ConnectError, ConnectionState } from "./ConnectionState.js"
+import * as Lookup from "./internal/lookup.js"
 import * as Supervisor from "./internal/supervisor.js"
 import * as Retry from "./Retry.js"
 
@@ -286,62 +284,13 @@ export const make = <S extends Services, R = never>(
     const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
 
     // The link of the current generation, for a service: at once when Ready, else after a wait that follows the state.
-    const lookup = (key: string): Effect.Effect<Supervisor.Link, ClientUnavailable> =>
-      Effect.flatMap(SubscriptionRef.get(snapshot), (now) =>
-        now.link !== undefined && Object.hasOwn(services, key) ? Effect.succeed(now.link) : waitForLink(key))
-
-    const waitForLink = (key: string): Effect.Effect<Supervisor.Link, ClientUnavailable> =>
-      Effect.gen(function*() {
-        const start = yield* Clock.currentTimeMillis
-        const unavailable = (reason: ClientUnavailable["reason"], state: ConnectionState) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) =>
-            Metric.increment(Metric.tagged(Metrics.lookupFailures, "reason", reason)).pipe(
-              Effect.zipRight(
-                Effect.fail(new ClientUnavailable({ reason, service: key, state, waited: Duration.millis(now - start) }))
-              )
-            ))
-        let current = yield* SubscriptionRef.get(snapshot)
-        if (!Object.hasOwn(services, key)) return yield* unavailable("UnknownService", current.state)
-        while (true) {
-          if (current.link !== undefined) {
-            yield* Metric.update(Metrics.lookupWaitSeconds, ((yield* Clock.currentTimeMillis) - start) / 1000)
-            return current.link
-          }
-          if (current.state._tag === "Closed") return yield* unavailable("Closed", current.state)
-          if (current.state._tag === "Rejected") return yield* unavailable("Rejected", current.state)
-          // The deadline follows the state: re-evaluated on every change during the wait.
-          const limit = current.state._tag === "Reconnecting" ? reconnectingLookupTimeout : lookupTimeout
-          const remaining = start + Duration.toMillis(limit) - (yield* Clock.currentTimeMillis)
-          if (remaining <= 0) return yield* unavailable("Timeout", current.state)
-          const seen = current
-          const next = yield* snapshot.changes.pipe(
-            Stream.filter((s) => s !== seen),
-            Stream.runHead,
-            Effect.timeoutOption(Duration.millis(remaining))
-          )
-          if (Option.isNone(next)) return yield* unavailable("Timeout", current.state)
-          current = Option.getOrElse(next.value, () => current)
-        }
-      }).pipe(labelled)
+    const lookup = (key: string) =>
+      labelled(Lookup.link({ snapshot, services, lookupTimeout, reconnectingLookupTimeout }, key))
 
     const client = <K extends keyof S & string>(key: K) =>
       Effect.map(lookup(key), (link) => link.clients[key] as InstanceType<S[K]>)
 
-    const readinessService: Readiness.Readiness = {
-      status: SubscriptionRef.get(status),
-      changes: status.changes,
-      await: status.changes.pipe(
-        Stream.filter((s) => s.ready),
-        Stream.runHead,
-        Effect.timeoutOption(readiness.bound),
-        Effect.flatMap((ready) =>
-          Option.isSome(ready) && Option.isSome(ready.value)
-            ? Effect.succeed(ready.value.value.report)
-            : Effect.flatMap(SubscriptionRef.get(status), ({ report }) =>
-              Effect.fail(new Readiness.ReadinessTimeout({ bound: readiness.bound, report })))
-        )
-      )
-    }
+    const readinessService = Readiness.fromStatus(status, readiness.bound)
 
     const call: Connection<S>["call"] = (service, method, request, callOptions = {}) => {
       const label = `${service}.${method}`

@@ -20,7 +20,8 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
-import type * as Stream from "effect/Stream"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as HealthCheck from "grpc-health-check"
 import type * as GrpcChannel from "./GrpcChannel.js"
 import * as GrpcError from "./GrpcError.js"
@@ -455,6 +456,32 @@ export interface Readiness {
 export const Readiness: Context.TagClass<Readiness, "effect-grpc-resilience/Readiness", Readiness> = Context.Tag(
   "effect-grpc-resilience/Readiness"
 )<Readiness, Readiness>()
+
+/**
+ * The readiness a connection publishes: `status` now, its `changes`, and
+ * `await` up to `bound`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const fromStatus = (
+  status: SubscriptionRef.SubscriptionRef<ReadinessStatus>,
+  bound: Duration.Duration
+): Readiness =>
+  Readiness.of({
+    status: SubscriptionRef.get(status),
+    changes: status.changes,
+    await: status.changes.pipe(
+      Stream.filter((s) => s.ready),
+      Stream.runHead,
+      Effect.timeoutOption(bound),
+      Effect.flatMap((ready) =>
+        Option.isSome(ready) && Option.isSome(ready.value)
+          ? Effect.succeed(ready.value.value.report)
+          : Effect.flatMap(SubscriptionRef.get(status), ({ report }) => Effect.fail(new ReadinessTimeout({ bound, report })))
+      )
+    )
+  })
 
 const awaitReady: Effect.Effect<ReadinessReport, ReadinessTimeout, Readiness> = Effect.flatMap(
   Readiness,
