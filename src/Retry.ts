@@ -208,7 +208,7 @@ export const lookupWith = (options: LookupOptions = {}): Schedule.Schedule<numbe
   )
 
 /**
- * The client lookup retry: 3 attempts, 2 s apart (the seed's "solution 2").
+ * The client lookup retry: 3 attempts, 2 s apart.
  *
  * @since 0.1.0
  * @category schedules
