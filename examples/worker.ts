@@ -8,7 +8,7 @@
  *   MAX_RUNNERS     tasks at once (default 20)
  *   OUTBOX_DIR      where undelivered reports wait (default .outbox)
  *   ... and every other variable of the README's configuration table (timings, TLS, token).
- *   LOG_FORMAT      pretty, json or logfmt (default pretty)
+ *   LOG_FORMAT      logfmt (one line per entry, the default), json or pretty
  *   HEALTH_PORT     serve /healthz, /readyz and /metrics on this port (off when unset)
  *   HEALTH_HOST     the address the health endpoint binds (default 0.0.0.0)
  *

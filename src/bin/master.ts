@@ -8,7 +8,7 @@
  *   ADMIN_PORT    the HTTP port of the admin API (default 9667), on 127.0.0.1
  *   ADMIN_SOCKET  a Unix socket path for the admin API instead of ADMIN_PORT
  *   MASTER_REDELIVER_AFTER, MASTER_MAX_HAND_OUTS  see `Master.Options` (defaults 10 seconds, 5)
- *   LOG_FORMAT    pretty, json or logfmt (default pretty); LOG_LEVEL (default Info)
+ *   LOG_FORMAT    logfmt (one line per entry, the default), json or pretty; LOG_LEVEL (default Info)
  *
  * The admin API is `MasterAdmin.router` (`POST /tasks`, `GET /tasks`, ...).
  * Needs `@effect/platform-node`.
@@ -30,7 +30,7 @@ import * as MasterAdmin from "../testing/MasterAdmin.js"
 const Logging = Layer.unwrapEffect(
   Effect.map(
     Config.all([
-      Config.literal("pretty", "json", "logfmt")("LOG_FORMAT").pipe(Config.withDefault("pretty" as const)),
+      Config.literal("pretty", "json", "logfmt")("LOG_FORMAT").pipe(Config.withDefault("logfmt" as const)),
       Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
     ]),
     ([format, level]) =>
