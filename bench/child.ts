@@ -37,7 +37,11 @@ export interface Child {
  */
 export const start = (
   script: URL,
-  options: { readonly core: number | undefined; readonly heapMb?: number | undefined; readonly env?: Record<string, string> }
+  options: {
+    readonly core: number | undefined
+    readonly heapMb?: number | undefined
+    readonly env?: Record<string, string>
+  }
 ): Effect.Effect<Child, Error, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.async<Child, Error>((resume) => {
@@ -56,7 +60,10 @@ export const start = (
           stdio: ["ignore", "inherit", "inherit", "ipc"],
           env: { ...process.env, ...options.env }
         })
-        : spawn(process.execPath, node, { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, ...options.env } })
+        : spawn(process.execPath, node, {
+          stdio: ["ignore", "inherit", "inherit", "ipc"],
+          env: { ...process.env, ...options.env }
+        })
       let pending: ((reply: unknown) => void) | undefined
       let failed: ((error: Error) => void) | undefined
       child.on("message", (message: unknown) => {
@@ -103,7 +110,10 @@ export const serve = (handle: (request: Record<string, unknown>) => Promise<unkn
   let queue = Promise.resolve()
   process.on("message", (request: Record<string, unknown>) => {
     queue = queue.then(() =>
-      handle(request).then(send, (error: unknown) => send({ error: error instanceof Error ? error.stack ?? error.message : String(error) }))
+      handle(request).then(
+        send,
+        (error: unknown) => send({ error: error instanceof Error ? error.stack ?? error.message : String(error) })
+      )
     )
   })
   // Exit with the parent, or when asked to.

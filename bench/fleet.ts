@@ -16,15 +16,15 @@ import * as Chunk from "effect/Chunk"
 import * as Console from "effect/Console"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
-import * as Exit from "effect/Exit"
 import { ConnectError } from "../src/ConnectionState.js"
 import * as Retry from "../src/Retry.js"
 import type { Bench, Table, Target } from "./Bench.js"
-import { previousReconnect } from "./contenders/previousSchedule.js"
 import { type Child, pinning, start } from "./child.js"
+import { previousReconnect } from "./contenders/previousSchedule.js"
 import { lines, percentile } from "./plot.js"
 
 type ScheduleName = "default" | "previous"
@@ -109,7 +109,12 @@ const round = (plan: Plan, outageMs: number) =>
       const slices = Array.from({ length: processes }, (_, p) => nodes.filter((_, n) => n % processes === p))
       const children: Array<Child> = []
       for (let p = 0; p < processes; p++) {
-        children.push(yield* start(new URL("./fleet/workers.ts", import.meta.url), { core: pinning.cores > 1 ? 1 : undefined, heapMb: 8_192 }))
+        children.push(
+          yield* start(new URL("./fleet/workers.ts", import.meta.url), {
+            core: pinning.cores > 1 ? 1 : undefined,
+            heapMb: 8_192
+          })
+        )
       }
       const marks = () =>
         Effect.all([
@@ -144,13 +149,25 @@ const round = (plan: Plan, outageMs: number) =>
         }), { concurrency: "unbounded" })
       const [after] = yield* marks()
       yield* master.ask({ cmd: "busy", fraction: 0 })
-      const recoveredAt = collected.flatMap((c) => c.recovered)
+      const recoveredAt = collected.flatMap((c) =>
+        c.recovered
+      )
       const recovered = recoveredAt.map((at) => (at === null ? Number.POSITIVE_INFINITY : at - restartedAt))
       const finite = recovered.filter(Number.isFinite)
       const lastAt = restartedAt + (finite.length > 0 ? Math.max(...finite) : boundMs)
-      const { at: acceptedAt } = yield* master.ask<{ at: ReadonlyArray<number> }>({ cmd: "accepts", from: restartedAt, to: lastAt })
+      const { at: acceptedAt } = yield* master.ask<{ at: ReadonlyArray<number> }>({
+        cmd: "accepts",
+        from: restartedAt,
+        to: lastAt
+      })
       const accepts = bucket(acceptedAt, restartedAt, lastAt)
-      const dials = bucket(collected.flatMap((c) => c.dials), restartedAt, lastAt)
+      const dials = bucket(
+        collected.flatMap((c) =>
+          c.dials
+        ),
+        restartedAt,
+        lastAt
+      )
       // The master's CPU over the recovery, scaled to the window when the marks ran past it.
       const marked = after.at - restart.at
       const windowMs = lastAt - restartedAt
@@ -185,12 +202,17 @@ const chosen = (plans: ReadonlyArray<Plan>): ReadonlyArray<Plan> => {
   if (only === undefined || only === "") return plans
   return only.split(",").map((spec) => {
     const [workers, schedule, busy] = spec.split(":")
-    return { workers: Number(workers), schedule: schedule === "previous" ? "previous" : "default", busy: Number(busy ?? 0) }
+    return {
+      workers: Number(workers),
+      schedule: schedule === "previous" ? "previous" : "default",
+      busy: Number(busy ?? 0)
+    }
   })
 }
 
 const s = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(2)} s` : "not recovered")
-const label = (r: Plan) => `${r.workers} workers, ${r.schedule} schedule${r.busy > 0 ? `, master ${Math.round(r.busy * 100)} % busy` : ""}`
+const label = (r: Plan) =>
+  `${r.workers} workers, ${r.schedule} schedule${r.busy > 0 ? `, master ${Math.round(r.busy * 100)} % busy` : ""}`
 
 export const fleet: Bench = ({ quick }) =>
   Effect.gen(function*() {
@@ -243,9 +265,9 @@ export const fleet: Bench = ({ quick }) =>
       yield* Console.log(
         `  fleet ${label(r)}: ${r.recovered.filter(Number.isFinite).length}/${r.workers} recovered, p50 ${
           s(percentile(r.recovered, 50))
-        }, max ${s(Math.max(...r.recovered))}, capacity ${
-          s(r.capacityMs)
-        } (${r.costMs.toFixed(2)} ms/connection), spread ${s(r.spreadMs)}, peak ${r.peak} / mean ${r.mean.toFixed(1)}, ${
+        }, max ${s(Math.max(...r.recovered))}, capacity ${s(r.capacityMs)} (${
+          r.costMs.toFixed(2)
+        } ms/connection), spread ${s(r.spreadMs)}, peak ${r.peak} / mean ${r.mean.toFixed(1)}, ${
           ((performance.now() - began) / 1000).toFixed(0)
         } s`
       )
@@ -272,7 +294,12 @@ export const fleet: Bench = ({ quick }) =>
       ]
     })
     for (const r of rounds.filter((r) => r.status !== "ran" && r.busy === 0 && r.schedule === "default")) {
-      targets.push({ name: `${r.workers} workers`, target: "runs on this machine", measured: "did not fit", met: false })
+      targets.push({
+        name: `${r.workers} workers`,
+        target: "runs on this machine",
+        measured: "did not fit",
+        met: false
+      })
     }
     const perWorker = (r: Round) => r.accepts.reduce((a, b) => a + b, 0) / r.workers
     for (const busy of [...new Set(ran.filter((r) => r.busy > 0).map((r) => r.busy))]) {
@@ -280,7 +307,9 @@ export const fleet: Bench = ({ quick }) =>
       const before = ran.find((r) => r.busy === busy && r.schedule === "previous")
       if (ours === undefined || before === undefined) continue
       targets.push({
-        name: `${ours.workers} workers, master ${Math.round(busy * 100)} % busy: connections it accepts per worker until all recovered`,
+        name: `${ours.workers} workers, master ${
+          Math.round(busy * 100)
+        } % busy: connections it accepts per worker until all recovered`,
         target: "no more than with the previous schedule",
         measured: `${perWorker(ours).toFixed(2)} (previous ${perWorker(before).toFixed(2)})`,
         met: perWorker(ours) <= perWorker(before)
@@ -350,13 +379,16 @@ export const fleet: Bench = ({ quick }) =>
     return {
       name: "fleet",
       title: "Fleet: a master stopped and restarted, as its own process sees it",
-      method: `The embedded master in its own process${pinning.available ? " pinned to one core" : ""}, the workers (one ` +
+      method:
+        `The embedded master in its own process${pinning.available ? " pinned to one core" : ""}, the workers (one ` +
         `Connection each, the library's defaults, or the previous reconnect schedule) in ${
           pinning.available ? "other processes pinned to the other core" : "other processes"
         }, up to ${perWorkerProcess} per process. They start ${20} at a time per process (Ready, probed, one FetchTask): ` +
         "the master's CPU over that calm start, per worker, is its cost per worker connection, and the capacity bound " +
         "is the workers times that cost. The master is then stopped for " +
-        `${outage / 1000} s and restarted on the same port; each worker, at its next generation, fetches its own task. ` +
+        `${
+          outage / 1000
+        } s and restarted on the same port; each worker, at its next generation, fetches its own task. ` +
         "Recovery is the restart to that task. The master counts the connections its own HTTP/2 server accepts; " +
         "peak and mean are per 100 ms from the restart to the last recovery. The schedule's spread is the longest delay " +
         "it has in effect at the restart. A busy master spends that share of every 10 ms spinning on its thread.",
@@ -367,10 +399,19 @@ export const fleet: Bench = ({ quick }) =>
         subtitle: `master stopped for ${outage / 1000} s; 0 s is the restart; the library's default schedule`,
         xUnit: "seconds since the restart",
         yUnit: "connections accepted per 100 ms",
-        series: shown.map((r) => ({ name: `${r.workers} workers`, points: r.accepts.map((n, i) => [i / 10, n] as const) }))
+        series: shown.map((r) => ({
+          name: `${r.workers} workers`,
+          points: r.accepts.map((n, i) => [i / 10, n] as const)
+        }))
       }),
-      data: { outageMs: outage, pinned: pinning.available, rounds: rounds.map(({ recovered, ...r }) => ({ ...r, recovered: recovered.map((ms) => (Number.isFinite(ms) ? Math.round(ms) : null)) })) },
+      data: {
+        outageMs: outage,
+        pinned: pinning.available,
+        rounds: rounds.map(({ recovered, ...r }) => ({
+          ...r,
+          recovered: recovered.map((ms) => (Number.isFinite(ms) ? Math.round(ms) : null))
+        }))
+      },
       notes
     }
   })
-

@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url"
 import type { Bench, Result } from "./Bench.js"
 import { fleet } from "./fleet.js"
 import { imports } from "./imports.js"
+import { outbox } from "./outbox.js"
 import { overhead } from "./overhead.js"
 import { recovery } from "./recovery.js"
 import { soak } from "./soak.js"
@@ -27,7 +28,8 @@ const all: ReadonlyArray<readonly [string, Bench]> = [
   ["overhead", overhead],
   ["soak", soak],
   ["fleet", fleet],
-  ["recovery", recovery]
+  ["recovery", recovery],
+  ["outbox", outbox]
 ]
 
 const args = process.argv.slice(2)

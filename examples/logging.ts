@@ -1,6 +1,6 @@
 /**
  * The examples' logs: the format from LOG_FORMAT (pretty, json or logfmt) and
- * the least level from LOG_LEVEL (default Info). JSON lines are what the
+ * the least level from LOG_LEVEL (default Info); logfmt by default, one line per entry. JSON lines are what the
  * end-to-end tests read back.
  */
 import * as Config from "effect/Config"
@@ -12,7 +12,7 @@ import * as LogLevel from "effect/LogLevel"
 export const Logging = Layer.unwrapEffect(
   Effect.map(
     Config.all([
-      Config.literal("pretty", "json", "logfmt")("LOG_FORMAT").pipe(Config.withDefault("pretty" as const)),
+      Config.literal("pretty", "json", "logfmt")("LOG_FORMAT").pipe(Config.withDefault("logfmt" as const)),
       Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
     ]),
     ([format, level]) =>

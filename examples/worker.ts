@@ -8,7 +8,7 @@
  *   MAX_RUNNERS     tasks at once (default 20)
  *   OUTBOX_DIR      where undelivered reports wait (default .outbox)
  *   ... and every other variable of the README's configuration table (timings, TLS, token).
- *   LOG_FORMAT      pretty, json or logfmt (default pretty)
+ *   LOG_FORMAT      logfmt (one line per entry, the default), json or pretty
  *   HEALTH_PORT     serve /healthz, /readyz and /metrics on this port (off when unset)
  *   HEALTH_HOST     the address the health endpoint binds (default 0.0.0.0)
  *
@@ -24,8 +24,8 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { Connection, Credentials, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../src/index.js"
-import { NodeHealth } from "../src/node/index.js"
+import { Connection, Credentials, GrpcChannel, Health, TaskHandler, TaskSource } from "../src/index.js"
+import { NodeHealth, NodeOutbox } from "../src/node/index.js"
 import { Logging } from "./logging.js"
 
 // A task is a command and its arguments, like the `echo` spider of the original cluster test.
@@ -57,22 +57,25 @@ const runShell = (task: TaskHandler.Task<typeof ShellTask.Type>) =>
     )
   )
 
+// The worker's connection to its master, typed by the worker protocol's services.
+class Master extends Connection.Tag("example/Master", TaskSource.services)<Master>() {}
+
 // Every option comes from the environment (see the README's table); a bad value stops the start, naming the variable.
 const WorkerLive = Layer.unwrapEffect(
   Effect.gen(function*() {
     const healthPort = yield* Config.option(Config.port("HEALTH_PORT"))
     // One connection for the task handler and the health endpoint, with TLS and a token when MASTER_* say so.
-    const ConnectionLive = Connection.layerConfig(Connection.config(TaskSource.services)).pipe(
+    const MasterLive = Master.layerConfig(Connection.config(TaskSource.services)).pipe(
       Layer.provide(GrpcChannel.layer),
       Layer.provide(Credentials.layerConfig())
     )
     return Layer.mergeAll(
-      TaskHandler.layerConfig({ payload: ShellTask, run: runShell }).pipe(
-        Layer.provide(TaskSource.layerConfig()),
-        Layer.provide(Outbox.layerConfig)
+      TaskHandler.layerConfig(TaskHandler.config, { connection: Master, payload: ShellTask, run: runShell }).pipe(
+        Layer.provide(TaskSource.layerConfig(TaskSource.config, { connection: Master })),
+        Layer.provide(NodeOutbox.layerConfig())
       ),
-      Option.isSome(healthPort) ? NodeHealth.layerConfig() : Layer.empty
-    ).pipe(Layer.provide(ConnectionLive))
+      Option.isSome(healthPort) ? NodeHealth.layerConfig(Health.config, { connection: Master }) : Layer.empty
+    ).pipe(Layer.provide(MasterLive))
   })
 )
 

@@ -4,9 +4,8 @@
  * its schedule it half-opens and lets one trial call through; a success closes
  * it, a failure opens it again for the schedule's next delay.
  *
- * It guards calls only. The connection's reconnect loop never consults it: in
- * the original, an open breaker dropped every reconnect trigger and the worker
- * stayed dead.
+ * It guards calls only. The connection's reconnect loop never consults it: a
+ * breaker that could drop reconnect triggers could leave a worker dead.
  *
  * @since 0.1.0
  */

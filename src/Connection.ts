@@ -7,14 +7,12 @@
  * @since 0.1.0
  */
 import * as grpc from "@grpc/grpc-js"
-import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
@@ -24,14 +22,14 @@ import type * as Tracer from "effect/Tracer"
 import * as GrpcChannel from "./GrpcChannel.js"
 import * as Env from "./internal/config.js"
 import * as Validate from "./internal/validate.js"
-import { InvalidOption } from "./internal/validate.js"
-import * as Metrics from "./Metrics.js"
+import { InvalidOption } from "./InvalidOption.js"
 import * as Readiness from "./Readiness.js"
 import * as Breaker from "./Breaker.js"
 import * as Call from "./Call.js"
 import * as Credentials from "./Credentials.js"
 import * as GrpcError from "./GrpcError.js"
 import { ClientUnavailable, ConnectError, ConnectionState } from "./ConnectionState.js"
+import * as Lookup from "./internal/lookup.js"
 import * as Supervisor from "./internal/supervisor.js"
 import * as Retry from "./Retry.js"
 
@@ -56,33 +54,7 @@ export type ClientConstructor<C extends grpc.Client = grpc.Client> = new(
  */
 export type Services = Readonly<Record<string, ClientConstructor<grpc.Client>>>
 
-export {
-  /**
-   * @since 0.1.0
-   * @category errors
-   */
-  ClientUnavailable,
-  /**
-   * @since 0.1.0
-   * @category errors
-   */
-  ConnectError,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  ConnectionState
-} from "./ConnectionState.js"
 
-export {
-  /**
-   * An option the connection cannot work with; names the option.
-   *
-   * @since 0.1.0
-   * @category errors
-   */
-  InvalidOption
-}
 
 /**
  * @since 0.1.0
@@ -218,6 +190,17 @@ export interface Connection<S extends Services = Services> {
     request: Call.Request<InstanceType<S[K]>, M> | ((generation: number) => Call.Request<InstanceType<S[K]>, M>),
     options?: Call.CallOptions
   ) => Stream.Stream<Call.Message<InstanceType<S[K]>, M>, GrpcError.GrpcError>
+  /**
+   * For every connection generation, the stream `open(generation)` gives:
+   * opened when the generation is `Ready`, opened again on `reopen` (default
+   * from 100 ms, growing to 5 s) when it ends while the generation lasts,
+   * replaced by the next generation's, ended when the connection closes. A
+   * failure ends the whole stream: catch inside `open` the ones to outlive.
+   */
+  readonly eachGeneration: <A, E, R>(
+    open: (generation: number) => Stream.Stream<A, E, R>,
+    reopen?: Schedule.Schedule<unknown, unknown> | undefined
+  ) => Stream.Stream<A, E, R>
   /** The breaker the calls go through. */
   readonly breaker: Breaker.Breaker
 }
@@ -226,9 +209,9 @@ export interface Connection<S extends Services = Services> {
  * @since 0.1.0
  * @category tags
  */
-export const Connection: Context.Tag<Connection, Connection> = Context.GenericTag<Connection>(
+export const Connection: Context.TagClass<Connection, "effect-grpc-resilience/Connection", Connection> = Context.Tag(
   "effect-grpc-resilience/Connection"
-)
+)<Connection, Connection>()
 
 // Re-opening a stream within one generation: soon, then less often.
 const streamReopen = Retry.backoff({ base: "100 millis", cap: "5 seconds" })
@@ -272,24 +255,9 @@ export const make = <S extends Services, R = never>(
       options.reconnectingLookupTimeout,
       defaults.reconnectingLookupTimeout
     )
-    const readinessOptions = options.readiness ?? {}
-    const readiness = {
-      interval: yield* Validate.positiveDuration("readiness.interval", readinessOptions.interval, Readiness.defaults.interval),
-      bound: yield* Validate.positiveDuration("readiness.bound", readinessOptions.bound, Readiness.defaults.bound),
-      probeTimeout: yield* Validate.positiveDuration(
-        "readiness.probeTimeout",
-        readinessOptions.probeTimeout,
-        Readiness.defaults.probeTimeout
-      ),
-      probeInterval: yield* Validate.positiveDuration(
-        "readiness.probeInterval",
-        readinessOptions.probeInterval,
-        Readiness.defaults.probeInterval
-      )
-    }
+    const { probe: userProbe, ...readiness } = yield* Readiness.validate(options.readiness ?? {}, "readiness.")
     // The probe's requirements are captured here, so the supervisor needs nothing from its callers.
     const context = yield* Effect.context<R>()
-    const userProbe: Readiness.Probe<R> = readinessOptions.probe ?? Readiness.healthProbe()
     const probe: Readiness.Probe = (target) => Effect.provide(userProbe(target), context)
     const lookupSchedule = options.lookupSchedule ?? defaults.lookupSchedule
     const callSchedule = options.callSchedule ?? defaults.callSchedule
@@ -316,62 +284,13 @@ export const make = <S extends Services, R = never>(
     const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
 
     // The link of the current generation, for a service: at once when Ready, else after a wait that follows the state.
-    const lookup = (key: string): Effect.Effect<Supervisor.Link, ClientUnavailable> =>
-      Effect.flatMap(SubscriptionRef.get(snapshot), (now) =>
-        now.link !== undefined && Object.hasOwn(services, key) ? Effect.succeed(now.link) : waitForLink(key))
-
-    const waitForLink = (key: string): Effect.Effect<Supervisor.Link, ClientUnavailable> =>
-      Effect.gen(function*() {
-        const start = yield* Clock.currentTimeMillis
-        const unavailable = (reason: ClientUnavailable["reason"], state: ConnectionState) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) =>
-            Metric.increment(Metric.tagged(Metrics.lookupFailures, "reason", reason)).pipe(
-              Effect.zipRight(
-                Effect.fail(new ClientUnavailable({ reason, service: key, state, waited: Duration.millis(now - start) }))
-              )
-            ))
-        let current = yield* SubscriptionRef.get(snapshot)
-        if (!Object.hasOwn(services, key)) return yield* unavailable("UnknownService", current.state)
-        while (true) {
-          if (current.link !== undefined) {
-            yield* Metric.update(Metrics.lookupWaitSeconds, ((yield* Clock.currentTimeMillis) - start) / 1000)
-            return current.link
-          }
-          if (current.state._tag === "Closed") return yield* unavailable("Closed", current.state)
-          if (current.state._tag === "Rejected") return yield* unavailable("Rejected", current.state)
-          // The deadline follows the state: re-evaluated on every change during the wait.
-          const limit = current.state._tag === "Reconnecting" ? reconnectingLookupTimeout : lookupTimeout
-          const remaining = start + Duration.toMillis(limit) - (yield* Clock.currentTimeMillis)
-          if (remaining <= 0) return yield* unavailable("Timeout", current.state)
-          const seen = current
-          const next = yield* snapshot.changes.pipe(
-            Stream.filter((s) => s !== seen),
-            Stream.runHead,
-            Effect.timeoutOption(Duration.millis(remaining))
-          )
-          if (Option.isNone(next)) return yield* unavailable("Timeout", current.state)
-          current = Option.getOrElse(next.value, () => current)
-        }
-      }).pipe(labelled)
+    const lookup = (key: string) =>
+      labelled(Lookup.link({ snapshot, services, lookupTimeout, reconnectingLookupTimeout }, key))
 
     const client = <K extends keyof S & string>(key: K) =>
       Effect.map(lookup(key), (link) => link.clients[key] as InstanceType<S[K]>)
 
-    const readinessService: Readiness.Readiness = {
-      status: SubscriptionRef.get(status),
-      changes: status.changes,
-      await: status.changes.pipe(
-        Stream.filter((s) => s.ready),
-        Stream.runHead,
-        Effect.timeoutOption(readiness.bound),
-        Effect.flatMap((ready) =>
-          Option.isSome(ready) && Option.isSome(ready.value)
-            ? Effect.succeed(ready.value.value.report)
-            : Effect.flatMap(SubscriptionRef.get(status), ({ report }) =>
-              Effect.fail(new Readiness.ReadinessTimeout({ bound: readiness.bound, report })))
-        )
-      )
-    }
+    const readinessService = Readiness.fromStatus(status, readiness.bound)
 
     const call: Connection<S>["call"] = (service, method, request, callOptions = {}) => {
       const label = `${service}.${method}`
@@ -403,15 +322,30 @@ export const make = <S extends Services, R = never>(
           : Effect.withSpan(resilient, label, { kind: "client", attributes: { "rpc.service": service, "rpc.method": method } }))
     }
 
+    // The one mechanism that opens a stream on every generation, given its link.
+    const eachLink = <A, E, R>(
+      open: (link: Supervisor.Link) => Stream.Stream<A, E, R>,
+      reopen: Schedule.Schedule<unknown, unknown> = streamReopen
+    ): Stream.Stream<A, E, R> =>
+      snapshot.changes.pipe(
+        Stream.takeWhile((s) => s.state._tag !== "Closed"),
+        Stream.map((s) => s.link),
+        Stream.changesWith((a, b) => a?.generation === b?.generation),
+        Stream.flatMap((link) => (link === undefined ? Stream.empty : Stream.repeat(open(link), reopen)), { switch: true })
+      )
+
+    const eachGeneration: Connection<S>["eachGeneration"] = (open, reopen) =>
+      eachLink((link) => open(link.generation), reopen)
+
     const stream: Connection<S>["stream"] = (service, method, request, callOptions = {}) => {
       type Message = Call.Request<InstanceType<S[typeof service]>, typeof method>
-      // One generation's stream, re-opened when it ends while the generation lasts.
+      // One generation's stream; a transient end is logged and has the link checked, then it is opened again.
       const onLink = (link: Supervisor.Link) => {
         const message: Message = typeof request === "function"
           ? (request as (generation: number) => Message)(link.generation)
           : request
         const client = link.clients[service] as InstanceType<S[typeof service]>
-        const once = Call.serverStream(client, service, method, message, { ...callOptions, givenUp: link.lost }).pipe(
+        return Call.serverStream(client, service, method, message, { ...callOptions, givenUp: link.lost }).pipe(
           Stream.catchAll((error) =>
             // CANCELLED reaches us only from the server (ours are never surfaced): it went away.
             Retry.isTransient(error) || error.code === grpc.status.CANCELLED
@@ -422,14 +356,8 @@ export const make = <S extends Services, R = never>(
               : Stream.fail(error)
           )
         )
-        return Stream.repeat(once, streamReopen)
       }
-      return snapshot.changes.pipe(
-        Stream.takeWhile((s) => s.state._tag !== "Closed"),
-        Stream.map((s) => s.link),
-        Stream.changesWith((a, b) => a?.generation === b?.generation),
-        Stream.flatMap((link) => (link === undefined ? Stream.empty : onLink(link)), { switch: true })
-      )
+      return eachLink(onLink)
     }
 
     return {
@@ -437,6 +365,7 @@ export const make = <S extends Services, R = never>(
       services,
       call,
       stream,
+      eachGeneration,
       breaker,
       state: currentState,
       changes: snapshot.changes.pipe(Stream.map((s) => s.state), Stream.changes),

@@ -3,7 +3,8 @@
  *
  * - `GET /healthz`: 200 `{"status":"ok"}` while the process runs, connected or not (liveness).
  * - `GET /readyz`: 200 with the readiness report when the connection is ready,
- *   503 with the report and the check that holds it back when not (readiness).
+ *   503 with the report and the check that holds it back when not (readiness);
+ *   `unpersistedReports` while the outbox cannot store reports.
  * - `GET /metrics`: every metric of Effect's global registry in the Prometheus
  *   text format, version 0.0.4.
  *
@@ -26,22 +27,14 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as MetricState from "effect/MetricState"
 import type * as Scope from "effect/Scope"
 import * as Prometheus from "./internal/prometheus.js"
 import * as Validate from "./internal/validate.js"
-import { InvalidOption } from "./internal/validate.js"
+import { InvalidOption } from "./InvalidOption.js"
 import * as Connection from "./Connection.js"
 import * as Readiness from "./Readiness.js"
 
-export {
-  /**
-   * An option the endpoint cannot work with; names the option.
-   *
-   * @since 0.1.0
-   * @category errors
-   */
-  InvalidOption
-}
 
 /**
  * @since 0.1.0
@@ -158,13 +151,28 @@ export const readinessJson = (status: Readiness.ReadinessStatus): ReadinessJson 
 
 const paths = new Set(["/healthz", "/readyz", "/metrics"])
 
+// The process's reports held in memory, over every task handler's series (each labelled by master and node).
+const unpersistedReports: Effect.Effect<number> = Effect.map(Metric.snapshot, (pairs) => {
+  let total = 0
+  for (const pair of pairs) {
+    if (pair.metricKey.name === "grpc_resilience_outbox_unpersisted" && MetricState.isGaugeState(pair.metricState)) {
+      total += Number(pair.metricState.value)
+    }
+  }
+  return total
+})
+
 const router = HttpRouter.empty.pipe(
   HttpRouter.get("/healthz", Effect.sync(() => HttpServerResponse.unsafeJson({ status: "ok" }))),
   HttpRouter.get(
     "/readyz",
     Effect.flatMap(Readiness.Readiness, (readiness) =>
-      Effect.map(readiness.status, (status) =>
-        HttpServerResponse.unsafeJson(readinessJson(status), { status: status.ready ? 200 : 503 })))
+      Effect.zipWith(readiness.status, unpersistedReports, (status, unpersisted) =>
+        HttpServerResponse.unsafeJson(
+          // Reports the outbox could not store (disk full): said only while there are any.
+          { ...readinessJson(status), ...(unpersisted > 0 ? { unpersistedReports: unpersisted } : {}) },
+          { status: status.ready ? 200 : 503 }
+        )))
   ),
   HttpRouter.get(
     "/metrics",

@@ -113,6 +113,18 @@ export const fetchFailures = counter("grpc_resilience_fetch_failures_total", "Fe
 export const outboxDepth = gauge("grpc_resilience_outbox_depth", "Status reports waiting in the outbox")
 
 /**
+ * Reports whose outbox write failed (disk full, read-only): held in memory
+ * and written again until it works; no task is fetched meanwhile.
+ *
+ * @since 0.2.0
+ * @category tasks
+ */
+export const outboxUnpersisted = gauge(
+  "grpc_resilience_outbox_unpersisted",
+  "Status reports the outbox could not store, held in memory and stored again until it can"
+)
+
+/**
  * @since 0.1.0
  * @category tasks
  */

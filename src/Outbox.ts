@@ -1,36 +1,55 @@
 /**
- * The outbox of status reports. A report is persisted before `add` returns,
- * then delivered in order, one at a time, retried across disconnects for as
- * long as it takes, and removed once the master has it. The idempotency key of
- * a report never changes, so the master applies it once however often it
- * arrives. Backed by `@effect/platform`'s `KeyValueStore`: on the file system a
- * worker killed between finishing a task and reporting it reports it after the
- * restart.
+ * The outbox of status reports. `add` returns once the report is durable in
+ * the store; the report is then delivered in order, one at a time, retried
+ * across disconnects for as long as it takes, and removed once the master has
+ * it. The idempotency key of a report never changes, so the master applies it
+ * once however often it arrives.
+ *
+ * The store keeps one record per report with a sequence number: the order of
+ * `add` is the order of delivery, across restarts too, and adding or removing
+ * a record costs the same at any depth. Each outbox is scoped to its owner, a
+ * node and the master it reports to: two outboxes in one store never touch
+ * each other's records. `layerFileSystem` is the default store (one file per
+ * record, written to a temporary file, synced, renamed into place and the
+ * directory synced); `effect-grpc-resilience/sqlite` has a SQLite store.
+ *
+ * The outbox also remembers which tasks run: the RUNNING record of a task is
+ * kept, after it is delivered, until the task's final report is added. An
+ * outbox opened after a crash lists the tasks that were running in
+ * `unfinished`.
  *
  * @since 0.1.0
  */
 import * as grpc from "@grpc/grpc-js"
-import * as KeyValueStore from "@effect/platform/KeyValueStore"
-import type * as PlatformError from "@effect/platform/Error"
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import * as NodePath from "@effect/platform-node/NodePath"
-import * as Clock from "effect/Clock"
+import type * as FileSystem from "@effect/platform/FileSystem"
+import type * as Path from "@effect/platform/Path"
+import * as Chunk from "effect/Chunk"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
-import * as Data from "effect/Data"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
-import * as Schedule from "effect/Schedule"
+import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as OutboxFileSystem from "./internal/outboxFileSystem.js"
+import { OutboxError } from "./internal/outboxStore.js"
+import type { Owner, Records, StoredRecord } from "./internal/outboxStore.js"
 import * as Metrics from "./Metrics.js"
 import * as Retry from "./Retry.js"
 import type * as TaskSource from "./TaskSource.js"
+
+// -------------------------------------------------------------------------------------------------
+// Models
+// -------------------------------------------------------------------------------------------------
 
 /**
  * A report as it is stored.
@@ -45,17 +64,50 @@ export const StoredReport = Schema.Struct({
   error: Schema.String
 })
 
+export {
+  /**
+   * A store could not do what the outbox asked; `path` says where.
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  OutboxError
+}
+
+export type {
+  /**
+   * Whose records these are: a node and the master it reports to.
+   *
+   * @since 0.2.0
+   * @category models
+   */
+  Owner,
+  /**
+   * One owner's records in a store, open for a scope.
+   *
+   * @since 0.2.0
+   * @category models
+   */
+  Records,
+  /**
+   * One record: a report and its place in the order of `add`.
+   *
+   * @since 0.2.0
+   * @category models
+   */
+  StoredRecord
+}
+
 /**
- * The outbox could not be read at start.
+ * Where outboxes keep their records.
  *
- * @since 0.1.0
- * @category errors
+ * @since 0.2.0
+ * @category tags
  */
-export class OutboxError extends Data.TaggedError("OutboxError")<{
-  readonly reason: "Unreadable"
-  readonly message: string
-  readonly cause: unknown
-}> {}
+export class OutboxStore extends Context.Tag("effect-grpc-resilience/OutboxStore")<OutboxStore, {
+  /** Opens one owner's records for the scope; `Locked` while they are open elsewhere. */
+  readonly open: (owner: Owner) => Effect.Effect<Records, OutboxError, Scope.Scope>
+}>() {}
 
 /**
  * What the outbox has done so far.
@@ -69,6 +121,8 @@ export interface OutboxStats {
   readonly rejected: number
   /** Delivery attempts that failed and were tried again. */
   readonly retries: number
+  /** Damaged records set aside when the outbox opened. */
+  readonly setAside: number
 }
 
 /**
@@ -76,31 +130,48 @@ export interface OutboxStats {
  * @category models
  */
 export interface Outbox {
-  /** Persists a report and queues it for delivery; a key already queued is not queued twice. */
-  readonly add: (report: TaskSource.StatusReport) => Effect.Effect<void>
+  /**
+   * Stores a report and queues it for delivery; returns once the report is
+   * durable. A key already queued is not queued twice. A RUNNING report also
+   * records the task as started, until its final report is added.
+   */
+  readonly add: (report: TaskSource.StatusReport) => Effect.Effect<void, OutboxError>
   /** The reports not delivered yet, oldest first. */
   readonly pending: Effect.Effect<ReadonlyArray<TaskSource.StatusReport>>
+  /** How many reports wait. */
+  readonly size: Effect.Effect<number>
   /** How many reports wait, now and after every change. */
   readonly depth: Stream.Stream<number>
+  /** Does the outbox know the task: a report of it waits, or it was started and has no final report? */
+  readonly tracks: (taskId: string) => Effect.Effect<boolean>
+  /**
+   * The tasks recorded as started, with no final report, when the outbox
+   * opened: they were running when the worker stopped. Their RUNNING reports
+   * are queued again; adding a final report ends each.
+   */
+  readonly unfinished: ReadonlyArray<string>
   readonly stats: Effect.Effect<OutboxStats>
   /** Waits until every report queued so far is delivered. */
   readonly flush: Effect.Effect<void>
+  /** Where the records are: a directory, a database file, `memory`. */
+  readonly location: string
 }
 
 /**
  * @since 0.1.0
  * @category models
  */
-export interface Options {
+export interface Options extends Owner {
   /** Delivers one report to the master. */
   readonly deliver: (report: TaskSource.StatusReport) => Effect.Effect<void, TaskSource.Failure>
-  /** The store key of the outbox. Default `"outbox"`. */
-  readonly key?: string | undefined
   /** Spaces the retries of a report. Default: exponential from 500 ms, x2, capped at 10 s, jittered, forever. */
   readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
 }
 
 const defaultRetry = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
+
+// The adds waiting to be written are written together, up to this many: one directory sync, one commit.
+const maxBatch = 256
 
 // The master says this report can never apply: only these drop it. Everything else is tried again.
 const refusals: ReadonlySet<grpc.status> = new Set([
@@ -122,73 +193,213 @@ const refusals: ReadonlySet<grpc.status> = new Set([
 export const tryAgain = (error: TaskSource.Failure): boolean =>
   error._tag === "GrpcError" ? !refusals.has(error.code) : error._tag !== "ClientUnavailable" || error.reason !== "Closed"
 
+// -------------------------------------------------------------------------------------------------
+// The outbox
+// -------------------------------------------------------------------------------------------------
+
+// A task between its RUNNING record and its final report. Its RUNNING record stays in the store until
+// both are true: delivered, and ended (a final report is durable).
+interface Started {
+  readonly sequence: number
+  delivered: boolean
+  ended: boolean
+}
+
+interface Request {
+  readonly report: TaskSource.StatusReport
+  readonly done: Deferred.Deferred<void, OutboxError>
+}
+
 /**
- * An outbox over the `KeyValueStore` in context, delivering in a fiber of the
- * current scope.
+ * An outbox over the `OutboxStore` in context, for one owner, delivering in a
+ * fiber of the current scope. Fails with `Unreadable` when the records cannot
+ * be read, `Locked` when this owner's outbox is open already.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options: Options): Effect.Effect<Outbox, OutboxError, KeyValueStore.KeyValueStore | Scope.Scope> =>
+export const make = (options: Options): Effect.Effect<Outbox, OutboxError, OutboxStore | Scope.Scope> =>
   Effect.gen(function*() {
-    const key = options.key ?? "outbox"
-    const kv = yield* KeyValueStore.KeyValueStore
-    const store = kv.forSchema(Schema.Array(StoredReport))
-    const log = Effect.annotateLogs({ module: "Outbox" })
+    const store = yield* OutboxStore
+    const records = yield* store.open({ node: options.node, master: options.master })
+    const where = records.location
 
-    const loaded = yield* store.get(key).pipe(
-      Effect.catchTag("ParseError", (error) =>
-        // A damaged outbox is set aside for a person to read, never silently dropped.
-        Effect.gen(function*() {
-          const aside = `${key}.damaged-${yield* Clock.currentTimeMillis}`
-          const raw = yield* kv.get(key)
-          if (Option.isSome(raw)) yield* kv.set(aside, raw.value)
-          yield* Effect.logError(`outbox ${key} is damaged, moved to ${aside}: ${error.message}`).pipe(log)
-          return Option.none()
-        })),
-      Effect.mapError((cause) =>
-        new OutboxError({ reason: "Unreadable", message: `cannot read outbox ${key}: ${cause.message}`, cause })
+    // The queue in sequence order (a Map keeps insertion order: add and remove cost the same at any depth),
+    // how many reports each task has queued, and the tasks started without a final report.
+    const queue = new Map<string, StoredRecord>()
+    const queuedPerTask = new Map<string, number>()
+    const started = new Map<string, Started>()
+    const writing = new Map<string, Deferred.Deferred<void, OutboxError>>()
+    let next = 1
+
+    const enqueue = (record: StoredRecord) => {
+      queue.set(record.report.key, record)
+      queuedPerTask.set(record.report.taskId, (queuedPerTask.get(record.report.taskId) ?? 0) + 1)
+    }
+    const dequeue = (record: StoredRecord) => {
+      queue.delete(record.report.key)
+      const left = (queuedPerTask.get(record.report.taskId) ?? 1) - 1
+      if (left === 0) queuedPerTask.delete(record.report.taskId)
+      else queuedPerTask.set(record.report.taskId, left)
+    }
+
+    const ended = new Set(records.initial.filter((r) => r.report.status !== "RUNNING").map((r) => r.report.taskId))
+    const duplicates: Array<number> = []
+    for (const record of records.initial) {
+      next = Math.max(next, record.sequence + 1)
+      // A report stored twice (an add retried after a write that failed late) is delivered once.
+      if (queue.has(record.report.key)) {
+        duplicates.push(record.sequence)
+        continue
+      }
+      enqueue(record)
+      if (record.report.status === "RUNNING") {
+        started.set(record.report.taskId, { sequence: record.sequence, delivered: false, ended: ended.has(record.report.taskId) })
+      }
+    }
+    const unfinished = Array.from(started).flatMap(([taskId, s]) => (s.ended ? [] : [taskId]))
+
+    const log = Effect.annotateLogs({ module: "Outbox", address: options.master, node: options.node })
+    const forget = (sequences: ReadonlyArray<number>) =>
+      sequences.length === 0 ? Effect.void : records.remove(sequences).pipe(
+        // The record stays where it is: it is delivered again after the next start, and the master ignores it.
+        Effect.catchAll((error) => Effect.logWarning(`${error.message}; the report may be delivered again after a restart`)),
+        log
       )
+    yield* forget(duplicates)
+    if (queue.size > 0) yield* Effect.logInfo(`outbox ${where}: ${queue.size} reports to deliver from before`).pipe(log)
+    if (unfinished.length > 0) {
+      yield* Effect.logWarning(`outbox ${where}: ${unfinished.length} tasks were running when the worker stopped`).pipe(log)
+    }
+
+    const depth = yield* SubscriptionRef.make(queue.size)
+    const publish = Effect.suspend(() =>
+      Effect.zipRight(SubscriptionRef.set(depth, queue.size), Metric.set(Metrics.outboxDepth, queue.size))
     )
-    const initial = Option.getOrElse(loaded, () => [])
-    if (initial.length > 0) yield* Effect.logInfo(`outbox ${key}: ${initial.length} reports to deliver from before`).pipe(log)
+    const stats = yield* Ref.make<OutboxStats>({ delivered: 0, rejected: 0, retries: 0, setAside: records.setAside })
+    const nonEmpty = yield* Effect.makeLatch(queue.size > 0)
+    yield* Metric.set(Metrics.outboxDepth, queue.size)
 
-    const queue = yield* SubscriptionRef.make<ReadonlyArray<TaskSource.StatusReport>>(initial)
-    const stats = yield* Ref.make<OutboxStats>({ delivered: 0, rejected: 0, retries: 0 })
+    // Adds are written by one fiber, in the order they came, as many at once as are waiting.
+    const requests = yield* Queue.unbounded<Request>()
+    let open = true
+    const closed = (report: TaskSource.StatusReport) =>
+      new OutboxError({ reason: "Closed", path: where, operation: `closed before report ${report.key} was stored` })
 
-    // The store follows the queue; a failed write is logged and the report kept in memory.
-    const persist = (reports: ReadonlyArray<TaskSource.StatusReport>) =>
-      store.set(key, reports).pipe(
-        Effect.catchAll((error) => Effect.logError(`outbox ${key} could not be written: ${error.message}`).pipe(log)),
-        Effect.as(reports)
+    const written = (batch: ReadonlyArray<Request>, appended: ReadonlyArray<StoredRecord>) =>
+      Effect.suspend(() => {
+        const done: Array<number> = []
+        for (const record of appended) {
+          enqueue(record)
+          const { status, taskId } = record.report
+          if (status === "RUNNING") {
+            started.set(taskId, { sequence: record.sequence, delivered: false, ended: false })
+            continue
+          }
+          const task = started.get(taskId)
+          if (task === undefined) continue
+          if (task.delivered) {
+            started.delete(taskId)
+            done.push(task.sequence)
+          } else {
+            task.ended = true
+          }
+        }
+        for (const request of batch) {
+          writing.delete(request.report.key)
+          Deferred.unsafeDone(request.done, Exit.void)
+        }
+        nonEmpty.unsafeOpen()
+        return Effect.zipRight(publish, forget(done))
+      })
+
+    const writeBatch = Effect.flatMap(Queue.takeBetween(requests, 1, maxBatch), (chunk) => {
+      const batch = Chunk.toReadonlyArray(chunk)
+      const appended = batch.map((request): StoredRecord => ({ sequence: next++, report: request.report }))
+      return records.append(appended).pipe(
+        Effect.matchCauseEffect({
+          onSuccess: () => written(batch, appended),
+          onFailure: (cause) =>
+            Effect.sync(() => {
+              for (const request of batch) {
+                writing.delete(request.report.key)
+                Deferred.unsafeDone(request.done, Exit.failCause(cause))
+              }
+            })
+        }),
+        // A batch once taken is written, and its adds are answered, even when the outbox closes meanwhile.
+        Effect.uninterruptible
       )
+    })
 
-    const add = (report: TaskSource.StatusReport) =>
-      SubscriptionRef.updateEffect(queue, (reports) =>
-        reports.some((r) => r.key === report.key) ? Effect.succeed(reports) : persist([...reports, report]))
+    yield* writeBatch.pipe(
+      Effect.forever,
+      Effect.ensuring(
+        Effect.flatMap(Queue.takeAll(requests), (left) =>
+          Effect.sync(() => {
+            open = false
+            for (const request of left) Deferred.unsafeDone(request.done, Exit.fail(closed(request.report)))
+          }))
+      ),
+      log,
+      Effect.annotateLogs({ fiber: "writer" }),
+      Effect.forkScoped,
+      Effect.interruptible
+    )
 
-    const remove = (report: TaskSource.StatusReport) =>
-      SubscriptionRef.updateEffect(queue, (reports) => persist(reports.filter((r) => r.key !== report.key)))
+    const add = (report: TaskSource.StatusReport): Effect.Effect<void, OutboxError> =>
+      Effect.suspend(() => {
+        if (queue.has(report.key)) return Effect.void
+        const running = started.get(report.taskId)
+        if (report.status === "RUNNING" && running !== undefined) return Effect.void
+        const waiting = writing.get(report.key)
+        if (waiting !== undefined) return Deferred.await(waiting)
+        if (!open) return Effect.fail(closed(report))
+        const done = Deferred.unsafeMake<void, OutboxError>(FiberId.none)
+        writing.set(report.key, done)
+        requests.unsafeOffer({ report, done })
+        return Deferred.await(done)
+      })
+
+    // A report is done with: out of the queue, and its record out of the store unless it still marks a task started.
+    const settle = (record: StoredRecord) =>
+      Effect.suspend(() => {
+        dequeue(record)
+        if (queue.size === 0) nonEmpty.unsafeClose()
+        const task = record.report.status === "RUNNING" ? started.get(record.report.taskId) : undefined
+        let done: ReadonlyArray<number> = [record.sequence]
+        if (task !== undefined && task.sequence === record.sequence) {
+          task.delivered = true
+          if (task.ended) started.delete(record.report.taskId)
+          else done = []
+        }
+        return Effect.zipRight(publish, forget(done))
+      })
 
     const deliverHead = Effect.gen(function*() {
-      const head = yield* queue.changes.pipe(
-        Stream.filterMap((reports) => Option.fromNullable(reports[0])),
-        Stream.runHead,
-        Effect.flatten
-      )
-      yield* options.deliver(head).pipe(
+      yield* nonEmpty.await
+      const head = queue.values().next()
+      if (head.done === true) {
+        nonEmpty.unsafeClose()
+        return
+      }
+      const record = head.value
+      yield* options.deliver(record.report).pipe(
         Effect.tapError((error) =>
           tryAgain(error) ? Ref.update(stats, (s) => ({ ...s, retries: s.retries + 1 })) : Effect.void
         ),
         Effect.retry({ schedule: options.retry ?? defaultRetry, while: tryAgain }),
         Effect.matchEffect({
-          onSuccess: () =>
-            Effect.zipRight(Ref.update(stats, (s) => ({ ...s, delivered: s.delivered + 1 })), remove(head)),
+          onSuccess: () => Effect.zipRight(Ref.update(stats, (s) => ({ ...s, delivered: s.delivered + 1 })), settle(record)),
           onFailure: (error) =>
             error._tag === "GrpcError"
               ? Effect.logError(
-                `the master refused report ${head.key} (task ${head.taskId} ${head.status}) for good: ${error.message}`
-              ).pipe(Effect.zipRight(Ref.update(stats, (s) => ({ ...s, rejected: s.rejected + 1 }))), Effect.zipRight(remove(head)))
+                `the master refused report ${record.report.key} (task ${record.report.taskId} ${record.report.status}) ` +
+                  `for good: ${error.message}`
+              ).pipe(
+                Effect.zipRight(Ref.update(stats, (s) => ({ ...s, rejected: s.rejected + 1 }))),
+                Effect.zipRight(settle(record))
+              )
               // The connection is closed: the report stays in the store for the next start.
               : Effect.never
         })
@@ -203,49 +414,95 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, KeyVa
       Effect.interruptible
     )
 
-    yield* queue.changes.pipe(
-      Stream.runForEach((reports) => Metric.set(Metrics.outboxDepth, reports.length)),
-      Effect.forkScoped
-    )
-
     return {
       add,
-      pending: SubscriptionRef.get(queue),
-      depth: queue.changes.pipe(Stream.map((reports) => reports.length), Stream.changes),
+      pending: Effect.sync(() => Array.from(queue.values(), (record) => record.report)),
+      size: Effect.sync(() => queue.size),
+      depth: depth.changes.pipe(Stream.changes),
+      tracks: (taskId) => Effect.sync(() => queuedPerTask.has(taskId) || started.has(taskId)),
+      unfinished,
       stats: Ref.get(stats),
-      flush: queue.changes.pipe(Stream.filter((reports) => reports.length === 0), Stream.runHead, Effect.asVoid)
+      flush: depth.changes.pipe(Stream.filter((n) => n === 0), Stream.runHead, Effect.asVoid),
+      location: where
     } satisfies Outbox
   })
 
+// -------------------------------------------------------------------------------------------------
+// Stores
+// -------------------------------------------------------------------------------------------------
+
 /**
- * An outbox store on the file system, one file per outbox key in `directory`.
+ * The store on the file system: in `directory`, one subdirectory per owner
+ * and one file per record. A record is written to a temporary file, synced,
+ * renamed into place, and the directory synced before `add` returns. A
+ * damaged record is moved to the owner's `damaged/` subdirectory, with a log
+ * line, and costs no other record. The directory is locked for the layer's
+ * lifetime: a second process on it fails with `Locked` naming it; the lock of
+ * a process that died (SIGKILL, power loss) does not hold its successor back.
+ *
+ * Needs `FileSystem` and `Path` (`effect-grpc-resilience/node` provides Node's).
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerFileSystem = (
   directory: string
-): Layer.Layer<KeyValueStore.KeyValueStore, PlatformError.PlatformError> =>
-  KeyValueStore.layerFileSystem(directory).pipe(Layer.provide(Layer.merge(NodeFileSystem.layer, NodePath.layer)))
+): Layer.Layer<OutboxStore, OutboxError, FileSystem.FileSystem | Path.Path> =>
+  Layer.scoped(OutboxStore, Effect.map(OutboxFileSystem.make(directory), OutboxStore.of))
 
 /**
- * An outbox store in memory, for tests.
+ * A store in memory, for tests: records survive an outbox closed and opened
+ * again for as long as the layer, not a restart.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerMemory: Layer.Layer<KeyValueStore.KeyValueStore> = KeyValueStore.layerMemory
-
+export const layerMemory: Layer.Layer<OutboxStore> = Layer.sync(OutboxStore, () => {
+  const owners = new Map<string, Map<number, TaskSource.StatusReport>>()
+  const open = new Set<string>()
+  return OutboxStore.of({
+    open: (owner) =>
+      Effect.gen(function*() {
+        const id = JSON.stringify([owner.node, owner.master])
+        const location = `memory:${owner.node}@${owner.master}`
+        if (open.has(id)) {
+          return yield* new OutboxError({ reason: "Locked", path: location, operation: "open already" })
+        }
+        open.add(id)
+        yield* Effect.addFinalizer(() => Effect.sync(() => open.delete(id)))
+        const stored = owners.get(id) ?? new Map<number, TaskSource.StatusReport>()
+        owners.set(id, stored)
+        const initial = Array.from(stored, ([sequence, report]) => ({ sequence, report }))
+          .sort((a, b) => a.sequence - b.sequence)
+        return {
+          location,
+          initial,
+          setAside: 0,
+          append: (records) => Effect.sync(() => records.forEach((r) => stored.set(r.sequence, r.report))),
+          remove: (sequences) => Effect.sync(() => sequences.forEach((sequence) => stored.delete(sequence)))
+        } satisfies Records
+      })
+  })
+})
 
 /**
- * An outbox store on the file system, in the directory `OUTBOX_DIR` (default `.outbox`).
+ * Where the file-system store keeps its records, from the environment:
+ * `OUTBOX_DIR` (default `.outbox`).
+ *
+ * @since 0.2.0
+ * @category config
+ */
+export const config = {
+  directory: Config.withDefault(Config.nonEmptyString("OUTBOX_DIR"), ".outbox")
+} satisfies Config.Config.Wrap<{ readonly directory: string }>
+
+/**
+ * The store on the file system, in the directory read from `Config` (default {@link config}: `OUTBOX_DIR`).
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig: Layer.Layer<
-  KeyValueStore.KeyValueStore,
-  PlatformError.PlatformError | ConfigError.ConfigError
-> = Layer.unwrapEffect(
-  Effect.map(Config.withDefault(Config.nonEmptyString("OUTBOX_DIR"), ".outbox"), layerFileSystem)
-)
+export const layerConfig = (
+  options: Config.Config.Wrap<{ readonly directory: string }> = config
+): Layer.Layer<OutboxStore, OutboxError | ConfigError.ConfigError, FileSystem.FileSystem | Path.Path> =>
+  Layer.unwrapEffect(Effect.map(Config.unwrap(options), ({ directory }) => layerFileSystem(directory)))

@@ -20,12 +20,15 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
-import type * as Stream from "effect/Stream"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as HealthCheck from "grpc-health-check"
 import type * as GrpcChannel from "./GrpcChannel.js"
 import * as GrpcError from "./GrpcError.js"
 import * as Env from "./internal/config.js"
 import { lazy, requireLazily } from "./internal/lazy.js"
+import * as Validate from "./internal/validate.js"
+import type { InvalidOption } from "./InvalidOption.js"
 
 /**
  * What readiness is checked on: one connection generation.
@@ -203,6 +206,38 @@ export const defaults = {
   probeTimeout: Duration.seconds(2),
   probeInterval: Duration.seconds(30)
 } as const
+
+/**
+ * The options, checked, with the defaults filled in; an error names the
+ * option after `prefix` (`readiness.bound`, as `Connection.layer` has it).
+ *
+ * @since 0.2.0
+ * @category validation
+ */
+export const validate = <R>(
+  options: Options<R>,
+  prefix = ""
+): Effect.Effect<
+  {
+    readonly interval: Duration.Duration
+    readonly bound: Duration.Duration
+    readonly probeTimeout: Duration.Duration
+    readonly probeInterval: Duration.Duration
+    readonly probe: Probe<R>
+  },
+  InvalidOption
+> =>
+  Effect.gen(function*() {
+    const duration = (name: keyof typeof defaults) =>
+      Validate.positiveDuration(`${prefix}${name}`, options[name], defaults[name])
+    return {
+      interval: yield* duration("interval"),
+      bound: yield* duration("bound"),
+      probeTimeout: yield* duration("probeTimeout"),
+      probeInterval: yield* duration("probeInterval"),
+      probe: options.probe ?? (healthProbe() as Probe<R>)
+    }
+  })
 
 /**
  * Check 1: the channel is READY.
@@ -418,9 +453,35 @@ export interface Readiness {
  * @since 0.1.0
  * @category tags
  */
-export const Readiness: Context.Tag<Readiness, Readiness> = Context.GenericTag<Readiness>(
+export const Readiness: Context.TagClass<Readiness, "effect-grpc-resilience/Readiness", Readiness> = Context.Tag(
   "effect-grpc-resilience/Readiness"
-)
+)<Readiness, Readiness>()
+
+/**
+ * The readiness a connection publishes: `status` now, its `changes`, and
+ * `await` up to `bound`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const fromStatus = (
+  status: SubscriptionRef.SubscriptionRef<ReadinessStatus>,
+  bound: Duration.Duration
+): Readiness =>
+  Readiness.of({
+    status: SubscriptionRef.get(status),
+    changes: status.changes,
+    await: status.changes.pipe(
+      Stream.filter((s) => s.ready),
+      Stream.runHead,
+      Effect.timeoutOption(bound),
+      Effect.flatMap((ready) =>
+        Option.isSome(ready) && Option.isSome(ready.value)
+          ? Effect.succeed(ready.value.value.report)
+          : Effect.flatMap(SubscriptionRef.get(status), ({ report }) => Effect.fail(new ReadinessTimeout({ bound, report })))
+      )
+    )
+  })
 
 const awaitReady: Effect.Effect<ReadinessReport, ReadinessTimeout, Readiness> = Effect.flatMap(
   Readiness,

@@ -16,7 +16,7 @@ import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as Env from "./internal/config.js"
-import { formatMillis } from "./internal/format.js"
+import { errorMessage, formatMillis } from "./internal/format.js"
 import * as Metrics from "./Metrics.js"
 
 /**
@@ -291,7 +291,7 @@ export const lookupWith = (options: LookupOptions = {}): Schedule.Schedule<numbe
   )
 
 /**
- * The client lookup retry: 3 attempts, 2 s apart (the seed's "solution 2").
+ * The client lookup retry: 3 attempts, 2 s apart.
  *
  * @since 0.1.0
  * @category schedules
@@ -343,10 +343,6 @@ export const callWith = (options: CallRetryOptions = {}): Schedule.Schedule<Dura
  */
 export const call: Schedule.Schedule<Duration.Duration, unknown> = callWith()
 
-const describe = (error: unknown): string =>
-  Predicate.hasProperty(error, "message") && typeof error.message === "string"
-    ? `${String(field(error, "_tag") ?? "Error")}: ${error.message}`
-    : String(error)
 
 /**
  * Retries an effect on `schedule` while its failure is retryable (see
@@ -381,7 +377,7 @@ export const transient: {
         ? "retries exhausted"
         : "the request was sent and the call is not idempotent"
       return Effect.zipRight(
-        Effect.logWarning(`${label}: giving up after ${attempts} attempt${attempts === 1 ? "" : "s"} (${why}): ${describe(error)}`),
+        Effect.logWarning(`${label}: giving up after ${attempts} attempt${attempts === 1 ? "" : "s"} (${why}): ${errorMessage(error, { tagged: true })}`),
         Effect.fail(error)
       )
     }
@@ -406,7 +402,7 @@ export const transient: {
           Schedule.onDecision(([delay, error], decision) =>
             ScheduleDecision.isDone(decision)
               ? Effect.void
-              : Effect.logWarning(`${label}: attempt ${attempts} failed (${describe(error)}), retrying in ${formatMillis(delay)}`)
+              : Effect.logWarning(`${label}: attempt ${attempts} failed (${errorMessage(error, { tagged: true })}), retrying in ${formatMillis(delay)}`)
                 .pipe(Effect.zipRight(Metric.increment(Metric.tagged(Metrics.retries, "what", label))))
           )
         )),

@@ -6,7 +6,6 @@
  *
  * @since 0.1.0
  */
-import type * as KeyValueStore from "@effect/platform/KeyValueStore"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -32,7 +31,9 @@ import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Connection from "./Connection.js"
 import * as Env from "./internal/config.js"
-import { formatMillis } from "./internal/format.js"
+import { errorMessage, formatMillis } from "./internal/format.js"
+import { forkLoop } from "./internal/loop.js"
+import * as Membership from "./internal/membership.js"
 import * as Metrics from "./Metrics.js"
 import * as Validate from "./internal/validate.js"
 import * as Outbox from "./Outbox.js"
@@ -79,6 +80,8 @@ export interface WorkerStatus {
   readonly cancelled: number
   readonly malformed: number
   readonly heartbeatFailures: number
+  /** Reports the outbox could not store (disk full, read-only): kept in memory and stored again until it can. */
+  readonly unpersisted: number
 }
 
 /**
@@ -143,17 +146,23 @@ export interface TaskHandler {
  * @since 0.1.0
  * @category tags
  */
-export const TaskHandler: Context.Tag<TaskHandler, TaskHandler> = Context.GenericTag<TaskHandler>(
+export const TaskHandler: Context.TagClass<TaskHandler, "effect-grpc-resilience/TaskHandler", TaskHandler> = Context.Tag(
   "effect-grpc-resilience/TaskHandler"
-)
+)<TaskHandler, TaskHandler>()
 
-const errorMessage = (error: unknown): string =>
-  error instanceof Error || (typeof error === "object" && error !== null && "message" in error)
-    ? String((error as { message: unknown }).message)
-    : String(error)
 
-// Re-joining the master within one generation: soon, then less often.
-const rejoin = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
+// Storing a report again after the outbox could not: soon, then less often.
+const storeAgain = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
+
+/**
+ * The error of a task that was running when its worker stopped (a crash, a
+ * kill, a power loss): after the restart it is reported `ERROR` with this
+ * message, once. It is not run again: it may have done part of its work.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const restartMessage = "the worker restarted while running this task"
 
 /**
  * Starts the task handler in the current scope. It returns at once; the
@@ -167,7 +176,7 @@ export const make = <P, I, R, C extends Connection.AnyTag = typeof Connection.Co
 ): Effect.Effect<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
-  Context.Tag.Identifier<C> | TaskSource.TaskSource | KeyValueStore.KeyValueStore | Scope.Scope | R
+  Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | Scope.Scope | R
 > =>
   Effect.gen(function*() {
     const conn: Connection.Connection = yield* (options.connection ?? Connection.Connection)
@@ -186,7 +195,7 @@ const makeFor = <P, I, R>(
 ): Effect.Effect<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
-  KeyValueStore.KeyValueStore | Scope.Scope | R
+  Outbox.OutboxStore | Scope.Scope | R
 > =>
   Effect.gen(function*() {
     const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, defaults.maxRunners)
@@ -203,7 +212,7 @@ const makeFor = <P, I, R>(
     const context = yield* Effect.context<R>()
     const decode = Schema.decodeUnknownEither(Schema.parseJson(options.payload))
 
-    const outbox = yield* Outbox.make({ deliver: source.report, key: `outbox-${encodeURIComponent(source.nodeKey)}@${encodeURIComponent(conn.address)}` })
+    const outbox = yield* Outbox.make({ deliver: source.report, node: source.nodeKey, master: conn.address })
     const runners = yield* FiberMap.make<string, void, never>()
     const stats = yield* SubscriptionRef.make<WorkerStatus>({
       running: 0,
@@ -213,7 +222,8 @@ const makeFor = <P, I, R>(
       failed: 0,
       cancelled: 0,
       malformed: 0,
-      heartbeatFailures: 0
+      heartbeatFailures: 0,
+      unpersisted: 0
     })
     const count = (f: (s: WorkerStatus) => Partial<WorkerStatus>) => SubscriptionRef.update(stats, (s) => ({ ...s, ...f(s) }))
     const wake = yield* Queue.sliding<void>(1)
@@ -221,10 +231,38 @@ const makeFor = <P, I, R>(
     const stopping = yield* Deferred.make<void>()
     const isReady = Effect.map(conn.state, (state) => state._tag === "Ready")
 
+    // A report that could not be stored is held here, counted, and stored again until it is; meanwhile no
+    // task is fetched. The retries are interruptible: a drain can end them, and says the report is lost.
+    const held = (change: number) =>
+      Effect.flatMap(
+        SubscriptionRef.updateAndGet(stats, (s) => ({ ...s, unpersisted: s.unpersisted + change })),
+        (s) => Metric.set(Metrics.outboxUnpersisted, s.unpersisted)
+      )
+    const holding = Effect.map(SubscriptionRef.get(stats), (s) => s.unpersisted > 0)
+    const lost = (stored: TaskSource.StatusReport, why: string) =>
+      Effect.logError(`report ${stored.key} is lost, ${why}: ${JSON.stringify(stored)}`)
+    const storeAgainAndAgain = (stored: TaskSource.StatusReport, first: Outbox.OutboxError) =>
+      Effect.logError(`report ${stored.key} could not be stored; held in memory, stored again until it is: ${first.message}`).pipe(
+        Effect.zipRight(
+          outbox.add(stored).pipe(
+            Effect.tapError((again) => Effect.logWarning(`report ${stored.key} still cannot be stored: ${again.message}`)),
+            Effect.retry({ schedule: storeAgain, while: (again) => again.reason !== "Closed" }),
+            Effect.interruptible
+          )
+        ),
+        Effect.zipRight(Effect.logInfo(`report ${stored.key} stored`)),
+        Effect.onInterrupt(() => lost(stored, "the task handler stopped before it could be stored"))
+      )
+    const persist = (stored: TaskSource.StatusReport) =>
+      outbox.add(stored).pipe(
+        Effect.catchAll((error) => Effect.acquireUseRelease(held(1), () => storeAgainAndAgain(stored, error), () => held(-1))),
+        Effect.catchAll((error) => lost(stored, error.message))
+      )
+
     const report = (taskId: string, status: TaskSource.ReportedStatus, error = "") =>
       Effect.zipRight(
         status === "RUNNING" ? Effect.void : Metric.increment(Metric.tagged(Metrics.tasks, "status", status)),
-        outbox.add({ key: `${taskId}:${status}`, taskId, status, error })
+        persist({ key: `${taskId}:${status}`, taskId, status, error })
       )
 
     // After a reconnection: when the connection became Ready, until the first task is fetched.
@@ -303,8 +341,7 @@ const makeFor = <P, I, R>(
               yield* Effect.logInfo(`task ${incoming.id} fetched`)
               // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
               // nor when its reports still wait in the outbox.
-              const known = (yield* FiberMap.has(runners, incoming.id)) ||
-                (yield* outbox.pending).some((report) => report.taskId === incoming.id)
+              const known = (yield* FiberMap.has(runners, incoming.id)) || (yield* outbox.tracks(incoming.id))
               if (known) {
                 yield* Effect.logWarning(`task ${incoming.id} was handed out again; it runs here already, not twice`)
                 // The master will hand it out until it hears RUNNING: wait for the next tick, do not spin.
@@ -317,78 +354,38 @@ const makeFor = <P, I, R>(
       })
     )
 
-    // Fetches while runners are free, the connection is Ready, and the master has tasks.
+    // Fetches while runners are free, the connection is Ready, no report is held, and the master has tasks.
     const fetchWhileFree: Effect.Effect<void> = Effect.gen(function*() {
-      while ((yield* FiberMap.size(runners)) < maxRunners && (yield* isReady)) {
+      while ((yield* FiberMap.size(runners)) < maxRunners && (yield* isReady) && !(yield* holding)) {
         if (!(yield* fetchOne)) return
       }
     })
 
-    const loop = <E, R2>(name: string, effect: Effect.Effect<unknown, E, R2>) =>
-      effect.pipe(
-        Effect.catchAllCause((cause) => Effect.logError(`${name} loop failed`, cause)),
-        Effect.annotateLogs({ fiber: name }),
-        Effect.forkScoped,
-        Effect.interruptible
-      )
-
-    // The generation the node is registered for: heartbeats wait for it.
-    const registered = yield* SubscriptionRef.make<number | undefined>(undefined)
-
-    const heartbeat = Effect.gen(function*() {
-      const state = yield* conn.state
-      if (state._tag !== "Ready" || state.generation !== (yield* SubscriptionRef.get(registered))) return
-      yield* source.heartbeat(yield* FiberMap.size(runners)).pipe(
-        Effect.catchAll((error) =>
-          Effect.logWarning(`heartbeat failed: ${errorMessage(error)}`).pipe(
-            Effect.zipRight(count((s) => ({ heartbeatFailures: s.heartbeatFailures + 1 })))
-          )
+    // The master's cancel interrupts the task's runner, which reports it CANCELLED.
+    const cancel = (taskId: string) =>
+      FiberMap.has(runners, taskId).pipe(
+        Effect.flatMap((running) =>
+          running
+            ? Effect.logWarning(`the master cancels task ${taskId}`).pipe(Effect.zipRight(FiberMap.remove(runners, taskId)))
+            : Effect.logInfo(`the master cancels task ${taskId}, which is not running here`)
         )
       )
-    })
-
-    // Register, then listen to the master, for one generation; again after a failure, while it lasts.
-    const join = (generation: number) =>
-      Stream.fromEffect(
-        source.register(generation).pipe(
-          Effect.zipRight(SubscriptionRef.set(registered, generation)),
-          Effect.zipRight(Effect.logInfo(`node registered for generation ${generation}`))
-        )
-      ).pipe(
-        Stream.flatMap(() => source.subscribe(generation)),
-        Stream.catchAll((error) =>
-          Stream.execute(Effect.logWarning(`joining generation ${generation} failed: ${errorMessage(error)}`))
-        ),
-        Stream.repeat(rejoin)
-      )
-
-    // The node joins the master on every generation; the master's requests act on the runners.
-    const membership = conn.changes.pipe(
-      Stream.map((state) => (state._tag === "Ready" ? state.generation : undefined)),
-      Stream.changes,
-      Stream.flatMap((generation) => (generation === undefined ? Stream.empty : join(generation)), { switch: true }),
-      Stream.runForEach((request) =>
-        FiberMap.has(runners, request.taskId).pipe(
-          Effect.flatMap((running) =>
-            running
-              ? Effect.logWarning(`the master cancels task ${request.taskId}`).pipe(
-                Effect.zipRight(FiberMap.remove(runners, request.taskId))
-              )
-              : Effect.logInfo(`the master cancels task ${request.taskId}, which is not running here`)
-          )
-        )
-      )
-    )
 
     const status = Effect.gen(function*() {
       const running = yield* FiberMap.size(runners)
       yield* count(() => ({ running }))
-      const pending = (yield* outbox.pending).length
+      const pending = yield* outbox.size
       yield* Effect.logDebug(`running ${running}/${maxRunners}, ${pending} reports in the outbox`)
     })
 
     const start = Effect.gen(function*() {
       const startedAt = yield* Clock.currentTimeMillis
+      // Recorded as started, never ended: the worker stopped while they ran. Reported once: the report ends the record.
+      for (const taskId of outbox.unfinished) {
+        yield* Effect.logWarning(`task ${taskId} was running when the worker stopped: reported ERROR`)
+        yield* count((s) => ({ failed: s.failed + 1 }))
+        yield* report(taskId, "ERROR", restartMessage)
+      }
       const waited = yield* conn.readiness.changes.pipe(
         Stream.filter((s) => s.ready),
         Stream.runHead,
@@ -405,10 +402,16 @@ const makeFor = <P, I, R>(
         yield* Effect.logInfo("connection ready and registered, starting task handler")
       }
       yield* Metric.set(Metrics.startupSeconds, ((yield* Clock.currentTimeMillis) - startedAt) / 1000)
-      yield* loop("membership", membership)
-      yield* loop("heartbeat", Effect.repeat(heartbeat, Schedule.spaced(heartbeatInterval)))
-      yield* loop("status", Effect.repeat(status, Schedule.spaced(statusInterval)))
-      yield* loop(
+      yield* Membership.start({
+        connection: conn,
+        source,
+        heartbeatInterval,
+        running: FiberMap.size(runners),
+        cancel,
+        onHeartbeatFailure: count((s) => ({ heartbeatFailures: s.heartbeatFailures + 1 }))
+      })
+      yield* forkLoop("status", Effect.repeat(status, Schedule.spaced(statusInterval)))
+      yield* forkLoop(
         "ready",
         conn.changes.pipe(
           Stream.filter((state) => state._tag === "Ready"),
@@ -420,10 +423,10 @@ const makeFor = <P, I, R>(
           )
         )
       )
-      yield* loop("tick", Effect.repeat(poke, Schedule.spaced(fetchInterval)))
-      yield* loop("fetch", Queue.take(wake).pipe(Effect.zipRight(fetchWhileFree), Effect.forever, Effect.raceFirst(Deferred.await(stopping))))
+      yield* forkLoop("tick", Effect.repeat(poke, Schedule.spaced(fetchInterval)))
+      yield* forkLoop("fetch", Queue.take(wake).pipe(Effect.zipRight(fetchWhileFree), Effect.forever, Effect.raceFirst(Deferred.await(stopping))))
     })
-    yield* loop("start", start)
+    yield* forkLoop("start", start)
 
     // Added last, so it runs first on close: stop fetching, let runners finish, then flush the outbox.
     yield* Effect.addFinalizer(() =>
@@ -442,7 +445,7 @@ const makeFor = <P, I, R>(
         }
         const flushed = yield* Effect.timeoutOption(Effect.interruptible(outbox.flush), flushTimeout)
         if (Option.isNone(flushed)) {
-          const left = (yield* outbox.pending).length
+          const left = yield* outbox.size
           yield* Effect.logWarning(`${left} reports left in the outbox; they are delivered after the next start`)
         }
       }).pipe(Effect.annotateLogs({ module: "TaskHandler", fiber: "drain", address: conn.address, node: source.nodeKey }))
@@ -468,7 +471,7 @@ export const layer = <P, I, R, C extends Connection.AnyTag = typeof Connection.C
 ): Layer.Layer<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
-  Context.Tag.Identifier<C> | TaskSource.TaskSource | KeyValueStore.KeyValueStore | R
+  Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | R
 > => Layer.scoped(TaskHandler, make(options))
 
 /**
@@ -479,7 +482,7 @@ export const layer = <P, I, R, C extends Connection.AnyTag = typeof Connection.C
  * @since 0.1.0
  * @category config
  */
-export const config = Config.all({
+export const config = {
   maxRunners: Env.optional(Env.integer("MAX_RUNNERS", 1)),
   fetchInterval: Env.optional(Env.duration("FETCH_INTERVAL")),
   fetchTimeout: Env.optional(Env.duration("FETCH_TIMEOUT")),
@@ -488,20 +491,29 @@ export const config = Config.all({
   heartbeatInterval: Env.optional(Env.duration("HEARTBEAT_INTERVAL")),
   drainGrace: Env.optional(Env.duration("DRAIN_GRACE")),
   flushTimeout: Env.optional(Env.duration("FLUSH_TIMEOUT"))
-})
+} satisfies Config.Config.Wrap<Timings>
 
 /**
- * The task handler as a layer, with its timings read from `Config` (default:
- * {@link config}, the environment) and the task's schema and handler given.
+ * The options of a task handler that `Config` can hold: all but the task's schema, its handler and the connection.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Timings = Omit<Options<never, never, never>, "payload" | "run">
+
+/**
+ * The task handler as a layer, with its timings read from `Config` (pass
+ * {@link config}, the environment, or a record of your own) and the task's
+ * schema, handler and connection given in code.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerConfig = <P, I, R, C extends Connection.AnyTag = typeof Connection.Connection>(
-  task: Pick<Options<P, I, R>, "payload" | "run"> & Connection.Using<C>,
-  options: Config.Config<Omit<Options<P, I, R>, "payload" | "run">> = config
+  timings: Config.Config.Wrap<Timings>,
+  task: Pick<Options<P, I, R>, "payload" | "run"> & Connection.Using<C>
 ): Layer.Layer<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError | ConfigError.ConfigError,
-  Context.Tag.Identifier<C> | TaskSource.TaskSource | KeyValueStore.KeyValueStore | R
-> => Layer.scoped(TaskHandler, Effect.flatMap(options, (timings) => make<P, I, R, C>({ ...timings, ...task })))
+  Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | R
+> => Layer.scoped(TaskHandler, Effect.flatMap(Config.unwrap(timings), (read) => make<P, I, R, C>({ ...read, ...task })))

@@ -102,9 +102,9 @@ export interface TaskSource {
  * @since 0.1.0
  * @category tags
  */
-export const TaskSource: Context.Tag<TaskSource, TaskSource> = Context.GenericTag<TaskSource>(
+export const TaskSource: Context.TagClass<TaskSource, "effect-grpc-resilience/TaskSource", TaskSource> = Context.Tag(
   "effect-grpc-resilience/TaskSource"
-)
+)<TaskSource, TaskSource>()
 
 /**
  * The service clients the worker protocol needs; give them to `Connection.layer`.
@@ -310,12 +310,12 @@ export const layer = <C extends ConnectionTag<any> | typeof Connection.Connectio
  * @since 0.1.0
  * @category config
  */
-export const config: Config.Config<NodeOptions> = Config.all({
+export const config = {
   nodeKey: Config.nonEmptyString("NODE_KEY"),
   name: Env.optional(Config.nonEmptyString("NODE_NAME")),
   maxRunners: Env.optional(Env.integer("MAX_RUNNERS", 1)),
   fetchAttemptTimeout: Env.optional(Env.duration("FETCH_ATTEMPT_TIMEOUT"))
-})
+} satisfies Config.Config.Wrap<NodeOptions>
 
 /**
  * The task source over `proto/worker.proto`, with the node read from `Config`.
@@ -324,7 +324,7 @@ export const config: Config.Config<NodeOptions> = Config.all({
  * @category layers
  */
 export const layerConfig = <C extends ConnectionTag<any> | typeof Connection.Connection = typeof Connection.Connection>(
-  options: Config.Config<NodeOptions> = config,
+  options: Config.Config.Wrap<NodeOptions> = config,
   using: Connection.Using<C> = {}
 ): Layer.Layer<TaskSource, Validate.InvalidOption | ConfigError.ConfigError, Context.Tag.Identifier<C>> =>
-  Layer.effect(TaskSource, Effect.flatMap(options, (node) => make<C>({ ...node, ...using })))
+  Layer.effect(TaskSource, Effect.flatMap(Config.unwrap(options), (node) => make<C>({ ...node, ...using })))

@@ -114,13 +114,16 @@ describe("Connection.call (live loopback)", () => {
       const { port } = yield* serve((server) => addEcho(server, { watch: ticking("first") })).pipe(Scope.extend(first))
       const scope = yield* Scope.make()
       const conn = yield* connect(port).pipe(Scope.extend(scope))
+      const firstSeen = yield* Deferred.make<void>()
       const ticks = yield* conn.stream("echo", "watch", (generation) => ({ generation })).pipe(
         Stream.filter((tick) => tick.n === 3),
+        Stream.tap(() => Deferred.succeed(firstSeen, undefined)),
         Stream.take(2),
         Stream.runCollect,
         Effect.fork
       )
-      yield* Effect.sleep("150 millis")
+      // The first server's stream is seen before that server goes away, however slow the machine.
+      yield* Deferred.await(firstSeen)
       yield* Scope.close(first, Exit.void)
       const second = yield* Scope.make()
       yield* serve((server) => addEcho(server, { watch: ticking("second") }), port).pipe(Scope.extend(second))

@@ -18,8 +18,8 @@ import * as FaultProxy from "../src/testing/FaultProxy.js"
 const env = (vars: Record<string, string>) => Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
 
 // Reads a config from the given variables and returns the error's text: it must be a ConfigError naming the variable.
-const failure = <A>(config: Config.Config<A>, vars: Record<string, string>) =>
-  Effect.flip(config).pipe(
+const failure = <A>(config: Config.Config.Wrap<A>, vars: Record<string, string>) =>
+  Effect.flip(Config.unwrap(config)).pipe(
     env(vars),
     Effect.tap((error) => assert.isTrue(ConfigError.isConfigError(error), `a ConfigError: ${String(error)}`)),
     Effect.map(String)
@@ -124,14 +124,14 @@ describe("configuration from the environment", () => {
       const lookup = yield* Retry.lookupConfig.pipe(env(vars))
       assert.deepStrictEqual([lookup.retries, seconds(lookup.interval)], [1, 3])
 
-      const node = yield* TaskSource.config.pipe(env(vars))
+      const node = yield* Config.unwrap(TaskSource.config).pipe(env(vars))
       assert.deepStrictEqual([node.nodeKey, node.name, node.maxRunners, seconds(node.fetchAttemptTimeout)], [
         "w1",
         "worker one",
         4,
         2
       ])
-      const handler = yield* TaskHandler.config.pipe(env(vars))
+      const handler = yield* Config.unwrap(TaskHandler.config).pipe(env(vars))
       assert.strictEqual(handler.maxRunners, 4)
       assert.deepStrictEqual(
         [
@@ -154,9 +154,9 @@ describe("configuration from the environment", () => {
       assert.isUndefined(connection.rejectedSchedule)
       assert.isUndefined(connection.breaker?.halfOpenAfter)
       assert.deepStrictEqual(connection.channelOptions, {})
-      const handler = yield* TaskHandler.config.pipe(env({}))
+      const handler = yield* Config.unwrap(TaskHandler.config).pipe(env({}))
       assert.isUndefined(handler.fetchInterval)
-      const node = yield* TaskSource.config.pipe(env(minimal))
+      const node = yield* Config.unwrap(TaskSource.config).pipe(env(minimal))
       assert.deepStrictEqual(node, { nodeKey: "w1", name: undefined, maxRunners: undefined, fetchAttemptTimeout: undefined })
     }))
 
@@ -226,6 +226,10 @@ describe("configuration from the environment", () => {
       assert.include(yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "master 9666" }), "MASTER_ADDRESS")
       assert.include(yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "master:99999" }), "MASTER_ADDRESS")
       assert.include(yield* failure(Connection.config(TaskSource.services), {}), "MASTER_ADDRESS")
+      // A host without its port would dial 443: refused, naming the variable and what is missing.
+      const portless = yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "127.0.0.1" })
+      assert.include(portless, "MASTER_ADDRESS")
+      assert.include(portless, "has no port")
     }))
 
   it.effect("an unknown fault kind: a ConfigError naming the variable", () =>

@@ -8,6 +8,7 @@ import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import { addEcho, EchoClient, type SayReply } from "./fixtures/echo.js"
 import { serve } from "./fixtures/server.js"
+import * as ConnectionState from "../src/ConnectionState.js"
 
 const services = { echo: EchoClient }
 
@@ -18,7 +19,7 @@ const say = (client: EchoClient, text: string) =>
     return Effect.sync(() => call.cancel())
   })
 
-const awaitState = (conn: Connection.Connection, tag: Connection.ConnectionState["_tag"]) =>
+const awaitState = (conn: Connection.Connection, tag: ConnectionState.ConnectionState["_tag"]) =>
   conn.changes.pipe(
     Stream.filter((state) => state._tag === tag),
     Stream.runHead,

@@ -17,6 +17,8 @@ import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 import { EchoClient } from "./fixtures/echo.js"
+import * as ConnectionState from "../src/ConnectionState.js"
+import * as InvalidOption from "../src/InvalidOption.js"
 
 const services = { echo: EchoClient }
 
@@ -52,9 +54,9 @@ describe("Connection (virtual time)", () => {
   it.effect("connects at start: Connecting, then Ready with generation 1", () =>
     Effect.gen(function*() {
       const { conn } = yield* setup()
-      assert.deepStrictEqual(yield* conn.state, Connection.ConnectionState.Connecting({ attempt: 1 }))
+      assert.deepStrictEqual(yield* conn.state, ConnectionState.ConnectionState.Connecting({ attempt: 1 }))
       yield* TestClock.adjust("50 millis")
-      assert.deepStrictEqual(yield* conn.state, Connection.ConnectionState.Ready({ generation: 1, since: 50 }))
+      assert.deepStrictEqual(yield* conn.state, ConnectionState.ConnectionState.Ready({ generation: 1, since: 50 }))
       const client = yield* conn.client("echo")
       assert.instanceOf(client, EchoClient)
     }).pipe(noJitter))
@@ -74,7 +76,7 @@ describe("Connection (virtual time)", () => {
       yield* TestClock.adjust("249 millis")
       assert.strictEqual((yield* conn.state)._tag, "Reconnecting")
       yield* TestClock.adjust("1 millis")
-      assert.deepStrictEqual(yield* conn.state, Connection.ConnectionState.Ready({ generation: 2, since: 5250 }))
+      assert.deepStrictEqual(yield* conn.state, ConnectionState.ConnectionState.Ready({ generation: 2, since: 5250 }))
       assert.strictEqual(yield* net.dials, 16)
       assert.strictEqual(yield* net.openChannels, 1)
     }).pipe(noJitter))
@@ -122,7 +124,7 @@ describe("Connection (virtual time)", () => {
       assert.strictEqual(error._tag, "ClientUnavailable")
       assert.strictEqual(error.reason, "Timeout")
       assert.strictEqual(error.service, "echo")
-      assert.deepStrictEqual(error.state, Connection.ConnectionState.Connecting({ attempt: 1 }))
+      assert.deepStrictEqual(error.state, ConnectionState.ConnectionState.Connecting({ attempt: 1 }))
       assert.isTrue(Duration.equals(error.waited, Duration.seconds(15)))
     }))
 
@@ -147,7 +149,7 @@ describe("Connection (virtual time)", () => {
       yield* TestClock.adjust("1 second")
       yield* Effect.all(Array.from({ length: 100 }, () => conn.check), { concurrency: "unbounded" })
       yield* TestClock.adjust("1 minute")
-      assert.deepStrictEqual(yield* conn.state, Connection.ConnectionState.Ready({ generation: 1, since: 50 }))
+      assert.deepStrictEqual(yield* conn.state, ConnectionState.ConnectionState.Ready({ generation: 1, since: 50 }))
       assert.strictEqual(yield* net.dials, 1)
     }).pipe(noJitter))
 
@@ -235,7 +237,7 @@ const capturing = <A, E, R>(self: (lines: Array<readonly [string, string]>) => E
     )
   })
 
-const lastErrorOf = (state: Connection.ConnectionState) => {
+const lastErrorOf = (state: ConnectionState.ConnectionState) => {
   assert.strictEqual(state._tag, "Reconnecting")
   return (state as Extract<typeof state, { _tag: "Reconnecting" }>).lastError
 }
@@ -362,7 +364,7 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
 
 describe("Connection options", () => {
   const invalid = (options: Partial<Connection.Options<typeof services, SimulatedNetwork.SimulatedNetwork>>) =>
-    setup({}, options).pipe(Effect.flip, Effect.map((error) => error as Connection.InvalidOption))
+    setup({}, options).pipe(Effect.flip, Effect.map((error) => error as InvalidOption.InvalidOption))
 
   it.effect("rejects an empty address", () =>
     Effect.gen(function*() {

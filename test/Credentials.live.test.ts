@@ -29,6 +29,7 @@ import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
 import * as Certs from "./fixtures/certs.js"
 import { eventually } from "./fixtures/poll.js"
+import * as ConnectionState from "../src/ConnectionState.js"
 
 const token = Redacted.make("s3cr3t-Token.for-the-master")
 const wrongToken = Redacted.make("not-the-token-0123456789")
@@ -57,7 +58,7 @@ const awaitReady = (conn: Connection.Connection) =>
 const statesWithin = (conn: Connection.Connection, window: Duration.DurationInput) =>
   conn.changes.pipe(Stream.interruptWhen(Effect.sleep(window)), Stream.runCollect, Effect.map((states) => [...states]))
 
-const assertNeverReady = (states: ReadonlyArray<Connection.ConnectionState>) => {
+const assertNeverReady = (states: ReadonlyArray<ConnectionState.ConnectionState>) => {
   assert.isFalse(states.some((state) => state._tag === "Ready"), `never Ready: ${states.map((s) => s._tag).join(", ")}`)
   // More than one attempt was made, and each failed.
   assert.isTrue(

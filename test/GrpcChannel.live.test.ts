@@ -1,6 +1,6 @@
-import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
-import * as Duration from "effect/Duration"
+import * as grpc from "@grpc/grpc-js"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Schedule from "effect/Schedule"
@@ -18,7 +18,14 @@ const services = { echo: EchoClient }
 // A TCP server that does `onSocket` with each connection, and counts them; closed with the scope.
 const tcp = (onSocket: (socket: net.Socket) => void) =>
   Effect.acquireRelease(
-    Effect.async<{ readonly port: number; readonly open: () => number; readonly accepted: () => number; readonly close: () => void }>(
+    Effect.async<
+      {
+        readonly port: number
+        readonly open: () => number
+        readonly accepted: () => number
+        readonly close: () => void
+      }
+    >(
       (resume) => {
         const sockets = new Set<net.Socket>()
         let accepted = 0
@@ -116,51 +123,62 @@ describe("GrpcChannel (live loopback): an attempt's error names why it failed", 
       assert.include(error.message, "TLS handshake refused")
     }), 20_000)
 
-  it.scopedLive("a master that accepts and never sends its HTTP/2 settings: ConnectTimeout in the handshake", () =>
-    Effect.gen(function*() {
-      const server = yield* tcp(() => {})
-      const error = yield* firstError({ address: `127.0.0.1:${server.port}`, connectTimeout: "300 millis" })
-      assert.strictEqual(error.reason, "ConnectTimeout")
-      assert.strictEqual(error.stage, "Handshake")
-      assert.strictEqual(error.message, "not READY within 300ms: the HTTP/2 handshake never finished")
-    }), 20_000)
+  it.scopedLive(
+    "a master that accepts and never sends its HTTP/2 settings: ConnectTimeout in the handshake",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* tcp(() => {})
+        const error = yield* firstError({ address: `127.0.0.1:${server.port}`, connectTimeout: "300 millis" })
+        assert.strictEqual(error.reason, "ConnectTimeout")
+        assert.strictEqual(error.stage, "Handshake")
+        assert.strictEqual(error.message, "not READY within 300ms: the HTTP/2 handshake never finished")
+      }),
+    20_000
+  )
 
   it.scopedLive("a master that does not pass readiness: NotReady, naming the check", () =>
     Effect.gen(function*() {
       const master = yield* Master.make()
       yield* master.setServing(false)
-      const error = yield* firstError({ address: master.address, readiness: { bound: "600 millis", interval: "100 millis" } })
+      const error = yield* firstError({
+        address: master.address,
+        readiness: { bound: "600 millis", interval: "100 millis" }
+      })
       assert.strictEqual(error.reason, "NotReady")
       assert.strictEqual(error.check, "probe")
     }), 20_000)
 })
 
 describe("GrpcChannel (live loopback): a closed channel leaves nothing behind", () => {
-  it.scopedLive("a channel closed in TRANSIENT_FAILURE does not connect again when the master is back", () =>
-    Effect.gen(function*() {
-      let resetting = true
-      const server = yield* tcp((socket) => {
-        if (resetting) socket.resetAndDestroy()
-      })
-      const { dial } = yield* GrpcChannel.Dialer
-      for (let n = 0; n < 5; n++) {
-        const scope = yield* Scope.make()
-        const channel = yield* dial({
-          address: `127.0.0.1:${server.port}`,
-          credentials: grpc.credentials.createInsecure(),
-          channelOptions: {}
-        }).pipe(Scope.extend(scope))
-        yield* channel.connect
-        yield* channel.changes.pipe(Stream.filter((state) => state === "TRANSIENT_FAILURE"), Stream.runHead)
-        yield* Scope.close(scope, Exit.void)
-      }
-      const accepted = server.accepted()
-      resetting = false
-      // grpc-js's own backoff after a failure is 1 s, jittered by 20 %: a reconnection would have come by 1.2 s.
-      yield* Effect.sleep("1500 millis")
-      assert.strictEqual(server.accepted(), accepted)
-      assert.strictEqual(server.open(), 0)
-    }).pipe(Effect.provide(GrpcChannel.layer)), 20_000)
+  it.scopedLive(
+    "a channel closed in TRANSIENT_FAILURE does not connect again when the master is back",
+    () =>
+      Effect.gen(function*() {
+        let resetting = true
+        const server = yield* tcp((socket) => {
+          if (resetting) socket.resetAndDestroy()
+        })
+        const { dial } = yield* GrpcChannel.Dialer
+        for (let n = 0; n < 5; n++) {
+          const scope = yield* Scope.make()
+          const channel = yield* dial({
+            address: `127.0.0.1:${server.port}`,
+            credentials: grpc.credentials.createInsecure(),
+            channelOptions: {}
+          }).pipe(Scope.extend(scope))
+          yield* channel.connect
+          yield* channel.changes.pipe(Stream.filter((state) => state === "TRANSIENT_FAILURE"), Stream.runHead)
+          yield* Scope.close(scope, Exit.void)
+        }
+        const accepted = server.accepted()
+        resetting = false
+        // grpc-js's own backoff after a failure is 1 s, jittered by 20 %: a reconnection would have come by 1.2 s.
+        yield* Effect.sleep("1500 millis")
+        assert.strictEqual(server.accepted(), accepted)
+        assert.strictEqual(server.open(), 0)
+      }).pipe(Effect.provide(GrpcChannel.layer)),
+    20_000
+  )
 
   it.scopedLive("a channel closed during the HTTP/2 handshake closes its socket", () =>
     Effect.gen(function*() {

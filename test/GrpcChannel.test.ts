@@ -12,22 +12,32 @@ describe("GrpcChannel.classify", () => {
     ["closed before the HTTP/2 handshake", said("Connection closed before starting HTTP/2 handshake"), "Refused"],
     ["no route to the host", said("Error: connect EHOSTUNREACH 2001:db8::1:9666"), "HostUnreachable"],
     ["no route to the network", said("Error: connect ENETUNREACH 10.9.9.9:9666"), "HostUnreachable"],
-    ["a name that does not resolve", "Name resolution failed for target dns:nonexistent.invalid:9666", "NameNotResolved"],
+    [
+      "a name that does not resolve",
+      "Name resolution failed for target dns:nonexistent.invalid:9666",
+      "NameNotResolved"
+    ],
     ["a resolver that does not answer", said("Error: getaddrinfo EAI_AGAIN master.example"), "NameNotResolved"],
     ["a CA that signed nothing here", said("Error: unable to verify the first certificate"), "TlsRefused"],
     [
       "a certificate for another name",
-      said("Error [ERR_TLS_CERT_ALTNAME_INVALID]: Hostname/IP does not match certificate's altnames: Host: other.example."),
+      said(
+        "Error [ERR_TLS_CERT_ALTNAME_INVALID]: Hostname/IP does not match certificate's altnames: Host: other.example."
+      ),
       "TlsRefused"
     ],
     [
       "TLS to a plaintext port",
-      said("Error: 80ECA1248E7F0000:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:ssl3_record.c:350:\n"),
+      said(
+        "Error: 80ECA1248E7F0000:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:ssl3_record.c:350:\n"
+      ),
       "TlsRefused"
     ],
     [
       "a client certificate the master requires",
-      said("80ECA1248E7F0000:error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required (2026-12-01T09:17:49.680Z)"),
+      said(
+        "80ECA1248E7F0000:error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required (2026-12-01T09:17:49.680Z)"
+      ),
       "TlsRefused"
     ],
     [

@@ -24,6 +24,7 @@ import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
 import { eventually } from "./fixtures/poll.js"
+import * as InvalidOption from "../src/InvalidOption.js"
 
 const { Failed, Passed } = Readiness.CheckResult
 
@@ -313,6 +314,6 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
 
       const invalid = yield* Effect.flip(Layer.build(NodeHealth.layer({ port: 70000 }).pipe(Layer.provide(readiness))))
       assert.strictEqual(invalid._tag, "InvalidOption")
-      assert.strictEqual((invalid as Health.InvalidOption).option, "port")
+      assert.strictEqual((invalid as InvalidOption.InvalidOption).option, "port")
     }), 10_000)
 })

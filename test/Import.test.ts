@@ -28,19 +28,26 @@ const probe = async (entry: string, use = false): Promise<{ imported: Snapshot; 
   return JSON.parse(stdout)
 }
 
-const entries = { root: "src/index.ts", node: "src/node/index.ts", testing: "src/testing/index.ts" } as const
+const entries = {
+  root: "src/index.ts",
+  node: "src/node/index.ts",
+  sqlite: "src/sqlite/index.ts",
+  testing: "src/testing/index.ts"
+} as const
 type Entry = keyof typeof entries
 const found: Partial<Record<Entry, Snapshot>> = {}
 let used: Snapshot | undefined
 
 beforeAll(async () => {
-  const [rootProbe, nodeProbe, testingProbe] = await Promise.all([
+  const [rootProbe, nodeProbe, sqliteProbe, testingProbe] = await Promise.all([
     probe(entries.root, true),
     probe(entries.node),
+    probe(entries.sqlite),
     probe(entries.testing)
   ])
   found.root = rootProbe.imported
   found.node = nodeProbe.imported
+  found.sqlite = sqliteProbe.imported
   found.testing = testingProbe.imported
   used = rootProbe.used
 }, 30_000)
@@ -72,9 +79,7 @@ describe("importing an entry does no work", () => {
     assert.notInclude(snapshot("testing").packages, "@effect/platform-node")
   })
 
-  // Expected to fail until the Node-only modules (Health's HTTP server, the file-system outbox) leave the
-  // root for an entry of their own: then this becomes `it`.
-  it.fails("the root entry loads no @effect/platform-node", () => {
+  it("the root entry loads no @effect/platform-node", () => {
     assert.notInclude(snapshot("root").packages, "@effect/platform-node")
   })
 

@@ -1,7 +1,9 @@
 import * as grpc from "@grpc/grpc-js"
-import * as KeyValueStore from "@effect/platform/KeyValueStore"
 import { assert, describe, it } from "@effect/vitest"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
 import * as Random from "effect/Random"
 import * as TestClock from "effect/TestClock"
 import * as GrpcError from "../src/GrpcError.js"
@@ -15,6 +17,8 @@ const report = (taskId: string, status: TaskSource.ReportedStatus): TaskSource.S
   error: ""
 })
 
+const owner = { node: "n1", master: "127.0.0.1:9666" }
+
 const unavailable = new GrpcError.GrpcError({ code: grpc.status.UNAVAILABLE, details: "down", service: "task", method: "ReportStatus" })
 const invalid = new GrpcError.GrpcError({ code: grpc.status.INVALID_ARGUMENT, details: "bad", service: "task", method: "ReportStatus" })
 
@@ -27,69 +31,215 @@ const master = (upAt: number) => {
   return { received, deliver }
 }
 
+// The records of an owner now, read through a fresh open of the store.
+const stored = (who: Outbox.Owner = owner) =>
+  Effect.scoped(Effect.flatMap(Outbox.OutboxStore, (store) => store.open(who))).pipe(
+    Effect.map((records) => records.initial.map((r) => r.report.key))
+  )
+
+// One memory store shared by the outboxes of a test, as a disk is by a worker's restarts.
+const memory = Layer.effect(Outbox.OutboxStore, Effect.map(Layer.build(Outbox.layerMemory), Context.get(Outbox.OutboxStore))).pipe(
+  Layer.provide(Layer.scope)
+)
+
+// A store whose records the test can read while an outbox has them open.
+const visible = () => {
+  const owners = new Map<string, Map<number, TaskSource.StatusReport>>()
+  const of = (who: Outbox.Owner) => {
+    const id = `${who.node}@${who.master}`
+    const records = owners.get(id) ?? new Map<number, TaskSource.StatusReport>()
+    owners.set(id, records)
+    return records
+  }
+  const layer = Layer.succeed(Outbox.OutboxStore, Outbox.OutboxStore.of({
+    open: (who) =>
+      Effect.sync(() => {
+        const records = of(who)
+        return {
+          location: "visible",
+          initial: Array.from(records, ([sequence, report]) => ({ sequence, report })).sort((a, b) => a.sequence - b.sequence),
+          setAside: 0,
+          append: (added) => Effect.sync(() => added.forEach((r) => records.set(r.sequence, r.report))),
+          remove: (sequences) => Effect.sync(() => sequences.forEach((sequence) => records.delete(sequence)))
+        }
+      })
+  }))
+  const keys = (who: Outbox.Owner = owner) =>
+    Effect.sync(() => Array.from(of(who)).sort(([a], [b]) => a - b).map(([, r]) => r.key))
+  return { layer, keys }
+}
+
 describe("Outbox (virtual time)", () => {
   it.scoped("reports made during an outage arrive after it, in order, once each", () =>
     Effect.gen(function*() {
       const { received, deliver } = master(20_000)
-      const outbox = yield* Outbox.make({ deliver })
+      const outbox = yield* Outbox.make({ deliver, ...owner })
       yield* outbox.add(report("t1", "RUNNING"))
       yield* outbox.add(report("t1", "FINISHED"))
       yield* outbox.add(report("t1", "FINISHED")) // the same key twice is queued once
       yield* outbox.add(report("t2", "RUNNING"))
       yield* TestClock.adjust("19 seconds")
       assert.deepStrictEqual(received, [])
-      assert.strictEqual((yield* outbox.pending).length, 3)
+      assert.strictEqual(yield* outbox.size, 3)
       yield* TestClock.adjust("15 seconds")
       assert.deepStrictEqual(received.map((r) => r.key), ["t1:RUNNING", "t1:FINISHED", "t2:RUNNING"])
       assert.isTrue(received.every((r) => r.at >= 20_000))
       yield* outbox.flush
       assert.deepStrictEqual((yield* outbox.stats).delivered, 3)
-    }).pipe(Effect.provide(KeyValueStore.layerMemory), Effect.withRandom(Random.fixed([0.5]))))
+    }).pipe(Effect.provide(Outbox.layerMemory), Effect.withRandom(Random.fixed([0.5]))))
 
-  it.scoped("a report the master refuses for good is logged, counted and dropped; the next goes on", () =>
-    Effect.gen(function*() {
+  it.scoped("a report the master refuses for good is logged, counted and dropped; the next goes on", () => {
+    const store = visible()
+    return Effect.gen(function*() {
       const received: Array<string> = []
       const outbox = yield* Outbox.make({
+        ...owner,
         deliver: (r) => (r.taskId === "bad" ? Effect.fail(invalid) : Effect.sync(() => void received.push(r.key)))
       })
-      yield* outbox.add(report("bad", "RUNNING"))
-      yield* outbox.add(report("good", "RUNNING"))
+      yield* outbox.add(report("bad", "FINISHED"))
+      yield* outbox.add(report("good", "FINISHED"))
       yield* TestClock.adjust(0)
       yield* outbox.flush
-      assert.deepStrictEqual(received, ["good:RUNNING"])
-      assert.deepStrictEqual(yield* outbox.stats, { delivered: 1, rejected: 1, retries: 0 })
-    }).pipe(Effect.provide(KeyValueStore.layerMemory)))
+      assert.deepStrictEqual(received, ["good:FINISHED"])
+      assert.deepStrictEqual(yield* outbox.stats, { delivered: 1, rejected: 1, retries: 0, setAside: 0 })
+      assert.deepStrictEqual(yield* store.keys(), [])
+    }).pipe(Effect.provide(store.layer))
+  })
 
-  it.effect("what is not delivered survives in the store, and a new outbox delivers it", () =>
+  it.effect("what is not delivered survives in the store, and a new outbox delivers it in the order of add", () =>
     Effect.gen(function*() {
       const first = master(Number.POSITIVE_INFINITY)
       yield* Effect.scoped(
         Effect.gen(function*() {
-          const outbox = yield* Outbox.make({ deliver: first.deliver })
-          yield* outbox.add(report("t1", "FINISHED"))
+          const outbox = yield* Outbox.make({ deliver: first.deliver, ...owner })
+          for (const id of ["t3", "t1", "t2"]) yield* outbox.add(report(id, "FINISHED"))
           yield* TestClock.adjust("5 seconds")
         })
       )
-      const store = yield* KeyValueStore.KeyValueStore
-      assert.include(yield* store.get("outbox").pipe(Effect.map((o) => o._tag === "Some" ? o.value : "")), "t1:FINISHED")
+      assert.deepStrictEqual(yield* stored(), ["t3:FINISHED", "t1:FINISHED", "t2:FINISHED"])
       const second = master(0)
       yield* Effect.scoped(
         Effect.gen(function*() {
-          const outbox = yield* Outbox.make({ deliver: second.deliver })
+          const outbox = yield* Outbox.make({ deliver: second.deliver, ...owner })
           yield* TestClock.adjust(0)
           yield* outbox.flush
         })
       )
-      assert.deepStrictEqual(second.received.map((r) => r.key), ["t1:FINISHED"])
-      assert.strictEqual(yield* store.get("outbox").pipe(Effect.map((o) => o._tag === "Some" ? o.value : "")), "[]")
-    }).pipe(Effect.provide(KeyValueStore.layerMemory), Effect.withRandom(Random.fixed([0.5]))))
+      assert.deepStrictEqual(second.received.map((r) => r.key), ["t3:FINISHED", "t1:FINISHED", "t2:FINISHED"])
+      assert.deepStrictEqual(yield* stored(), [])
+    }).pipe(Effect.provide(memory), Effect.withRandom(Random.fixed([0.5]))))
 
-  it.scoped("a damaged store is set aside with a log line, not dropped, and the outbox starts empty", () =>
+  it.effect("a task's RUNNING record stays until its final report; one never ended is unfinished after a restart", () => {
+    const store = visible()
+    return Effect.gen(function*() {
+      const up = master(0)
+      yield* Effect.scoped(
+        Effect.gen(function*() {
+          const outbox = yield* Outbox.make({ deliver: up.deliver, ...owner })
+          yield* outbox.add(report("done", "RUNNING"))
+          yield* outbox.add(report("cut", "RUNNING"))
+          yield* TestClock.adjust(0)
+          yield* outbox.flush
+          // Delivered, and kept: they mark the tasks as started.
+          assert.deepStrictEqual(yield* store.keys(), ["done:RUNNING", "cut:RUNNING"])
+          assert.isTrue(yield* outbox.tracks("cut"))
+          yield* outbox.add(report("done", "FINISHED"))
+          yield* TestClock.adjust(0)
+          yield* outbox.flush
+          assert.deepStrictEqual(yield* store.keys(), ["cut:RUNNING"])
+          assert.isFalse(yield* outbox.tracks("done"))
+          assert.deepStrictEqual(outbox.unfinished, [])
+        })
+      )
+      // The worker stopped while "cut" ran: the next outbox names it, and its final report ends it, once.
+      const again = master(0)
+      yield* Effect.scoped(
+        Effect.gen(function*() {
+          const outbox = yield* Outbox.make({ deliver: again.deliver, ...owner })
+          assert.deepStrictEqual(outbox.unfinished, ["cut"])
+          assert.isTrue(yield* outbox.tracks("cut"))
+          yield* outbox.add(report("cut", "ERROR"))
+          yield* TestClock.adjust(0)
+          yield* outbox.flush
+        })
+      )
+      assert.deepStrictEqual(again.received.map((r) => r.key), ["cut:RUNNING", "cut:ERROR"])
+      assert.deepStrictEqual(yield* store.keys(), [])
+      const third = yield* Effect.scoped(Effect.map(Outbox.make({ deliver: up.deliver, ...owner }), (o) => o.unfinished))
+      assert.deepStrictEqual(third, [])
+    }).pipe(Effect.provide(store.layer))
+  })
+
+  it.effect("two owners in one store never touch each other's reports; one owner cannot be opened twice", () =>
     Effect.gen(function*() {
-      const store = yield* KeyValueStore.KeyValueStore
-      yield* store.set("outbox", "{not json")
-      const outbox = yield* Outbox.make({ deliver: () => Effect.void })
-      assert.deepStrictEqual(yield* outbox.pending, [])
-      assert.strictEqual(yield* store.get("outbox.damaged-0").pipe(Effect.map((o) => o._tag === "Some" && o.value)), "{not json")
-    }).pipe(Effect.provide(KeyValueStore.layerMemory)))
+      const other = { node: "n2", master: owner.master }
+      const down = master(Number.POSITIVE_INFINITY)
+      yield* Effect.scoped(
+        Effect.gen(function*() {
+          const a = yield* Outbox.make({ deliver: down.deliver, ...owner })
+          const b = yield* Outbox.make({ deliver: down.deliver, ...other })
+          yield* a.add(report("t1", "FINISHED"))
+          yield* b.add(report("t1", "FINISHED"))
+          yield* b.add(report("t2", "FINISHED"))
+          assert.deepStrictEqual(yield* a.pending, [report("t1", "FINISHED")])
+          const twice = yield* Effect.exit(Outbox.make({ deliver: down.deliver, ...owner }))
+          assert.isTrue(Exit.isFailure(twice) && JSON.stringify(twice.cause).includes("Locked"))
+        })
+      )
+      assert.deepStrictEqual(yield* stored(owner), ["t1:FINISHED"])
+      assert.deepStrictEqual(yield* stored(other), ["t1:FINISHED", "t2:FINISHED"])
+    }).pipe(Effect.provide(memory)))
+
+  it.scoped("an add the store cannot write fails with OutboxError and queues nothing; the next add is stored", () =>
+    Effect.gen(function*() {
+      let full = true
+      const failing = Layer.succeed(Outbox.OutboxStore, Outbox.OutboxStore.of({
+        open: () =>
+          Effect.succeed({
+            location: "/disk",
+            initial: [],
+            setAside: 0,
+            append: (records) =>
+              full
+                ? Effect.fail(new Outbox.OutboxError({ reason: "Unwritable", path: `/disk/${records[0]!.sequence}`, operation: "cannot write", cause: new Error("ENOSPC") }))
+                : Effect.void,
+            remove: () => Effect.void
+          })
+      }))
+      const outbox = yield* Outbox.make({ deliver: master(Number.POSITIVE_INFINITY).deliver, ...owner }).pipe(Effect.provide(failing))
+      const error = yield* Effect.flip(outbox.add(report("t1", "FINISHED")))
+      assert.strictEqual(error.reason, "Unwritable")
+      assert.strictEqual(error.message, "outbox /disk/1: cannot write: ENOSPC")
+      assert.strictEqual(yield* outbox.size, 0)
+      full = false
+      yield* outbox.add(report("t1", "FINISHED"))
+      assert.deepStrictEqual(yield* outbox.pending, [report("t1", "FINISHED")])
+    }))
+
+  it.scoped("adds made while a write runs are written together, after it, in the order they came", () =>
+    Effect.gen(function*() {
+      const batches: Array<ReadonlyArray<number>> = []
+      const counting = Layer.succeed(Outbox.OutboxStore, Outbox.OutboxStore.of({
+        open: () =>
+          Effect.succeed({
+            location: "counting",
+            initial: [],
+            setAside: 0,
+            append: (records) => Effect.sync(() => void batches.push(records.map((r) => r.sequence))),
+            remove: () => Effect.void
+          })
+      }))
+      const outbox = yield* Outbox.make({ deliver: master(Number.POSITIVE_INFINITY).deliver, ...owner }).pipe(Effect.provide(counting))
+      yield* Effect.forEach(["a", "b", "c", "d"], (id) => outbox.add(report(id, "FINISHED")), { concurrency: "unbounded" })
+      // The first add finds the writer idle; the three made meanwhile share the next write.
+      assert.deepStrictEqual(batches, [[1], [2, 3, 4]])
+      assert.deepStrictEqual((yield* outbox.pending).map((r) => r.taskId), ["a", "b", "c", "d"])
+    }))
+
+  it.effect("an add after the outbox closed fails with Closed, never hangs", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Effect.scoped(Outbox.make({ deliver: master(0).deliver, ...owner }))
+      const error = yield* Effect.flip(outbox.add(report("late", "FINISHED")))
+      assert.strictEqual(error.reason, "Closed")
+    }).pipe(Effect.provide(Outbox.layerMemory)))
 })

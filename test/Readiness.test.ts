@@ -12,6 +12,7 @@ import * as Connection from "../src/Connection.js"
 import * as Readiness from "../src/Readiness.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 import { EchoClient } from "./fixtures/echo.js"
+import * as ConnectionState from "../src/ConnectionState.js"
 
 const services = { echo: EchoClient }
 
@@ -22,7 +23,7 @@ const world = (network: SimulatedNetwork.Options = {}, options: Partial<Connecti
     Layer.provideMerge(SimulatedNetwork.layer(network))
   )
 
-const readyState = (state: Connection.ConnectionState) =>
+const readyState = (state: ConnectionState.ConnectionState) =>
   state._tag === "Ready" ? { generation: state.generation, since: state.since } : state._tag
 
 // A READY simulated channel to run the checks on directly.

@@ -1,6 +1,19 @@
+import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
+import * as ConfigProvider from "effect/ConfigProvider"
+import * as PathPatch from "effect/ConfigProviderPathPatch"
+import * as Effect from "effect/Effect"
+import * as HashSet from "effect/HashSet"
 import { assert, describe, it } from "vitest"
 import { existsSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
+import * as Connection from "../src/Connection.js"
+import * as Credentials from "../src/Credentials.js"
+import * as Health from "../src/Health.js"
+import * as Outbox from "../src/Outbox.js"
+import * as SqliteOutbox from "../src/sqlite/SqliteOutbox.js"
+import * as TaskHandler from "../src/TaskHandler.js"
+import * as TaskSource from "../src/TaskSource.js"
 
 // What the README shows must exist; that its TypeScript compiles and runs is the consumer ring's job
 // (scripts/consumer-ring.sh), against the packed package.
@@ -27,5 +40,47 @@ describe("README", () => {
     const first = readme.slice(readme.indexOf("```sh"), readme.indexOf("```", readme.indexOf("```sh") + 5))
     assert.include(first, "npm run demo")
     assert.include(first, "npm test")
+  })
+})
+
+describe("README's configuration table", () => {
+  // Every variable the library's configs read, found by reading them from a provider that has none.
+  const variablesRead = () => {
+    const read = new Set<string>()
+    const recording = ConfigProvider.fromFlat(ConfigProvider.makeFlat({
+      load: (path) => {
+        read.add(path.join("_"))
+        return Effect.fail(ConfigError.MissingData([...path], "recorded"))
+      },
+      enumerateChildren: () => Effect.succeed(HashSet.empty()),
+      patch: PathPatch.empty
+    }))
+    const configs: ReadonlyArray<Config.Config<unknown>> = [
+      Connection.config(TaskSource.services),
+      Config.unwrap(TaskSource.config),
+      Config.unwrap(TaskHandler.config),
+      Config.unwrap(Health.config),
+      Config.unwrap(Outbox.config),
+      Credentials.config,
+      Config.unwrap(SqliteOutbox.config)
+    ]
+    for (const config of configs) {
+      Effect.runSync(Effect.ignore(Effect.withConfigProvider(config, recording)))
+    }
+    return read
+  }
+
+  it("names every variable the library reads, and only those (besides the examples' LOG_FORMAT)", () => {
+    const table = readme.slice(readme.indexOf("| variable | meaning | default |"))
+    const rows = table.slice(0, table.indexOf("\n\n")).split("\n").slice(2)
+    const documented = new Set(rows.flatMap((row) => [...row.split("|")[1]!.matchAll(/`([A-Z][A-Z0-9_]+)`/g)].map((m) => m[1]!)))
+    const read = variablesRead()
+    assert.isAtLeast(read.size, 30)
+    assert.deepStrictEqual([...read].filter((name) => !documented.has(name)).sort(), [], "read but not in the table")
+    assert.deepStrictEqual(
+      [...documented].filter((name) => !read.has(name) && name !== "LOG_FORMAT").sort(),
+      [],
+      "in the table but read by nothing"
+    )
   })
 })

@@ -13,6 +13,7 @@ import * as TaskSource from "../src/TaskSource.js"
 import * as MasterState from "../src/testing/internal/masterState.js"
 import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
+import * as ConnectionState from "../src/ConnectionState.js"
 
 // Connected at 50 ms (the simulated connect latency); the probe passes in the first readiness round.
 const world = (master: SimulatedMaster.Options = {}) =>
@@ -38,7 +39,7 @@ const services = Effect.all({
   conn: Connection.Connection
 })
 
-const untilState = (conn: Connection.Connection, tag: Connection.ConnectionState["_tag"]) =>
+const untilState = (conn: Connection.Connection, tag: ConnectionState.ConnectionState["_tag"]) =>
   conn.changes.pipe(Stream.filter((state) => state._tag === tag), Stream.runHead)
 
 const isPending = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isNone)

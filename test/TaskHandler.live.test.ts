@@ -16,6 +16,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
+import * as NodeOutbox from "../src/node/NodeOutbox.js"
 import * as Outbox from "../src/Outbox.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
@@ -32,7 +33,7 @@ const worker = <R>(
   address: string,
   run: (task: TaskHandler.Task<typeof Payload.Type>) => Effect.Effect<unknown, unknown, R>,
   options: Partial<TaskHandler.Options<typeof Payload.Type, typeof Payload.Encoded, R>> = {},
-  store: Layer.Layer<import("@effect/platform/KeyValueStore").KeyValueStore, unknown> = Outbox.layerMemory
+  store: Layer.Layer<Outbox.OutboxStore, unknown> = Outbox.layerMemory
 ) =>
   TaskHandler.layer({ payload: Payload, run, ...options }).pipe(
     Layer.provideMerge(TaskSource.layer({ nodeKey: "w1" })),
@@ -102,7 +103,7 @@ describe("TaskHandler (live loopback, embedded master)", () => {
       const id = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
       const gate = yield* Deferred.make<void>()
       const first = yield* startWorker(
-        worker(master.address, () => Deferred.await(gate), { flushTimeout: "200 millis" }, Outbox.layerFileSystem(directory))
+        worker(master.address, () => Deferred.await(gate), { flushTimeout: "200 millis" }, NodeOutbox.layerFileSystem(directory))
       )
       yield* eventually(master.task(id), (t) => t.status === "RUNNING", "10 seconds", "the task running")
       // The master goes away; the task finishes; its report cannot be delivered before the worker stops.
@@ -110,12 +111,12 @@ describe("TaskHandler (live loopback, embedded master)", () => {
       yield* Deferred.succeed(gate, undefined)
       yield* Effect.sleep("100 millis")
       yield* Scope.close(first.scope, Exit.void)
-      const stored = readdirSync(directory).map((file) => readFileSync(join(directory, file), "utf8")).join("\n")
-      assert.include(stored, `${id}:FINISHED`)
+      const records = readdirSync(directory, { recursive: true, encoding: "utf8" }).filter((name) => /\d{16}\.json$/.test(name))
+      assert.isTrue(records.some((name) => readFileSync(join(directory, name), "utf8").includes(`${id}:FINISHED`)), "the report is on disk")
       assert.strictEqual((yield* master.task(id)).status, "RUNNING")
 
       yield* master.restart
-      const second = yield* startWorker(worker(master.address, () => Effect.void, {}, Outbox.layerFileSystem(directory)))
+      const second = yield* startWorker(worker(master.address, () => Effect.void, {}, NodeOutbox.layerFileSystem(directory)))
       const task = yield* eventually(master.task(id), (t) => t.status === "FINISHED", "10 seconds", "the owed report arrived")
       assert.strictEqual(task.handedOut, 1)
       yield* Scope.close(second.scope, Exit.void)

@@ -5,15 +5,18 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
+import * as Metric from "effect/Metric"
 import * as Random from "effect/Random"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as Connection from "../src/Connection.js"
+import * as Metrics from "../src/Metrics.js"
 import * as Outbox from "../src/Outbox.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
+import type * as Master from "../src/testing/Master.js"
 import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 
@@ -51,7 +54,7 @@ const enqueue = (seconds: number) =>
 
 const task = (id: string) => Effect.flatMap(SimulatedMaster.SimulatedMaster, (master) => master.task(id))
 
-const at = (info: SimulatedMaster.TaskInfo, status: SimulatedMaster.TaskStatus) =>
+const at = (info: Master.TaskInfo, status: Master.TaskStatus) =>
   info.history.find((change) => change.status === status)?.at
 
 describe("TaskHandler: CLS-001 in virtual time", () => {
@@ -231,4 +234,102 @@ describe("TaskHandler (virtual time)", () => {
       // Nothing was fetched after the close began.
       assert.strictEqual((yield* simulated.tasks).length, 2)
     }).pipe(Effect.withRandom(Random.fixed([0.5]))))
+
+  // A task handler on a store shared with the test's other handlers, which the test can stop writing.
+  const restartable = (run: Run, store: { frozen: boolean; full: boolean }) =>
+    TaskHandler.layer({ payload: Payload, run, drainGrace: "1 second", flushTimeout: "1 second" }).pipe(
+      Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+      Layer.provideMerge(
+        Connection.layer({ address: "master:9666", services: TaskSource.services, readiness: { probe: SimulatedNetwork.probe } })
+      ),
+      Layer.provide(Layer.effect(
+        Outbox.OutboxStore,
+        Effect.map(Outbox.OutboxStore, (inner) =>
+          Outbox.OutboxStore.of({
+            open: (owner) =>
+              Effect.map(inner.open(owner), (records) => ({
+                ...records,
+                // Frozen: the process is dead, nothing more reaches its disk. Full: every write fails.
+                append: (added) =>
+                  store.full
+                    ? Effect.fail(new Outbox.OutboxError({ reason: "Unwritable", path: records.location, operation: "cannot write", cause: new Error("ENOSPC: no space left on device") }))
+                    : store.frozen
+                    ? Effect.void
+                    : records.append(added),
+                remove: (sequences) => (store.frozen ? Effect.void : records.remove(sequences))
+              }))
+          }))
+      ))
+    )
+  const shared = Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory)
+
+  it.effect("a task running when the worker died is reported ERROR once after the restart, and not run again", () => {
+    const store = { frozen: false, full: false }
+    let runs = 0
+    const run: Run = (task) => Effect.zipRight(Effect.sync(() => void runs++), sleeping(task))
+    return Effect.gen(function*() {
+      const network = yield* SimulatedNetwork.SimulatedNetwork
+      const id = yield* enqueue(600)
+      const first = yield* Scope.make()
+      yield* Layer.buildWithScope(restartable(run, store), first)
+      yield* TestClock.adjust("3 seconds")
+      assert.strictEqual((yield* task(id)).status, "RUNNING")
+      // The process dies: nothing it does from here reaches its disk or the master.
+      store.frozen = true
+      yield* network.cut
+      const closing = yield* Effect.fork(Scope.close(first, Exit.void))
+      yield* TestClock.adjust("5 seconds")
+      yield* Fiber.join(closing)
+      store.frozen = false
+      yield* network.restore
+      const second = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(restartable(run, store), second)
+      yield* TestClock.adjust("10 seconds")
+      const after = yield* task(id)
+      assert.deepStrictEqual(after.history.map((c) => c.status), ["PENDING", "ASSIGNED", "RUNNING", "ERROR"])
+      assert.strictEqual(after.history.at(-1)?.error, TaskHandler.restartMessage)
+      assert.strictEqual(runs, 1, "run once, before the restart")
+      const handler = Context.get(context, TaskHandler.TaskHandler)
+      assert.strictEqual((yield* handler.status).failed, 1)
+      assert.deepStrictEqual(handler.outbox.unfinished, [id])
+      assert.isFalse(yield* handler.outbox.tracks(id), "ended")
+      yield* Scope.close(second, Exit.void)
+    }).pipe(Effect.provide(shared), Effect.withRandom(Random.fixed([0.5])))
+  })
+
+  // The task handler's series, labelled by its master and node.
+  const unpersistedOf = (node: string) =>
+    Metrics.outboxUnpersisted.pipe(Metric.tagged("address", "master:9666"), Metric.tagged("node", node))
+
+  it.effect("a report the outbox cannot store is kept in memory, counted, and stored again until it is; no task is fetched meanwhile", () => {
+    const store = { frozen: false, full: false }
+    const logs = captureLogs()
+    return Effect.gen(function*() {
+      const first = yield* enqueue(2)
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(restartable(sleeping, store), scope)
+      const handler = Context.get(context, TaskHandler.TaskHandler)
+      yield* TestClock.adjust("1500 millis")
+      assert.strictEqual((yield* task(first)).status, "RUNNING")
+      store.full = true
+      yield* TestClock.adjust("2 seconds")
+      const second = yield* enqueue(1)
+      yield* TestClock.adjust("2 seconds")
+      // FINISHED of the first could not be stored: held, counted, and the second task is not fetched.
+      assert.strictEqual((yield* handler.status).unpersisted, 1)
+      assert.strictEqual(yield* Metric.value(unpersistedOf("w1")).pipe(Effect.map((s) => s.value)), 1)
+      assert.strictEqual((yield* task(first)).status, "RUNNING")
+      assert.strictEqual((yield* task(second)).status, "PENDING")
+      yield* TestClock.adjust("20 seconds")
+      assert.strictEqual((yield* task(second)).status, "PENDING", "still nothing fetched while the disk is full")
+      assert.isTrue(logs.lines.some((l) => l.level === "ERROR" && l.message.includes(`report ${first}:FINISHED could not be stored`) && l.message.includes("ENOSPC")))
+      store.full = false
+      yield* TestClock.adjust("15 seconds")
+      assert.strictEqual((yield* task(first)).status, "FINISHED")
+      assert.strictEqual((yield* task(second)).status, "FINISHED")
+      assert.strictEqual((yield* handler.status).unpersisted, 0)
+      assert.strictEqual(yield* Metric.value(unpersistedOf("w1")).pipe(Effect.map((s) => s.value)), 0)
+      yield* Scope.close(scope, Exit.void)
+    }).pipe(Effect.provide(shared), Effect.provide(logs.layer), Effect.withRandom(Random.fixed([0.5])))
+  })
 })

@@ -10,7 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import type * as Schedule from "effect/Schedule"
-import { Connection, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../../src/index.js"
+import { Connection, ConnectionState, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../../src/index.js"
 import type { Contender } from "./Contender.js"
 import { previousReconnect } from "./previousSchedule.js"
 
@@ -30,7 +30,7 @@ export const countingDialer = (onDial: () => void) =>
 export const makeLibrary = (options: {
   readonly key: string
   readonly name: string
-  readonly reconnectSchedule?: Schedule.Schedule<unknown, Connection.ConnectError> | undefined
+  readonly reconnectSchedule?: Schedule.Schedule<unknown, ConnectionState.ConnectError> | undefined
 }): Contender => ({
   key: options.key,
   name: options.name,

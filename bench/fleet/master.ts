@@ -22,8 +22,8 @@ const count = <S extends { on: (event: "connection", listener: () => void) => un
 const createServer = http2.createServer
 const createSecureServer = http2.createSecureServer
 http2.createServer = ((...args: Parameters<typeof createServer>) => count(createServer(...args))) as typeof createServer
-http2.createSecureServer = ((...args: Parameters<typeof createSecureServer>) =>
-  count(createSecureServer(...args))) as typeof createSecureServer
+http2.createSecureServer =
+  ((...args: Parameters<typeof createSecureServer>) => count(createSecureServer(...args))) as typeof createSecureServer
 
 // Other work: `busy` of every 10 ms spent spinning on the master's one thread.
 let burner: ReturnType<typeof setInterval> | undefined
@@ -44,7 +44,8 @@ const scope = Effect.runSync(Scope.make())
 const master = await Effect.runPromise(
   make({ heartbeatInterval: "1 hour" }).pipe(Scope.extend(scope), Logger.withMinimumLogLevel(LogLevel.None))
 )
-const run = <A>(effect: Effect.Effect<A, unknown>) => Effect.runPromise(effect.pipe(Logger.withMinimumLogLevel(LogLevel.None)))
+const run = <A>(effect: Effect.Effect<A, unknown>) =>
+  Effect.runPromise(effect.pipe(Logger.withMinimumLogLevel(LogLevel.None)))
 
 serve(async (request) => {
   switch (request["cmd"]) {

@@ -16,18 +16,25 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Connection from "../../src/Connection.js"
 import * as TaskSource from "../../src/TaskSource.js"
+import { cpuMs, now, serve } from "../child.js"
 import { countingDialer } from "../contenders/Library.js"
 import { previousReconnect } from "../contenders/previousSchedule.js"
-import { cpuMs, now, serve } from "../child.js"
 
 class FleetWorker extends Connection.Tag("bench/FleetWorker", TaskSource.services)<FleetWorker>() {}
 
 const dials: Array<number> = []
 const dialer = countingDialer(() => void dials.push(now()))
-const workers: Array<{ readonly node: string; readonly scope: Scope.CloseableScope; readonly conn: Connection.Connection<typeof TaskSource.services> }> = []
+const workers: Array<
+  {
+    readonly node: string
+    readonly scope: Scope.CloseableScope
+    readonly conn: Connection.Connection<typeof TaskSource.services>
+  }
+> = []
 let fetching: ReadonlyArray<Fiber.RuntimeFiber<number, unknown>> = []
 
-const quiet = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(effect.pipe(Logger.withMinimumLogLevel(LogLevel.None)))
+const quiet = <A, E>(effect: Effect.Effect<A, E>) =>
+  Effect.runPromise(effect.pipe(Logger.withMinimumLogLevel(LogLevel.None)))
 
 // One worker: its connection Ready, its readiness passed, and one fetch made, as after a recovery.
 const startOne = (address: string, node: string, previous: boolean) =>
@@ -75,8 +82,13 @@ serve(async (request) => {
     case "collect": {
       const bound = request["boundMs"] as number
       await quiet(Fiber.joinAll(fetching).pipe(Effect.ignore, Effect.timeoutOption(bound)))
-      const recovered = await quiet(Effect.forEach(fetching, (fiber) =>
-        Effect.map(Fiber.poll(fiber), (exit) => (Option.isSome(exit) && Exit.isSuccess(exit.value) ? exit.value.value : null))))
+      const recovered = await quiet(
+        Effect.forEach(fetching, (fiber) =>
+          Effect.map(
+            Fiber.poll(fiber),
+            (exit) => (Option.isSome(exit) && Exit.isSuccess(exit.value) ? exit.value.value : null)
+          ))
+      )
       const from = request["from"] as number
       return { recovered, dials: dials.filter((at) => at >= from), cpuMs: cpuMs() }
     }
@@ -84,7 +96,9 @@ serve(async (request) => {
       return { at: now(), cpuMs: cpuMs() }
     case "close": {
       await quiet(Effect.forEach(fetching, Fiber.interrupt, { discard: true }))
-      await quiet(Effect.forEach(workers, ({ scope }) => Scope.close(scope, Exit.void), { concurrency: 100, discard: true }))
+      await quiet(
+        Effect.forEach(workers, ({ scope }) => Scope.close(scope, Exit.void), { concurrency: 100, discard: true })
+      )
       return {}
     }
     default:

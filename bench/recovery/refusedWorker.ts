@@ -5,6 +5,7 @@
  * The benchmark stops that master and reads how much CPU the worker spends
  * retrying while nothing listens.
  */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -12,7 +13,6 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
-import * as Context from "effect/Context"
 import { Connection, Outbox, TaskHandler, TaskSource } from "../../src/index.js"
 import { cpuMs, now, serve } from "../child.js"
 import { countingDialer } from "../contenders/Library.js"
@@ -20,7 +20,8 @@ import { previousReconnect } from "../contenders/previousSchedule.js"
 
 let dials = 0
 const scope = Effect.runSync(Scope.make())
-const quiet = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(effect.pipe(Logger.withMinimumLogLevel(LogLevel.None)))
+const quiet = <A, E>(effect: Effect.Effect<A, E>) =>
+  Effect.runPromise(effect.pipe(Logger.withMinimumLogLevel(LogLevel.None)))
 
 serve(async (request) => {
   switch (request["cmd"]) {

@@ -7,7 +7,8 @@
  *   MASTER_HOST   the address to bind (default 127.0.0.1)
  *   ADMIN_PORT    the HTTP port of the admin API (default 9667), on 127.0.0.1
  *   ADMIN_SOCKET  a Unix socket path for the admin API instead of ADMIN_PORT
- *   LOG_FORMAT    pretty, json or logfmt (default pretty); LOG_LEVEL (default Info)
+ *   MASTER_REDELIVER_AFTER, MASTER_MAX_HAND_OUTS  see `Master.Options` (defaults 10 seconds, 5)
+ *   LOG_FORMAT    logfmt (one line per entry, the default), json or pretty; LOG_LEVEL (default Info)
  *
  * The admin API is `MasterAdmin.router` (`POST /tasks`, `GET /tasks`, ...).
  * Needs `@effect/platform-node`.
@@ -29,7 +30,7 @@ import * as MasterAdmin from "../testing/MasterAdmin.js"
 const Logging = Layer.unwrapEffect(
   Effect.map(
     Config.all([
-      Config.literal("pretty", "json", "logfmt")("LOG_FORMAT").pipe(Config.withDefault("pretty" as const)),
+      Config.literal("pretty", "json", "logfmt")("LOG_FORMAT").pipe(Config.withDefault("logfmt" as const)),
       Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
     ]),
     ([format, level]) =>
@@ -46,13 +47,21 @@ const MasterLive = Layer.unwrapEffect(
     const host = yield* Config.string("MASTER_HOST").pipe(Config.withDefault("127.0.0.1"))
     const adminPort = yield* Config.port("ADMIN_PORT").pipe(Config.withDefault(9667))
     const adminSocket = yield* Config.option(Config.string("ADMIN_SOCKET"))
+    const redeliverAfter = yield* Config.option(Config.duration("MASTER_REDELIVER_AFTER"))
+    const maxHandOuts = yield* Config.option(Config.integer("MASTER_MAX_HAND_OUTS"))
     const listen = adminSocket._tag === "Some" ? { path: adminSocket.value } : { port: adminPort, host: "127.0.0.1" }
     const Admin = HttpServer.serve(MasterAdmin.router).pipe(Layer.provide(NodeHttpServer.layer(createServer, listen)))
     const where = adminSocket._tag === "Some" ? `unix:${adminSocket.value}` : `http://127.0.0.1:${adminPort}`
     const announce = Layer.effectDiscard(
       Effect.flatMap(Master.Master, (master) => Effect.logInfo(`master serving on ${master.address}, admin on ${where}`))
     )
-    return Layer.mergeAll(Admin, announce).pipe(Layer.provideMerge(Master.layer({ port, host })))
+    const MasterLayer = Master.layer({
+      port,
+      host,
+      ...(redeliverAfter._tag === "Some" ? { redeliverAfter: redeliverAfter.value } : {}),
+      ...(maxHandOuts._tag === "Some" ? { maxHandOuts: maxHandOuts.value } : {})
+    })
+    return Layer.mergeAll(Admin, announce).pipe(Layer.provideMerge(MasterLayer))
   })
 )
 

@@ -3,61 +3,34 @@ import * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import { accessSync, constants, statSync } from "node:fs"
 import * as Validate from "./validate.js"
 
 /** An optional variable: absent is `undefined`, so the module's default applies. */
 export const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
   Config.map(Config.option(config), Option.getOrUndefined)
 
+/** A variable read as `base` reads it, then checked by the rule its option obeys in code. */
+export const checked = <I, A>(base: Config.Config<I>, rule: Validate.Rule<I, A>): Config.Config<A> =>
+  Config.mapOrFail(base, (input) => Either.mapLeft(rule(input), (reason) => ConfigError.InvalidData([], reason)))
+
 /** A positive, finite duration such as `10 seconds` or `500 millis`. */
 export const duration = (name: string): Config.Config<Duration.Duration> =>
-  Config.duration(name).pipe(
-    Config.validate({
-      message: "expected a positive duration such as \"10 seconds\" or \"500 millis\"",
-      validation: (duration) => Duration.isFinite(duration) && Duration.greaterThan(duration, Duration.zero)
-    })
-  )
+  checked(Config.duration(name), Validate.isPositiveDuration)
 
 /** A whole number within bounds. */
 export const integer = (name: string, min: number, max = Number.MAX_SAFE_INTEGER): Config.Config<number> =>
-  Config.integer(name).pipe(
-    Config.validate({
-      message: `expected a whole number from ${min} to ${max}`,
-      validation: (n) => n >= min && n <= max
-    })
-  )
+  checked(Config.integer(name), Validate.isWholeNumber(min, max))
 
 /** A number within bounds. */
 export const number = (name: string, min: number, max: number): Config.Config<number> =>
-  Config.number(name).pipe(
-    Config.validate({ message: `expected a number from ${min} to ${max}`, validation: (n) => n >= min && n <= max })
-  )
+  checked(Config.number(name), Validate.isNumberWithin(min, max))
 
 /** A master address: `host:port`, `[v6]:port` or a gRPC target URI. */
-export const address = (name: string): Config.Config<string> =>
-  Config.string(name).pipe(
-    Config.mapOrFail((input) => {
-      const reason = Validate.addressProblem(input)
-      return reason === undefined ? Either.right(input) : Either.left(ConfigError.InvalidData([], reason))
-    })
-  )
+export const address = (name: string): Config.Config<string> => checked(Config.string(name), Validate.isAddress)
 
 /** A path to a file this process can read: checked at start, so the error names the variable. */
 export const readableFile = (name: string): Config.Config<string> =>
-  Config.nonEmptyString(name).pipe(
-    Config.validate({
-      message: "expected the path of a readable file",
-      validation: (path) => {
-        try {
-          accessSync(path, constants.R_OK)
-          return statSync(path).isFile()
-        } catch {
-          return false
-        }
-      }
-    })
-  )
+  checked(Config.nonEmptyString(name), Validate.isReadableFile)
 
 /**
  * A first delay may not exceed its cap: checked on the whole group, with the defaults standing in for the

@@ -25,7 +25,6 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Call from "../Call.js"
-import type { Services } from "../Connection.js"
 import { ConnectError, ConnectionState, describe } from "../ConnectionState.js"
 import * as GrpcChannel from "../GrpcChannel.js"
 import type * as GrpcError from "../GrpcError.js"
@@ -46,6 +45,11 @@ export interface Snapshot {
   readonly state: ConnectionState
   readonly link: Link | undefined
 }
+
+// The client constructors to register, as `Connection.Services` has them (not imported: Connection imports this).
+type Services = Readonly<
+  Record<string, new(address: string, credentials: grpc.ChannelCredentials, options?: grpc.ClientOptions) => grpc.Client>
+>
 
 /** The supervisor's options, checked by `Connection.make`. */
 export interface Options {

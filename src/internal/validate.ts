@@ -1,71 +1,101 @@
-import * as Data from "effect/Data"
+/**
+ * Every rule an option obeys, written once: a rule turns an input into the
+ * value or into the reason it is refused. `option` applies one to an option
+ * given in code (an `InvalidOption` naming it); `internal/config.ts` applies
+ * the same rule to a variable of the environment (a `ConfigError` naming it).
+ */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
+import { accessSync, constants, statSync } from "node:fs"
+import { InvalidOption } from "../InvalidOption.js"
 
-/**
- * An option the library cannot work with; names the option.
- *
- * @since 0.1.0
- * @category errors
- */
-export class InvalidOption extends Data.TaggedError("InvalidOption")<{
-  readonly option: string
-  readonly reason: string
-}> {
-  override get message() {
-    return `invalid option ${this.option}: ${this.reason}`
-  }
-}
+export { InvalidOption }
+
+/** The value, or why the input is refused. */
+export type Rule<I, A> = (input: I) => Either.Either<A, string>
 
 // A gRPC target URI says how to resolve it; a plain address must name its port (grpc-js would dial 443).
 const uriPattern = /^(?:dns|unix|unix-abstract|ipv4|ipv6|xds|vsock):\S+$/
 const hostPortPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/
 
-/** Why an address is not `host:port` (port 1-65535), `[v6]:port` or a gRPC target URI; `undefined` when it is. */
-export const addressProblem = (input: unknown): string | undefined => {
-  if (typeof input === "string" && uriPattern.test(input)) return undefined
+/** `host:port` (port 1-65535), `[v6]:port`, or a gRPC target URI. */
+export const isAddress: Rule<string, string> = (input) => {
+  if (typeof input === "string" && uriPattern.test(input)) return Either.right(input)
   const match = typeof input === "string" ? hostPortPattern.exec(input) : null
-  if (match === null) return `expected host:port or a gRPC target URI, got ${JSON.stringify(input)}`
+  if (match === null) return Either.left(`expected host:port or a gRPC target URI, got ${JSON.stringify(input)}`)
   if (match[1] === undefined) {
-    return `${JSON.stringify(input)} has no port: write host:port (or a gRPC target URI such as dns:${input}:443)`
+    return Either.left(`${JSON.stringify(input)} has no port: write host:port (or a gRPC target URI such as dns:${input}:443)`)
   }
   const port = Number(match[1])
-  return port < 1 || port > 65535 ? `port ${port} is outside 1-65535` : undefined
+  return port >= 1 && port <= 65535 ? Either.right(input) : Either.left(`port ${port} is outside 1-65535`)
 }
 
-/** `host:port`, `[v6]:port`, or a gRPC target URI. */
-export const address = (option: string, input: string): Effect.Effect<string, InvalidOption> => {
-  const reason = addressProblem(input)
-  return reason === undefined ? Effect.succeed(input) : Effect.fail(new InvalidOption({ option, reason }))
+const expectedDuration = `expected a finite, positive duration such as "10 seconds" or "500 millis"`
+
+/** A positive, finite duration. */
+export const isPositiveDuration: Rule<Duration.DurationInput, Duration.Duration> = (input) =>
+  Option.match(Duration.decodeUnknown(input), {
+    onNone: () => Either.left(`${expectedDuration}, got ${JSON.stringify(input)}`),
+    onSome: (duration) =>
+      Duration.isFinite(duration) && Duration.greaterThan(duration, Duration.zero)
+        ? Either.right(duration)
+        : Either.left(`${expectedDuration}, got ${Duration.format(duration)}`)
+  })
+
+
+/** A whole number within bounds. */
+export const isWholeNumber = (min: number, max = Number.MAX_SAFE_INTEGER): Rule<number, number> => (input) =>
+  Number.isInteger(input) && input >= min && input <= max
+    ? Either.right(input)
+    : Either.left(`expected a whole number from ${min} to ${max}, got ${input}`)
+
+/** A number within bounds. */
+export const isNumberWithin = (min: number, max: number): Rule<number, number> => (input) =>
+  typeof input === "number" && input >= min && input <= max
+    ? Either.right(input)
+    : Either.left(`expected a number from ${min} to ${max}, got ${input}`)
+
+/** The path of a file this process can read. */
+export const isReadableFile: Rule<string, string> = (path) => {
+  try {
+    accessSync(path, constants.R_OK)
+    if (statSync(path).isFile()) return Either.right(path)
+  } catch {
+    // refused below
+  }
+  return Either.left(`expected the path of a readable file, got ${JSON.stringify(path)}`)
 }
+
+/** An option given in code, checked by its rule: the fallback when absent, an `InvalidOption` naming it when refused. */
+export const option: {
+  <I, A>(name: string, rule: Rule<I, A>, input: I): Effect.Effect<A, InvalidOption>
+  <I, A>(name: string, rule: Rule<I, A>, input: I | undefined, fallback: A): Effect.Effect<A, InvalidOption>
+} = <I, A>(name: string, rule: Rule<I, A>, input: I | undefined, ...fallback: [] | [A]) =>
+  input === undefined && fallback.length === 1
+    ? Effect.succeed(fallback[0] as A)
+    : Either.match(rule(input as I), {
+      onLeft: (reason) => Effect.fail(new InvalidOption({ option: name, reason })),
+      onRight: Effect.succeed
+    })
 
 /** A positive, finite duration, or the fallback when absent. */
 export const positiveDuration = (
-  option: string,
+  name: string,
   input: Duration.DurationInput | undefined,
   fallback: Duration.Duration
-): Effect.Effect<Duration.Duration, InvalidOption> => {
-  if (input === undefined) return Effect.succeed(fallback)
-  return Option.match(Duration.decodeUnknown(input), {
-    onNone: () => Effect.fail(new InvalidOption({ option, reason: `not a duration: ${JSON.stringify(input)}` })),
-    onSome: (duration) =>
-      Duration.isFinite(duration) && Duration.greaterThan(duration, Duration.zero)
-        ? Effect.succeed(duration)
-        : Effect.fail(new InvalidOption({ option, reason: `must be positive and finite, got ${Duration.format(duration)}` }))
-  })
-}
+): Effect.Effect<Duration.Duration, InvalidOption> => option(name, isPositiveDuration, input, fallback)
 
 /** A whole number within bounds, or the fallback when absent. */
 export const integer = (
-  option: string,
+  name: string,
   input: number | undefined,
   fallback: number,
   min = 1,
   max = Number.MAX_SAFE_INTEGER
-): Effect.Effect<number, InvalidOption> => {
-  if (input === undefined) return Effect.succeed(fallback)
-  return Number.isInteger(input) && input >= min && input <= max
-    ? Effect.succeed(input)
-    : Effect.fail(new InvalidOption({ option, reason: `expected a whole number from ${min} to ${max}, got ${input}` }))
-}
+): Effect.Effect<number, InvalidOption> => option(name, isWholeNumber(min, max), input, fallback)
+
+/** `host:port`, `[v6]:port`, or a gRPC target URI. */
+export const address = (name: string, input: string): Effect.Effect<string, InvalidOption> =>
+  option(name, isAddress, input)

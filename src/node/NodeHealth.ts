@@ -13,6 +13,7 @@ import * as Layer from "effect/Layer"
 import { createServer } from "node:http"
 import type * as Connection from "../Connection.js"
 import * as Health from "../Health.js"
+import * as InvalidOption from "../InvalidOption.js"
 
 /**
  * Serves the endpoint on its own Node HTTP server for as long as the layer's
@@ -25,7 +26,7 @@ import * as Health from "../Health.js"
  */
 export const layer = <C extends Connection.AnyTag = never>(
   options: Health.Options & Connection.Using<C> = {}
-): Layer.Layer<Health.Health, Health.InvalidOption | HttpServerError.ServeError, Health.Requires<C>> =>
+): Layer.Layer<Health.Health, InvalidOption.InvalidOption | HttpServerError.ServeError, Health.Requires<C>> =>
   Layer.unwrapEffect(
     Effect.map(Health.validate(options), (listen) =>
       Health.serve(options).pipe(Layer.provide(NodeHttpServer.layer(createServer, listen))))
@@ -43,6 +44,6 @@ export const layerConfig = <C extends Connection.AnyTag = never>(
   using: Connection.Using<C> = {}
 ): Layer.Layer<
   Health.Health,
-  Health.InvalidOption | HttpServerError.ServeError | ConfigError.ConfigError,
+  InvalidOption.InvalidOption | HttpServerError.ServeError | ConfigError.ConfigError,
   Health.Requires<C>
 > => Layer.unwrapEffect(Effect.map(Config.unwrap(config), (options) => layer<C>({ ...options, ...using })))

@@ -5,3 +5,4 @@
  * @since 0.2.0
  */
 export * as NodeHealth from "./NodeHealth.js"
+export * as NodeOutbox from "./NodeOutbox.js"

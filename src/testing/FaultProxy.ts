@@ -19,6 +19,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Equal from "effect/Equal"
 import type * as Fiber from "effect/Fiber"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Runtime from "effect/Runtime"
@@ -27,6 +28,7 @@ import type * as Subscribable from "effect/Subscribable"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as net from "node:net"
 import { performance } from "node:perf_hooks"
+import * as Validate from "../internal/validate.js"
 
 /**
  * The fault the proxy applies now.
@@ -183,19 +185,23 @@ interface Link {
 
 const invalid = (message: string) => new FaultProxyError({ reason: "InvalidOption", message })
 
+// An option of the proxy, checked by the library's own rule for it.
+const checked = <I, A>(option: string, rule: Validate.Rule<I, A>, input: I): Effect.Effect<A, FaultProxyError> =>
+  Either.match(rule(input), { onLeft: (reason) => Effect.fail(invalid(`${option}: ${reason}`)), onRight: Effect.succeed })
+
 const validPort = (option: string, port: number, min: number): Effect.Effect<number, FaultProxyError> =>
-  Number.isInteger(port) && port >= min && port <= 65535
-    ? Effect.succeed(port)
-    : Effect.fail(invalid(`${option} must be an integer in ${min}-65535, got ${port}`))
+  checked(option, Validate.isWholeNumber(min, 65535), port)
+
+// Zero is a valid latency or flap bound here: finite is what matters.
+const isFiniteDuration: Validate.Rule<Duration.DurationInput, Duration.Duration> = (input) =>
+  Option.match(Duration.decodeUnknown(input), {
+    onNone: () => Either.left(`expected a duration such as "10 seconds" or "500 millis", got ${JSON.stringify(input)}`),
+    onSome: (duration) =>
+      Duration.isFinite(duration) ? Either.right(duration) : Either.left(`expected a finite duration, got ${Duration.format(duration)}`)
+  })
 
 const validMillis = (option: string, input: Duration.DurationInput): Effect.Effect<number, FaultProxyError> =>
-  Option.match(Duration.decodeUnknown(input), {
-    onNone: () => Effect.fail(invalid(`${option} is not a duration: ${JSON.stringify(input)}`)),
-    onSome: (duration) =>
-      Duration.isFinite(duration)
-        ? Effect.succeed(Duration.toMillis(duration))
-        : Effect.fail(invalid(`${option} must be finite, got ${Duration.format(duration)}`))
-  })
+  Effect.map(checked(option, isFiniteDuration, input), Duration.toMillis)
 
 const validRange = (option: string, [min, max]: Range): Effect.Effect<readonly [number, number], FaultProxyError> =>
   Effect.flatMap(Effect.all([validMillis(`${option}[0]`, min), validMillis(`${option}[1]`, max)]), ([lo, hi]) =>

@@ -44,6 +44,7 @@ import type * as HealthCheck from "grpc-health-check"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { createSecureContext } from "node:tls"
 import { requireLazily } from "../internal/lazy.js"
+import * as Validate from "../internal/validate.js"
 import * as Worker from "../protocol/Worker.js"
 import * as MasterState from "./internal/masterState.js"
 import { MasterError } from "./internal/masterState.js"
@@ -216,7 +217,11 @@ export interface Master {
   readonly subscriptions: Effect.Effect<number>
   /** Sets the health of `""` and of both worker services to SERVING or NOT_SERVING. */
   readonly setServing: (serving: boolean) => Effect.Effect<void>
-  readonly setFailureRate: (rate: number) => Effect.Effect<void, MasterError>
+  /** Fails this share (0 to 1) of calls with UNAVAILABLE: of every call, or only of the methods named (`ReportStatus`). */
+  readonly setFailureRate: (
+    rate: number,
+    options?: { readonly only?: ReadonlyArray<string> | undefined }
+  ) => Effect.Effect<void, MasterError>
   /** Ends the task `CANCELLED`, and tells the newest subscription of its node. */
   readonly cancel: (id: string) => Effect.Effect<CancelOutcome, MasterError>
 }
@@ -225,7 +230,9 @@ export interface Master {
  * @since 0.1.0
  * @category tags
  */
-export const Master: Context.Tag<Master, Master> = Context.GenericTag<Master>("effect-grpc-resilience/testing/Master")
+export const Master: Context.TagClass<Master, "effect-grpc-resilience/testing/Master", Master> = Context.Tag(
+  "effect-grpc-resilience/testing/Master"
+)<Master, Master>()
 
 // -------------------------------------------------------------------------------------------------
 // The server: a grpc-js adapter over the master's bookkeeping
@@ -313,10 +320,7 @@ const requireToken = (
 export const make = (options: Options = {}): Effect.Effect<Master, MasterError, Scope.Scope> =>
   Effect.gen(function*() {
     const host = options.host ?? defaults.host
-    const requestedPort = options.port ?? defaults.port
-    if (!Number.isInteger(requestedPort) || requestedPort < 0 || requestedPort > 65535) {
-      return yield* Effect.fail(invalid("port", `expected an integer from 0 to 65535, got ${String(requestedPort)}`))
-    }
+    const requestedPort = yield* MasterState.checked("port", Validate.isWholeNumber(0, 65535), options.port ?? defaults.port)
     const state = yield* MasterState.make({
       heartbeatInterval: options.heartbeatInterval ?? defaults.heartbeatInterval,
       redeliverAfter: options.redeliverAfter ?? defaults.redeliverAfter,

@@ -4,7 +4,8 @@
  *
  * - `POST /tasks` `{"payload": {...}, "priority"?: n, "node"?: key}` -> `{"id": "task-1"}`
  * - `GET /tasks`: every task with its status history; `GET /nodes`: every node
- * - `POST /stop`, `POST /restart`, `POST /serving {"serving": bool}`, `POST /failure-rate {"rate": 0.3}`
+ * - `POST /stop`, `POST /restart`, `POST /serving {"serving": bool}`
+ * - `POST /failure-rate {"rate": 0.3, "only"?: ["ReportStatus"]}`: fail that share of calls (of those methods) with UNAVAILABLE
  *
  * Serve it on any `@effect/platform` HTTP server, with a `Master` in context;
  * the `effect-grpc-resilience-master` command serves it on Node.
@@ -55,8 +56,10 @@ export const router = HttpRouter.empty.pipe(
   HttpRouter.post(
     "/failure-rate",
     Effect.gen(function*() {
-      const { rate } = yield* HttpServerRequest.schemaBodyJson(Schema.Struct({ rate: Schema.Number }))
-      yield* (yield* Master.Master).setFailureRate(rate)
+      const { only, rate } = yield* HttpServerRequest.schemaBodyJson(
+        Schema.Struct({ rate: Schema.Number, only: Schema.optional(Schema.Array(Schema.String)) })
+      )
+      yield* (yield* Master.Master).setFailureRate(rate, { only })
       return HttpServerResponse.empty()
     })
   )

@@ -28,48 +28,7 @@ import * as TaskSource from "../TaskSource.js"
 import * as MasterState from "./internal/masterState.js"
 import { SimulatedNetwork } from "./SimulatedNetwork.js"
 
-export type {
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  CancelOutcome,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  EnqueueOptions,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  NodeInfo,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  StatusChange,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  TaskInfo,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  TaskStatus
-} from "./internal/masterState.js"
-
-export {
-  /**
-   * A master operation that could not be done.
-   *
-   * @since 0.1.0
-   * @category errors
-   */
-  MasterError
-} from "./internal/masterState.js"
+// Its models and errors are the embedded master's: `Master.TaskInfo`, `Master.MasterError`, ...
 
 /**
  * @since 0.1.0
@@ -105,16 +64,20 @@ export interface SimulatedMaster {
   /** Ends the task `CANCELLED`, and tells the newest subscription of its node. */
   readonly cancel: (id: string) => Effect.Effect<MasterState.CancelOutcome, MasterState.MasterError>
   /** The fraction (0 to 1) of calls failed with UNAVAILABLE from now on, drawn from `Random`. */
-  readonly setFailureRate: (rate: number) => Effect.Effect<void, MasterState.MasterError>
+  /** Fails this share (0 to 1) of calls with UNAVAILABLE: of every call, or only of the methods named (`ReportStatus`). */
+  readonly setFailureRate: (
+    rate: number,
+    options?: { readonly only?: ReadonlyArray<string> | undefined }
+  ) => Effect.Effect<void, MasterState.MasterError>
 }
 
 /**
  * @since 0.1.0
  * @category tags
  */
-export const SimulatedMaster: Context.Tag<SimulatedMaster, SimulatedMaster> = Context.GenericTag<SimulatedMaster>(
+export const SimulatedMaster: Context.TagClass<SimulatedMaster, "effect-grpc-resilience/testing/SimulatedMaster", SimulatedMaster> = Context.Tag(
   "effect-grpc-resilience/testing/SimulatedMaster"
-)
+)<SimulatedMaster, SimulatedMaster>()
 
 // The bookkeeping behind each handle, for the task sources; not part of the handle.
 const states = new WeakMap<SimulatedMaster, MasterState.MasterState>()

@@ -135,9 +135,9 @@ export interface SimulatedNetwork {
  * @since 0.1.0
  * @category tags
  */
-export const SimulatedNetwork: Context.Tag<SimulatedNetwork, SimulatedNetwork> = Context.GenericTag<SimulatedNetwork>(
+export const SimulatedNetwork: Context.TagClass<SimulatedNetwork, "effect-grpc-resilience/testing/SimulatedNetwork", SimulatedNetwork> = Context.Tag(
   "effect-grpc-resilience/testing/SimulatedNetwork"
-)
+)<SimulatedNetwork, SimulatedNetwork>()
 
 // What grpc-js would say, as a real channel's `failure` reads it.
 const details: Record<Refusal, string> = {

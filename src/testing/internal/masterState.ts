@@ -15,11 +15,13 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HashMap from "effect/HashMap"
 import * as Mailbox from "effect/Mailbox"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
+import * as Validate from "../../internal/validate.js"
 import type { MasterRequest } from "../../TaskSource.js"
 
 // -------------------------------------------------------------------------------------------------
@@ -186,7 +188,11 @@ export interface MasterState {
   readonly subscriptions: Effect.Effect<number>
   /** Ends the task `CANCELLED`, and tells the newest subscription of its node. */
   readonly cancel: (id: string) => Effect.Effect<CancelOutcome, MasterError>
-  readonly setFailureRate: (rate: number) => Effect.Effect<void, MasterError>
+  /** Fails this share of calls with UNAVAILABLE: of every call, or only of the operations named (`ReportStatus`). */
+  readonly setFailureRate: (
+    rate: number,
+    options?: { readonly only?: ReadonlyArray<string> | undefined }
+  ) => Effect.Effect<void, MasterError>
   /** Ends every subscription (their transport died) and forgets them. */
   readonly dropSubscriptions: Effect.Effect<void>
 
@@ -492,23 +498,18 @@ const removeSubscription = (sub: Subscription) => (state: State): State => {
 const invalid = (option: string, message: string) =>
   new MasterError({ reason: "InvalidOption", message: `invalid option ${option}: ${message}` })
 
+// An option of the master, checked by the library's own rule for it.
+export const checked = <I, A>(option: string, rule: Validate.Rule<I, A>, input: I): Effect.Effect<A, MasterError> =>
+  Either.match(rule(input), { onLeft: (reason) => Effect.fail(invalid(option, reason)), onRight: Effect.succeed })
+
 /** A failure rate from 0 to 1. */
 export const validRate = (rate: number): Effect.Effect<number, MasterError> =>
-  typeof rate === "number" && rate >= 0 && rate <= 1
-    ? Effect.succeed(rate)
-    : Effect.fail(invalid("failureRate", `expected a number from 0 to 1, got ${String(rate)}`))
+  checked("failureRate", Validate.isNumberWithin(0, 1), rate)
 
 const validInterval = (
   input: Duration.DurationInput,
   option = "heartbeatInterval"
-): Effect.Effect<Duration.Duration, MasterError> =>
-  Option.match(Duration.decodeUnknown(input), {
-    onNone: () => Effect.fail(invalid(option, `not a duration: ${JSON.stringify(input)}`)),
-    onSome: (duration) =>
-      Duration.isFinite(duration) && Duration.greaterThan(duration, Duration.zero)
-        ? Effect.succeed(duration)
-        : Effect.fail(invalid(option, `must be positive and finite, got ${Duration.format(duration)}`))
-  })
+): Effect.Effect<Duration.Duration, MasterError> => checked(option, Validate.isPositiveDuration, input)
 
 const isInt32 = (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31
 
@@ -527,18 +528,17 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
     const redeliverAfter = Duration.toMillis(
       yield* validInterval(options.redeliverAfter ?? defaults.redeliverAfter, "redeliverAfter")
     )
-    const maxHandOuts = options.maxHandOuts ?? defaults.maxHandOuts
-    if (!Number.isInteger(maxHandOuts) || maxHandOuts < 1) {
-      return yield* Effect.fail(invalid("maxHandOuts", `expected an integer of at least 1, got ${String(maxHandOuts)}`))
-    }
+    const maxHandOuts = yield* checked("maxHandOuts", Validate.isWholeNumber(1), options.maxHandOuts ?? defaults.maxHandOuts)
     const offlineAfter = 2 * Duration.toMillis(heartbeatInterval)
-    const failureRate = yield* Ref.make(yield* validRate(options.failureRate ?? defaults.failureRate))
+    const failureRate = yield* Ref.make<{ readonly rate: number; readonly only?: ReadonlySet<string> | undefined }>({
+      rate: yield* validRate(options.failureRate ?? defaults.failureRate)
+    })
     const state = yield* Ref.make(emptyState)
 
     const injectFailure = (operation: string) =>
       Effect.gen(function*() {
-        const rate = yield* Ref.get(failureRate)
-        if (rate > 0 && (yield* Random.next) < rate) {
+        const { only, rate } = yield* Ref.get(failureRate)
+        if (rate > 0 && (only === undefined || only.has(operation)) && (yield* Random.next) < rate) {
           return yield* new Rejection({
             reason: "InjectedFailure",
             message: `${operation} failed on purpose (failureRate ${rate})`
@@ -687,7 +687,9 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         (s) => Array.from(HashMap.values(s.subscriptions)).reduce((n, byGeneration) => n + HashMap.size(byGeneration), 0)
       ),
       cancel,
-      setFailureRate: (rate) => Effect.flatMap(validRate(rate), (valid) => Ref.set(failureRate, valid)),
+      setFailureRate: (rate, options) =>
+        Effect.flatMap(validRate(rate), (valid) =>
+          Ref.set(failureRate, { rate: valid, only: options?.only === undefined ? undefined : new Set(options.only) })),
       dropSubscriptions,
       injectFailure,
       register,

@@ -1,0 +1,80 @@
+/**
+ * What an outbox store is made of, shared by the stores and re-exported by
+ * `Outbox`: the owner of a set of records, a record, an open set of records,
+ * the error, and the record's encoding.
+ *
+ * @internal
+ */
+import * as Data from "effect/Data"
+import type * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
+import type * as TaskSource from "../TaskSource.js"
+
+/** Whose records these are: the node that reports and the master it reports to. */
+export interface Owner {
+  /** The node key. */
+  readonly node: string
+  /** The master's address, as the connection dials it. */
+  readonly master: string
+}
+
+/** One record: a report and its place in the order of `add`. */
+export interface StoredRecord {
+  /** A record with a smaller sequence was added first. */
+  readonly sequence: number
+  readonly report: TaskSource.StatusReport
+}
+
+/**
+ * A store could not do what the outbox asked. `path` says where: a
+ * directory, a file, a database.
+ *
+ * - `Unreadable`: the records could not be read when the outbox opened.
+ * - `Unwritable`: a record could not be made durable (disk full, permission, read-only).
+ * - `Locked`: another process uses the store, or this owner's outbox is open already.
+ * - `Closed`: the outbox closed before the report was durable.
+ */
+export class OutboxError extends Data.TaggedError("OutboxError")<{
+  readonly reason: "Unreadable" | "Unwritable" | "Locked" | "Closed"
+  readonly path: string
+  /** What was being done, in a few words: "cannot write record 42". */
+  readonly operation: string
+  readonly cause?: unknown
+}> {
+  override get message() {
+    return `outbox ${this.path}: ${this.operation}${this.cause === undefined ? "" : `: ${describe(this.cause)}`}`
+  }
+}
+
+const describe = (cause: unknown): string =>
+  typeof cause === "object" && cause !== null && "message" in cause ? String(cause.message) : String(cause)
+
+/** One owner's records in a store, open for a scope. */
+export interface Records {
+  /** Where they are, for messages: a directory, a database file. */
+  readonly location: string
+  /** The records found when they were opened, oldest first. Damaged ones were set aside, each logged. */
+  readonly initial: ReadonlyArray<StoredRecord>
+  /** How many damaged records were set aside when they were opened. */
+  readonly setAside: number
+  /** Stores the records; succeeds once every one of them is durable, fails having stored none. */
+  readonly append: (records: ReadonlyArray<StoredRecord>) => Effect.Effect<void, OutboxError>
+  /**
+   * Forgets the records. Need not be durable: a record that comes back (after
+   * a power loss) is delivered again, which the master ignores by its key.
+   */
+  readonly remove: (sequences: ReadonlyArray<number>) => Effect.Effect<void, OutboxError>
+}
+
+/** A record as a store writes it: flat, the sequence beside the report's fields. */
+export const RecordFields = Schema.Struct({
+  sequence: Schema.Int.pipe(Schema.positive()),
+  key: Schema.String,
+  taskId: Schema.String,
+  status: Schema.Literal("RUNNING", "FINISHED", "ERROR", "CANCELLED"),
+  error: Schema.String
+})
+
+export const toFields = (record: StoredRecord): typeof RecordFields.Type => ({ sequence: record.sequence, ...record.report })
+
+export const fromFields = ({ sequence, ...report }: typeof RecordFields.Type): StoredRecord => ({ sequence, report })

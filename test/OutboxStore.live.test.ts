@@ -1,0 +1,206 @@
+/**
+ * One contract, every store: the file-system store and the SQLite store pass
+ * the same tests, on real files, with real second processes.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import { spawn } from "node:child_process"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { ownerDirectory } from "../src/internal/outboxFileSystem.js"
+import * as Outbox from "../src/Outbox.js"
+import type * as TaskSource from "../src/TaskSource.js"
+import { child, filesystem, kill, line, type StoreUnderTest, stores } from "./fixtures/outboxStores.js"
+
+const owner: Outbox.Owner = { node: "n1", master: "127.0.0.1:9666" }
+
+const report = (taskId: string, status: TaskSource.ReportedStatus): TaskSource.StatusReport => ({
+  key: `${taskId}:${status}`,
+  taskId,
+  status,
+  error: status === "ERROR" ? "it failed" : ""
+})
+const record = (sequence: number, taskId: string, status: TaskSource.ReportedStatus): Outbox.StoredRecord => ({
+  sequence,
+  report: report(taskId, status)
+})
+
+const temporary = () =>
+  Effect.acquireRelease(
+    Effect.sync(() => mkdtempSync(join(tmpdir(), "outbox-store-"))),
+    (directory) => Effect.sync(() => rmSync(directory, { recursive: true, force: true }))
+  )
+
+// Opens the store, then the owner's records, for the effect: a store opened and closed is a process's life.
+const withRecords = <A, E>(
+  store: StoreUnderTest,
+  location: string,
+  use: (records: Outbox.Records) => Effect.Effect<A, E>,
+  who: Outbox.Owner = owner
+) =>
+  Effect.scoped(Effect.flatMap(Outbox.OutboxStore, (s) => Effect.flatMap(s.open(who), use))).pipe(
+    Effect.provide(store.layer(location))
+  )
+
+const sequences = (records: Outbox.Records) => records.initial.map((r) => r.sequence)
+
+// Log lines, captured.
+const captured = () => {
+  const lines: Array<string> = []
+  const layer = Logger.replace(
+    Logger.defaultLogger,
+    Logger.make(({ message }) => void lines.push(Array.isArray(message) ? message.join(" ") : String(message)))
+  )
+  return { lines, layer }
+}
+
+const locked = (exit: Exit.Exit<unknown, unknown>): Outbox.OutboxError | undefined => {
+  if (Exit.isSuccess(exit) || exit.cause._tag !== "Fail") return undefined
+  const error = exit.cause.error
+  return error instanceof Outbox.OutboxError && error.reason === "Locked" ? error : undefined
+}
+
+for (const store of stores) {
+  describe(`OutboxStore contract: ${store.name}`, () => {
+    it.scopedLive("records come back after a restart in the order they were added, without the removed ones", () =>
+      Effect.gen(function*() {
+        const location = store.location(yield* temporary())
+        yield* withRecords(store, location, (records) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(records.initial, [])
+            yield* records.append([record(1, "t1", "RUNNING"), record(2, "t2", "RUNNING"), record(3, "t1", "FINISHED")])
+            yield* records.append([record(4, "t2", "ERROR")])
+            yield* records.remove([2])
+            yield* records.remove([99]) // a record already gone is no failure
+          }))
+        const again = yield* withRecords(store, location, Effect.succeed)
+        assert.deepStrictEqual(again.initial, [record(1, "t1", "RUNNING"), record(3, "t1", "FINISHED"), record(4, "t2", "ERROR")])
+        assert.strictEqual(again.setAside, 0)
+      }))
+
+    it.scopedLive("each owner's records are its own; an owner open already is Locked", () =>
+      Effect.gen(function*() {
+        const location = store.location(yield* temporary())
+        const other: Outbox.Owner = { node: "n1", master: "10.0.0.2:9666" }
+        yield* Effect.scoped(Effect.gen(function*() {
+          const s = yield* Outbox.OutboxStore
+          const a = yield* s.open(owner)
+          const b = yield* s.open(other)
+          yield* a.append([record(1, "t1", "FINISHED")])
+          yield* b.append([record(1, "t1", "CANCELLED"), record(2, "t2", "FINISHED")])
+          const twice = yield* Effect.exit(s.open(owner))
+          assert.isDefined(locked(twice), "a second open of one owner is Locked")
+        })).pipe(Effect.provide(store.layer(location)))
+        assert.deepStrictEqual((yield* withRecords(store, location, Effect.succeed)).initial, [record(1, "t1", "FINISHED")])
+        assert.deepStrictEqual(sequences(yield* withRecords(store, location, Effect.succeed, other)), [1, 2])
+      }))
+
+    it.scopedLive("a damaged record is set aside alone, with a log line; the others are read", () =>
+      Effect.gen(function*() {
+        const location = store.location(yield* temporary())
+        yield* withRecords(store, location, (records) =>
+          records.append([record(1, "t1", "FINISHED"), record(2, "t2", "FINISHED"), record(3, "t3", "FINISHED")]))
+        yield* store.damage(location, owner, 2)
+        const log = captured()
+        const again = yield* withRecords(store, location, Effect.succeed).pipe(Effect.provide(log.layer))
+        assert.deepStrictEqual(sequences(again), [1, 3])
+        assert.strictEqual(again.setAside, 1)
+        const damaged = log.lines.filter((l) => l.includes("damaged"))
+        assert.strictEqual(damaged.length, 1, log.lines.join("\n"))
+        assert.include(damaged[0]!, "set aside")
+        // Set aside once: the next start reads the two, and says nothing.
+        const third = yield* withRecords(store, location, Effect.succeed)
+        assert.deepStrictEqual([sequences(third), third.setAside], [[1, 3], 0])
+      }))
+
+    it.scopedLive("an outbox over the store delivers after a restart what it could not before, in order, and ends unfinished tasks once", () =>
+      Effect.gen(function*() {
+        const location = store.location(yield* temporary())
+        const never = () => Effect.never
+        yield* Effect.scoped(Effect.gen(function*() {
+          const outbox = yield* Outbox.make({ ...owner, deliver: never })
+          for (const r of [report("a", "RUNNING"), report("a", "FINISHED"), report("b", "RUNNING"), report("c", "FINISHED")]) {
+            yield* outbox.add(r)
+          }
+        })).pipe(Effect.provide(store.layer(location)))
+        const received: Array<string> = []
+        yield* Effect.scoped(Effect.gen(function*() {
+          const outbox = yield* Outbox.make({ ...owner, deliver: (r) => Effect.sync(() => void received.push(r.key)) })
+          assert.deepStrictEqual(outbox.unfinished, ["b"])
+          yield* outbox.add(report("b", "ERROR"))
+          yield* outbox.flush
+        })).pipe(Effect.provide(store.layer(location)))
+        assert.deepStrictEqual(received, ["a:RUNNING", "a:FINISHED", "b:RUNNING", "c:FINISHED", "b:ERROR"])
+        assert.deepStrictEqual((yield* withRecords(store, location, Effect.succeed)).initial, [])
+      }))
+
+    it.scopedLive("a second process on the store fails at its start naming it; a killed holder does not hold its successor back", () =>
+      Effect.gen(function*() {
+        const location = store.location(yield* temporary())
+        // This process holds it: the second fails, naming the store.
+        yield* Effect.scoped(Effect.gen(function*() {
+          yield* Layer.build(store.layer(location))
+          const second = child([store.name, location, "hold"])
+          const failed = yield* line(second, (l) => l.startsWith("E "))
+          assert.strictEqual(yield* Effect.promise(() => second.ended), 1)
+          assert.include(failed, location)
+          assert.include(failed, "process")
+        }))
+        // A holder killed with SIGKILL: the next start takes the store over.
+        const holder = child([store.name, location, "hold"])
+        yield* line(holder, (l) => l === "open")
+        const whileHeld = yield* Effect.exit(Effect.scoped(Layer.build(store.layer(location))))
+        assert.include(locked(whileHeld)?.message ?? "not locked", location)
+        yield* kill(holder)
+        const after = yield* Effect.exit(Effect.scoped(Layer.build(store.layer(location))))
+        assert.isTrue(Exit.isSuccess(after), `opened after the holder was killed: ${JSON.stringify(after)}`)
+      }), 60_000)
+  })
+}
+
+describe("OutboxStore: filesystem", () => {
+  it.scopedLive("a lock naming this process's pid, a pid that now belongs to another process, or a dead process not yet reaped, is stale", () =>
+    Effect.gen(function*() {
+      const location = filesystem.location(yield* temporary())
+      yield* Effect.scoped(Layer.build(filesystem.layer(location)))
+      const lock = join(location, "outbox.lock")
+      // A zombie: its parent (the shell, become `sleep`) never reaps it.
+      const parent = yield* Effect.acquireRelease(
+        Effect.sync(() => spawn("sh", ["-c", "sleep 0.05 & echo $!; exec sleep 30"], { stdio: ["ignore", "pipe", "ignore"] })),
+        (p) => Effect.sync(() => p.kill("SIGKILL"))
+      )
+      const zombie = yield* Effect.async<number>((resume) => {
+        parent.stdout!.once("data", (d) => resume(Effect.succeed(Number(String(d).trim()))))
+      })
+      const zombieStart = readFileSync(`/proc/${zombie}/stat`, "utf8").split(") ")[1]!.split(" ")[19]!
+      yield* Effect.sleep("300 millis")
+      assert.match(readFileSync(`/proc/${zombie}/stat`, "utf8"), /\) Z /, "the child is a zombie")
+      for (const holder of [{ pid: process.pid }, { pid: 1, start: "1" }, { pid: zombie, start: zombieStart }, {}]) {
+        writeFileSync(lock, JSON.stringify(holder))
+        const log = captured()
+        const exit = yield* Effect.exit(Effect.scoped(Layer.build(filesystem.layer(location)))).pipe(Effect.provide(log.layer))
+        assert.isTrue(Exit.isSuccess(exit), `${JSON.stringify(holder)}: ${JSON.stringify(exit)}`)
+        assert.isTrue(log.lines.some((l) => l.includes("taking over the lock")), `${JSON.stringify(holder)}: ${log.lines.join("\n")}`)
+        assert.isFalse(existsSync(lock), "the lock is removed when the store closes")
+      }
+    }))
+
+  it.scopedLive("two stores on one directory in one process share the lock; leftovers of unfinished writes are removed", () =>
+    Effect.gen(function*() {
+      const location = filesystem.location(yield* temporary())
+      const dir = join(location, ownerDirectory(owner))
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* Layer.build(filesystem.layer(location))
+        yield* Layer.build(filesystem.layer(location))
+        yield* withRecords(filesystem, location, (records) => records.append([record(1, "t1", "FINISHED")]))
+      }))
+      writeFileSync(join(dir, ".0000000000000002.json.tmp"), "{\"sequence\":2")
+      const again = yield* withRecords(filesystem, location, Effect.succeed)
+      assert.deepStrictEqual(sequences(again), [1])
+      assert.deepStrictEqual(readdirSync(dir).sort(), ["0000000000000001.json", "damaged", "owner.json"])
+    }))
+})
