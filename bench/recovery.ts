@@ -567,17 +567,15 @@ export const recovery: Bench = ({ quick }) =>
         )
       )
     )
-    const [latencies, costResults, refusedResults] = yield* Effect.all(
-      [
-        Effect.all(pairs, { concurrency: "unbounded" }),
-        Effect.all(costs, { concurrency: "unbounded" }),
-        Effect.all(refused, { concurrency: "unbounded" })
-      ],
+    const [latencies, costResults] = yield* Effect.all(
+      [Effect.all(pairs, { concurrency: "unbounded" }), Effect.all(costs, { concurrency: "unbounded" })],
       { concurrency: "unbounded" }
     ).pipe(
       Effect.locally(FiberRef.currentLoggers, HashSet.make(countingLogger(logCounts))),
       Logger.withMinimumLogLevel(LogLevel.Warning)
     )
+    // After the pairs, on a quieter machine: a CPU time is read, and the pairs' work would be in its caches.
+    const refusedResults = yield* Effect.all(refused, { concurrency: "unbounded" })
     const wallMs = performance.now() - began
     yield* Console.log(`recovery: done in ${seconds(wallMs)}`)
     return report(s, plan, latencies, costResults, refusedResults, logCounts, wallMs, quick)
