@@ -82,12 +82,14 @@ export interface GrpcChannel {
   readonly changes: Stream.Stream<ConnectivityState>
   /**
    * The state once it is no longer `from`, event driven: at once when it is
-   * not `from` now; `SHUTDOWN` when the channel is shut down. One step of
-   * `changes`, without a stream: what a connection attempt waits on.
+   * not `from` now; `SHUTDOWN` when the channel is shut down; `undefined` when
+   * it is still `from` at `deadline` (epoch milliseconds, by the `Clock`). One
+   * step of `changes`, without a stream or a race: what a connection attempt
+   * waits on.
    *
    * @since 0.2.0
    */
-  readonly next: (from: ConnectivityState) => Effect.Effect<ConnectivityState>
+  readonly next: (from: ConnectivityState, deadline: number) => Effect.Effect<ConnectivityState | undefined>
   /** Asks an `IDLE` channel to start connecting. */
   readonly connect: Effect.Effect<void>
   /** The grpc-js channel that service clients are built on (`channelOverride`). */
@@ -262,16 +264,17 @@ export const fromChannel = (channel: grpc.ChannelInterface): GrpcChannel => ({
   connect: Effect.sync(() => {
     channel.getConnectivityState(true)
   }),
-  next: (from) =>
-    Effect.async<ConnectivityState>((resume) => {
+  next: (from, deadline) =>
+    Effect.async<ConnectivityState | undefined>((resume) => {
       let active = true
       const now = channel.getConnectivityState(false)
       if (stateName(now) !== from || now === grpc.connectivityState.SHUTDOWN) {
         resume(Effect.succeed(stateName(now)))
         return
       }
-      channel.watchConnectivityState(now, Infinity, () => {
-        if (active) resume(Effect.succeed(stateName(channel.getConnectivityState(false))))
+      // grpc-js keeps the deadline with one timer of its own, and calls back with an error when it passes.
+      channel.watchConnectivityState(now, deadline, (error) => {
+        if (active) resume(Effect.succeed(error === undefined ? stateName(channel.getConnectivityState(false)) : undefined))
       })
       return Effect.sync(() => {
         active = false

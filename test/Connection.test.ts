@@ -304,7 +304,7 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
       assert.strictEqual(error.check, "probe")
     }).pipe(noJitter))
 
-  it.effect("refused for 5 s, then a stalled master: the first timeout waits 2 s, as if every failure had been costly", () =>
+  it.effect("refused for 5 s, then a stalled master: 9 s for the handshake it accepted, then the 2 s cap, as if every failure had been costly", () =>
     Effect.gen(function*() {
       const { conn, net } = yield* setup()
       yield* TestClock.adjust("1 second")
@@ -314,13 +314,37 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
       assert.strictEqual(yield* net.dials, 18)
       yield* SubscriptionRef.set(net.master, "stalled")
       yield* net.restore
-      // The attempt at 6.1 s times out at 9.1 s; the next waits the 2 s cap, at 11.1 s.
-      yield* TestClock.adjust(9_100 - (yield* now))
-      assert.strictEqual(lastErrorOf(yield* conn.state).reason, "ConnectTimeout")
+      // The attempt at 6.1 s, after a refusal, waits three connect timeouts for its handshake: until 15.1 s.
+      yield* TestClock.adjust(15_099 - (yield* now))
+      assert.strictEqual(lastErrorOf(yield* conn.state).reason, "Refused")
+      yield* TestClock.adjust("1 millis")
+      const error = lastErrorOf(yield* conn.state)
+      assert.deepInclude(error, { reason: "ConnectTimeout", stage: "Handshake" })
+      assert.strictEqual(error.message, "not READY within 9s: the HTTP/2 handshake never finished")
+      // The next waits the 2 s cap, at 17.1 s, and gets the usual 3 s.
       yield* TestClock.adjust("1999 millis")
       assert.strictEqual(yield* net.dials, 19)
       yield* TestClock.adjust("1 millis")
       assert.strictEqual(yield* net.dials, 20)
+      yield* TestClock.adjust("3 seconds")
+      assert.strictEqual(lastErrorOf(yield* conn.state).message, "not READY within 3s: the HTTP/2 handshake never finished")
+    }).pipe(noJitter))
+
+  it.effect("refused, then a master slow to finish handshakes: the connection it accepted is kept, one dial", () =>
+    Effect.gen(function*() {
+      const { conn, net } = yield* setup()
+      yield* TestClock.adjust("1 second")
+      yield* net.fail("Refused")
+      yield* TestClock.adjust("2 seconds")
+      const dials = yield* net.dials
+      yield* SubscriptionRef.set(net.master, "stalled")
+      yield* net.restore
+      // The next attempt (at 3.1 s) is accepted; the master finishes its handshake 5 s later.
+      yield* TestClock.adjust("5100 millis")
+      yield* SubscriptionRef.set(net.master, "serving")
+      yield* TestClock.adjust("10 millis")
+      assert.deepInclude(yield* conn.state, { _tag: "Ready", generation: 2 })
+      assert.strictEqual(yield* net.dials, dials + 1)
     }).pipe(noJitter))
 
   it.effect("refused for two minutes: attempts 250 ms apart, then 3 % of the outage so far, up to 4 s", () =>

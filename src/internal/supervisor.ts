@@ -30,6 +30,7 @@ import * as GrpcChannel from "../GrpcChannel.js"
 import type * as GrpcError from "../GrpcError.js"
 import * as Metrics from "../Metrics.js"
 import * as Readiness from "../Readiness.js"
+import * as Retry from "../Retry.js"
 import { formatMillis } from "./format.js"
 import * as Stepper from "./stepper.js"
 
@@ -89,13 +90,22 @@ const isReconnecting = ConnectionState.$is("Reconnecting")
 // How long the same failure, attempt after attempt, is logged at debug level after its warning.
 const repeatWarningAfter = 30_000
 
-// Where a connecting channel settles: READY, TRANSIENT_FAILURE or SHUTDOWN; an IDLE one is asked to connect.
-// Step by step rather than as a stream: an attempt a few hundred milliseconds apart is worth a millisecond less.
-const settled = (channel: GrpcChannel.GrpcChannel): Effect.Effect<GrpcChannel.ConnectivityState> =>
+// After a cheap failure (the master refused a moment ago), a connection the master has accepted gets this many connect
+// timeouts to finish its handshake: a master coming back is busy, and every handshake given up is work it did for
+// nothing and a connection more to come.
+const handshakePatience = 3
+
+// Where a connecting channel settles by `deadline`: READY, TRANSIENT_FAILURE or SHUTDOWN, or `undefined` when it
+// has not; an IDLE one is asked to connect. Step by step rather than as a stream in a timed race: attempts a few
+// hundred milliseconds apart are worth a millisecond less each.
+const settled = (
+  channel: GrpcChannel.GrpcChannel,
+  deadline: number
+): Effect.Effect<GrpcChannel.ConnectivityState | undefined> =>
   Effect.flatMap(channel.state, (first) =>
-    Effect.iterate(first, {
-      while: (state) => state !== "READY" && state !== "TRANSIENT_FAILURE" && state !== "SHUTDOWN",
-      body: (state) => Effect.zipRight(state === "IDLE" ? channel.connect : Effect.void, channel.next(state))
+    Effect.iterate<GrpcChannel.ConnectivityState | undefined, never, never>(first, {
+      while: (state) => state !== undefined && state !== "READY" && state !== "TRANSIENT_FAILURE" && state !== "SHUTDOWN",
+      body: (state) => Effect.zipRight(state === "IDLE" ? channel.connect : Effect.void, channel.next(state!, deadline))
     }))
 
 // grpc-js's "No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:9666 (<time>).
@@ -136,20 +146,31 @@ export const timedOut = (stage: GrpcChannel.Stage, connectTimeout: Duration.Dura
     stage
   })
 
-// READY within the connect timeout, or the reason why not, read from the channel once. Nothing fails inside the race.
+// READY within the connect timeout, or the reason why not, read from the channel once. `patient`: a master that
+// accepted the TCP connection gets `patience` in all to finish the HTTP/2 handshake.
 const awaitReady = (
   channel: GrpcChannel.GrpcChannel,
-  connectTimeout: Duration.Duration
+  connectTimeout: Duration.Duration,
+  patient: boolean
 ): Effect.Effect<void, ConnectError> =>
-  Effect.flatMap(Effect.timeoutOption(settled(channel), connectTimeout), (outcome) => {
-    if (Option.isNone(outcome)) return Effect.flatMap(channel.stage, (stage) => Effect.fail(timedOut(stage, connectTimeout)))
-    switch (outcome.value) {
+  Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    let state = yield* settled(channel, start + Duration.toMillis(connectTimeout))
+    if (state === undefined) {
+      const stage = yield* channel.stage
+      if (!patient || stage !== "Handshake") return yield* Effect.fail(timedOut(stage, connectTimeout))
+      state = yield* settled(channel, start + Duration.toMillis(connectTimeout) * handshakePatience)
+      if (state === undefined) {
+        return yield* Effect.fail(timedOut(yield* channel.stage, Duration.times(connectTimeout, handshakePatience)))
+      }
+    }
+    switch (state) {
       case "READY":
-        return Effect.void
+        return
       case "TRANSIENT_FAILURE":
-        return Effect.flatMap(channel.failure, (failure) => Effect.fail(failed(failure)))
+        return yield* Effect.fail(failed(yield* channel.failure))
       default:
-        return Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
+        return yield* Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
     }
   })
 
@@ -218,7 +239,12 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           )
           yield* channel.connect
           yield* Metric.increment(Metrics.connectionAttempts)
-          yield* awaitReady(channel, connectTimeout)
+          const before = yield* currentState
+          yield* awaitReady(
+            channel,
+            connectTimeout,
+            isReconnecting(before) && Retry.reconnectCost(before.lastError) === "Cheap"
+          )
           const readyAt = yield* Clock.currentTimeMillis
           const clients: Record<string, grpc.Client> = {}
           for (const [key, constructor] of Object.entries(services)) {

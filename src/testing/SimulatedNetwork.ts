@@ -13,6 +13,7 @@
  * @since 0.1.0
  */
 import * as grpc from "@grpc/grpc-js"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -260,12 +261,15 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
           target: dialOptions.address,
           state: SubscriptionRef.get(state),
           changes: state.changes.pipe(Stream.takeUntil((s) => s === "SHUTDOWN")),
-          next: (from) =>
-            state.changes.pipe(
-              Stream.filter((s) => s !== from || s === "SHUTDOWN"),
-              Stream.runHead,
-              Effect.map(Option.getOrElse((): GrpcChannel.ConnectivityState => "SHUTDOWN"))
-            ),
+          next: (from, deadline) =>
+            Effect.flatMap(Clock.currentTimeMillis, (now) =>
+              state.changes.pipe(
+                Stream.filter((s) => s !== from || s === "SHUTDOWN"),
+                Stream.runHead,
+                Effect.map(Option.getOrElse((): GrpcChannel.ConnectivityState => "SHUTDOWN")),
+                Effect.timeoutOption(Math.max(0, deadline - now)),
+                Effect.map(Option.getOrUndefined)
+              )),
           connect,
           channel: new SimulatedGrpcChannel(dialOptions.address, state),
           failure: Ref.get(failure),
