@@ -304,7 +304,7 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
       assert.strictEqual(error.check, "probe")
     }).pipe(noJitter))
 
-  it.effect("refused for 5 s, then a stalled master: 9 s for the handshake it accepted, then the 2 s cap, as if every failure had been costly", () =>
+  it.effect("refused for 5 s, then a stalled master: 9 s for each handshake it accepts, and the 2 s cap between, as if every failure had been costly", () =>
     Effect.gen(function*() {
       const { conn, net } = yield* setup()
       yield* TestClock.adjust("1 second")
@@ -321,13 +321,32 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
       const error = lastErrorOf(yield* conn.state)
       assert.deepInclude(error, { reason: "ConnectTimeout", stage: "Handshake" })
       assert.strictEqual(error.message, "not READY within 9s: the HTTP/2 handshake never finished")
-      // The next waits the 2 s cap, at 17.1 s, and gets the usual 3 s.
+      // The next waits the 2 s cap, at 17.1 s: in an outage its master began by refusing, it is patient too.
       yield* TestClock.adjust("1999 millis")
       assert.strictEqual(yield* net.dials, 19)
       yield* TestClock.adjust("1 millis")
       assert.strictEqual(yield* net.dials, 20)
+      yield* TestClock.adjust("8999 millis")
+      assert.strictEqual(yield* net.dials, 20)
+      yield* TestClock.adjust("1 millis")
+      assert.strictEqual(lastErrorOf(yield* conn.state).message, "not READY within 9s: the HTTP/2 handshake never finished")
+    }).pipe(noJitter))
+
+  it.effect("an outage without a refusal keeps the plain 3 s connect timeout, for an accepted connection too", () =>
+    Effect.gen(function*() {
+      const { conn, net } = yield* setup()
+      yield* TestClock.adjust("1 second")
+      // A master that stops answering: the check's probe gives up after 2 s, and the link is lost.
+      yield* SubscriptionRef.set(net.master, "silent")
+      yield* conn.check
+      yield* TestClock.adjust("2001 millis")
+      assert.strictEqual(lastErrorOf(yield* conn.state).reason, "ProbeFailed")
+      // Then it accepts connections and never finishes their handshake.
+      yield* SubscriptionRef.set(net.master, "stalled")
       yield* TestClock.adjust("3 seconds")
-      assert.strictEqual(lastErrorOf(yield* conn.state).message, "not READY within 3s: the HTTP/2 handshake never finished")
+      const error = lastErrorOf(yield* conn.state)
+      assert.deepInclude(error, { reason: "ConnectTimeout", stage: "Handshake" })
+      assert.strictEqual(error.message, "not READY within 3s: the HTTP/2 handshake never finished")
     }).pipe(noJitter))
 
   it.effect("refused, then a master slow to finish handshakes: the connection it accepted is kept, one dial", () =>

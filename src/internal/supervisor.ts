@@ -90,9 +90,10 @@ const isReconnecting = ConnectionState.$is("Reconnecting")
 // How long the same failure, attempt after attempt, is logged at debug level after its warning.
 const repeatWarningAfter = 30_000
 
-// After a cheap failure (the master refused a moment ago), a connection the master has accepted gets this many connect
-// timeouts to finish its handshake: a master coming back is busy, and every handshake given up is work it did for
-// nothing and a connection more to come.
+// In an outage that has had a cheap failure (the master refused: it was down, and is coming back), a connection the
+// master has accepted gets this many connect timeouts to finish its handshake: a master coming back is busy, and every
+// handshake given up is work it did for nothing and a connection more to come. An outage of timeouts alone (a
+// blackhole, a lost link) keeps the plain connect timeout.
 const handshakePatience = 3
 
 // Where a connecting channel settles by `deadline`: READY, TRANSIENT_FAILURE or SHUTDOWN, or `undefined` when it
@@ -239,12 +240,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           )
           yield* channel.connect
           yield* Metric.increment(Metrics.connectionAttempts)
-          const before = yield* currentState
-          yield* awaitReady(
-            channel,
-            connectTimeout,
-            isReconnecting(before) && Retry.reconnectCost(before.lastError) === "Cheap"
-          )
+          yield* awaitReady(channel, connectTimeout, refusedInOutage)
           const readyAt = yield* Clock.currentTimeMillis
           const clients: Record<string, grpc.Client> = {}
           for (const [key, constructor] of Object.entries(services)) {
@@ -289,6 +285,8 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
 
     // The last attempt's failure logged as a warning, so a long outage of one kind is not a warning a second.
     let warned: { readonly reason: string; readonly at: number } | undefined
+    // Whether this outage has had a cheap failure: its master was refusing, so an accepted connection gets patience.
+    let refusedInOutage = false
 
     // Attempts until one succeeds, spaced by the schedule; each failure moves the state to Reconnecting.
     const establish = (generation: number): Effect.Effect<Link, ConnectError> =>
@@ -308,6 +306,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
               const now = yield* Clock.currentTimeMillis
               const state = yield* currentState
               const failedAttempt = "attempt" in state ? state.attempt : 0
+              if (Retry.reconnectCost(error) === "Cheap") refusedInOutage = true
               const next = ConnectionState.Reconnecting({
                 attempt: failedAttempt + 1,
                 since: ConnectionState.$is("Reconnecting")(state) ? state.since : now,
@@ -402,6 +401,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
         }
         const link = established.right
         warned = undefined
+        refusedInOutage = false
         const since = yield* Clock.currentTimeMillis
         yield* Queue.takeAll(checks)
         yield* Queue.takeAll(rejections)
