@@ -373,8 +373,14 @@ export const renderSvg = (chart: Chart): string => {
         title(`${lane}: ${span.name}, ${times}`),
         empty("rect", { x: from, y: barTop, width: w, height: barHeight, rx: 3, fill: colours.fill })
       )
-      const label = fit(span.name, w - 8, font)
-      if (label !== "") out.push(text({ x: from + 4, y: baseline, fill: colours.text }, label))
+      // A milestone's dashed line crosses every lane: the label starts after the lines near the phase's start.
+      let start = from + 4
+      for (const mark of [...marks].sort((a, b) => a.x - b.x)) {
+        const end = Math.min(start + textWidth(span.name, font) + 3, from + w - 8)
+        if (mark.x >= start - 3 && mark.x <= end) start = mark.x + 4
+      }
+      const label = fit(span.name, from + w - 4 - start, font)
+      if (label !== "") out.push(text({ x: start, y: baseline, fill: colours.text }, label))
       out.push(`</g>`)
     }
     out.push(`</g>`)
