@@ -223,7 +223,9 @@ export const chart = (
   const both = calm.filter((r) =>
     r.schedule === "default" && calm.some((o) => o.schedule === "previous" && o.workers === r.workers)
   )
-  const workers = both.some((r) => r.workers === 1_000) ? 1_000 : Math.max(0, ...both.map((r) => r.workers))
+  const workers = both.some((r) => r.workers === 1_000)
+    ? 1_000
+    : Math.max(0, ...(both.length > 0 ? both : calm).map((r) => r.workers))
   const shown = calm.filter((r) => r.workers === workers)
   return lines({
     title: `Fleet of ${workers.toLocaleString("en-US")}: connections the master accepts per 100 ms after its restart`,
