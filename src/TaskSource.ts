@@ -18,9 +18,9 @@ import * as Ref from "effect/Ref"
 import * as Stream from "effect/Stream"
 import { randomUUID } from "node:crypto"
 import type * as Breaker from "./Breaker.js"
+import * as Call from "./Call.js"
 import * as Connection from "./Connection.js"
 import type { ClientUnavailable } from "./ConnectionState.js"
-import * as Call from "./Call.js"
 import type * as GrpcError from "./GrpcError.js"
 import * as Env from "./internal/config.js"
 import * as Validate from "./internal/validate.js"
@@ -286,8 +286,10 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
 
     const subscribe = (generation: number) =>
       Stream.unwrap(
-        Effect.map(conn.client("node"), (client) =>
-          Call.serverStream(client, "node", "Subscribe", { node_key: nodeKey, generation }))
+        Effect.map(
+          conn.client("node"),
+          (client) => Call.serverStream(client, "node", "Subscribe", { node_key: nodeKey, generation })
+        )
       ).pipe(Stream.filterMap(toRequest))
 
     return { nodeKey, fetch, report, heartbeat, register, subscribe } satisfies TaskSource

@@ -1,6 +1,6 @@
+import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
 import * as protoLoader from "@grpc/proto-loader"
-import { assert, describe, it } from "@effect/vitest"
 import { execFile } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
@@ -100,7 +100,12 @@ describe("the protocol, loaded on first use", () => {
   const fromProto = (name: string) => proto[name] as protoLoader.ServiceDefinition
 
   it("each lazy definition lists the proto's methods, with their paths and stream kinds", () => {
-    for (const [definition, name] of [[Worker.NodeService, Worker.serviceNames.node], [Worker.TaskService, Worker.serviceNames.task]] as const) {
+    for (
+      const [definition, name] of [[Worker.NodeService, Worker.serviceNames.node], [
+        Worker.TaskService,
+        Worker.serviceNames.task
+      ]] as const
+    ) {
       const expected = fromProto(name)
       assert.deepStrictEqual(Object.keys(definition), Object.keys(expected))
       for (const method of Object.keys(expected)) {

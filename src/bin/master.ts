@@ -15,9 +15,9 @@
  *
  * @since 0.2.0
  */
-import * as HttpServer from "@effect/platform/HttpServer"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as HttpServer from "@effect/platform/HttpServer"
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -53,7 +53,10 @@ const MasterLive = Layer.unwrapEffect(
     const Admin = HttpServer.serve(MasterAdmin.router).pipe(Layer.provide(NodeHttpServer.layer(createServer, listen)))
     const where = adminSocket._tag === "Some" ? `unix:${adminSocket.value}` : `http://127.0.0.1:${adminPort}`
     const announce = Layer.effectDiscard(
-      Effect.flatMap(Master.Master, (master) => Effect.logInfo(`master serving on ${master.address}, admin on ${where}`))
+      Effect.flatMap(
+        Master.Master,
+        (master) => Effect.logInfo(`master serving on ${master.address}, admin on ${where}`)
+      )
     )
     const MasterLayer = Master.layer({
       port,

@@ -82,6 +82,8 @@ const lazyConstructor = <C extends grpc.Client, D extends grpc.ServiceDefinition
   service: () => D,
   load: () => ClientConstructor<C, D>
 ): ClientConstructor<C, D> => {
+  // A function, not a method: a Proxy can only construct through a constructible target.
+  // eslint-disable-next-line object-shorthand
   const shell = { [name]: function() {} }[name]!
   return new Proxy(shell as unknown as ClientConstructor<C, D>, {
     construct: (_, args, newTarget) => Reflect.construct(load(), args, newTarget),
