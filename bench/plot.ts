@@ -32,7 +32,16 @@ export interface BarGroup {
   readonly bars: ReadonlyArray<Bar>
 }
 
-/** Grouped bars, one color per series, with a legend and a y axis in `unit`. */
+/**
+ * About how wide a line of text is in the charts' font (DejaVu Sans, as rsvg-convert and browsers draw it):
+ * its average advance is about 0.6 em, 0.66 em in bold. Generous, so a line measured to fit does.
+ */
+export const textWidth = (text: string, size: number, bold = false): number => text.length * size * (bold ? 0.66 : 0.6)
+
+/**
+ * Grouped bars, one color per series, with a legend and a y axis in `unit`. The canvas is as wide as its
+ * widest line of text needs; a bar's value is written above it, left of its whisker when it has one.
+ */
 export const bars = (options: {
   readonly title: string
   readonly subtitle?: string | undefined
@@ -42,9 +51,21 @@ export const bars = (options: {
   const series = Array.from(new Set(options.groups.flatMap((g) => g.bars.map((b) => b.series))))
   const values = options.groups.flatMap((g) => g.bars.flatMap((b) => [b.value, b.high ?? 0])).filter(Number.isFinite)
   const { top, step } = axis(Math.max(0, ...values))
-  const width = 160 + options.groups.length * (series.length * 46 + 40)
-  const height = 380
+  const whiskers = options.groups.some((g) => g.bars.some((b) => b.high !== undefined))
+  // With whiskers, each bar is wider: its value on the left half, its whisker on the right.
+  const barWidth = whiskers ? 44 : 36
+  const slot = barWidth + 12
+  const groupWidths = options.groups.map((g) => Math.max(g.bars.length * slot - 12, textWidth(g.label, 12) + 8))
+  const barsWidth = groupWidths.reduce((a, b) => a + b, 0) + (options.groups.length - 1) * 40
+  const width = Math.ceil(Math.max(
+    barsWidth + 130,
+    textWidth(options.title, 18, true) + 40,
+    textWidth(options.subtitle ?? "", 13) + 40,
+    Math.max(0, ...series.map((name) => textWidth(name, 12))) + 150
+  ))
   const plot = { x: 70, y: 70, w: width - 100, h: 220 }
+  const rows = legendRows(series, plot.x, width - 20)
+  const height = plot.y + plot.h + 50 + rows * 18 + 10
   const y = (v: number) => plot.y + plot.h - (Math.min(v, top) / top) * plot.h
   const parts: Array<string> = []
   parts.push(`<text x="20" y="28" font-size="18" font-weight="bold">${escape(options.title)}</text>`)
@@ -56,33 +77,43 @@ export const bars = (options: {
   parts.push(
     `<text x="18" y="${plot.y + plot.h / 2}" font-size="12" fill="#555" transform="rotate(-90 18 ${plot.y + plot.h / 2})" text-anchor="middle">${escape(options.unit)}</text>`
   )
-  let x = plot.x + 20
-  for (const group of options.groups) {
-    const start = x
-    for (const bar of group.bars) {
+  // The groups, centered in the plot.
+  let x = plot.x + (plot.w - barsWidth) / 2
+  options.groups.forEach((group, g) => {
+    const groupWidth = groupWidths[g]!
+    const start = x + (groupWidth - (group.bars.length * slot - 12)) / 2
+    group.bars.forEach((bar, i) => {
+      const left = start + i * slot
       const color = palette[series.indexOf(bar.series) % palette.length]
       if (bar.missing !== undefined) {
         parts.push(
-          `<rect x="${x}" y="${plot.y}" width="36" height="${plot.h}" fill="none" stroke="${color}" stroke-dasharray="4 3"/>`
+          `<rect x="${left}" y="${plot.y}" width="${barWidth}" height="${plot.h}" fill="none" stroke="${color}" stroke-dasharray="4 3"/>`
         )
-        parts.push(`<text x="${x + 18}" y="${plot.y + 14}" font-size="10" text-anchor="middle" fill="${color}">${escape(bar.missing)}</text>`)
-      } else {
-        parts.push(`<rect x="${x}" y="${y(bar.value)}" width="36" height="${plot.y + plot.h - y(bar.value)}" fill="${color}"/>`)
-        parts.push(`<text x="${x + 18}" y="${y(bar.value) - 4}" font-size="10" text-anchor="middle">${label(bar.value)}</text>`)
-        if (bar.high !== undefined && Number.isFinite(bar.high)) {
-          parts.push(`<line x1="${x + 18}" x2="${x + 18}" y1="${y(bar.value)}" y2="${y(bar.high)}" stroke="#333"/>`)
-          parts.push(`<line x1="${x + 10}" x2="${x + 26}" y1="${y(bar.high)}" y2="${y(bar.high)}" stroke="#333"/>`)
-        }
+        parts.push(
+          `<text x="${left + barWidth / 2}" y="${plot.y + 14}" font-size="10" text-anchor="middle" fill="${color}">${escape(bar.missing)}</text>`
+        )
+        return
       }
-      x += 46
-    }
+      parts.push(`<rect x="${left}" y="${y(bar.value)}" width="${barWidth}" height="${plot.y + plot.h - y(bar.value)}" fill="${color}"/>`)
+      const hasWhisker = bar.high !== undefined && Number.isFinite(bar.high)
+      const whiskerX = left + barWidth * 0.75
+      parts.push(
+        `<text x="${hasWhisker ? left + barWidth * 0.3 : left + barWidth / 2}" y="${y(bar.value) - 4}" font-size="10" text-anchor="middle">${
+          label(bar.value)
+        }</text>`
+      )
+      if (hasWhisker) {
+        parts.push(`<line x1="${whiskerX}" x2="${whiskerX}" y1="${y(bar.value)}" y2="${y(bar.high!)}" stroke="#333"/>`)
+        parts.push(`<line x1="${whiskerX - 6}" x2="${whiskerX + 6}" y1="${y(bar.high!)}" y2="${y(bar.high!)}" stroke="#333"/>`)
+      }
+    })
     parts.push(
-      `<text x="${(start + x - 10) / 2}" y="${plot.y + plot.h + 20}" font-size="12" text-anchor="middle">${escape(group.label)}</text>`
+      `<text x="${x + groupWidth / 2}" y="${plot.y + plot.h + 20}" font-size="12" text-anchor="middle">${escape(group.label)}</text>`
     )
-    x += 40
-  }
+    x += groupWidth + 40
+  })
   parts.push(`<line x1="${plot.x}" x2="${plot.x + plot.w}" y1="${plot.y + plot.h}" y2="${plot.y + plot.h}" stroke="#333"/>`)
-  legend(parts, series, plot.x, height - 40, width - 20)
+  legend(parts, series, plot.x, plot.y + plot.h + 50, width - 20)
   return svg(width, height, parts)
 }
 
@@ -103,9 +134,10 @@ export const lines = (options: {
   const ys = options.series.flatMap((s) => s.points.map(([, py]) => py))
   const xAxis = axis(Math.max(0, ...xs))
   const yAxis = axis(Math.max(0, ...ys))
-  const width = 760
-  const height = 380
+  const width = Math.ceil(Math.max(760, textWidth(options.title, 18, true) + 40, textWidth(options.subtitle ?? "", 13) + 40))
   const plot = { x: 70, y: 70, w: width - 100, h: 220 }
+  const rows = legendRows(options.series.map((s) => s.name), plot.x, width - 20)
+  const height = plot.y + plot.h + 70 + rows * 18 + 10
   const x = (v: number) => plot.x + (v / xAxis.top) * plot.w
   const y = (v: number) => plot.y + plot.h - (v / yAxis.top) * plot.h
   const parts: Array<string> = []
@@ -127,24 +159,35 @@ export const lines = (options: {
     const d = s.points.map(([px, py], j) => `${j === 0 ? "M" : "L"}${x(px).toFixed(1)},${y(py).toFixed(1)}`).join(" ")
     parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.5"/>`)
   })
-  legend(parts, options.series.map((s) => s.name), plot.x, height - 40, width - 20)
+  legend(parts, options.series.map((s) => s.name), plot.x, plot.y + plot.h + 70, width - 20)
   parts.push(`<line x1="${plot.x}" x2="${plot.x + plot.w}" y1="${plot.y + plot.h}" y2="${plot.y + plot.h}" stroke="#333"/>`)
   return svg(width, height, parts)
 }
 
 // Legend entries side by side, wrapping to a new row when the next would pass `right`.
-const legend = (parts: Array<string>, names: ReadonlyArray<string>, left: number, top: number, right: number) => {
+const legendLayout = (names: ReadonlyArray<string>, left: number, right: number) => {
   let x = left
-  let y = top
-  names.forEach((name, i) => {
-    const width = 26 + name.length * 7
+  let row = 0
+  return names.map((name) => {
+    const width = 18 + textWidth(name, 12)
     if (x + width > right && x > left) {
       x = left
-      y += 18
+      row++
     }
+    const at = { x, row }
+    x += width + 24
+    return at
+  })
+}
+
+const legendRows = (names: ReadonlyArray<string>, left: number, right: number) =>
+  names.length === 0 ? 0 : Math.max(...legendLayout(names, left, right).map((at) => at.row)) + 1
+
+const legend = (parts: Array<string>, names: ReadonlyArray<string>, left: number, top: number, right: number) => {
+  legendLayout(names, left, right).forEach(({ row, x }, i) => {
+    const y = top + row * 18
     parts.push(`<rect x="${x}" y="${y - 10}" width="12" height="12" fill="${palette[i % palette.length]}"/>`)
-    parts.push(`<text x="${x + 18}" y="${y}" font-size="12">${escape(name)}</text>`)
-    x += width + 16
+    parts.push(`<text x="${x + 18}" y="${y}" font-size="12">${escape(names[i]!)}</text>`)
   })
 }
 

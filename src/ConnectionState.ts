@@ -6,18 +6,78 @@
  */
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
+import type * as GrpcChannel from "./GrpcChannel.js"
 import { formatMillis } from "./internal/format.js"
+import type * as Readiness from "./Readiness.js"
 
 /**
- * Why a connection attempt failed, or why a connection was given up as lost.
+ * Why a connection attempt failed, or why a connection was given up.
+ *
+ * An attempt fails with:
+ * - `Refused`: the master's side said no: nothing listens on the port, or the
+ *   connection was reset or closed before the HTTP/2 handshake finished.
+ * - `HostUnreachable`: no route to the master's host.
+ * - `NameNotResolved`: the master's name did not resolve.
+ * - `TlsRefused`: the TLS handshake failed (a certificate not trusted, not for
+ *   that name, or refused).
+ * - `TransientFailure`: the channel failed for a reason grpc-js did not name
+ *   in a way recognized here (`detail` has its words).
+ * - `ConnectTimeout`: not READY within the connect timeout; `stage` says how
+ *   far it got (`Connect`: TCP never answered; `Handshake`: the HTTP/2
+ *   handshake never finished).
+ * - `NotReady`: READY, but readiness did not pass within its bound; `check`
+ *   says which check held it back.
+ * - `Rejected`: the master refused the worker's credentials.
+ * - `Shutdown`: the channel was shut down under the attempt.
+ *
+ * A Ready connection is given up with `Lost` (its channel left READY, or a
+ * check found it not READY), `ProbeFailed` (the master stopped answering the
+ * probe) or `Rejected`.
  *
  * @since 0.1.0
  * @category errors
  */
 export class ConnectError extends Data.TaggedError("ConnectError")<{
-  readonly reason: "ConnectTimeout" | "TransientFailure" | "Shutdown" | "NotReady" | "Lost" | "ProbeFailed" | "Rejected"
+  readonly reason: ConnectErrorReason
   readonly message: string
+  /**
+   * `ConnectTimeout`: how far the connection got.
+   *
+   * @since 0.2.0
+   */
+  readonly stage?: GrpcChannel.Stage | undefined
+  /**
+   * `NotReady`: the readiness check that held the attempt back.
+   *
+   * @since 0.2.0
+   */
+  readonly check?: Readiness.CheckName | undefined
+  /**
+   * For a channel that failed: grpc-js's last connection error, in its words.
+   *
+   * @since 0.2.0
+   */
+  readonly detail?: string | undefined
 }> {}
+
+/**
+ * The reasons of {@link ConnectError}.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type ConnectErrorReason =
+  | "Refused"
+  | "HostUnreachable"
+  | "NameNotResolved"
+  | "TlsRefused"
+  | "TransientFailure"
+  | "ConnectTimeout"
+  | "NotReady"
+  | "Rejected"
+  | "Shutdown"
+  | "Lost"
+  | "ProbeFailed"
 
 /**
  * The connection's state. "Is a reconnection in progress" is

@@ -24,6 +24,51 @@ import * as Stream from "effect/Stream"
 export type ConnectivityState = "IDLE" | "CONNECTING" | "READY" | "TRANSIENT_FAILURE" | "SHUTDOWN"
 
 /**
+ * Why a channel's connection failed, named from what grpc-js said:
+ *
+ * - `Refused`: the master's side said no. Nothing listens on the port
+ *   (ECONNREFUSED), or the connection was reset or closed before the HTTP/2
+ *   handshake finished (a proxy or load balancer without a backend).
+ * - `HostUnreachable`: no route to the master's host (EHOSTUNREACH,
+ *   ENETUNREACH, ENETDOWN, EHOSTDOWN, EADDRNOTAVAIL).
+ * - `NameNotResolved`: the master's name did not resolve.
+ * - `TlsRefused`: the TLS handshake failed: a certificate not trusted or not
+ *   for that name, a client certificate refused, TLS to a plaintext port.
+ * - `Unrecognized`: anything else; `detail` has grpc-js's words.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type FailureReason = "Refused" | "HostUnreachable" | "NameNotResolved" | "TlsRefused" | "Unrecognized"
+
+/**
+ * A channel's failure: the reason, and grpc-js's own words for it.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Failure {
+  readonly reason: FailureReason
+  /** grpc-js's last connection error, as it wrote it. */
+  readonly detail: string
+}
+
+/**
+ * How far the connection of a `CONNECTING` channel got:
+ *
+ * - `Resolve`: the master's name has not resolved yet.
+ * - `Connect`: no TCP connection yet (or no TLS over it): nothing answered.
+ * - `Handshake`: connected, and the master's HTTP/2 settings have not come:
+ *   a master too busy to serve a new connection, or a link that went dead
+ *   after the TCP handshake.
+ * - `Unknown`: the channel does not say.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Stage = "Resolve" | "Connect" | "Handshake" | "Unknown"
+
+/**
  * One gRPC channel. It is closed when the scope it was dialed in closes.
  *
  * @since 0.1.0
@@ -35,10 +80,34 @@ export interface GrpcChannel {
   readonly state: Effect.Effect<ConnectivityState>
   /** The current state, then every change, event driven; ends after `SHUTDOWN`. */
   readonly changes: Stream.Stream<ConnectivityState>
+  /**
+   * The state once it is no longer `from`, event driven: at once when it is
+   * not `from` now; `SHUTDOWN` when the channel is shut down; `undefined` when
+   * it is still `from` at `deadline` (epoch milliseconds, by the `Clock`). One
+   * step of `changes`, without a stream or a race: what a connection attempt
+   * waits on.
+   *
+   * @since 0.2.0
+   */
+  readonly next: (from: ConnectivityState, deadline: number) => Effect.Effect<ConnectivityState | undefined>
   /** Asks an `IDLE` channel to start connecting. */
   readonly connect: Effect.Effect<void>
   /** The grpc-js channel that service clients are built on (`channelOverride`). */
   readonly channel: grpc.ChannelInterface
+  /**
+   * Why a channel in `TRANSIENT_FAILURE` failed: its last connection error,
+   * named. Read once, when an attempt fails.
+   *
+   * @since 0.2.0
+   */
+  readonly failure: Effect.Effect<Failure>
+  /**
+   * How far the connection of a `CONNECTING` channel got. Read once, when an
+   * attempt times out.
+   *
+   * @since 0.2.0
+   */
+  readonly stage: Effect.Effect<Stage>
 }
 
 /**
@@ -86,6 +155,100 @@ export const defaultChannelOptions: grpc.ChannelOptions = {
 const stateName = (state: grpc.connectivityState): ConnectivityState =>
   grpc.connectivityState[state] as ConnectivityState
 
+// The patterns, in order: a TLS error may also carry ECONNRESET, a resolution failure no errno.
+const patterns: ReadonlyArray<readonly [FailureReason, RegExp]> = [
+  ["NameNotResolved", /Name resolution failed|No addresses resolved|Failed to parse DNS address|ENOTFOUND|EAI_AGAIN|EAI_NONAME/],
+  ["HostUnreachable", /EHOSTUNREACH|ENETUNREACH|ENETDOWN|EHOSTDOWN|EADDRNOTAVAIL/],
+  // The peer went away before TLS could be refused: a reset like any other.
+  ["Refused", /socket disconnected before secure TLS connection/],
+  ["TlsRefused", /SSL routines|ssl3_|tlsv1|alert|certificate|CERT_|self[- ]signed|unable to (?:verify|get)|altnames|ERR_SSL|ERR_TLS/i],
+  ["Refused", /ECONNREFUSED|ECONNRESET|ECONNABORTED|EPIPE|Socket closed|Failed to connect|Connection closed before/]
+]
+
+/**
+ * Names a connection failure from grpc-js's text for it, the one place the
+ * text is read: grpc-js reports every connection failure as UNAVAILABLE,
+ * with the reason only in its details ("No connection established. Last
+ * error: Error: connect ECONNREFUSED 127.0.0.1:9666 ...").
+ *
+ * @since 0.2.0
+ * @category classification
+ */
+export const classify = (detail: string): FailureReason =>
+  patterns.find(([, pattern]) => pattern.test(detail))?.[0] ?? "Unrecognized"
+
+// grpc-js 1.14's subchannel, as far as this module reads it. Every member is checked before use: a grpc-js
+// without them gets a plain close and an `Unknown` stage.
+interface SubchannelInternals {
+  readonly backoffTimeout?: { readonly stop?: unknown } | undefined
+  continueConnecting?: unknown
+  readonly connector?: { readonly session?: unknown; readonly shutdown?: unknown } | undefined
+}
+
+// The subchannels of the channel's own pool, or `undefined` when grpc-js does not show them.
+const subchannelsOf = (channel: grpc.ChannelInterface): ReadonlyArray<SubchannelInternals> | undefined => {
+  const internal = (channel as { readonly internalChannel?: { readonly subchannelPool?: { readonly pool?: unknown } } })
+    .internalChannel
+  const pool = internal?.subchannelPool?.pool
+  if (typeof pool !== "object" || pool === null) return undefined
+  return Object.values(pool as Record<string, unknown>).flatMap((entries) =>
+    Array.isArray(entries)
+      ? entries.flatMap((entry) =>
+        typeof entry === "object" && entry !== null && typeof entry.subchannel === "object" && entry.subchannel !== null
+          ? [entry.subchannel as SubchannelInternals]
+          : []
+      )
+      : []
+  )
+}
+
+const stageOf = (channel: grpc.ChannelInterface): Stage => {
+  const subchannels = subchannelsOf(channel)
+  if (subchannels === undefined) return "Unknown"
+  if (subchannels.length === 0) return "Resolve"
+  // The connector holds an HTTP/2 session only from the end of the TCP (and TLS) handshake to READY.
+  return subchannels.some((s) => s.connector?.session !== undefined && s.connector.session !== null) ? "Handshake" : "Connect"
+}
+
+/**
+ * Closes a channel dialed with its own subchannel pool, and stops what
+ * grpc-js 1.14 leaves running behind a closed channel: a subchannel closed in
+ * TRANSIENT_FAILURE still reconnects when its backoff timer fires (a
+ * connection to the master nobody uses, kept open by keepalive), and one
+ * closed during the HTTP/2 handshake keeps its socket until the peer closes it.
+ */
+const closeQuietly = (channel: grpc.ChannelInterface): void => {
+  const subchannels = subchannelsOf(channel) ?? []
+  channel.close()
+  for (const subchannel of subchannels) {
+    const backoff = subchannel.backoffTimeout
+    if (typeof backoff?.stop === "function") backoff.stop()
+    if (typeof subchannel.continueConnecting === "boolean") subchannel.continueConnecting = false
+    const connector = subchannel.connector
+    if (typeof connector?.shutdown === "function") connector.shutdown()
+  }
+}
+
+type LastErrorCall = ReturnType<grpc.ChannelInterface["createCall"]>
+
+// The channel's last connection error: a call that does not wait for READY fails at once with it in its details.
+const failureOf = (channel: grpc.ChannelInterface): Effect.Effect<Failure> =>
+  Effect.async<Failure>((resume) => {
+    let call: LastErrorCall | undefined
+    try {
+      call = channel.createCall("/effect-grpc-resilience.Connection/LastError", Date.now() + 1_000, null, null, null)
+      call.start(new grpc.Metadata(), {
+        onReceiveMetadata: () => {},
+        onReceiveMessage: () => {},
+        onReceiveStatus: (status) => resume(Effect.succeed({ reason: classify(status.details), detail: status.details }))
+      })
+      call.halfClose()
+    } catch (error) {
+      resume(Effect.succeed({ reason: "Unrecognized", detail: String(error) }))
+    }
+    return Effect.sync(() => call?.cancelWithStatus(grpc.status.CANCELLED, "not needed"))
+  })
+
 /**
  * Wraps a grpc-js channel in the port. The channel is owned by the caller.
  *
@@ -95,10 +258,28 @@ const stateName = (state: grpc.connectivityState): ConnectivityState =>
 export const fromChannel = (channel: grpc.ChannelInterface): GrpcChannel => ({
   target: channel.getTarget(),
   channel,
+  failure: failureOf(channel),
+  stage: Effect.sync(() => stageOf(channel)),
   state: Effect.sync(() => stateName(channel.getConnectivityState(false))),
   connect: Effect.sync(() => {
     channel.getConnectivityState(true)
   }),
+  next: (from, deadline) =>
+    Effect.async<ConnectivityState | undefined>((resume) => {
+      let active = true
+      const now = channel.getConnectivityState(false)
+      if (stateName(now) !== from || now === grpc.connectivityState.SHUTDOWN) {
+        resume(Effect.succeed(stateName(now)))
+        return
+      }
+      // grpc-js keeps the deadline with one timer of its own, and calls back with an error when it passes.
+      channel.watchConnectivityState(now, deadline, (error) => {
+        if (active) resume(Effect.succeed(error === undefined ? stateName(channel.getConnectivityState(false)) : undefined))
+      })
+      return Effect.sync(() => {
+        active = false
+      })
+    }),
   changes: Stream.async<ConnectivityState>((emit) => {
     let active = true
     const watch = (last: grpc.connectivityState) => {
@@ -125,7 +306,9 @@ export const fromChannel = (channel: grpc.ChannelInterface): GrpcChannel => ({
 })
 
 /**
- * Dials real channels with @grpc/grpc-js.
+ * Dials real channels with @grpc/grpc-js. A channel with its own subchannel
+ * pool (the default) leaves nothing behind when closed: no reconnection of
+ * its subchannel, no socket of a handshake cut short.
  *
  * @since 0.1.0
  * @category layers
@@ -133,14 +316,11 @@ export const fromChannel = (channel: grpc.ChannelInterface): GrpcChannel => ({
 export const layer: Layer.Layer<Dialer> = Layer.succeed(Dialer, {
   dial: (options) =>
     Effect.acquireRelease(
-      Effect.sync(() =>
-        fromChannel(
-          new grpc.Channel(options.address, options.credentials, {
-            ...defaultChannelOptions,
-            ...options.channelOptions
-          })
-        )
-      ),
-      (channel) => Effect.sync(() => channel.channel.close())
-    )
+      Effect.sync(() => {
+        const channelOptions = { ...defaultChannelOptions, ...options.channelOptions }
+        const ownPool = Boolean(channelOptions["grpc.use_local_subchannel_pool"])
+        return [fromChannel(new grpc.Channel(options.address, options.credentials, channelOptions)), ownPool] as const
+      }),
+      ([channel, ownPool]) => Effect.sync(() => (ownPool ? closeQuietly(channel.channel) : channel.channel.close()))
+    ).pipe(Effect.map(([channel]) => channel))
 })

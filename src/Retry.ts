@@ -9,7 +9,9 @@ import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual, pipe } from "effect/Function"
+import * as Interval from "effect/ScheduleInterval"
 import * as Predicate from "effect/Predicate"
+import * as Random from "effect/Random"
 import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
@@ -90,8 +92,29 @@ const wholeMillis = <Out, In, R>(self: Schedule.Schedule<Out, In, R>) =>
   Schedule.modifyDelay(self, (_, delay) => Duration.millis(Math.round(Duration.toMillis(delay))))
 
 /**
- * The shape of a reconnection schedule: exponential backoff whose cap is short
- * at the start of an outage and long once the outage has lasted a while.
+ * What a failed connection attempt cost the master, as the default
+ * reconnection schedule reads it:
+ *
+ * - `Cheap`: `Refused`, `HostUnreachable`, `NameNotResolved`. The master
+ *   spent nothing on it (its kernel refused the connection, or nothing reached
+ *   it): try again soon.
+ * - `Costly`: everything else. A connect timeout or a failed readiness may be
+ *   a master too busy to answer, a TLS refusal cost it a handshake, and a
+ *   failure not named may be either: back off.
+ *
+ * @since 0.2.0
+ * @category classification
+ */
+export const reconnectCost = (error: unknown): "Cheap" | "Costly" =>
+  field(error, "_tag") === "ConnectError" && cheapReasons.has(field(error, "reason")) ? "Cheap" : "Costly"
+
+const cheapReasons: ReadonlySet<unknown> = new Set(["Refused", "HostUnreachable", "NameNotResolved"])
+
+/**
+ * The shape of a reconnection schedule: after a costly failure, exponential
+ * backoff whose cap is short at the start of an outage and long once the
+ * outage has lasted a while; after a cheap one (see {@link reconnectCost}),
+ * the next attempt soon.
  *
  * @since 0.1.0
  * @category models
@@ -109,6 +132,27 @@ export interface ReconnectOptions {
   readonly longCap?: Duration.DurationInput | undefined
   /** Each delay is multiplied by a random factor in [min, max]. Default 0.8 to 1.2. */
   readonly jitter?: { readonly min: number; readonly max: number } | undefined
+  /**
+   * The shortest delay after a cheap failure. Default 250 ms.
+   *
+   * @since 0.2.0
+   */
+  readonly soon?: Duration.DurationInput | undefined
+  /**
+   * After a cheap failure, the delay is this share of the outage so far when
+   * that is longer than `soon`: the later in an outage, the less likely the
+   * next moment ends it. Default 0.03 (3 %: 300 ms 10 s into an outage, 1.8 s
+   * a minute into it).
+   *
+   * @since 0.2.0
+   */
+  readonly soonFraction?: number | undefined
+  /**
+   * The longest delay after a cheap failure. Default 4 s.
+   *
+   * @since 0.2.0
+   */
+  readonly soonCap?: Duration.DurationInput | undefined
 }
 
 /**
@@ -123,35 +167,74 @@ export const reconnectDefaults = {
   shortCap: Duration.seconds(2),
   shortPhase: Duration.minutes(1),
   longCap: Duration.seconds(30),
-  jitter: { min: 0.8, max: 1.2 }
+  jitter: { min: 0.8, max: 1.2 },
+  soon: Duration.millis(250),
+  soonFraction: 0.03,
+  soonCap: Duration.seconds(4)
 } as const
 
+interface ReconnectState {
+  /** When the first failure of the outage happened. */
+  readonly since: number | undefined
+  /** Failures in the young outage. */
+  readonly young: number
+  /** Failures once the outage is older. */
+  readonly old: number
+}
+
 /**
- * A reconnection schedule of the given shape, forever. The caps apply before
- * the jitter, so a fleet at the cap stays spread out.
+ * A reconnection schedule of the given shape, forever. Its input is the
+ * failed attempt's error (a `ConnectError`); any other input is costly.
+ *
+ * Every failure counts toward the backoff, cheap or costly, so a costly
+ * failure late in an outage waits as long as it would have had every failure
+ * before it been costly: a fleet that was refused while its master restarted
+ * and then times out against it backs off as if it had timed out all along.
+ * The caps apply before the jitter, so a fleet at the cap stays spread out.
  *
  * @since 0.1.0
  * @category schedules
  */
 export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule<Duration.Duration, unknown> => {
   const factor = options.factor ?? reconnectDefaults.factor
-  const shortCap = Duration.decode(options.shortCap ?? reconnectDefaults.shortCap)
-  const longCap = options.longCap ?? reconnectDefaults.longCap
-  return pipe(
-    Schedule.exponential(options.base ?? reconnectDefaults.base, factor),
-    capped(shortCap),
-    Schedule.upTo(options.shortPhase ?? reconnectDefaults.shortPhase),
-    // The long phase grows on from the short cap instead of jumping to the long cap.
-    Schedule.andThen(pipe(Schedule.exponential(Duration.times(shortCap, factor), factor), capped(longCap))),
-    Schedule.jitteredWith(options.jitter ?? reconnectDefaults.jitter),
-    wholeMillis
+  const base = Duration.toMillis(options.base ?? reconnectDefaults.base)
+  const shortCap = Duration.toMillis(options.shortCap ?? reconnectDefaults.shortCap)
+  const shortPhase = Duration.toMillis(options.shortPhase ?? reconnectDefaults.shortPhase)
+  const longCap = Duration.toMillis(options.longCap ?? reconnectDefaults.longCap)
+  const soon = Duration.toMillis(options.soon ?? reconnectDefaults.soon)
+  const soonFraction = options.soonFraction ?? reconnectDefaults.soonFraction
+  const soonCap = Duration.toMillis(options.soonCap ?? reconnectDefaults.soonCap)
+  const { max, min } = options.jitter ?? reconnectDefaults.jitter
+  return Schedule.makeWithState<ReconnectState, unknown, Duration.Duration>(
+    { since: undefined, young: 0, old: 0 },
+    (now, error, state) =>
+      Effect.map(Random.next, (random) => {
+        const since = state.since ?? now
+        const young = now - since < shortPhase
+        // Cheap: soon, or a share of the outage so far. Costly, in a young outage: exponential from `base` to the
+        // short cap; then on from the short cap to the long one.
+        const delay = reconnectCost(error) === "Cheap"
+          ? Math.min(Math.max(soon, soonFraction * (now - since)), soonCap)
+          : young
+          ? Math.min(base * factor ** state.young, shortCap)
+          : Math.min(shortCap * factor ** (state.old + 1), longCap)
+        const jittered = Duration.millis(Math.round(delay * min * (1 - random) + delay * max * random))
+        const next: ReconnectState = young
+          ? { since, young: state.young + 1, old: 0 }
+          : { since, young: state.young, old: state.old + 1 }
+        return [next, jittered, ScheduleDecision.continueWith(Interval.after(now + Duration.toMillis(jittered)))] as const
+      })
   )
 }
 
 /**
- * The default reconnection schedule: exponential from 500 ms, factor 2,
- * capped at 2 s during the first minute of an outage and at 30 s after it,
- * jittered by 0.8 to 1.2, forever.
+ * The default reconnection schedule, by what each failure cost the master
+ * ({@link reconnectCost}): after a cheap failure (refused, host unreachable,
+ * name not resolved) the next attempt in 250 ms, or 3 % of the outage so far
+ * when that is longer, up to 4 s; after a costly one (a connect timeout, a
+ * failed readiness, a TLS refusal), exponential from 500 ms, factor 2, capped
+ * at 2 s during the first minute and at 30 s after it. Every delay is jittered
+ * by 0.8 to 1.2; forever.
  *
  * @since 0.1.0
  * @category schedules
@@ -332,8 +415,8 @@ export const transient: {
 /**
  * The reconnection schedule's shape from the environment: `RECONNECT_BASE`,
  * `RECONNECT_FACTOR`, `RECONNECT_SHORT_CAP`, `RECONNECT_SHORT_PHASE`,
- * `RECONNECT_LONG_CAP` and `RECONNECT_JITTER` (a fraction: 0.2 is 0.8 to 1.2),
- * each optional.
+ * `RECONNECT_LONG_CAP`, `RECONNECT_JITTER` (a fraction: 0.2 is 0.8 to 1.2),
+ * `RECONNECT_SOON`, `RECONNECT_SOON_FRACTION` and `RECONNECT_SOON_CAP`, each optional.
  *
  * @since 0.1.0
  * @category config
@@ -347,7 +430,10 @@ export const reconnectConfig: Config.Config<ReconnectOptions> = pipe(
     longCap: Env.optional(Env.duration("RECONNECT_LONG_CAP")),
     jitter: Env.optional(
       Config.map(Env.number("RECONNECT_JITTER", 0, 0.99), (spread) => ({ min: 1 - spread, max: 1 + spread }))
-    )
+    ),
+    soon: Env.optional(Env.duration("RECONNECT_SOON")),
+    soonFraction: Env.optional(Env.number("RECONNECT_SOON_FRACTION", 0, 1)),
+    soonCap: Env.optional(Env.duration("RECONNECT_SOON_CAP"))
   }),
   (config) =>
     Env.firstWithinCap(config, ["RECONNECT_BASE", "RECONNECT_SHORT_CAP"], (o) => [o.base, o.shortCap], [
@@ -358,6 +444,11 @@ export const reconnectConfig: Config.Config<ReconnectOptions> = pipe(
     Env.firstWithinCap(config, ["RECONNECT_SHORT_CAP", "RECONNECT_LONG_CAP"], (o) => [o.shortCap, o.longCap], [
       reconnectDefaults.shortCap,
       reconnectDefaults.longCap
+    ]),
+  (config) =>
+    Env.firstWithinCap(config, ["RECONNECT_SOON", "RECONNECT_SOON_CAP"], (o) => [o.soon, o.soonCap], [
+      reconnectDefaults.soon,
+      reconnectDefaults.soonCap
     ])
 )
 

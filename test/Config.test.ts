@@ -51,6 +51,9 @@ describe("configuration from the environment", () => {
         RECONNECT_SHORT_PHASE: "2 minutes",
         RECONNECT_LONG_CAP: "1 minute",
         RECONNECT_JITTER: "0.1",
+        RECONNECT_SOON: "50 millis",
+        RECONNECT_SOON_FRACTION: "0.1",
+        RECONNECT_SOON_CAP: "2 seconds",
         CALL_RETRIES: "2",
         CALL_RETRY_BASE: "50 millis",
         CALL_RETRY_CAP: "1 second",
@@ -114,6 +117,8 @@ describe("configuration from the environment", () => {
       ])
       assert.strictEqual(reconnect.factor, 3)
       assert.deepStrictEqual(reconnect.jitter, { min: 0.9, max: 1.1 })
+      assert.deepStrictEqual([reconnect.soon, reconnect.soonCap].map(seconds), [0.05, 2])
+      assert.strictEqual(reconnect.soonFraction, 0.1)
       const call = yield* Retry.callConfig.pipe(env(vars))
       assert.deepStrictEqual([call.retries, seconds(call.base), seconds(call.cap)], [2, 0.05, 1])
       const lookup = yield* Retry.lookupConfig.pipe(env(vars))
@@ -203,6 +208,7 @@ describe("configuration from the environment", () => {
       assert.include(rejected, "REJECTED_RETRY_BASE must not exceed REJECTED_RETRY_CAP")
       assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_LONG_CAP: "1 second" }), "RECONNECT_SHORT_CAP must not exceed RECONNECT_LONG_CAP")
       assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_BASE: "3 seconds" }), "RECONNECT_BASE must not exceed RECONNECT_SHORT_CAP")
+      assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_SOON: "5 seconds" }), "RECONNECT_SOON must not exceed RECONNECT_SOON_CAP")
     }))
 
   it.effect("a negative or unparsable duration: a ConfigError naming the variable", () =>

@@ -3,9 +3,14 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
+import * as HashSet from "effect/HashSet"
 import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import * as Random from "effect/Random"
 import * as Scope from "effect/Scope"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Supervisor from "effect/Supervisor"
 import * as TestClock from "effect/TestClock"
 import * as Connection from "../src/Connection.js"
@@ -61,18 +66,18 @@ describe("Connection (virtual time)", () => {
       const { conn, net } = yield* setup()
       yield* TestClock.adjust("1 second")
       yield* net.cut
-      // attempts at 1.000, 1.550, 2.600, 4.650 fail 50 ms after they start; backoffs 0.5, 1, 2, 2 s.
+      // Attempts every 300 ms from 1.000 (host unreachable after 50 ms, then 250 ms): the 14th starts at 4.900.
       yield* TestClock.adjust("4 seconds")
       const during = yield* conn.state
       assert.strictEqual(during._tag, "Reconnecting")
-      assert.strictEqual((during as Extract<typeof during, { _tag: "Reconnecting" }>).attempt, 5)
+      assert.strictEqual((during as Extract<typeof during, { _tag: "Reconnecting" }>).attempt, 15)
       yield* net.restore
-      // Nothing fires on restore: the attempt after the current backoff (at 6.700) finds the network.
-      yield* TestClock.adjust("1699 millis")
+      // Nothing fires on restore: the attempt after the current backoff (at 5.200) finds the network.
+      yield* TestClock.adjust("249 millis")
       assert.strictEqual((yield* conn.state)._tag, "Reconnecting")
-      yield* TestClock.adjust("51 millis")
-      assert.deepStrictEqual(yield* conn.state, ConnectionState.ConnectionState.Ready({ generation: 2, since: 6750 }))
-      assert.strictEqual(yield* net.dials, 6)
+      yield* TestClock.adjust("1 millis")
+      assert.deepStrictEqual(yield* conn.state, ConnectionState.ConnectionState.Ready({ generation: 2, since: 5250 }))
+      assert.strictEqual(yield* net.dials, 16)
       assert.strictEqual(yield* net.openChannels, 1)
     }).pipe(noJitter))
 
@@ -102,9 +107,9 @@ describe("Connection (virtual time)", () => {
       yield* TestClock.adjust("10 seconds")
       const [client, at] = yield* Fiber.join(lookup)
       assert.instanceOf(client, EchoClient)
-      // Attempts run every 4 s (2 s handshake + 2 s backoff) from 9.5 s: the one at 41.5 s is READY at 43.5 s.
-      assert.strictEqual(at, 43_500)
-      // The original fixed 15 s wait would have given up 28.5 s earlier.
+      // Attempts 2 s handshakes apart, then 250 ms or 3 % of the outage so far: the one at 41.216 s is READY at 43.216 s.
+      assert.strictEqual(at, 43_216)
+      // The original fixed 15 s wait would have given up 28.2 s earlier.
       assert.isAbove(at, 15_000)
     }).pipe(noJitter))
 
@@ -207,7 +212,7 @@ describe("Connection (virtual time)", () => {
       yield* TestClock.adjust("1 second")
       const state = yield* conn.state
       assert.strictEqual(state._tag, "Closed")
-      assert.strictEqual((state as Extract<typeof state, { _tag: "Closed" }>).lastError?.reason, "TransientFailure")
+      assert.strictEqual((state as Extract<typeof state, { _tag: "Closed" }>).lastError?.reason, "HostUnreachable")
     }))
 
   it.effect("an unknown service key fails the lookup at once, naming the key", () =>
@@ -218,6 +223,167 @@ describe("Connection (virtual time)", () => {
       assert.strictEqual(error.reason, "UnknownService")
       assert.strictEqual(error.service, "nope")
     }))
+})
+
+// Every log line with its level, from the fibers forked while it is in effect.
+const capturing = <A, E, R>(self: (lines: Array<readonly [string, string]>) => Effect.Effect<A, E, R>) =>
+  Effect.suspend(() => {
+    const lines: Array<readonly [string, string]> = []
+    const logger = Logger.make(({ logLevel, message }) =>
+      void lines.push([logLevel.label, Array.isArray(message) ? message.join(" ") : String(message)]))
+    return self(lines).pipe(
+      Effect.locally(FiberRef.currentLoggers, HashSet.make(logger)),
+      Logger.withMinimumLogLevel(LogLevel.Debug)
+    )
+  })
+
+const lastErrorOf = (state: ConnectionState.ConnectionState) => {
+  assert.strictEqual(state._tag, "Reconnecting")
+  return (state as Extract<typeof state, { _tag: "Reconnecting" }>).lastError
+}
+
+describe("Connection (virtual time): why an attempt failed, and what it waits", () => {
+  const refusals: ReadonlyArray<readonly [SimulatedNetwork.Refusal, string]> = [
+    ["Refused", "connection refused: simulated: connect ECONNREFUSED (master:9666)"],
+    ["HostUnreachable", "host unreachable: simulated: connect EHOSTUNREACH (master:9666)"],
+    ["NameNotResolved", "name not resolved: simulated: Name resolution failed (master:9666)"],
+    ["TlsRefused", "TLS handshake refused: simulated: unable to verify the first certificate (master:9666)"]
+  ]
+  for (const [reason, message] of refusals) {
+    it.effect(`a link failing new connections as ${reason}: the attempt's error is ${reason}, 50 ms after it started`, () =>
+      Effect.gen(function*() {
+        const { conn, net } = yield* setup()
+        yield* TestClock.adjust("1 second")
+        yield* net.fail(reason)
+        yield* TestClock.adjust("49 millis")
+        assert.strictEqual(lastErrorOf(yield* conn.state).reason, "Lost")
+        yield* TestClock.adjust("1 millis")
+        const error = lastErrorOf(yield* conn.state)
+        assert.strictEqual(error.reason, reason)
+        assert.strictEqual(error.message, message)
+      }).pipe(noJitter))
+  }
+
+  it.effect("a blackholed link: ConnectTimeout at exactly the connect timeout, TCP never answered", () =>
+    Effect.gen(function*() {
+      const { conn } = yield* setup({ link: "blackhole" })
+      yield* TestClock.adjust("2999 millis")
+      assert.strictEqual((yield* conn.state)._tag, "Connecting")
+      yield* TestClock.adjust("1 millis")
+      const error = lastErrorOf(yield* conn.state)
+      assert.strictEqual(error.reason, "ConnectTimeout")
+      assert.strictEqual(error.stage, "Connect")
+      assert.strictEqual(error.message, "not READY within 3s: TCP never answered")
+    }).pipe(noJitter))
+
+  it.effect("a stalled master: ConnectTimeout in the HTTP/2 handshake, then attempts 0.5, 1 and 2 s after each timeout", () =>
+    Effect.gen(function*() {
+      const { conn, net } = yield* setup()
+      yield* SubscriptionRef.set(net.master, "stalled")
+      yield* TestClock.adjust("3 seconds")
+      const error = lastErrorOf(yield* conn.state)
+      assert.strictEqual(error.reason, "ConnectTimeout")
+      assert.strictEqual(error.stage, "Handshake")
+      assert.strictEqual(error.message, "not READY within 3s: the HTTP/2 handshake never finished")
+      // Attempts at 0, 3.5, 7.5 and 12.5 s: each times out after 3 s, then 0.5, 1 and 2 s.
+      const dialsAt: Array<number> = []
+      for (const at of [3499, 3500, 7499, 7500, 12_499, 12_500]) {
+        yield* TestClock.adjust(at - (yield* now))
+        dialsAt.push(yield* net.dials)
+      }
+      assert.deepStrictEqual(dialsAt, [1, 2, 2, 3, 3, 4])
+    }).pipe(noJitter))
+
+  it.effect("a silent master: NotReady, naming the probe", () =>
+    Effect.gen(function*() {
+      const { conn, net } = yield* setup({}, { readiness: { probe: SimulatedNetwork.probe, bound: "2 seconds" } })
+      yield* SubscriptionRef.set(net.master, "silent")
+      yield* TestClock.adjust("2050 millis")
+      const error = lastErrorOf(yield* conn.state)
+      assert.strictEqual(error.reason, "NotReady")
+      assert.strictEqual(error.check, "probe")
+    }).pipe(noJitter))
+
+  it.effect("refused for 5 s, then a stalled master: 9 s for the handshake it accepted, then the 2 s cap, as if every failure had been costly", () =>
+    Effect.gen(function*() {
+      const { conn, net } = yield* setup()
+      yield* TestClock.adjust("1 second")
+      yield* net.fail("Refused")
+      // Attempts every 300 ms from 1.0 s (refused after 50 ms, then 250 ms): the 17th starts at 5.8 s.
+      yield* TestClock.adjust("5 seconds")
+      assert.strictEqual(yield* net.dials, 18)
+      yield* SubscriptionRef.set(net.master, "stalled")
+      yield* net.restore
+      // The attempt at 6.1 s, after a refusal, waits three connect timeouts for its handshake: until 15.1 s.
+      yield* TestClock.adjust(15_099 - (yield* now))
+      assert.strictEqual(lastErrorOf(yield* conn.state).reason, "Refused")
+      yield* TestClock.adjust("1 millis")
+      const error = lastErrorOf(yield* conn.state)
+      assert.deepInclude(error, { reason: "ConnectTimeout", stage: "Handshake" })
+      assert.strictEqual(error.message, "not READY within 9s: the HTTP/2 handshake never finished")
+      // The next waits the 2 s cap, at 17.1 s, and gets the usual 3 s.
+      yield* TestClock.adjust("1999 millis")
+      assert.strictEqual(yield* net.dials, 19)
+      yield* TestClock.adjust("1 millis")
+      assert.strictEqual(yield* net.dials, 20)
+      yield* TestClock.adjust("3 seconds")
+      assert.strictEqual(lastErrorOf(yield* conn.state).message, "not READY within 3s: the HTTP/2 handshake never finished")
+    }).pipe(noJitter))
+
+  it.effect("refused, then a master slow to finish handshakes: the connection it accepted is kept, one dial", () =>
+    Effect.gen(function*() {
+      const { conn, net } = yield* setup()
+      yield* TestClock.adjust("1 second")
+      yield* net.fail("Refused")
+      yield* TestClock.adjust("2 seconds")
+      const dials = yield* net.dials
+      yield* SubscriptionRef.set(net.master, "stalled")
+      yield* net.restore
+      // The next attempt (at 3.1 s) is accepted; the master finishes its handshake 5 s later.
+      yield* TestClock.adjust("5100 millis")
+      yield* SubscriptionRef.set(net.master, "serving")
+      yield* TestClock.adjust("10 millis")
+      assert.deepInclude(yield* conn.state, { _tag: "Ready", generation: 2 })
+      assert.strictEqual(yield* net.dials, dials + 1)
+    }).pipe(noJitter))
+
+  it.effect("refused for two minutes: attempts 250 ms apart, then 3 % of the outage so far, up to 4 s", () =>
+    Effect.gen(function*() {
+      const { net } = yield* setup({ link: "down", cutFailure: "Refused" })
+      const dialsAt = (at: number) => Effect.zipRight(Effect.flatMap(now, (t) => TestClock.adjust(at - t)), net.dials)
+      // 50 ms to fail, then 250 ms, while 3 % of the outage is shorter: 28 attempts in the first 8.4 s.
+      assert.strictEqual(yield* dialsAt(8_399), 28)
+      // Then each delay is 3 % of the outage so far: 113 attempts by 2 minutes, against 400 at 250 ms.
+      assert.strictEqual(yield* dialsAt(120_000), 113)
+    }).pipe(noJitter))
+
+  it.effect("each attempt's log line names why it failed; the same failure again within 30 s is at debug level", () =>
+    capturing((lines) =>
+      Effect.gen(function*() {
+        const { net } = yield* setup()
+        yield* TestClock.adjust("1 second")
+        yield* net.fail("Refused")
+        yield* TestClock.adjust("1 second")
+        const attempts = lines.filter(([, line]) => line.startsWith("connection attempt"))
+        assert.deepStrictEqual(attempts.slice(0, 3), [
+          ["WARN", "connection attempt 1 failed (Refused: connection refused: simulated: connect ECONNREFUSED (master:9666)); attempt 2 in 250ms"],
+          ["DEBUG", "connection attempt 2 failed (Refused: connection refused: simulated: connect ECONNREFUSED (master:9666)); attempt 3 in 250ms"],
+          ["DEBUG", "connection attempt 3 failed (Refused: connection refused: simulated: connect ECONNREFUSED (master:9666)); attempt 4 in 250ms"]
+        ])
+        yield* net.fail("HostUnreachable")
+        yield* TestClock.adjust("300 millis")
+        assert.deepStrictEqual(lines.at(-1)?.[0], "WARN")
+        assert.include(lines.at(-1)?.[1], "HostUnreachable: host unreachable")
+        // 30 s after the last warning, the same failure is a warning again.
+        const warnings = () => lines.filter(([level, line]) => level === "WARN" && line.startsWith("connection attempt")).length
+        const before = warnings()
+        yield* TestClock.adjust("29 seconds")
+        assert.strictEqual(warnings(), before)
+        // The attempt after the 30 s mark (by now 3 % of the outage apart, under a second) warns again.
+        yield* TestClock.adjust("2 seconds")
+        assert.strictEqual(warnings(), before + 1)
+      })
+    ).pipe(noJitter))
 })
 
 describe("Connection options", () => {

@@ -7,7 +7,7 @@ import * as Fiber from "effect/Fiber"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as TestClock from "effect/TestClock"
-import { ClientUnavailable, ConnectionState } from "../src/ConnectionState.js"
+import { ClientUnavailable, ConnectError, type ConnectErrorReason, ConnectionState } from "../src/ConnectionState.js"
 import * as GrpcError from "../src/GrpcError.js"
 import * as Retry from "../src/Retry.js"
 
@@ -53,6 +53,79 @@ describe("Retry.reconnect", () => {
       })
       // 0.1, 0.3, 0.9 (at 0, 0.1, 0.4 s), 1 (at 1.3 s), then from 2.3 s: 3, 5, 5.
       assert.deepStrictEqual(yield* delaysOf(schedule, 7), [100, 300, 900, 1000, 3000, 5000, 5000])
+    }))
+})
+
+const refused = new ConnectError({ reason: "Refused", message: "connection refused" })
+const timedOut = new ConnectError({ reason: "ConnectTimeout", message: "not READY within 3s", stage: "Handshake" })
+
+// The delays for these inputs, each step at the previous one's end: the failures of one outage, back to back.
+const delaysFor = (schedule: Schedule.Schedule<unknown, unknown>, inputs: ReadonlyArray<unknown>) =>
+  Schedule.run(Schedule.delays(schedule), 0, inputs).pipe(
+    Effect.map((delays) => Chunk.toReadonlyArray(delays).map(Duration.toMillis))
+  )
+
+describe("Retry.reconnect, by what a failure cost the master", () => {
+  it("refused, unreachable and not resolved are cheap; timeouts, readiness, TLS and the rest are costly", () => {
+    const cases: ReadonlyArray<readonly [ConnectErrorReason | "not a ConnectError", "Cheap" | "Costly"]> = [
+      ["Refused", "Cheap"],
+      ["HostUnreachable", "Cheap"],
+      ["NameNotResolved", "Cheap"],
+      ["TlsRefused", "Costly"],
+      ["TransientFailure", "Costly"],
+      ["ConnectTimeout", "Costly"],
+      ["NotReady", "Costly"],
+      ["Shutdown", "Costly"],
+      ["not a ConnectError", "Costly"]
+    ]
+    for (const [reason, cost] of cases) {
+      const error = reason === "not a ConnectError" ? new Error("Refused") : new ConnectError({ reason, message: "" })
+      assert.strictEqual(Retry.reconnectCost(error), cost, reason)
+    }
+  })
+
+  it.effect("after a cheap failure: 250 ms, then 3 % of the outage so far, up to 4 s", () =>
+    Effect.gen(function*() {
+      const delays = yield* delaysFor(Retry.reconnect, Array.from({ length: 200 }, () => refused)).pipe(
+        Effect.withRandom(Random.fixed([0.5]))
+      )
+      // Steps 250 ms apart until 3 % of the elapsed time passes 250 ms: the step at 8.5 s waits 255 ms.
+      assert.deepStrictEqual(delays.slice(0, 34), Array.from({ length: 34 }, () => 250))
+      assert.deepStrictEqual(delays.slice(34, 37), [255, 263, 271])
+      // Each later step waits 3 % of the time so far, until the cap.
+      let at = 0
+      for (const [i, delay] of delays.entries()) {
+        if (i >= 34) assert.strictEqual(delay, Math.min(4_000, Math.round(0.03 * at)), `step ${i} at ${at} ms`)
+        at += delay
+      }
+      assert.strictEqual(delays.at(-1), 4_000)
+    }))
+
+  it.effect("after a costly failure: as if every failure had been costly, so a fleet refused for a while backs off at the cap", () =>
+    Effect.gen(function*() {
+      // Ten refusals, then timeouts: the first timeout already waits the short cap, not the first delay.
+      const delays = yield* delaysFor(Retry.reconnect, [...Array.from({ length: 10 }, () => refused), timedOut, timedOut])
+        .pipe(Effect.withRandom(Random.fixed([0.5])))
+      assert.deepStrictEqual(delays, [...Array.from({ length: 10 }, () => 250), 2000, 2000])
+      // Timeouts alone: today's 0.5, 1, 2 s.
+      const alone = yield* delaysFor(Retry.reconnect, [timedOut, timedOut, timedOut, timedOut])
+        .pipe(Effect.withRandom(Random.fixed([0.5])))
+      assert.deepStrictEqual(alone, [500, 1000, 2000, 2000])
+    }))
+
+  it.effect("cheap delays are jittered like the others: 200 to 300 ms", () =>
+    Effect.gen(function*() {
+      const low = yield* delaysFor(Retry.reconnect, [refused]).pipe(Effect.withRandom(Random.fixed([0])))
+      const high = yield* delaysFor(Retry.reconnect, [refused]).pipe(Effect.withRandom(Random.fixed([0.999999])))
+      assert.deepStrictEqual([low, high], [[200], [300]])
+    }))
+
+  it.effect("takes the cheap delays from options", () =>
+    Effect.gen(function*() {
+      const schedule = Retry.reconnectWith({ soon: "100 millis", soonFraction: 0.5, soonCap: "300 millis", jitter: { min: 1, max: 1 } })
+      const delays = yield* delaysFor(schedule, Array.from({ length: 5 }, () => refused))
+      // At 0, 0.1 and 0.2 s: 100 ms; at 0.3 s: 150 ms; at 0.45 s: the 300 ms cap.
+      assert.deepStrictEqual(delays, [100, 100, 100, 150, 225].map((d) => Math.min(d, 300)))
     }))
 })
 

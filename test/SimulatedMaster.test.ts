@@ -29,7 +29,7 @@ const world = (master: SimulatedMaster.Options = {}) =>
     Layer.provideMerge(SimulatedMaster.layer(master))
   )
 
-// Backoff jitter factor exactly 1: reconnection attempts 500 ms, then 1 s, then 2 s apart.
+// Backoff jitter factor exactly 1: after a cut (host unreachable), reconnection attempts 250 ms apart.
 const noJitter = Effect.withRandom(Random.fixed([0.5]))
 
 const services = Effect.all({
@@ -188,7 +188,7 @@ describe("SimulatedMaster (virtual time)", () => {
       assert.strictEqual((yield* master.task(other)).status, "PENDING")
     }).pipe(Effect.provide(world())))
 
-  it.effect("a fetch made while the link is cut waits in the lookup (Reconnecting) and gets the task at 2650 ms", () =>
+  it.effect("a fetch made while the link is cut waits in the lookup (Reconnecting) and gets the task at 2250 ms", () =>
     Effect.gen(function*() {
       const { conn, master, network, source } = yield* services
       yield* TestClock.adjust("1 second")
@@ -199,18 +199,18 @@ describe("SimulatedMaster (virtual time)", () => {
       const id = yield* master.enqueue({ payload: `{"during":"outage"}` })
       yield* TestClock.adjust("500 millis")
       yield* network.restore
-      // Attempts at 1000 and 1550 fail (50 ms connect latency each); the one at 2600 connects at 2650.
-      yield* TestClock.adjust("649 millis")
+      // Attempts every 300 ms from 1000 fail (host unreachable after 50 ms, then 250 ms): the one at 2200 connects at 2250.
+      yield* TestClock.adjust("249 millis")
       assert.isTrue(yield* isPending(fetch))
       assert.strictEqual((yield* conn.state)._tag, "Reconnecting")
       yield* TestClock.adjust("1 millis")
       const task = yield* Fiber.join(fetch)
       assert.strictEqual(Option.getOrUndefined(task)?.id, id)
       const state = yield* conn.state
-      assert.deepStrictEqual(state._tag === "Ready" && [state.generation, state.since], [2, 2650])
+      assert.deepStrictEqual(state._tag === "Ready" && [state.generation, state.since], [2, 2250])
       assert.deepStrictEqual((yield* master.task(id)).history.map((h) => [h.status, h.at]), [
         ["PENDING", 1500],
-        ["ASSIGNED", 2650]
+        ["ASSIGNED", 2250]
       ])
     }).pipe(Effect.provide(world()), noJitter))
 

@@ -9,8 +9,10 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import { Connection, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../../src/index.js"
+import type * as Schedule from "effect/Schedule"
+import { Connection, ConnectionState, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../../src/index.js"
 import type { Contender } from "./Contender.js"
+import { previousReconnect } from "./previousSchedule.js"
 
 /**
  * `GrpcChannel.layer` with a hook called on every dial: how the benchmarks
@@ -24,9 +26,14 @@ export const countingDialer = (onDial: () => void) =>
     }))
   ).pipe(Layer.provide(GrpcChannel.layer))
 
-export const library: Contender = {
-  key: "library",
-  name: "effect-grpc-resilience",
+/** This library with its defaults, or with another reconnect schedule (the previous one, for the cost beside it). */
+export const makeLibrary = (options: {
+  readonly key: string
+  readonly name: string
+  readonly reconnectSchedule?: Schedule.Schedule<unknown, ConnectionState.ConnectError> | undefined
+}): Contender => ({
+  key: options.key,
+  name: options.name,
   start: ({ address, nodeKey, started }) =>
     Effect.gen(function*() {
       let dials = 0
@@ -37,7 +44,11 @@ export const library: Contender = {
         run: (task) => Effect.sync(() => started(task.id))
       }).pipe(
         Layer.provideMerge(TaskSource.layer({ nodeKey })),
-        Layer.provideMerge(Connection.layer({ address, services: TaskSource.services })),
+        Layer.provideMerge(Connection.layer({
+          address,
+          services: TaskSource.services,
+          ...(options.reconnectSchedule === undefined ? {} : { reconnectSchedule: options.reconnectSchedule })
+        })),
         Layer.provide(countingDialer(() => dials++)),
         Layer.provide(Outbox.layerMemory)
       )
@@ -68,4 +79,13 @@ export const library: Contender = {
         }))
       }
     })
-}
+})
+
+export const library: Contender = makeLibrary({ key: "library", name: "effect-grpc-resilience" })
+
+/** The library with the reconnect schedule it had before it read what a failure cost. */
+export const libraryPrevious: Contender = makeLibrary({
+  key: "library-previous",
+  name: "effect-grpc-resilience, previous schedule",
+  reconnectSchedule: previousReconnect
+})

@@ -30,6 +30,7 @@ import * as GrpcChannel from "../GrpcChannel.js"
 import type * as GrpcError from "../GrpcError.js"
 import * as Metrics from "../Metrics.js"
 import * as Readiness from "../Readiness.js"
+import * as Retry from "../Retry.js"
 import { formatMillis } from "./format.js"
 import * as Stepper from "./stepper.js"
 
@@ -86,32 +87,90 @@ const stateNames = ["Connecting", "Ready", "Reconnecting", "Rejected", "Closed"]
 
 const isReconnecting = ConnectionState.$is("Reconnecting")
 
-// Where a connecting channel settles: READY, TRANSIENT_FAILURE or SHUTDOWN; an IDLE one is asked to connect.
-const settled = (channel: GrpcChannel.GrpcChannel): Effect.Effect<Option.Option<GrpcChannel.ConnectivityState>> =>
-  channel.changes.pipe(
-    Stream.tap((state) => (state === "IDLE" ? channel.connect : Effect.void)),
-    Stream.filter((state) => state === "READY" || state === "TRANSIENT_FAILURE" || state === "SHUTDOWN"),
-    Stream.runHead
-  )
+// How long the same failure, attempt after attempt, is logged at debug level after its warning.
+const repeatWarningAfter = 30_000
 
-// READY within the connect timeout, or the reason why not. Nothing fails inside the timed race.
+// After a cheap failure (the master refused a moment ago), a connection the master has accepted gets this many connect
+// timeouts to finish its handshake: a master coming back is busy, and every handshake given up is work it did for
+// nothing and a connection more to come.
+const handshakePatience = 3
+
+// Where a connecting channel settles by `deadline`: READY, TRANSIENT_FAILURE or SHUTDOWN, or `undefined` when it
+// has not; an IDLE one is asked to connect. Step by step rather than as a stream in a timed race: attempts a few
+// hundred milliseconds apart are worth a millisecond less each.
+const settled = (
+  channel: GrpcChannel.GrpcChannel,
+  deadline: number
+): Effect.Effect<GrpcChannel.ConnectivityState | undefined> =>
+  Effect.flatMap(channel.state, (first) =>
+    Effect.iterate<GrpcChannel.ConnectivityState | undefined, never, never>(first, {
+      while: (state) => state !== undefined && state !== "READY" && state !== "TRANSIENT_FAILURE" && state !== "SHUTDOWN",
+      body: (state) => Effect.zipRight(state === "IDLE" ? channel.connect : Effect.void, channel.next(state!, deadline))
+    }))
+
+// grpc-js's "No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:9666 (<time>).
+// Resolution note: " is, in a log line, "connect ECONNREFUSED 127.0.0.1:9666".
+const lastError = (detail: string): string => {
+  const last = /Last error: ([\s\S]*?)\. Resolution note:/.exec(detail)?.[1] ?? detail
+  return last.replace(/^Error(?: \[[A-Z_]+\])?: /, "").replace(/ \(\d{4}-\d\d-\d\dT[\d:.]+Z\)$/, "").replace(/\s+/g, " ").trim()
+}
+
+const failureWords: Record<GrpcChannel.FailureReason, string> = {
+  Refused: "connection refused",
+  HostUnreachable: "host unreachable",
+  NameNotResolved: "name not resolved",
+  TlsRefused: "TLS handshake refused",
+  Unrecognized: "channel in TRANSIENT_FAILURE"
+}
+
+const stageWords: Record<GrpcChannel.Stage, string> = {
+  Resolve: "the name did not resolve",
+  Connect: "TCP never answered",
+  Handshake: "the HTTP/2 handshake never finished",
+  Unknown: "no answer"
+}
+
+/** A channel's failure, read from it once, as the attempt's error. */
+export const failed = (failure: GrpcChannel.Failure): ConnectError =>
+  new ConnectError({
+    reason: failure.reason === "Unrecognized" ? "TransientFailure" : failure.reason,
+    message: `${failureWords[failure.reason]}: ${lastError(failure.detail)}`,
+    detail: failure.detail
+  })
+
+/** An attempt that was not READY within the connect timeout, and how far it got. */
+export const timedOut = (stage: GrpcChannel.Stage, connectTimeout: Duration.Duration): ConnectError =>
+  new ConnectError({
+    reason: "ConnectTimeout",
+    message: `not READY within ${formatMillis(connectTimeout)}: ${stageWords[stage]}`,
+    stage
+  })
+
+// READY within the connect timeout, or the reason why not, read from the channel once. `patient`: a master that
+// accepted the TCP connection gets `patience` in all to finish the HTTP/2 handshake.
 const awaitReady = (
   channel: GrpcChannel.GrpcChannel,
-  connectTimeout: Duration.Duration
+  connectTimeout: Duration.Duration,
+  patient: boolean
 ): Effect.Effect<void, ConnectError> =>
-  Effect.flatMap(Effect.timeoutOption(settled(channel), connectTimeout), (outcome) => {
-    const state = Option.getOrUndefined(Option.flatten(outcome))
+  Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    let state = yield* settled(channel, start + Duration.toMillis(connectTimeout))
+    if (state === undefined) {
+      const stage = yield* channel.stage
+      if (!patient || stage !== "Handshake") return yield* Effect.fail(timedOut(stage, connectTimeout))
+      state = yield* settled(channel, start + Duration.toMillis(connectTimeout) * handshakePatience)
+      if (state === undefined) {
+        return yield* Effect.fail(timedOut(yield* channel.stage, Duration.times(connectTimeout, handshakePatience)))
+      }
+    }
     switch (state) {
       case "READY":
-        return Effect.void
+        return
       case "TRANSIENT_FAILURE":
-        return Effect.fail(new ConnectError({ reason: "TransientFailure", message: "channel in TRANSIENT_FAILURE" }))
+        return yield* Effect.fail(failed(yield* channel.failure))
       default:
-        return Effect.fail(
-          Option.isNone(outcome)
-            ? new ConnectError({ reason: "ConnectTimeout", message: `not READY within ${formatMillis(connectTimeout)}` })
-            : new ConnectError({ reason: "Shutdown", message: "channel shut down" })
-        )
+        return yield* Effect.fail(new ConnectError({ reason: "Shutdown", message: "channel shut down" }))
     }
   })
 
@@ -123,6 +182,12 @@ const lostReport = (report: Readiness.ReadinessReport, lost: ConnectError): Read
     [lost.reason === "ProbeFailed" ? "probe" : "channel"]: Readiness.CheckResult.Failed({ message: lost.message })
   }
 })
+
+const sameChecks = (a: Readiness.ReadinessReport, b: Readiness.ReadinessReport) =>
+  (["channel", "registered", "probe"] as const).every((name) => {
+    const [x, y] = [a.checks[name], b.checks[name]]
+    return x._tag === y._tag && (x._tag !== "Failed" || (y._tag === "Failed" && x.message === y.message))
+  })
 
 /**
  * Starts the supervisor in the current scope. When the scope closes, the
@@ -150,10 +215,16 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
     // Calls the master refused for the worker's credentials, for the supervisor to act on.
     const rejections = yield* Effect.acquireRelease(Queue.sliding<GrpcError.GrpcError>(1), Queue.shutdown)
     const rejectedDelays = yield* Stepper.make(rejectedSchedule)
+    // The state gauge moves only with the state's tag: not on every attempt of a reconnection.
+    let gauged: ConnectionState["_tag"] | undefined
     const setState = (state: ConnectionState, link?: Link) =>
       Effect.zipRight(
         SubscriptionRef.set(snapshot, { state, link }),
-        Metrics.oneHot(Metrics.connectionState, stateNames, state._tag)
+        Effect.suspend(() => {
+          if (gauged === state._tag) return Effect.void
+          gauged = state._tag
+          return Metrics.oneHot(Metrics.connectionState, stateNames, state._tag)
+        })
       )
     const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
 
@@ -168,7 +239,12 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           )
           yield* channel.connect
           yield* Metric.increment(Metrics.connectionAttempts)
-          yield* awaitReady(channel, connectTimeout)
+          const before = yield* currentState
+          yield* awaitReady(
+            channel,
+            connectTimeout,
+            isReconnecting(before) && Retry.reconnectCost(before.lastError) === "Cheap"
+          )
           const readyAt = yield* Clock.currentTimeMillis
           const clients: Record<string, grpc.Client> = {}
           for (const [key, constructor] of Object.entries(services)) {
@@ -194,7 +270,13 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
                   }`
                 ).pipe(
                   Effect.zipRight(Metric.increment(Metrics.readinessTimeouts)),
-                  Effect.zipRight(Effect.fail(new ConnectError({ reason: "NotReady", message: timeout.message })))
+                  Effect.zipRight(Effect.fail(
+                    new ConnectError({
+                      reason: "NotReady",
+                      message: timeout.message,
+                      check: Readiness.failingCheck(timeout.report)
+                    })
+                  ))
                 ),
               ProbeFailed: (rejected) => Effect.fail(new ConnectError({ reason: "Rejected", message: rejected.message }))
             })
@@ -205,11 +287,16 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
         }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit)))
       }).pipe(Effect.withSpan("Connection.attempt", { attributes: { address, generation } }))
 
+    // The last attempt's failure logged as a warning, so a long outage of one kind is not a warning a second.
+    let warned: { readonly reason: string; readonly at: number } | undefined
+
     // Attempts until one succeeds, spaced by the schedule; each failure moves the state to Reconnecting.
     const establish = (generation: number): Effect.Effect<Link, ConnectError> =>
       Effect.gen(function*() {
         const state = yield* currentState
-        yield* Effect.logInfo(`connecting to ${address} (${describe(state)})`)
+        const line = `connecting to ${address} (${describe(state)})`
+        // The first attempt of a (re)connection at info level; the ones after it have their failure's line.
+        yield* ("attempt" in state && state.attempt > 1 ? Effect.logDebug(line) : Effect.logInfo(line))
         return yield* attempt(generation)
       }).pipe(
         Effect.retry(pipe(
@@ -220,21 +307,30 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
             Effect.gen(function*() {
               const now = yield* Clock.currentTimeMillis
               const state = yield* currentState
+              const failedAttempt = "attempt" in state ? state.attempt : 0
               const next = ConnectionState.Reconnecting({
-                attempt: "attempt" in state ? state.attempt + 1 : 1,
+                attempt: failedAttempt + 1,
                 since: ConnectionState.$is("Reconnecting")(state) ? state.since : now,
                 lastError: error
               })
               yield* setState(next)
-              // An attempt that never reached readiness says why in the report an HTTP readiness probe shows.
+              // An attempt that never reached readiness says why in the report an HTTP readiness probe shows;
+              // the same words again are no change, and wake nobody.
               if (error.reason !== "NotReady") {
-                yield* SubscriptionRef.update(status, ({ report }) => ({ ready: false, report: lostReport(report, error) }))
+                const { report } = yield* SubscriptionRef.get(status)
+                const updated = lostReport(report, error)
+                if (!sameChecks(report, updated)) yield* SubscriptionRef.set(status, { ready: false, report: updated })
               }
-              yield* Effect.logWarning(
-                `connection attempt failed (${error.reason}: ${error.message}); attempt ${next.attempt} in ${
-                  formatMillis(delay)
-                }`
-              )
+              const line = `connection attempt ${failedAttempt} failed (${error.reason}: ${error.message}); attempt ${
+                next.attempt
+              } in ${formatMillis(delay)}`
+              // Every attempt has its line; the same failure again within 30 s is at debug level.
+              if (warned === undefined || warned.reason !== error.reason || now - warned.at >= repeatWarningAfter) {
+                warned = { reason: error.reason, at: now }
+                yield* Effect.logWarning(line)
+              } else {
+                yield* Effect.logDebug(line)
+              }
             })
           )
         ))
@@ -305,6 +401,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           continue
         }
         const link = established.right
+        warned = undefined
         const since = yield* Clock.currentTimeMillis
         yield* Queue.takeAll(checks)
         yield* Queue.takeAll(rejections)

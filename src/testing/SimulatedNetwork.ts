@@ -4,13 +4,16 @@
  * milliseconds, and times can be asserted exactly.
  *
  * The link between worker and master is `up`, `down` (cut: open connections
- * drop at once and new ones fail, as when an interface is removed) or
- * `blackhole` (frames vanish: open connections look READY until keepalive gives
- * up on them, and new ones hang in CONNECTING).
+ * drop at once and new ones fail, as when an interface is removed; `fail`
+ * says how they fail: refused, host unreachable, name not resolved, TLS
+ * refused) or `blackhole` (frames vanish: open connections look READY until
+ * keepalive gives up on them, and new ones hang in CONNECTING: a connect
+ * timeout).
  *
  * @since 0.1.0
  */
 import * as grpc from "@grpc/grpc-js"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -31,15 +34,26 @@ import * as Readiness from "../Readiness.js"
 export type LinkState = "up" | "down" | "blackhole"
 
 /**
+ * How new connections fail while the link is down: the reasons a real
+ * channel names (`GrpcChannel.FailureReason`), less `Unrecognized`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Refusal = Exclude<GrpcChannel.FailureReason, "Unrecognized">
+
+/**
  * How the simulated master answers: `serving`, `not-serving` (it answers, but
- * its health says NOT_SERVING), or `silent` (it accepts connections and never
- * answers a call: a hung process), or `rejecting` (it refuses the worker's
- * credentials: UNAUTHENTICATED).
+ * its health says NOT_SERVING), `silent` (it accepts connections and never
+ * answers a call: a hung process), `rejecting` (it refuses the worker's
+ * credentials: UNAUTHENTICATED), or `stalled` (it accepts TCP connections and
+ * never finishes their HTTP/2 handshake: a master too busy for new
+ * connections; open ones go on).
  *
  * @since 0.1.0
  * @category models
  */
-export type MasterState = "serving" | "not-serving" | "silent" | "rejecting"
+export type MasterState = "serving" | "not-serving" | "silent" | "rejecting" | "stalled"
 
 /**
  * @since 0.1.0
@@ -54,6 +68,8 @@ export interface Options {
   readonly link?: LinkState | undefined
   /** Time a call takes to answer. Default 0. */
   readonly callLatency?: Duration.DurationInput | undefined
+  /** How new connections fail after `cut`. Default `HostUnreachable`, as when an interface is removed. */
+  readonly cutFailure?: Refusal | undefined
 }
 
 /**
@@ -65,8 +81,15 @@ export interface Options {
 export interface SimulatedNetwork {
   /** The link now, then every change. */
   readonly link: SubscriptionRef.SubscriptionRef<LinkState>
-  /** Cuts the link: connections drop at once, new ones fail. */
+  /** Cuts the link: connections drop at once, new ones fail (as `cutFailure` says). */
   readonly cut: Effect.Effect<void>
+  /**
+   * Cuts the link, and new connections fail with `reason`: `Refused` (the
+   * master is not listening), `HostUnreachable`, `NameNotResolved`, `TlsRefused`.
+   *
+   * @since 0.2.0
+   */
+  readonly fail: (reason: Refusal) => Effect.Effect<void>
   /** Restores the link. Nothing reconnects by itself: a channel connects when asked. */
   readonly restore: Effect.Effect<void>
   /** Frames vanish: connections stay READY until keepalive detection, new ones hang. */
@@ -117,6 +140,14 @@ export const SimulatedNetwork: Context.TagClass<SimulatedNetwork, "effect-grpc-r
   "effect-grpc-resilience/testing/SimulatedNetwork"
 )<SimulatedNetwork, SimulatedNetwork>()
 
+// What grpc-js would say, as a real channel's `failure` reads it.
+const details: Record<Refusal, string> = {
+  Refused: "connect ECONNREFUSED",
+  HostUnreachable: "connect EHOSTUNREACH",
+  NameNotResolved: "Name resolution failed",
+  TlsRefused: "unable to verify the first certificate"
+}
+
 const connectivity = { IDLE: 0, CONNECTING: 1, READY: 2, TRANSIENT_FAILURE: 3, SHUTDOWN: 4 } as const
 const connectivityNames: ReadonlyArray<GrpcChannel.ConnectivityState> = [
   "IDLE",
@@ -162,21 +193,42 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
     const master = yield* SubscriptionRef.make<MasterState>("serving")
     const dials = yield* Ref.make(0)
     const open = yield* Ref.make(0)
+    const cutFailure = options.cutFailure ?? "HostUnreachable"
+    const refusal = yield* Ref.make<Refusal>(cutFailure)
+    const fail = (reason: Refusal) => Effect.zipRight(Ref.set(refusal, reason), SubscriptionRef.set(link, "down"))
 
     const dial = (dialOptions: GrpcChannel.DialOptions): Effect.Effect<GrpcChannel.GrpcChannel, never, Scope.Scope> =>
       Effect.gen(function*() {
         const scope = yield* Effect.scope
         const state = yield* SubscriptionRef.make<GrpcChannel.ConnectivityState>("IDLE")
+        // Why the last connection failed, and how far a connecting one got.
+        const failure = yield* Ref.make<GrpcChannel.Failure>({ reason: "Unrecognized", detail: "no connection failed" })
+        const stage = yield* Ref.make<GrpcChannel.Stage>("Connect")
         yield* Ref.update(dials, (n) => n + 1)
         yield* Effect.acquireRelease(Ref.update(open, (n) => n + 1), () =>
           Effect.zipRight(SubscriptionRef.set(state, "SHUTDOWN"), Ref.update(open, (n) => n - 1)))
 
         const settle = Effect.gen(function*() {
+          yield* Ref.set(stage, "Connect")
           yield* Effect.sleep(connectLatency)
-          // A blackholed handshake hangs until the link changes.
-          const now = yield* link.changes.pipe(Stream.filter((l) => l !== "blackhole"), Stream.runHead)
-          yield* SubscriptionRef.update(state, (s) =>
-            s !== "CONNECTING" ? s : now._tag === "Some" && now.value === "up" ? "READY" : "TRANSIENT_FAILURE")
+          while (true) {
+            // A blackholed TCP handshake hangs until the link changes.
+            const now = yield* link.changes.pipe(Stream.filter((l) => l !== "blackhole"), Stream.runHead)
+            if (now._tag === "Some" && now.value !== "up") {
+              const reason = yield* Ref.get(refusal)
+              yield* Ref.set(failure, { reason, detail: `simulated: ${details[reason]} (${dialOptions.address})` })
+              return yield* SubscriptionRef.update(state, (s) => (s === "CONNECTING" ? "TRANSIENT_FAILURE" : s))
+            }
+            if ((yield* Ref.get(master)) !== "stalled") {
+              return yield* SubscriptionRef.update(state, (s) => (s === "CONNECTING" ? "READY" : s))
+            }
+            // A stalled master accepted the connection and sends no HTTP/2 settings until it recovers.
+            yield* Ref.set(stage, "Handshake")
+            yield* Effect.raceFirst(
+              master.changes.pipe(Stream.filter((m) => m !== "stalled"), Stream.runHead),
+              link.changes.pipe(Stream.filter((l) => l !== "up"), Stream.runHead)
+            )
+          }
         })
         const connect = SubscriptionRef.modify(state, (s) =>
           s === "IDLE" || s === "TRANSIENT_FAILURE" ? [true, "CONNECTING"] as const : [false, s] as const).pipe(
@@ -209,8 +261,19 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
           target: dialOptions.address,
           state: SubscriptionRef.get(state),
           changes: state.changes.pipe(Stream.takeUntil((s) => s === "SHUTDOWN")),
+          next: (from, deadline) =>
+            Effect.flatMap(Clock.currentTimeMillis, (now) =>
+              state.changes.pipe(
+                Stream.filter((s) => s !== from || s === "SHUTDOWN"),
+                Stream.runHead,
+                Effect.map(Option.getOrElse((): GrpcChannel.ConnectivityState => "SHUTDOWN")),
+                Effect.timeoutOption(Math.max(0, deadline - now)),
+                Effect.map(Option.getOrUndefined)
+              )),
           connect,
-          channel: new SimulatedGrpcChannel(dialOptions.address, state)
+          channel: new SimulatedGrpcChannel(dialOptions.address, state),
+          failure: Ref.get(failure),
+          stage: Ref.get(stage)
         } satisfies GrpcChannel.GrpcChannel
       })
 
@@ -274,7 +337,8 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
       call,
       callOn,
       streamOn,
-      cut: SubscriptionRef.set(link, "down"),
+      cut: fail(cutFailure),
+      fail,
       restore: SubscriptionRef.set(link, "up"),
       blackhole: SubscriptionRef.set(link, "blackhole"),
       dials: Ref.get(dials),
@@ -310,7 +374,7 @@ export const probe: Readiness.Probe<SimulatedNetwork> = (target) =>
       Effect.flatMap(
         Ref.get(network.master),
         (state) =>
-          state === "serving"
+          state === "serving" || state === "stalled"
             ? Effect.void
             : state === "rejecting"
             ? Effect.fail(
