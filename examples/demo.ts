@@ -38,7 +38,7 @@ import * as Stream from "effect/Stream"
 import { resolve } from "node:path"
 import { Connection, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../src/index.js"
 import { FaultProxy, Master } from "../src/testing/index.js"
-import * as Timeline from "../src/testing/Timeline.js"
+import * as Timeline from "./Timeline.js"
 
 // -------------------------------------------------------------------------------------------------
 // Flags

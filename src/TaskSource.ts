@@ -24,7 +24,7 @@ import type { ClientUnavailable } from "./ConnectionState.js"
 import type * as GrpcError from "./GrpcError.js"
 import * as Env from "./internal/config.js"
 import * as Validate from "./internal/validate.js"
-import * as Worker from "./protocol/Worker.js"
+import * as WorkerProtocol from "./WorkerProtocol.js"
 
 /**
  * A task as the master hands it out; its payload is not decoded yet.
@@ -113,8 +113,8 @@ export const TaskSource: Context.TagClass<TaskSource, "effect-grpc-resilience/Ta
  * @category constants
  */
 export const services = {
-  node: Worker.NodeServiceClient,
-  task: Worker.TaskServiceClient
+  node: WorkerProtocol.NodeServiceClient,
+  task: WorkerProtocol.TaskServiceClient
 } as const
 
 /**
@@ -163,7 +163,7 @@ const mayHaveLostTheAnswer = (error: Failure): boolean =>
   (error.code === grpc.status.INTERNAL && error.rstCode !== undefined)
 
 // A message this worker does not know is skipped.
-const toRequest = (message: Worker.MasterMessage): Option.Option<MasterRequest> =>
+const toRequest = (message: WorkerProtocol.MasterMessage): Option.Option<MasterRequest> =>
   message.message === "cancel_task" && message.cancel_task
     ? Option.some({ _tag: "CancelTask", taskId: message.cancel_task.task_id })
     : Option.none()

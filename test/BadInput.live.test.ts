@@ -13,10 +13,10 @@ import * as Schema from "effect/Schema"
 import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Outbox from "../src/Outbox.js"
-import * as Worker from "../src/protocol/Worker.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
+import * as WorkerProtocol from "../src/WorkerProtocol.js"
 import { eventually } from "./fixtures/poll.js"
 import { serve } from "./fixtures/server.js"
 
@@ -82,8 +82,8 @@ describe("bad input from the network", () => {
         let handedOut = 0
         // A master whose Subscribe writes bytes that are not a MasterMessage.
         const garbled: grpc.ServiceDefinition = {
-          ...Worker.NodeService,
-          Subscribe: { ...Worker.NodeService.Subscribe, responseSerialize: (bytes: Buffer) => bytes }
+          ...WorkerProtocol.NodeService,
+          Subscribe: { ...WorkerProtocol.NodeService.Subscribe, responseSerialize: (bytes: Buffer) => bytes }
         }
         const { port } = yield* serve((server) => {
           server.addService(garbled, {
@@ -93,16 +93,16 @@ describe("bad input from the network", () => {
               call.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]))
             }
           })
-          server.addService(Worker.TaskService, {
-            FetchTask: (_call: unknown, callback: grpc.sendUnaryData<Worker.FetchTaskReply>) =>
+          server.addService(WorkerProtocol.TaskService, {
+            FetchTask: (_call: unknown, callback: grpc.sendUnaryData<WorkerProtocol.FetchTaskReply>) =>
               callback(null, {
                 task: handedOut++ < 3
                   ? { id: `t${handedOut}`, payload: JSON.stringify({ text: "go" }), priority: 0, created_at_ms: "0" }
                   : null
               }),
             ReportStatus: (
-              call: grpc.ServerUnaryCall<Worker.ReportStatusRequest, Worker.ReportStatusReply>,
-              callback: grpc.sendUnaryData<Worker.ReportStatusReply>
+              call: grpc.ServerUnaryCall<WorkerProtocol.ReportStatusRequest, WorkerProtocol.ReportStatusReply>,
+              callback: grpc.sendUnaryData<WorkerProtocol.ReportStatusReply>
             ) => {
               if (call.request.status === "FINISHED") finished.push(call.request.task_id)
               callback(null, { outcome: "ACCEPTED" })

@@ -6,8 +6,8 @@ import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import { service as healthService } from "grpc-health-check"
-import * as Worker from "../src/protocol/Worker.js"
 import * as Master from "../src/testing/Master.js"
+import * as WorkerProtocol from "../src/WorkerProtocol.js"
 
 // A fresh connection per client, retried quickly, so a restarted master is reached at once.
 const clientOptions: grpc.ClientOptions = {
@@ -17,7 +17,7 @@ const clientOptions: grpc.ClientOptions = {
 }
 
 const client = <C extends grpc.Client>(
-  constructor: Worker.ClientConstructor<C, grpc.ServiceDefinition>,
+  constructor: WorkerProtocol.ClientConstructor<C, grpc.ServiceDefinition>,
   address: string
 ) =>
   Effect.acquireRelease(
@@ -26,7 +26,10 @@ const client = <C extends grpc.Client>(
   )
 
 const clients = (address: string) =>
-  Effect.all({ node: client(Worker.NodeServiceClient, address), task: client(Worker.TaskServiceClient, address) })
+  Effect.all({
+    node: client(WorkerProtocol.NodeServiceClient, address),
+    task: client(WorkerProtocol.TaskServiceClient, address)
+  })
 
 const rpc = <A>(start: (options: grpc.CallOptions, callback: grpc.requestCallback<A>) => grpc.ClientUnaryCall) =>
   Effect.async<A, grpc.ServiceError>((resume) => {
@@ -37,24 +40,24 @@ const rpc = <A>(start: (options: grpc.CallOptions, callback: grpc.requestCallbac
     return Effect.sync(() => call.cancel())
   })
 
-const register = (c: Worker.NodeServiceClient, node_key: string, generation = 1) =>
-  rpc<Worker.RegisterReply>((o, cb) =>
+const register = (c: WorkerProtocol.NodeServiceClient, node_key: string, generation = 1) =>
+  rpc<WorkerProtocol.RegisterReply>((o, cb) =>
     c.Register({ node_key, name: `${node_key}-name`, max_runners: 4, generation }, o, cb)
   )
-const heartbeat = (c: Worker.NodeServiceClient, node_key: string, running = 0) =>
-  rpc<Worker.HeartbeatReply>((o, cb) => c.SendHeartbeat({ node_key, running }, o, cb))
-const fetch = (c: Worker.TaskServiceClient, node_key: string, fetch_id = "") =>
-  rpc<Worker.FetchTaskReply>((o, cb) => c.FetchTask({ node_key, fetch_id }, o, cb)).pipe(
+const heartbeat = (c: WorkerProtocol.NodeServiceClient, node_key: string, running = 0) =>
+  rpc<WorkerProtocol.HeartbeatReply>((o, cb) => c.SendHeartbeat({ node_key, running }, o, cb))
+const fetch = (c: WorkerProtocol.TaskServiceClient, node_key: string, fetch_id = "") =>
+  rpc<WorkerProtocol.FetchTaskReply>((o, cb) => c.FetchTask({ node_key, fetch_id }, o, cb)).pipe(
     Effect.map((reply) => reply.task)
   )
 const report = (
-  c: Worker.TaskServiceClient,
-  request: Pick<Worker.ReportStatusRequest, "task_id" | "node_key" | "idempotency_key"> & {
-    readonly status: Worker.TaskStatus | number
+  c: WorkerProtocol.TaskServiceClient,
+  request: Pick<WorkerProtocol.ReportStatusRequest, "task_id" | "node_key" | "idempotency_key"> & {
+    readonly status: WorkerProtocol.TaskStatus | number
   }
 ) =>
-  rpc<Worker.ReportStatusReply>((o, cb) =>
-    c.ReportStatus({ error: "", ...request, status: request.status as Worker.TaskStatus }, o, cb)
+  rpc<WorkerProtocol.ReportStatusReply>((o, cb) =>
+    c.ReportStatus({ error: "", ...request, status: request.status as WorkerProtocol.TaskStatus }, o, cb)
   ).pipe(Effect.map((reply) => reply.outcome))
 
 const failure = <A>(effect: Effect.Effect<A, grpc.ServiceError>) =>
@@ -78,7 +81,7 @@ interface HealthClient extends grpc.Client {
 const HealthClient = grpc.makeGenericClientConstructor(
   healthService as grpc.ServiceDefinition,
   "Health"
-) as unknown as Worker.ClientConstructor<HealthClient, grpc.ServiceDefinition>
+) as unknown as WorkerProtocol.ClientConstructor<HealthClient, grpc.ServiceDefinition>
 
 const tcpHandles = () =>
   process.getActiveResourcesInfo().filter((kind) => kind === "TCPServerWrap" || kind === "TCPSocketWrap")
@@ -215,7 +218,7 @@ describe("Master (live loopback)", () => {
         const { task } = yield* clients(master.address)
         const id = yield* master.enqueue({ payload: "{}" })
         yield* fetch(task, "n1")
-        const send = (status: Worker.TaskStatus, key: string, node = "n1") =>
+        const send = (status: WorkerProtocol.TaskStatus, key: string, node = "n1") =>
           report(task, { task_id: id, node_key: node, status, idempotency_key: key })
 
         assert.strictEqual(yield* send("RUNNING", "k1"), "ACCEPTED")
@@ -286,8 +289,8 @@ describe("Master (live loopback)", () => {
           Effect.acquireRelease(
             Effect.sync(() => {
               const stream = node.Subscribe({ node_key: "n1", generation })
-              const received: Array<Worker.MasterMessage> = []
-              stream.on("data", (message: Worker.MasterMessage) => received.push(message))
+              const received: Array<WorkerProtocol.MasterMessage> = []
+              stream.on("data", (message: WorkerProtocol.MasterMessage) => received.push(message))
               stream.on("error", () => {}) // CANCELLED when we end it
               return { stream, received }
             }),
@@ -333,8 +336,8 @@ describe("Master (live loopback)", () => {
         old.on("status", (status: grpc.StatusObject) => (ended = grpc.status[status.code]))
         yield* eventually(master.subscriptions, (n) => n === 1)
         const current = node.Subscribe({ node_key: "n1", generation: 1 })
-        const received: Array<Worker.MasterMessage> = []
-        current.on("data", (message: Worker.MasterMessage) => received.push(message))
+        const received: Array<WorkerProtocol.MasterMessage> = []
+        current.on("data", (message: WorkerProtocol.MasterMessage) => received.push(message))
         current.on("error", () => {})
         yield* Effect.addFinalizer(() => Effect.sync(() => current.cancel()))
         assert.strictEqual(yield* eventually(Effect.sync(() => ended), (status) => status !== undefined), "OK")
@@ -356,7 +359,7 @@ describe("Master (live loopback)", () => {
         const health = yield* client(HealthClient, master.address)
         const check = (service: string) =>
           rpc<{ status: string }>((o, cb) => health.check({ service }, o, cb)).pipe(Effect.map((r) => r.status))
-        const all = Effect.all(["", Worker.serviceNames.node, Worker.serviceNames.task].map(check))
+        const all = Effect.all(["", WorkerProtocol.serviceNames.node, WorkerProtocol.serviceNames.task].map(check))
 
         assert.deepStrictEqual(yield* all, ["SERVING", "SERVING", "SERVING"])
         yield* master.setServing(false)
@@ -453,8 +456,10 @@ describe("Master (live loopback)", () => {
         const id = yield* master.enqueue({ payload: "{}" })
         yield* register(node, "n1")
         yield* fetch(task, "n1")
-        const reportWith = (status: Worker.TaskStatus | number, overrides: Partial<Worker.ReportStatusRequest> = {}) =>
-          failure(report(task, { task_id: id, node_key: "n1", status, idempotency_key: "k", ...overrides }))
+        const reportWith = (
+          status: WorkerProtocol.TaskStatus | number,
+          overrides: Partial<WorkerProtocol.ReportStatusRequest> = {}
+        ) => failure(report(task, { task_id: id, node_key: "n1", status, idempotency_key: "k", ...overrides }))
 
         assert.deepStrictEqual(yield* failure(fetch(task, "")), {
           code: "INVALID_ARGUMENT",

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Ref from "effect/Ref"
 import * as TestClock from "effect/TestClock"
-import * as Timeline from "../src/testing/Timeline.js"
+import * as Timeline from "../examples/Timeline.js"
 
 // A structural well-formedness check (Node has no DOMParser): one `svg` root, every tag closed in order,
 // attributes double-quoted, no raw `&` or `<` in text or attribute values. Returns the first problem.

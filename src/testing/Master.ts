@@ -45,7 +45,7 @@ import { createHash, timingSafeEqual } from "node:crypto"
 import { createSecureContext } from "node:tls"
 import { requireLazily } from "../internal/lazy.js"
 import * as Validate from "../internal/validate.js"
-import * as Worker from "../protocol/Worker.js"
+import * as WorkerProtocol from "../WorkerProtocol.js"
 import * as MasterState from "./internal/masterState.js"
 import { MasterError } from "./internal/masterState.js"
 
@@ -110,7 +110,7 @@ type TaskInfo = MasterState.TaskInfo
 type NodeInfo = MasterState.NodeInfo
 
 // The master's statuses are the protocol's, less the unspecified one: checked here, where both are known.
-type WireStatus = Exclude<Worker.TaskStatus, "TASK_STATUS_UNSPECIFIED">
+type WireStatus = Exclude<WorkerProtocol.TaskStatus, "TASK_STATUS_UNSPECIFIED">
 const sameStatuses: [TaskStatus, WireStatus] extends [WireStatus, TaskStatus] ? true : never = true
 void sameStatuses
 
@@ -266,7 +266,7 @@ const toStatus = (cause: Cause.Cause<MasterState.Rejection>): grpc.StatusObject 
   }
 }
 
-type SubscribeCall = grpc.ServerWritableStream<Worker.SubscribeRequest, Worker.MasterMessage>
+type SubscribeCall = grpc.ServerWritableStream<WorkerProtocol.SubscribeRequest, WorkerProtocol.MasterMessage>
 
 const serverCredentials = (tls: TlsOptions | undefined): Effect.Effect<grpc.ServerCredentials, MasterError> =>
   tls === undefined
@@ -418,8 +418,8 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
       }
     }
 
-    const nodeHandlers: Worker.NodeServiceHandlers = {
-      Register: unary<Worker.RegisterRequest, Worker.RegisterReply>("Register", (request) =>
+    const nodeHandlers: WorkerProtocol.NodeServiceHandlers = {
+      Register: unary<WorkerProtocol.RegisterRequest, WorkerProtocol.RegisterReply>("Register", (request) =>
         Effect.as(
           state.register({
             node: request.node_key,
@@ -429,13 +429,13 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
           }),
           {}
         )),
-      SendHeartbeat: unary<Worker.HeartbeatRequest, Worker.HeartbeatReply>("SendHeartbeat", (request) =>
+      SendHeartbeat: unary<WorkerProtocol.HeartbeatRequest, WorkerProtocol.HeartbeatReply>("SendHeartbeat", (request) =>
         Effect.as(state.heartbeat(request.node_key, request.running), {})),
       Subscribe: subscribe
     }
 
-    const taskHandlers: Worker.TaskServiceHandlers = {
-      FetchTask: unary<Worker.FetchTaskRequest, Worker.FetchTaskReply>("FetchTask", (request) =>
+    const taskHandlers: WorkerProtocol.TaskServiceHandlers = {
+      FetchTask: unary<WorkerProtocol.FetchTaskRequest, WorkerProtocol.FetchTaskReply>("FetchTask", (request) =>
         Effect.map(state.fetch(request.node_key, request.fetch_id), (task) => ({
           task: Option.match(task, {
             onNone: () =>
@@ -448,18 +448,21 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
             })
           })
         }))),
-      ReportStatus: unary<Worker.ReportStatusRequest, Worker.ReportStatusReply>("ReportStatus", (request) =>
-        Effect.map(
-          state.report({
-            taskId: request.task_id,
-            node: request.node_key,
-            // Whatever arrived, even a number: the state checks it.
-            status: request.status as TaskStatus,
-            error: request.error,
-            key: request.idempotency_key
-          }),
-          (outcome) => ({ outcome })
-        ))
+      ReportStatus: unary<WorkerProtocol.ReportStatusRequest, WorkerProtocol.ReportStatusReply>(
+        "ReportStatus",
+        (request) =>
+          Effect.map(
+            state.report({
+              taskId: request.task_id,
+              node: request.node_key,
+              // Whatever arrived, even a number: the state checks it.
+              status: request.status as TaskStatus,
+              error: request.error,
+              key: request.idempotency_key
+            }),
+            (outcome) => ({ outcome })
+          )
+      )
     }
 
     const stopServer = Effect.gen(function*() {
@@ -478,8 +481,8 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
           return port
         }
         const created = new grpc.Server(serverOptions)
-        created.addService(Worker.NodeService, nodeHandlers)
-        created.addService(Worker.TaskService, taskHandlers)
+        created.addService(WorkerProtocol.NodeService, nodeHandlers)
+        created.addService(WorkerProtocol.TaskService, taskHandlers)
         health.addToServer(created)
         const bound = yield* bind(created, `${hostPart}:${port}`, credentials).pipe(
           Effect.tapError(() =>
@@ -522,8 +525,8 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
 const servingMap = (status: "SERVING" | "NOT_SERVING") => ({
   "": status,
-  [Worker.serviceNames.node]: status,
-  [Worker.serviceNames.task]: status
+  [WorkerProtocol.serviceNames.node]: status,
+  [WorkerProtocol.serviceNames.task]: status
 })
 
 /**

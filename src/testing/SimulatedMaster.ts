@@ -22,9 +22,9 @@ import * as Stream from "effect/Stream"
 import type * as Connection from "../Connection.js"
 import { GrpcError } from "../GrpcError.js"
 import type * as Validate from "../internal/validate.js"
-import * as Worker from "../protocol/Worker.js"
 import * as Retry from "../Retry.js"
 import * as TaskSource from "../TaskSource.js"
+import * as WorkerProtocol from "../WorkerProtocol.js"
 import * as MasterState from "./internal/masterState.js"
 import { SimulatedNetwork } from "./SimulatedNetwork.js"
 
@@ -170,7 +170,7 @@ export const taskSource = <
         Effect.flatMap(lookup(service), (client) =>
           network.callOn(
             client,
-            `${Worker.serviceNames[service]}/${method}`,
+            `${WorkerProtocol.serviceNames[service]}/${method}`,
             Effect.zipRight(state.injectFailure(method), handle).pipe(Effect.mapError(toGrpcError(service, method)))
           ))
 
@@ -212,7 +212,7 @@ export const taskSource = <
           Effect.map(conn.client("node"), (client) =>
             network.streamOn(
               client,
-              `${Worker.serviceNames.node}/Subscribe`,
+              `${WorkerProtocol.serviceNames.node}/Subscribe`,
               Stream.unwrapScoped(
                 Effect.mapError(state.subscribe(nodeKey, generation), toGrpcError("node", "Subscribe"))
               )
