@@ -21,25 +21,10 @@ import * as HttpServer from "@effect/platform/HttpServer"
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Logger from "effect/Logger"
-import * as LogLevel from "effect/LogLevel"
 import { createServer } from "node:http"
 import * as Master from "../testing/Master.js"
 import * as MasterAdmin from "../testing/MasterAdmin.js"
-
-const Logging = Layer.unwrapEffect(
-  Effect.map(
-    Config.all([
-      Config.literal("pretty", "json", "logfmt")("LOG_FORMAT").pipe(Config.withDefault("logfmt" as const)),
-      Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
-    ]),
-    ([format, level]) =>
-      Layer.merge(
-        format === "json" ? Logger.json : format === "logfmt" ? Logger.logFmt : Logger.pretty,
-        Logger.minimumLogLevel(level)
-      )
-  )
-)
+import { Logging } from "./logging.js"
 
 const MasterLive = Layer.unwrapEffect(
   Effect.gen(function*() {
