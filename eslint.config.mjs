@@ -11,8 +11,8 @@ export default tseslint.config(
     files: ["**/*.ts", "**/*.mjs"],
     rules: {
       "object-shorthand": "error",
+      "prefer-const": ["error", { ignoreReadBeforeAssign: true }],
       "@typescript-eslint/array-type": ["warn", { default: "generic", readonly: "generic" }],
-      "@typescript-eslint/consistent-type-imports": "warn",
       "@typescript-eslint/no-explicit-any": "off",
       "@typescript-eslint/no-empty-object-type": "off",
       "@typescript-eslint/no-non-null-assertion": "off",

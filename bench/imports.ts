@@ -35,10 +35,13 @@ interface Footprint {
 }
 
 const newest = (dir: string): number =>
-  Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((entry) => {
-    const path = join(dir, entry.name)
-    return entry.isDirectory() ? newest(path) : statSync(path).mtimeMs
-  }))
+  Math.max(
+    0,
+    ...readdirSync(dir, { withFileTypes: true }).map((entry) => {
+      const path = join(dir, entry.name)
+      return entry.isDirectory() ? newest(path) : statSync(path).mtimeMs
+    })
+  )
 
 const built = (): boolean => {
   try {
@@ -159,7 +162,11 @@ export const imports: Bench = ({ quick }) =>
             return [
               contender.name,
               found.modules,
-              index === baselineIndex ? `(its own: ${found.packages.join(", ")})` : extra.length === 0 ? "none" : extra.join(", "),
+              index === baselineIndex
+                ? `(its own: ${found.packages.join(", ")})`
+                : extra.length === 0
+                ? "none"
+                : extra.join(", "),
               found.dataReads.length === 0 ? "none" : found.dataReads.join(", "),
               found.fibers
             ]

@@ -11,9 +11,9 @@
  * Deliveries go to a master that answers at once: the delivery loop's own
  * cost, one report at a time, each removed from the store.
  */
-import * as KeyValueStore from "@effect/platform/KeyValueStore"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
+import * as KeyValueStore from "@effect/platform/KeyValueStore"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -31,7 +31,12 @@ import { bars } from "./plot.js"
 
 const owner: Outbox.Owner = { node: "bench", master: "127.0.0.1:9666" }
 
-const report = (id: string): TaskSource.StatusReport => ({ key: `${id}:FINISHED`, taskId: id, status: "FINISHED", error: "" })
+const report = (id: string): TaskSource.StatusReport => ({
+  key: `${id}:FINISHED`,
+  taskId: id,
+  status: "FINISHED",
+  error: ""
+})
 
 interface Store {
   readonly name: string
@@ -100,13 +105,24 @@ const measure = (store: Store, depth: number, count: number) =>
           Deferred.await(go),
           Effect.suspend(() => {
             delivered += 1
-            return delivered === count ? Deferred.succeed(done, undefined) : delivered > count ? Effect.never : Effect.void
+            return delivered === count
+              ? Deferred.succeed(done, undefined)
+              : delivered > count
+              ? Effect.never
+              : Effect.void
           })
         )
       const [outbox, openMs] = yield* timedValue(Outbox.make({ ...owner, deliver }))
-      const sequential = yield* timed(Effect.forEach(Array.from({ length: count }, (_, i) => i), (i) => outbox.add(report(`one-${i}`)), { discard: true }))
+      const sequential = yield* timed(
+        Effect.forEach(Array.from({ length: count }, (_, i) => i), (i) => outbox.add(report(`one-${i}`)), {
+          discard: true
+        })
+      )
       const concurrent = yield* timed(
-        Effect.forEach(Array.from({ length: count }, (_, i) => i), (i) => outbox.add(report(`many-${i}`)), { concurrency: 16, discard: true })
+        Effect.forEach(Array.from({ length: count }, (_, i) => i), (i) => outbox.add(report(`many-${i}`)), {
+          concurrency: 16,
+          discard: true
+        })
       )
       const delivering = yield* timed(Effect.zipRight(Deferred.succeed(go, undefined), Deferred.await(done)))
       return {
@@ -183,7 +199,9 @@ export const outbox: Bench = ({ quick }) =>
         return {
           name: `${store.name}: ${what}/s at depth ${deepest.toLocaleString("en-US")} against depth 0`,
           target: "within 2x",
-          measured: `${rate(at(deepest)[what])}/s, against ${rate(at(0)[what])}/s at depth 0 (x${(1 / ratio).toFixed(2)})`,
+          measured: `${rate(at(deepest)[what])}/s, against ${rate(at(0)[what])}/s at depth 0 (x${
+            (1 / ratio).toFixed(2)
+          })`,
           met: ratio <= 2
         }
       })
@@ -192,7 +210,9 @@ export const outbox: Bench = ({ quick }) =>
     const result: Result = {
       name: "outbox",
       title: "Outbox: adds and deliveries per second at depth",
-      method: `For each store, at depths ${depths.map((d) => d.toLocaleString("en-US")).join(", ")} (records already waiting, ` +
+      method: `For each store, at depths ${
+        depths.map((d) => d.toLocaleString("en-US")).join(", ")
+      } (records already waiting, ` +
         `written beforehand through the store): ${count} adds one at a time, ${count} adds 16 at once, then ${count} deliveries ` +
         `(each figure the median of ${rounds} interleaved round(s), after a warm-up) ` +
         "to a master that answers at once. Every add is durable before it returns (fsync), on the machine's disk (os.tmpdir()); " +
@@ -207,7 +227,16 @@ export const outbox: Bench = ({ quick }) =>
         {
           title: "Per second",
           columns: ["store", "depth", "adds, one at a time", "adds, 16 at once", "deliveries", "open (s)"],
-          rows: measures.map((m) => [m.store, m.depth.toLocaleString("en-US"), rate(m.adds), rate(m.concurrentAdds), rate(m.deliveries), m.open.toFixed(2)])
+          rows: measures.map((
+            m
+          ) => [
+            m.store,
+            m.depth.toLocaleString("en-US"),
+            rate(m.adds),
+            rate(m.concurrentAdds),
+            rate(m.deliveries),
+            m.open.toFixed(2)
+          ])
         },
         {
           title: "The 0.1 outbox (one rewritten file), adds one at a time",
@@ -223,7 +252,9 @@ export const outbox: Bench = ({ quick }) =>
         groups: depths.map((depth) => ({
           label: `depth ${depth.toLocaleString("en-US")}`,
           bars: [
-            ...stores.filter((s) => s.name !== "memory").map((s) => ({
+            ...stores.filter((s) =>
+              s.name !== "memory"
+            ).map((s) => ({
               series: s.name,
               value: measures.find((m) => m.store === s.name && m.depth === depth)!.adds
             })),

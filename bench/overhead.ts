@@ -20,8 +20,12 @@ class Echo extends Connection.Tag("bench/Echo", { echo: EchoClient })<Echo>() {}
 
 const rawCall = (client: EchoClient, text: string) =>
   new Promise<SayReply>((resolve, reject) =>
-    client.say({ text }, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (error, reply) =>
-      error ? reject(error) : resolve(reply!))
+    client.say(
+      { text },
+      new grpc.Metadata(),
+      { deadline: Date.now() + 10_000 },
+      (error, reply) => error ? reject(error) : resolve(reply!)
+    )
   )
 
 // `calls` calls spread over `concurrency` loops; returns the wall time and each call's latency (ms).
@@ -96,8 +100,12 @@ export const overhead: Bench = ({ quick }) =>
     // What one writes by hand in an Effect worker: the call, its deadline, interruption cancels it.
     const rawEffect = (text: string) =>
       Effect.async<SayReply, grpc.ServiceError>((resume) => {
-        const call = rawClient.say({ text }, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (error, reply) =>
-          resume(error ? Effect.fail(error) : Effect.succeed(reply!)))
+        const call = rawClient.say(
+          { text },
+          new grpc.Metadata(),
+          { deadline: Date.now() + 10_000 },
+          (error, reply) => resume(error ? Effect.fail(error) : Effect.succeed(reply!))
+        )
         return Effect.sync(() => call.cancel())
       })
 
@@ -111,7 +119,9 @@ export const overhead: Bench = ({ quick }) =>
       const raws: Array<Summary> = []
       const wrappeds: Array<Summary> = []
       for (let round = 0; round < rounds; round++) {
-        promises.push(summarize(yield* Effect.promise(() => timedRaw(calls, concurrency, () => rawCall(rawClient, "x")))))
+        promises.push(
+          summarize(yield* Effect.promise(() => timedRaw(calls, concurrency, () => rawCall(rawClient, "x"))))
+        )
         raws.push(summarize(yield* timedEffect(calls, concurrency, rawEffect("x"))))
         wrappeds.push(summarize(yield* timedEffect(calls, concurrency, wrappedCall("x"))))
       }
@@ -142,14 +152,27 @@ export const overhead: Bench = ({ quick }) =>
         title: "Latency and throughput",
         columns: ["concurrency", "path", "mean", "p50", "calls/s", "mean vs raw in Effect"],
         rows: measures.flatMap((m) =>
-          ([["raw grpc-js, Promise loop", m.promise], ["raw grpc-js in Effect", m.raw], ["conn.call", m.wrapped]] as const).map((
+          ([["raw grpc-js, Promise loop", m.promise], ["raw grpc-js in Effect", m.raw], [
+            "conn.call",
+            m.wrapped
+          ]] as const).map((
             [path, r]
           ) => [m.concurrency, path, ms(r.mean), ms(r.p50), Math.round(r.throughput), pct(r.mean / m.raw.mean - 1)])
         )
       }],
       targets: [
-        { name: "added latency at concurrency 1", target: "<= 10 %", measured: pct(addedLatency), met: addedLatency <= 0.10 },
-        { name: "throughput lost at concurrency 64", target: "<= 5 %", measured: pct(lostThroughput), met: lostThroughput <= 0.05 }
+        {
+          name: "added latency at concurrency 1",
+          target: "<= 10 %",
+          measured: pct(addedLatency),
+          met: addedLatency <= 0.10
+        },
+        {
+          name: "throughput lost at concurrency 64",
+          target: "<= 5 %",
+          measured: pct(lostThroughput),
+          met: lostThroughput <= 0.05
+        }
       ],
       svg: bars({
         title: "Call overhead: conn.call against raw grpc-js",

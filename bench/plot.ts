@@ -3,7 +3,7 @@
  * Hand-written SVG, no dependency: the pictures are simple and must stay readable in a diff.
  */
 
-import { escapeXml as escape } from "../src/testing/Timeline.js"
+import { escapeXml as escape } from "../examples/Timeline.js"
 
 const palette = ["#1976d2", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b"]
 
@@ -72,10 +72,14 @@ export const bars = (options: {
   if (options.subtitle) parts.push(`<text x="20" y="50" font-size="13" fill="#555">${escape(options.subtitle)}</text>`)
   for (let v = 0; v <= top + 1e-9; v += step) {
     parts.push(`<line x1="${plot.x}" x2="${plot.x + plot.w}" y1="${y(v)}" y2="${y(v)}" stroke="#e0e0e0"/>`)
-    parts.push(`<text x="${plot.x - 8}" y="${y(v) + 4}" font-size="11" text-anchor="end" fill="#555">${label(v)}</text>`)
+    parts.push(
+      `<text x="${plot.x - 8}" y="${y(v) + 4}" font-size="11" text-anchor="end" fill="#555">${label(v)}</text>`
+    )
   }
   parts.push(
-    `<text x="18" y="${plot.y + plot.h / 2}" font-size="12" fill="#555" transform="rotate(-90 18 ${plot.y + plot.h / 2})" text-anchor="middle">${escape(options.unit)}</text>`
+    `<text x="18" y="${plot.y + plot.h / 2}" font-size="12" fill="#555" transform="rotate(-90 18 ${
+      plot.y + plot.h / 2
+    })" text-anchor="middle">${escape(options.unit)}</text>`
   )
   // The groups, centered in the plot.
   let x = plot.x + (plot.w - barsWidth) / 2
@@ -90,29 +94,41 @@ export const bars = (options: {
           `<rect x="${left}" y="${plot.y}" width="${barWidth}" height="${plot.h}" fill="none" stroke="${color}" stroke-dasharray="4 3"/>`
         )
         parts.push(
-          `<text x="${left + barWidth / 2}" y="${plot.y + 14}" font-size="10" text-anchor="middle" fill="${color}">${escape(bar.missing)}</text>`
+          `<text x="${left + barWidth / 2}" y="${plot.y + 14}" font-size="10" text-anchor="middle" fill="${color}">${
+            escape(bar.missing)
+          }</text>`
         )
         return
       }
-      parts.push(`<rect x="${left}" y="${y(bar.value)}" width="${barWidth}" height="${plot.y + plot.h - y(bar.value)}" fill="${color}"/>`)
+      parts.push(
+        `<rect x="${left}" y="${y(bar.value)}" width="${barWidth}" height="${
+          plot.y + plot.h - y(bar.value)
+        }" fill="${color}"/>`
+      )
       const hasWhisker = bar.high !== undefined && Number.isFinite(bar.high)
       const whiskerX = left + barWidth * 0.75
       parts.push(
-        `<text x="${hasWhisker ? left + barWidth * 0.3 : left + barWidth / 2}" y="${y(bar.value) - 4}" font-size="10" text-anchor="middle">${
-          label(bar.value)
-        }</text>`
+        `<text x="${hasWhisker ? left + barWidth * 0.3 : left + barWidth / 2}" y="${
+          y(bar.value) - 4
+        }" font-size="10" text-anchor="middle">${label(bar.value)}</text>`
       )
       if (hasWhisker) {
         parts.push(`<line x1="${whiskerX}" x2="${whiskerX}" y1="${y(bar.value)}" y2="${y(bar.high!)}" stroke="#333"/>`)
-        parts.push(`<line x1="${whiskerX - 6}" x2="${whiskerX + 6}" y1="${y(bar.high!)}" y2="${y(bar.high!)}" stroke="#333"/>`)
+        parts.push(
+          `<line x1="${whiskerX - 6}" x2="${whiskerX + 6}" y1="${y(bar.high!)}" y2="${y(bar.high!)}" stroke="#333"/>`
+        )
       }
     })
     parts.push(
-      `<text x="${x + groupWidth / 2}" y="${plot.y + plot.h + 20}" font-size="12" text-anchor="middle">${escape(group.label)}</text>`
+      `<text x="${x + groupWidth / 2}" y="${plot.y + plot.h + 20}" font-size="12" text-anchor="middle">${
+        escape(group.label)
+      }</text>`
     )
     x += groupWidth + 40
   })
-  parts.push(`<line x1="${plot.x}" x2="${plot.x + plot.w}" y1="${plot.y + plot.h}" y2="${plot.y + plot.h}" stroke="#333"/>`)
+  parts.push(
+    `<line x1="${plot.x}" x2="${plot.x + plot.w}" y1="${plot.y + plot.h}" y2="${plot.y + plot.h}" stroke="#333"/>`
+  )
   legend(parts, series, plot.x, plot.y + plot.h + 50, width - 20)
   return svg(width, height, parts)
 }
@@ -134,7 +150,9 @@ export const lines = (options: {
   const ys = options.series.flatMap((s) => s.points.map(([, py]) => py))
   const xAxis = axis(Math.max(0, ...xs))
   const yAxis = axis(Math.max(0, ...ys))
-  const width = Math.ceil(Math.max(760, textWidth(options.title, 18, true) + 40, textWidth(options.subtitle ?? "", 13) + 40))
+  const width = Math.ceil(
+    Math.max(760, textWidth(options.title, 18, true) + 40, textWidth(options.subtitle ?? "", 13) + 40)
+  )
   const plot = { x: 70, y: 70, w: width - 100, h: 220 }
   const rows = legendRows(options.series.map((s) => s.name), plot.x, width - 20)
   const height = plot.y + plot.h + 70 + rows * 18 + 10
@@ -145,14 +163,24 @@ export const lines = (options: {
   if (options.subtitle) parts.push(`<text x="20" y="50" font-size="13" fill="#555">${escape(options.subtitle)}</text>`)
   for (let v = 0; v <= yAxis.top + 1e-9; v += yAxis.step) {
     parts.push(`<line x1="${plot.x}" x2="${plot.x + plot.w}" y1="${y(v)}" y2="${y(v)}" stroke="#e0e0e0"/>`)
-    parts.push(`<text x="${plot.x - 8}" y="${y(v) + 4}" font-size="11" text-anchor="end" fill="#555">${label(v)}</text>`)
+    parts.push(
+      `<text x="${plot.x - 8}" y="${y(v) + 4}" font-size="11" text-anchor="end" fill="#555">${label(v)}</text>`
+    )
   }
   for (let v = 0; v <= xAxis.top + 1e-9; v += xAxis.step) {
-    parts.push(`<text x="${x(v)}" y="${plot.y + plot.h + 16}" font-size="11" text-anchor="middle" fill="#555">${label(v)}</text>`)
+    parts.push(
+      `<text x="${x(v)}" y="${plot.y + plot.h + 16}" font-size="11" text-anchor="middle" fill="#555">${label(v)}</text>`
+    )
   }
-  parts.push(`<text x="${plot.x + plot.w / 2}" y="${plot.y + plot.h + 36}" font-size="12" text-anchor="middle" fill="#555">${escape(options.xUnit)}</text>`)
   parts.push(
-    `<text x="18" y="${plot.y + plot.h / 2}" font-size="12" fill="#555" transform="rotate(-90 18 ${plot.y + plot.h / 2})" text-anchor="middle">${escape(options.yUnit)}</text>`
+    `<text x="${plot.x + plot.w / 2}" y="${plot.y + plot.h + 36}" font-size="12" text-anchor="middle" fill="#555">${
+      escape(options.xUnit)
+    }</text>`
+  )
+  parts.push(
+    `<text x="18" y="${plot.y + plot.h / 2}" font-size="12" fill="#555" transform="rotate(-90 18 ${
+      plot.y + plot.h / 2
+    })" text-anchor="middle">${escape(options.yUnit)}</text>`
   )
   options.series.forEach((s, i) => {
     const color = palette[i % palette.length]
@@ -160,7 +188,9 @@ export const lines = (options: {
     parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.5"/>`)
   })
   legend(parts, options.series.map((s) => s.name), plot.x, plot.y + plot.h + 70, width - 20)
-  parts.push(`<line x1="${plot.x}" x2="${plot.x + plot.w}" y1="${plot.y + plot.h}" y2="${plot.y + plot.h}" stroke="#333"/>`)
+  parts.push(
+    `<line x1="${plot.x}" x2="${plot.x + plot.w}" y1="${plot.y + plot.h}" y2="${plot.y + plot.h}" stroke="#333"/>`
+  )
   return svg(width, height, parts)
 }
 
@@ -192,7 +222,9 @@ const legend = (parts: Array<string>, names: ReadonlyArray<string>, left: number
 }
 
 const svg = (width: number, height: number, parts: ReadonlyArray<string>) =>
-  `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="DejaVu Sans, Arial, sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n${parts.join("\n")}\n</svg>\n`
+  `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="DejaVu Sans, Arial, sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n${
+    parts.join("\n")
+  }\n</svg>\n`
 
 /** Percentile (nearest rank) of a list of numbers. */
 export const percentile = (values: ReadonlyArray<number>, p: number): number => {

@@ -33,10 +33,10 @@ import { performance } from "node:perf_hooks"
 import { Connection, Readiness, TaskSource } from "../src/index.js"
 import { FaultProxy, Master } from "../src/testing/index.js"
 import type { Bench, Result, Table, Target } from "./Bench.js"
+import { start as startChild } from "./child.js"
 import type { Contender, RunningWorker } from "./contenders/Contender.js"
 import { makeGoClientModel } from "./contenders/GoClientModel.js"
 import { library, libraryPrevious } from "./contenders/Library.js"
-import { start as startChild } from "./child.js"
 import { fetchDeadlineMs, fetchIntervalMs, plain } from "./contenders/PlainGrpc.js"
 import { bars, percentile } from "./plot.js"
 import { seeded } from "./seeded.js"
@@ -100,7 +100,6 @@ const settings = (quick: boolean): Settings =>
       refusedOutage: 120_000
     }
 
-
 interface Outage {
   readonly index: number
   /** How long the fault lasts, ms. */
@@ -113,7 +112,10 @@ interface Outage {
 const schedule = (s: Settings, seedValue = seed): ReadonlyArray<Outage> => {
   const next = seeded(seedValue)
   const draw = ([min, max]: readonly [number, number]) => Math.round((min + next() * (max - min)) / 100) * 100
-  return Array.from({ length: s.outages }, (_, index) => ({ index: index + 1, length: draw(s.length), gap: draw(s.gap) }))
+  return Array.from(
+    { length: s.outages },
+    (_, index) => ({ index: index + 1, length: draw(s.length), gap: draw(s.gap) })
+  )
 }
 
 const contenders: ReadonlyArray<Contender> = [library, plain, makeGoClientModel({ seed })]
@@ -239,7 +241,13 @@ const moved = (before: Readonly<Record<string, number>>, after: Readonly<Record<
 
 type Progress = (fault: Fault, contender: string, m: Measured) => Effect.Effect<void>
 
-const latencyPair = (contender: Contender, fault: Fault, plan: ReadonlyArray<Outage>, s: Settings, progress: Progress) =>
+const latencyPair = (
+  contender: Contender,
+  fault: Fault,
+  plan: ReadonlyArray<Outage>,
+  s: Settings,
+  progress: Progress
+) =>
   Effect.scoped(Effect.gen(function*() {
     const began = performance.now()
     const r = yield* rig(contender, `${contender.key}-${fault}`)
@@ -324,7 +332,9 @@ interface CostResult {
   readonly warmUp: string | undefined
   readonly outageMs: number
   /** TCP connections the proxy accepted (refused ones included) in each full minute of the outage, or in the whole outage when shorter. */
-  readonly acceptedPerWindow: ReadonlyArray<{ readonly fromMs: number; readonly toMs: number; readonly accepted: number }>
+  readonly acceptedPerWindow: ReadonlyArray<
+    { readonly fromMs: number; readonly toMs: number; readonly accepted: number }
+  >
   readonly acceptedTotal: number
   readonly perMinute: number
   /** Sockets the proxy still held open when the outage ended. */
@@ -419,7 +429,11 @@ const refusedCost = (contender: Contender, s: Settings) =>
   Effect.scoped(Effect.gen(function*() {
     const master = yield* Master.make()
     const child = yield* startChild(new URL("./recovery/refusedWorker.ts", import.meta.url), { core: undefined })
-    yield* child.ask({ cmd: "start", address: master.address, schedule: contender.key === "library" ? "default" : "previous" })
+    yield* child.ask({
+      cmd: "start",
+      address: master.address,
+      schedule: contender.key === "library" ? "default" : "previous"
+    })
     yield* master.stop
     const before = yield* child.ask<{ at: number; cpuMs: number; dials: number }>({ cmd: "mark" })
     yield* Effect.sleep(s.refusedOutage)
@@ -562,7 +576,9 @@ export const recovery: Bench = ({ quick }) =>
       refusedCost(c, s).pipe(
         Effect.tap((r) =>
           Console.log(
-            `  refused   ${c.key.padEnd(16)} ${r.cpuPercent.toFixed(2)} % of a core over ${seconds(r.outageMs)}, ${r.attempts} attempts`
+            `  refused   ${c.key.padEnd(16)} ${r.cpuPercent.toFixed(2)} % of a core over ${
+              seconds(r.outageMs)
+            }, ${r.attempts} attempts`
           )
         )
       )
@@ -601,7 +617,17 @@ const report = (
   // Table 1: percentiles and ratios.
   const latencyTable: Table = {
     title: "Recovery latency: network back to the first task started",
-    columns: ["fault", "contender", "outages", "recovered", "p50", "p95", "max", "p50 / library p50", "max / library max"],
+    columns: [
+      "fault",
+      "contender",
+      "outages",
+      "recovered",
+      "p50",
+      "p95",
+      "max",
+      "p50 / library p50",
+      "max / library max"
+    ],
     rows: faults.flatMap((fault) =>
       contenders.map((c) => {
         const sm = summary(fault, c.key)
@@ -638,7 +664,9 @@ const report = (
   }
 
   // Table 3: every outage.
-  const cell = (m: Measured) => (m.status === "recovered" ? seconds(m.latency!) : m.status === "dnf" ? "DNF" : "not run")
+  const cell = (
+    m: Measured
+  ) => (m.status === "recovered" ? seconds(m.latency!) : m.status === "dnf" ? "DNF" : "not run")
   const everyTable: Table = {
     title: "Every outage: latency per contender (same seeded lengths for all)",
     columns: ["#", "length", ...faults.flatMap((f) => contenders.map((c) => `${f}: ${c.key}`))],
@@ -700,7 +728,8 @@ const report = (
     }
   }
   const others = contenders.filter((c) => c.key !== "library")
-  const perMinute = (fault: Fault, key: string) => costs.find((x) => x.fault === fault && x.contender === key)!.perMinute
+  const perMinute = (fault: Fault, key: string) =>
+    costs.find((x) => x.fault === fault && x.contender === key)!.perMinute
   const refusedOf = (key: string) => refused.find((r) => r.contender === key)!
   const targets: Array<Target> = [
     absolute("reset", "p50", 350, "<="),
@@ -711,13 +740,17 @@ const report = (
     {
       name: `blackhole of ${seconds(s.longOutage)}: connections per minute reaching the master's side`,
       target: "no more than with the previous schedule",
-      measured: `${perMinute("blackhole", "library").toFixed(1)} (previous ${perMinute("blackhole", "library-previous").toFixed(1)})`,
+      measured: `${perMinute("blackhole", "library").toFixed(1)} (previous ${
+        perMinute("blackhole", "library-previous").toFixed(1)
+      })`,
       met: perMinute("blackhole", "library") <= perMinute("blackhole", "library-previous")
     },
     {
       name: `refused for ${seconds(s.refusedOutage)}: the worker's CPU`,
       target: "< 1 % of a core",
-      measured: `${refusedOf("library").cpuPercent.toFixed(2)} % (previous schedule ${refusedOf("library-previous").cpuPercent.toFixed(2)} %)`,
+      measured: `${refusedOf("library").cpuPercent.toFixed(2)} % (previous schedule ${
+        refusedOf("library-previous").cpuPercent.toFixed(2)
+      } %)`,
       met: refusedOf("library").cpuPercent < 1
     }
   ]
@@ -810,7 +843,9 @@ const report = (
       notes.push(
         `${who}: ${cost.acceptedTotal} TCP connections for ${dialed} channels dialed. A grpc-js 1.14 channel closed in ` +
           "TRANSIENT_FAILURE still reconnects once (its subchannel's backoff timer survives the close), " +
-          `so each failed attempt costs the master more than one connection (${(cost.acceptedTotal / dialed).toFixed(1)} here).`
+          `so each failed attempt costs the master more than one connection (${
+            (cost.acceptedTotal / dialed).toFixed(1)
+          } here).`
       )
     }
     if (cost.fault === "blackhole" && cost.openAtEnd > 1) {
@@ -824,7 +859,9 @@ const report = (
     }
   }
   notes.push(
-    `Wall time ${seconds(wallMs)}${quick ? ` (quick mode: ${s.outages} short outages per fault, numbers not meaningful)` : ""}; ` +
+    `Wall time ${seconds(wallMs)}${
+      quick ? ` (quick mode: ${s.outages} short outages per fault, numbers not meaningful)` : ""
+    }; ` +
       "absolute times on a shared machine are noise, the ratios are the result."
   )
 
@@ -854,11 +891,17 @@ const report = (
     title: "Recovery latency after network outages",
     method: `${plan.length} outages per fault kind (reset, blackhole) through a TCP fault proxy, lengths ${
       seconds(s.length[0])
-    } to ${seconds(s.length[1])} from a seeded generator (seed ${seed}), the same for every contender; a task enqueued ${
+    } to ${
+      seconds(s.length[1])
+    } from a seeded generator (seed ${seed}), the same for every contender; a task enqueued ${
       Math.round(s.enqueueAt * 100)
     } % into each outage; latency = the worker's handler starting that task minus the restore; DNF after ${
       seconds(s.bound)
-    }. Contenders: this library with its defaults, a plain grpc-js worker (default channel options, FetchTask every ${seconds(fetchIntervalMs)} with a ${seconds(fetchDeadlineMs)} deadline), and a TypeScript model of the original Go client (bench/contenders/GoClientModel.ts). Each (contender, fault) pair has its own master and proxy; all pairs run at once in one process. Cost: one ${
+    }. Contenders: this library with its defaults, a plain grpc-js worker (default channel options, FetchTask every ${
+      seconds(fetchIntervalMs)
+    } with a ${
+      seconds(fetchDeadlineMs)
+    } deadline), and a TypeScript model of the original Go client (bench/contenders/GoClientModel.ts). Each (contender, fault) pair has its own master and proxy; all pairs run at once in one process. Cost: one ${
       seconds(s.longOutage)
     } outage per pair, counting the TCP connections the proxy accepted, with the library also on its previous reconnect schedule (bench/contenders/previousSchedule.ts); and one worker alone in its own process, its master stopped for ${
       seconds(s.refusedOutage)

@@ -60,13 +60,20 @@ const markdown = (results: ReadonlyArray<Result>, failures: ReadonlyArray<string
   const cell = (value: string | number) => String(value).replace(/\|/g, "\\|")
   const lines: Array<string> = []
   lines.push(`# Benchmark results${quick ? " (quick: small counts, not the numbers to quote)" : ""}`, "")
-  lines.push(`Produced by \`${command}\` on ${machine.date.slice(0, 10)}: ${machine.cores} cores (${machine.cpu}), ` +
-    `${machine.memory}, Node ${machine.node}, ${machine.os}. The machine is shared: absolute times are noise, ` +
-    "the comparisons made within one run are the result.", "")
+  lines.push(
+    `Produced by \`${command}\` on ${machine.date.slice(0, 10)}: ${machine.cores} cores (${machine.cpu}), ` +
+      `${machine.memory}, Node ${machine.node}, ${machine.os}. The machine is shared: absolute times are noise, ` +
+      "the comparisons made within one run are the result.",
+    ""
+  )
   lines.push("| benchmark | target | measured | |", "| --- | --- | --- | --- |")
   for (const result of results) {
     for (const target of result.targets) {
-      lines.push(`| ${cell(result.title)}: ${cell(target.name)} | ${cell(target.target)} | ${cell(target.measured)} | ${target.met ? "met" : "**missed**"} |`)
+      lines.push(
+        `| ${cell(result.title)}: ${cell(target.name)} | ${cell(target.target)} | ${cell(target.measured)} | ${
+          target.met ? "met" : "**missed**"
+        } |`
+      )
     }
   }
   for (const failure of failures) lines.push(`| ${cell(failure)} | | | **broke** |`)
@@ -74,7 +81,12 @@ const markdown = (results: ReadonlyArray<Result>, failures: ReadonlyArray<string
   for (const result of results) {
     lines.push(`## ${result.title}`, "", result.method, "")
     for (const table of result.tables) {
-      lines.push(`**${table.title}**`, "", `| ${table.columns.map(cell).join(" | ")} |`, `| ${table.columns.map(() => "---").join(" | ")} |`)
+      lines.push(
+        `**${table.title}**`,
+        "",
+        `| ${table.columns.map(cell).join(" | ")} |`,
+        `| ${table.columns.map(() => "---").join(" | ")} |`
+      )
       for (const row of table.rows) lines.push(`| ${row.map(cell).join(" | ")} |`)
       lines.push("")
     }
@@ -108,7 +120,11 @@ const main = Effect.gen(function*() {
   }
   writeFileSync(
     join(out, "results.json"),
-    JSON.stringify({ machine, command, quick, results: results.map(({ svg: _svg, ...rest }) => rest), failures }, null, 2)
+    JSON.stringify(
+      { machine, command, quick, results: results.map(({ svg: _svg, ...rest }) => rest), failures },
+      null,
+      2
+    )
   )
   writeFileSync(join(out, "RESULTS.md"), markdown(results, failures))
   console.log(`results written to ${join(out, "RESULTS.md")}`)

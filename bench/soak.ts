@@ -6,6 +6,7 @@
  * real collection.
  */
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
@@ -13,7 +14,6 @@ import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Supervisor from "effect/Supervisor"
-import * as Exit from "effect/Exit"
 import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as FaultProxy from "../src/testing/FaultProxy.js"
@@ -64,7 +64,10 @@ export const soak: Bench = ({ quick }) =>
       conn.changes.pipe(
         Stream.filter((state) => state._tag === "Ready" && state.generation >= generation),
         Stream.runHead,
-        Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error(`generation ${generation} not Ready in 10 s`) })
+        Effect.timeoutFail({
+          duration: "10 seconds",
+          onTimeout: () => new Error(`generation ${generation} not Ready in 10 s`)
+        })
       )
     // Every step is bounded: a soak that hangs must say where.
     const bounded = <A, E>(what: string, effect: Effect.Effect<A, E>) =>
@@ -104,9 +107,12 @@ export const soak: Bench = ({ quick }) =>
     return {
       name: "soak",
       title: `Soak: ${cycles} reconnect cycles of one connection`,
-      method: `One connection through a FaultProxy to a loopback server; each cycle resets every connection, waits for the ` +
+      method:
+        `One connection through a FaultProxy to a loopback server; each cycle resets every connection, waits for the ` +
         `connection to leave Ready, lets traffic through and waits for the next generation to be Ready (reconnect schedule ` +
-        `5 ms, so the run is about leaks, not waiting). Heap used after ${gcExposed ? "two forced GCs" : "NO forced GC (run with --expose-gc)"}, ` +
+        `5 ms, so the run is about leaks, not waiting). Heap used after ${
+          gcExposed ? "two forced GCs" : "NO forced GC (run with --expose-gc)"
+        }, ` +
         "live fibers of the connection (Supervisor.track), and open handles, before the first cycle, after the last, and after close.",
       tables: [{
         title: "Before and after",
@@ -122,7 +128,12 @@ export const soak: Bench = ({ quick }) =>
         rows: [[cycles, seconds.toFixed(1), (cycles / seconds).toFixed(0)]]
       }],
       targets: [
-        { name: "heap growth after GC", target: "< 10 MB", measured: `${growth.toFixed(2)} MB`, met: gcExposed && growth < 10 },
+        {
+          name: "heap growth after GC",
+          target: "< 10 MB",
+          measured: `${growth.toFixed(2)} MB`,
+          met: gcExposed && growth < 10
+        },
         {
           name: "live fibers back to baseline",
           target: `${before.fibers} (and 0 after close)`,

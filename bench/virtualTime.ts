@@ -22,13 +22,18 @@ import { bars, percentile } from "./plot.js"
 
 const Payload = Schema.Struct({ seconds: Schema.Number })
 
-const world = TaskHandler.layer({ payload: Payload, run: (task) => Effect.sleep(`${task.payload.seconds} seconds`) }).pipe(
-  Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
-  Layer.provideMerge(
-    Connection.layer({ address: "master:9666", services: TaskSource.services, readiness: { probe: SimulatedNetwork.probe } })
-  ),
-  Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
-)
+const world = TaskHandler.layer({ payload: Payload, run: (task) => Effect.sleep(`${task.payload.seconds} seconds`) })
+  .pipe(
+    Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+    Layer.provideMerge(
+      Connection.layer({
+        address: "master:9666",
+        services: TaskSource.services,
+        readiness: { probe: SimulatedNetwork.probe }
+      })
+    ),
+    Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
+  )
 
 // The timeline; fails if the task did not finish, so a broken run is never timed as a fast one.
 const cls001 = (seed: number) =>
@@ -89,7 +94,8 @@ export const virtualTime: Bench = ({ quick }) =>
     return {
       name: "virtual-time",
       title: "Virtual time: the simulated CLS-001 timeline",
-      method: `${runs} runs (jitter seeds 1 to ${runs}) of the CLS-001 timeline, 36 s of virtual time each: worker ready, ` +
+      method:
+        `${runs} runs (jitter seeds 1 to ${runs}) of the CLS-001 timeline, 36 s of virtual time each: worker ready, ` +
         "network cut at 6 s, a task created at 15 s, the network back at 26 s, the task run and reported; wall time per run.",
       tables: [{
         title: "Wall time per run",
@@ -103,7 +109,12 @@ export const virtualTime: Bench = ({ quick }) =>
           `${(p50 / percentile(timers, 50)).toFixed(2)} ms`
         ]]
       }],
-      targets: [{ name: "wall time of one run", target: "< 200 ms", measured: `p50 ${p50.toFixed(0)} ms, max ${max.toFixed(0)} ms`, met: max < 200 }],
+      targets: [{
+        name: "wall time of one run",
+        target: "< 200 ms",
+        measured: `p50 ${p50.toFixed(0)} ms, max ${max.toFixed(0)} ms`,
+        met: max < 200
+      }],
       svg: bars({
         title: "Virtual time: the simulated CLS-001 timeline",
         subtitle: `36 s of virtual time, ${runs} runs`,

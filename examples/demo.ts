@@ -12,17 +12,17 @@
  * Exit code 0 when the task started within 5 s of the network coming back, 1
  * otherwise, 2 for a bad flag.
  */
-import * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as FileSystem from "@effect/platform/FileSystem"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
 import * as Console from "effect/Console"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
-import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberRef from "effect/FiberRef"
@@ -38,7 +38,7 @@ import * as Stream from "effect/Stream"
 import { resolve } from "node:path"
 import { Connection, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../src/index.js"
 import { FaultProxy, Master } from "../src/testing/index.js"
-import * as Timeline from "../src/testing/Timeline.js"
+import * as Timeline from "./Timeline.js"
 
 // -------------------------------------------------------------------------------------------------
 // Flags
@@ -123,8 +123,7 @@ const parseFlags = (
 // Like the seed's `echo` spider: a message in, the same message out, about a second of work.
 const Echo = Schema.Struct({ message: Schema.String })
 
-const echo = (task: TaskHandler.Task<typeof Echo.Type>) =>
-  Effect.as(Effect.sleep("1 second"), task.payload.message)
+const echo = (task: TaskHandler.Task<typeof Echo.Type>) => Effect.as(Effect.sleep("1 second"), task.payload.message)
 
 const nodeKey = "demo-worker"
 
@@ -363,7 +362,10 @@ const scenario = (options: Options, recorder: Timeline.Recorder) =>
       if (subscriptions !== seen.subscriptions) {
         const what = subscriptions > seen.subscriptions ? "node subscribed" : "subscription ended"
         seen.subscriptions = subscriptions
-        yield* record({ lane: "Master", text: `${what} (${subscriptions} stream${subscriptions === 1 ? "" : "s"} open)` })
+        yield* record({
+          lane: "Master",
+          text: `${what} (${subscriptions} stream${subscriptions === 1 ? "" : "s"} open)`
+        })
       }
       if (info !== undefined && ["FINISHED", "ERROR", "CANCELLED"].includes(info.status)) {
         yield* mark(() => ({ taskEnded: info }))
@@ -475,9 +477,9 @@ const main = (options: Options) =>
     }
     lines.push(
       row("total", Timeline.formatSeconds(end), `then everything closed in ${Timeline.formatSeconds(closed)}`),
-      `  worker: ${Math.max(0, marks.attempts - 1)} failed reconnection attempts, ${status.fetchFailures} failed fetches, ${
-        counts.clientUnavailable
-      } "client unavailable" errors; ${counts.warnings} warnings and ${counts.errors} errors logged`,
+      `  worker: ${
+        Math.max(0, marks.attempts - 1)
+      } failed reconnection attempts, ${status.fetchFailures} failed fetches, ${counts.clientUnavailable} "client unavailable" errors; ${counts.warnings} warnings and ${counts.errors} errors logged`,
       "",
       verdict.text
     )
@@ -503,7 +505,9 @@ const main = (options: Options) =>
 const fromEnv = Effect.runSync(Effect.either(Config.all({
   fault: Config.withDefault(FaultProxy.faultKind("DEMO_FAULT"), "reset" as const),
   outage: Config.withDefault(
-    Config.integer("DEMO_OUTAGE").pipe(Config.validate({ message: "expected seconds from 1 to 300", validation: (n) => n >= 1 && n <= 300 })),
+    Config.integer("DEMO_OUTAGE").pipe(
+      Config.validate({ message: "expected seconds from 1 to 300", validation: (n) => n >= 1 && n <= 300 })
+    ),
     10
   )
 })))

@@ -43,7 +43,9 @@ const program = Effect.gen(function*() {
 const print = Effect.sync(() => {
   const spans = exporter.getFinishedSpans()
   const traces = new Map<string, typeof spans>()
-  for (const span of spans) traces.set(span.spanContext().traceId, [...(traces.get(span.spanContext().traceId) ?? []), span])
+  for (const span of spans) {
+    traces.set(span.spanContext().traceId, [...(traces.get(span.spanContext().traceId) ?? []), span])
+  }
   for (const [traceId, members] of traces) {
     console.log(`trace ${traceId.slice(0, 8)}`)
     for (const span of members.sort((a, b) => a.startTime[0] - b.startTime[0] || a.startTime[1] - b.startTime[1])) {

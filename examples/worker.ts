@@ -15,9 +15,9 @@
  * Run it with `npm run worker`; stop it with SIGTERM or Ctrl-C: running tasks
  * get 30 s to finish, and the outbox is flushed.
  */
-import * as Command from "@effect/platform/Command"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Command from "@effect/platform/Command"
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -41,7 +41,11 @@ const collect = <E>(stream: Stream.Stream<Uint8Array, E>) =>
 const runShell = (task: TaskHandler.Task<typeof ShellTask.Type>) =>
   Effect.gen(function*() {
     const process = yield* Command.start(Command.make(task.payload.command, ...task.payload.args))
-    const [stdout, stderr, exitCode] = yield* Effect.all([collect(process.stdout), collect(process.stderr), process.exitCode], {
+    const [stdout, stderr, exitCode] = yield* Effect.all([
+      collect(process.stdout),
+      collect(process.stderr),
+      process.exitCode
+    ], {
       concurrency: "unbounded"
     })
     yield* Effect.logInfo(`task ${task.id}: exit code ${exitCode}, output ${JSON.stringify(stdout.trim())}`)
@@ -53,7 +57,9 @@ const runShell = (task: TaskHandler.Task<typeof ShellTask.Type>) =>
     Effect.scoped,
     // A command that cannot be started (not found, not executable) is the task's failure, not the worker's.
     Effect.mapError((error) =>
-      error instanceof TaskHandler.TaskError ? error : new TaskHandler.TaskError({ message: error.message, cause: error })
+      error instanceof TaskHandler.TaskError
+        ? error
+        : new TaskHandler.TaskError({ message: error.message, cause: error })
     )
   )
 
@@ -79,4 +85,8 @@ const WorkerLive = Layer.unwrapEffect(
   })
 )
 
-Layer.launch(WorkerLive).pipe(Effect.provide(NodeContext.layer), Effect.provide(Logging), NodeRuntime.runMain({ disablePrettyLogger: true }))
+Layer.launch(WorkerLive).pipe(
+  Effect.provide(NodeContext.layer),
+  Effect.provide(Logging),
+  NodeRuntime.runMain({ disablePrettyLogger: true })
+)

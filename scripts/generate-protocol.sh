@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates src/protocol/generated from proto/worker.proto with proto-loader-gen-types.
-# The options match the loader options of src/protocol/Worker.ts: change them together.
+# The options match the loader options of src/WorkerProtocol.ts: change them together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -17,7 +17,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberHandle from "effect/FiberHandle"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
+import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -135,7 +135,9 @@ export const make = (options: Options = {}): Effect.Effect<Breaker, Validate.Inv
             Effect.zipRight(log("circuit breaker half-open: the next call is a trial"))
           )
         )
-        yield* log(`circuit breaker open after ${failures} consecutive transient failures; half-open in ${formatMillis(delay)}`)
+        yield* log(
+          `circuit breaker open after ${failures} consecutive transient failures; half-open in ${formatMillis(delay)}`
+        )
         return BreakerState.Open({ since: now, until: now + delay })
       })
 
@@ -192,10 +194,15 @@ export const make = (options: Options = {}): Effect.Effect<Breaker, Validate.Inv
               : Effect.onExit(self, (exit) => settle(exit, admission === "trial"))))
 
     const settle = <A, E>(exit: Exit.Exit<A, E>, trial: boolean) =>
-      SubscriptionRef.modifyEffect(state, (current) => Effect.map(next(current, exit, trial), (state) => [undefined, state] as const))
+      SubscriptionRef.modifyEffect(
+        state,
+        (current) => Effect.map(next(current, exit, trial), (state) => [undefined, state] as const)
+      )
 
     yield* state.changes.pipe(
-      Stream.runForEach((current) => Metrics.oneHot(Metrics.breakerState, ["Closed", "Open", "HalfOpen"], current._tag)),
+      Stream.runForEach((current) =>
+        Metrics.oneHot(Metrics.breakerState, ["Closed", "Open", "HalfOpen"], current._tag)
+      ),
       Effect.forkScoped
     )
 

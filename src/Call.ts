@@ -17,9 +17,12 @@ import * as GrpcError from "./GrpcError.js"
  * @since 0.1.0
  * @category models
  */
-export type UnaryMethod<C> = {
-  [M in keyof C]: C[M] extends (argument: any, callback: grpc.requestCallback<any>) => grpc.ClientUnaryCall ? M : never
-}[keyof C] & string
+export type UnaryMethod<C> =
+  & {
+    [M in keyof C]: C[M] extends (argument: any, callback: grpc.requestCallback<any>) => grpc.ClientUnaryCall ? M
+      : never
+  }[keyof C]
+  & string
 
 /**
  * The server-streaming methods of a grpc-js client type, by name.
@@ -27,10 +30,12 @@ export type UnaryMethod<C> = {
  * @since 0.1.0
  * @category models
  */
-export type StreamMethod<C> = {
-  [M in keyof C]: C[M] extends (argument: any, options?: grpc.CallOptions) => grpc.ClientReadableStream<any> ? M
-    : never
-}[keyof C] & string
+export type StreamMethod<C> =
+  & {
+    [M in keyof C]: C[M] extends (argument: any, options?: grpc.CallOptions) => grpc.ClientReadableStream<any> ? M
+      : never
+  }[keyof C]
+  & string
 
 /**
  * The request type of a method.
@@ -114,8 +119,7 @@ const callOptions = (options: CallOptions): grpc.CallOptions =>
   options.timeout === undefined ? {} : { deadline: Date.now() + Duration.toMillis(options.timeout) }
 
 // The request surely never left: grpc-js fails calls at once, unsent, on a channel that is not READY.
-const unsent = (client: grpc.Client) =>
-  client.getChannel().getConnectivityState(false) !== grpc.connectivityState.READY
+const unsent = (client: grpc.Client) => client.getChannel().getConnectivityState(false) !== grpc.connectivityState.READY
 
 /**
  * A unary call. Interrupting the effect cancels the call.
@@ -198,7 +202,8 @@ export const serverStream = <C extends grpc.Client, M extends StreamMethod<C>>(
         call.on("data", (message: Message<C, M>) => emit.single(message))
         call.on("error", (error: grpc.ServiceError) =>
           emit.fail(GrpcError.fromServiceError(error, service, method, beforeSend)))
-        call.on("end", () => emit.end())
+        call.on("end", () =>
+          emit.end())
         const latch = options.givenUp
         if (latch?.fired) emit.fail(givenUp(service, method, true))
         const release = latch?.listen(() => emit.fail(givenUp(service, method, beforeSend))) ?? (() => false)
@@ -212,4 +217,5 @@ export const serverStream = <C extends grpc.Client, M extends StreamMethod<C>>(
           call.on("error", () => {})
           call.cancel()
         })
-    ))
+    )
+  )

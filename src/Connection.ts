@@ -19,18 +19,18 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as Tracer from "effect/Tracer"
+import * as Breaker from "./Breaker.js"
+import * as Call from "./Call.js"
+import { ClientUnavailable, ConnectError, ConnectionState } from "./ConnectionState.js"
+import * as Credentials from "./Credentials.js"
 import * as GrpcChannel from "./GrpcChannel.js"
+import * as GrpcError from "./GrpcError.js"
 import * as Env from "./internal/config.js"
+import * as Lookup from "./internal/lookup.js"
+import * as Supervisor from "./internal/supervisor.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidOption } from "./InvalidOption.js"
 import * as Readiness from "./Readiness.js"
-import * as Breaker from "./Breaker.js"
-import * as Call from "./Call.js"
-import * as Credentials from "./Credentials.js"
-import * as GrpcError from "./GrpcError.js"
-import { ClientUnavailable, ConnectError, ConnectionState } from "./ConnectionState.js"
-import * as Lookup from "./internal/lookup.js"
-import * as Supervisor from "./internal/supervisor.js"
 import * as Retry from "./Retry.js"
 
 /**
@@ -53,8 +53,6 @@ export type ClientConstructor<C extends grpc.Client = grpc.Client> = new(
  * @category models
  */
 export type Services = Readonly<Record<string, ClientConstructor<grpc.Client>>>
-
-
 
 /**
  * @since 0.1.0
@@ -176,7 +174,10 @@ export interface Connection<S extends Services = Services> {
     method: M,
     request: Call.Request<InstanceType<S[K]>, M>,
     options?: CallOptions
-  ) => Effect.Effect<Call.Response<InstanceType<S[K]>, M>, GrpcError.GrpcError | ClientUnavailable | Breaker.BreakerOpen>
+  ) => Effect.Effect<
+    Call.Response<InstanceType<S[K]>, M>,
+    GrpcError.GrpcError | ClientUnavailable | Breaker.BreakerOpen
+  >
   /**
    * A server-streaming call that is opened on every connection generation:
    * messages of each generation's stream, in order, until the connection
@@ -222,7 +223,6 @@ const streamReopen = Retry.backoff({ base: "100 millis", cap: "5 seconds" })
 let nativeTracer: Tracer.Tracer | undefined
 const isNativeTracer = (tracer: Tracer.Tracer): boolean => tracer === (nativeTracer ??= Effect.runSync(Effect.tracer))
 
-
 const validServices = <S extends Services>(services: S): Effect.Effect<S, InvalidOption> => {
   if (services === null || typeof services !== "object") {
     return Effect.fail(new InvalidOption({ option: "services", reason: "expected a record of client constructors" }))
@@ -234,7 +234,6 @@ const validServices = <S extends Services>(services: S): Effect.Effect<S, Invali
   }
   return Effect.succeed(services)
 }
-
 
 /**
  * Builds a connection in the current scope and starts its supervisor.
@@ -248,8 +247,16 @@ export const make = <S extends Services, R = never>(
   Effect.gen(function*() {
     const address = yield* Validate.address("address", options.address)
     const services = yield* validServices(options.services)
-    const connectTimeout = yield* Validate.positiveDuration("connectTimeout", options.connectTimeout, defaults.connectTimeout)
-    const lookupTimeout = yield* Validate.positiveDuration("lookupTimeout", options.lookupTimeout, defaults.lookupTimeout)
+    const connectTimeout = yield* Validate.positiveDuration(
+      "connectTimeout",
+      options.connectTimeout,
+      defaults.connectTimeout
+    )
+    const lookupTimeout = yield* Validate.positiveDuration(
+      "lookupTimeout",
+      options.lookupTimeout,
+      defaults.lookupTimeout
+    )
     const reconnectingLookupTimeout = yield* Validate.positiveDuration(
       "reconnectingLookupTimeout",
       options.reconnectingLookupTimeout,
@@ -315,11 +322,16 @@ export const make = <S extends Services, R = never>(
       )
       const resilient = callOptions.retry === false
         ? attempt
-        : attempt.pipe(Retry.transient(callOptions.retry ?? callSchedule, { idempotent: callOptions.idempotent, label }))
+        : attempt.pipe(
+          Retry.transient(callOptions.retry ?? callSchedule, { idempotent: callOptions.idempotent, label })
+        )
       return Effect.flatMap(Effect.tracer, (tracer) =>
         isNativeTracer(tracer)
           ? resilient
-          : Effect.withSpan(resilient, label, { kind: "client", attributes: { "rpc.service": service, "rpc.method": method } }))
+          : Effect.withSpan(resilient, label, {
+            kind: "client",
+            attributes: { "rpc.service": service, "rpc.method": method }
+          }))
     }
 
     // The one mechanism that opens a stream on every generation, given its link.
@@ -331,7 +343,9 @@ export const make = <S extends Services, R = never>(
         Stream.takeWhile((s) => s.state._tag !== "Closed"),
         Stream.map((s) => s.link),
         Stream.changesWith((a, b) => a?.generation === b?.generation),
-        Stream.flatMap((link) => (link === undefined ? Stream.empty : Stream.repeat(open(link), reopen)), { switch: true })
+        Stream.flatMap((link) => (link === undefined ? Stream.empty : Stream.repeat(open(link), reopen)), {
+          switch: true
+        })
       )
 
     const eachGeneration: Connection<S>["eachGeneration"] = (open, reopen) =>
@@ -350,7 +364,9 @@ export const make = <S extends Services, R = never>(
             // CANCELLED reaches us only from the server (ours are never surfaced): it went away.
             Retry.isTransient(error) || error.code === grpc.status.CANCELLED
               ? Stream.execute(
-                Effect.logWarning(`${service}.${method} stream of generation ${link.generation} ended: ${error.message}`)
+                Effect.logWarning(
+                  `${service}.${method} stream of generation ${link.generation} ended: ${error.message}`
+                )
                   .pipe(Effect.zipRight(check))
               )
               : Stream.fail(error)
@@ -376,7 +392,9 @@ export const make = <S extends Services, R = never>(
   })
 
 const toContext = <S extends Services>(connection: Connection<S>) =>
-  Context.make(Connection, connection as unknown as Connection).pipe(Context.add(Readiness.Readiness, connection.readiness))
+  Context.make(Connection, connection as unknown as Connection).pipe(
+    Context.add(Readiness.Readiness, connection.readiness)
+  )
 
 /**
  * The connection and its readiness as a layer: the supervisor runs for as long
@@ -424,7 +442,19 @@ export const config = <S extends Services>(services: S): Config.Config<Options<S
       lookup: Retry.lookupConfig,
       readiness: Readiness.config
     }),
-    ({ breakerThreshold, call, halfOpenAfter, keepaliveTime, keepaliveTimeout, lookup, maxMessageBytes, reconnect, ...rest }) => ({
+    (
+      {
+        breakerThreshold,
+        call,
+        halfOpenAfter,
+        keepaliveTime,
+        keepaliveTimeout,
+        lookup,
+        maxMessageBytes,
+        reconnect,
+        ...rest
+      }
+    ) => ({
       ...rest,
       services,
       reconnectSchedule: Retry.reconnectWith(reconnect),
@@ -434,8 +464,12 @@ export const config = <S extends Services>(services: S): Config.Config<Options<S
       channelOptions: {
         // A larger message from the master fails its call with RESOURCE_EXHAUSTED instead of filling memory.
         ...(maxMessageBytes === undefined ? {} : { "grpc.max_receive_message_length": maxMessageBytes }),
-        ...(keepaliveTime === undefined ? {} : { "grpc.keepalive_time_ms": Math.round(Duration.toMillis(keepaliveTime)) }),
-        ...(keepaliveTimeout === undefined ? {} : { "grpc.keepalive_timeout_ms": Math.round(Duration.toMillis(keepaliveTimeout)) })
+        ...(keepaliveTime === undefined
+          ? {}
+          : { "grpc.keepalive_time_ms": Math.round(Duration.toMillis(keepaliveTime)) }),
+        ...(keepaliveTimeout === undefined
+          ? {}
+          : { "grpc.keepalive_timeout_ms": Math.round(Duration.toMillis(keepaliveTimeout)) })
       }
     })
   )
@@ -486,7 +520,9 @@ export type TagOptions<S extends Services, R = never> = Omit<Options<S, R>, "ser
  * @since 0.2.0
  * @category models
  */
-export interface TagClass<Self, Id extends string, S extends Services> extends Context.TagClass<Self, Id, Connection<S>> {
+export interface TagClass<Self, Id extends string, S extends Services>
+  extends Context.TagClass<Self, Id, Connection<S>>
+{
   /** The service clients the connection registers, by lookup key. */
   readonly services: S
   /** Builds the connection for as long as the layer's scope. */
@@ -514,14 +550,14 @@ export interface TagClass<Self, Id extends string, S extends Services> extends C
  * @since 0.2.0
  * @category constructors
  */
-export const Tag = <const Id extends string, const S extends Services>(id: Id, services: S) =>
-<Self>(): TagClass<Self, Id, S> => {
-  const tag = Context.Tag(id)<Self, Connection<S>>()
-  const build = <R>(options: TagOptions<S, R>) => make<S, R>({ ...options, services })
-  return Object.assign(tag, {
-    services,
-    layer: <R = never>(options: TagOptions<S, R>) => Layer.scoped(tag, build(options)),
-    layerConfig: <R = never>(config: Config.Config.Wrap<TagOptions<S, R>>) =>
-      Layer.scoped(tag, Effect.flatMap(Config.unwrap(config), build))
-  })
-}
+export const Tag =
+  <const Id extends string, const S extends Services>(id: Id, services: S) => <Self>(): TagClass<Self, Id, S> => {
+    const tag = Context.Tag(id)<Self, Connection<S>>()
+    const build = <R>(options: TagOptions<S, R>) => make<S, R>({ ...options, services })
+    return Object.assign(tag, {
+      services,
+      layer: <R = never>(options: TagOptions<S, R>) => Layer.scoped(tag, build(options)),
+      layerConfig: <R = never>(config: Config.Config.Wrap<TagOptions<S, R>>) =>
+        Layer.scoped(tag, Effect.flatMap(Config.unwrap(config), build))
+    })
+  }

@@ -127,7 +127,9 @@ export class ClientUnavailable extends Data.TaggedError("ClientUnavailable")<{
   readonly waited: Duration.Duration
 }> {
   override get message() {
-    return `${this.service} client unavailable (${this.reason}) after ${formatMillis(this.waited)}, connection ${this.state._tag}`
+    return `${this.service} client unavailable (${this.reason}) after ${
+      formatMillis(this.waited)
+    }, connection ${this.state._tag}`
   }
 }
 
@@ -145,4 +147,3 @@ export const describe = (state: ConnectionState): string =>
     Ready: ({ generation }) => `generation ${generation}`,
     Closed: () => "closed"
   })
-

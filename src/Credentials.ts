@@ -26,8 +26,8 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
-import * as Env from "./internal/config.js"
 import { checkServerIdentity } from "node:tls"
+import * as Env from "./internal/config.js"
 
 /**
  * Credentials that could not be made.
@@ -80,7 +80,9 @@ export interface Options {
  * @since 0.1.0
  * @category tags
  */
-export class Credentials extends Context.Tag("effect-grpc-resilience/Credentials")<Credentials, grpc.ChannelCredentials>() {}
+export class Credentials
+  extends Context.Tag("effect-grpc-resilience/Credentials")<Credentials, grpc.ChannelCredentials>()
+{}
 
 // RFC 6750 token68 plus what masters commonly issue; never a space, CR or LF, which would break the header.
 const tokenPattern = /^[A-Za-z0-9\-._~+/=:]+$/
@@ -120,7 +122,11 @@ class InsecureWithCallCredentials extends grpc.ChannelCredentials {
   _equals(other: grpc.ChannelCredentials): boolean {
     return other === this
   }
-  _createSecureConnector(target: ConnectorArgs[0], options: ConnectorArgs[1], callCredentials?: ConnectorArgs[2]): Connector {
+  _createSecureConnector(
+    target: ConnectorArgs[0],
+    options: ConnectorArgs[1],
+    callCredentials?: ConnectorArgs[2]
+  ): Connector {
     return this.#insecure._createSecureConnector(
       target,
       options,
@@ -162,7 +168,12 @@ const readPem = (
       return buffer.includes("-----BEGIN ")
         ? Effect.succeed(buffer)
         : Effect.fail(
-          new CredentialsError({ reason: "Invalid", option, path, message: `the ${option} file ${path} holds no PEM block` })
+          new CredentialsError({
+            reason: "Invalid",
+            option,
+            path,
+            message: `the ${option} file ${path} holds no PEM block`
+          })
         )
     })
   )
@@ -178,7 +189,9 @@ const missing = (given: string, needed: string) =>
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options: Options = {}): Effect.Effect<grpc.ChannelCredentials, CredentialsError, FileSystem.FileSystem> =>
+export const make = (
+  options: Options = {}
+): Effect.Effect<grpc.ChannelCredentials, CredentialsError, FileSystem.FileSystem> =>
   Effect.gen(function*() {
     if (options.cert !== undefined && options.key === undefined) return yield* missing("cert", "key")
     if (options.key !== undefined && options.cert === undefined) return yield* missing("key", "cert")
@@ -205,7 +218,8 @@ export const make = (options: Options = {}): Effect.Effect<grpc.ChannelCredentia
       return yield* new CredentialsError({
         reason: "TokenWithoutTls",
         option: "token",
-        message: "a token without TLS would be readable on the network; give ca (or tls: true), or set allowInsecureToken"
+        message:
+          "a token without TLS would be readable on the network; give ca (or tls: true), or set allowInsecureToken"
       })
     }
     const fs = yield* FileSystem.FileSystem
@@ -252,13 +266,15 @@ export const config: Config.Config<Options> = Config.all({
   cert: Env.optional(Env.readableFile("MASTER_CERT_FILE")),
   key: Env.optional(Env.readableFile("MASTER_KEY_FILE")),
   // Checked as a plain string so the error keeps the variable's name; the message never quotes the value.
-  token: Env.optional(Config.string("MASTER_TOKEN").pipe(
-    Config.validate({
-      message: "expected a bearer token: non-empty, no spaces, line breaks or non-ASCII characters",
-      validation: validToken
-    }),
-    Config.map(Redacted.make)
-  )),
+  token: Env.optional(
+    Config.string("MASTER_TOKEN").pipe(
+      Config.validate({
+        message: "expected a bearer token: non-empty, no spaces, line breaks or non-ASCII characters",
+        validation: validToken
+      }),
+      Config.map(Redacted.make)
+    )
+  ),
   serverName: Env.optional(Config.nonEmptyString("MASTER_SERVER_NAME")),
   tls: Env.optional(Config.boolean("MASTER_TLS")),
   allowInsecureToken: Env.optional(Config.boolean("MASTER_ALLOW_INSECURE_TOKEN"))

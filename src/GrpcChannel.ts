@@ -157,11 +157,17 @@ const stateName = (state: grpc.connectivityState): ConnectivityState =>
 
 // The patterns, in order: a TLS error may also carry ECONNRESET, a resolution failure no errno.
 const patterns: ReadonlyArray<readonly [FailureReason, RegExp]> = [
-  ["NameNotResolved", /Name resolution failed|No addresses resolved|Failed to parse DNS address|ENOTFOUND|EAI_AGAIN|EAI_NONAME/],
+  [
+    "NameNotResolved",
+    /Name resolution failed|No addresses resolved|Failed to parse DNS address|ENOTFOUND|EAI_AGAIN|EAI_NONAME/
+  ],
   ["HostUnreachable", /EHOSTUNREACH|ENETUNREACH|ENETDOWN|EHOSTDOWN|EADDRNOTAVAIL/],
   // The peer went away before TLS could be refused: a reset like any other.
   ["Refused", /socket disconnected before secure TLS connection/],
-  ["TlsRefused", /SSL routines|ssl3_|tlsv1|alert|certificate|CERT_|self[- ]signed|unable to (?:verify|get)|altnames|ERR_SSL|ERR_TLS/i],
+  [
+    "TlsRefused",
+    /SSL routines|ssl3_|tlsv1|alert|certificate|CERT_|self[- ]signed|unable to (?:verify|get)|altnames|ERR_SSL|ERR_TLS/i
+  ],
   ["Refused", /ECONNREFUSED|ECONNRESET|ECONNABORTED|EPIPE|Socket closed|Failed to connect|Connection closed before/]
 ]
 
@@ -207,7 +213,9 @@ const stageOf = (channel: grpc.ChannelInterface): Stage => {
   if (subchannels === undefined) return "Unknown"
   if (subchannels.length === 0) return "Resolve"
   // The connector holds an HTTP/2 session only from the end of the TCP (and TLS) handshake to READY.
-  return subchannels.some((s) => s.connector?.session !== undefined && s.connector.session !== null) ? "Handshake" : "Connect"
+  return subchannels.some((s) => s.connector?.session !== undefined && s.connector.session !== null)
+    ? "Handshake"
+    : "Connect"
 }
 
 /**
@@ -240,7 +248,8 @@ const failureOf = (channel: grpc.ChannelInterface): Effect.Effect<Failure> =>
       call.start(new grpc.Metadata(), {
         onReceiveMetadata: () => {},
         onReceiveMessage: () => {},
-        onReceiveStatus: (status) => resume(Effect.succeed({ reason: classify(status.details), detail: status.details }))
+        onReceiveStatus: (status) =>
+          resume(Effect.succeed({ reason: classify(status.details), detail: status.details }))
       })
       call.halfClose()
     } catch (error) {
@@ -274,7 +283,9 @@ export const fromChannel = (channel: grpc.ChannelInterface): GrpcChannel => ({
       }
       // grpc-js keeps the deadline with one timer of its own, and calls back with an error when it passes.
       channel.watchConnectivityState(now, deadline, (error) => {
-        if (active) resume(Effect.succeed(error === undefined ? stateName(channel.getConnectivityState(false)) : undefined))
+        if (active) {
+          resume(Effect.succeed(error === undefined ? stateName(channel.getConnectivityState(false)) : undefined))
+        }
       })
       return Effect.sync(() => {
         active = false

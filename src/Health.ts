@@ -29,12 +29,11 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricState from "effect/MetricState"
 import type * as Scope from "effect/Scope"
+import * as Connection from "./Connection.js"
 import * as Prometheus from "./internal/prometheus.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidOption } from "./InvalidOption.js"
-import * as Connection from "./Connection.js"
 import * as Readiness from "./Readiness.js"
-
 
 /**
  * @since 0.1.0
@@ -166,18 +165,23 @@ const router = HttpRouter.empty.pipe(
   HttpRouter.get("/healthz", Effect.sync(() => HttpServerResponse.unsafeJson({ status: "ok" }))),
   HttpRouter.get(
     "/readyz",
-    Effect.flatMap(Readiness.Readiness, (readiness) =>
-      Effect.zipWith(readiness.status, unpersistedReports, (status, unpersisted) =>
-        HttpServerResponse.unsafeJson(
-          // Reports the outbox could not store (disk full): said only while there are any.
-          { ...readinessJson(status), ...(unpersisted > 0 ? { unpersistedReports: unpersisted } : {}) },
-          { status: status.ready ? 200 : 503 }
-        )))
+    Effect.flatMap(
+      Readiness.Readiness,
+      (readiness) =>
+        Effect.zipWith(readiness.status, unpersistedReports, (status, unpersisted) =>
+          HttpServerResponse.unsafeJson(
+            // Reports the outbox could not store (disk full): said only while there are any.
+            { ...readinessJson(status), ...(unpersisted > 0 ? { unpersistedReports: unpersisted } : {}) },
+            { status: status.ready ? 200 : 503 }
+          ))
+    )
   ),
   HttpRouter.get(
     "/metrics",
-    Effect.map(Metric.snapshot, (snapshot) =>
-      HttpServerResponse.text(Prometheus.format(snapshot), { contentType: Prometheus.contentType }))
+    Effect.map(
+      Metric.snapshot,
+      (snapshot) => HttpServerResponse.text(Prometheus.format(snapshot), { contentType: Prometheus.contentType })
+    )
   )
 )
 
@@ -226,7 +230,8 @@ export const validate = (
  * @since 0.2.0
  * @category models
  */
-export type Requires<C extends Connection.AnyTag> = [C] extends [never] ? Readiness.Readiness : Context.Tag.Identifier<C>
+export type Requires<C extends Connection.AnyTag> = [C] extends [never] ? Readiness.Readiness
+  : Context.Tag.Identifier<C>
 
 /**
  * Serves the endpoint on the `HttpServer` in context for as long as the
@@ -252,8 +257,12 @@ export const serve = <C extends Connection.AnyTag = never>(
         HttpMiddleware.withTracerDisabledWhenEffect(() => true)
       )
       const address = server.address
-      if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("the health endpoint is bound to a Unix socket")
-      const url = `http://${address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname}:${address.port}`
+      if (address._tag !== "TcpAddress") {
+        return yield* Effect.dieMessage("the health endpoint is bound to a Unix socket")
+      }
+      const url = `http://${
+        address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname
+      }:${address.port}`
       yield* Effect.logInfo(`health endpoint on ${url} (/healthz, /readyz, /metrics)`).pipe(
         Effect.annotateLogs(conn === undefined ? { module: "Health" } : { module: "Health", address: conn.address })
       )

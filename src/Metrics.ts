@@ -22,7 +22,10 @@ const timing = (name: string, description: string) => Metric.histogram(name, sec
  * @since 0.1.0
  * @category connection
  */
-export const connectionAttempts = counter("grpc_resilience_connection_attempts_total", "Connection attempts (first connection and reconnections)")
+export const connectionAttempts = counter(
+  "grpc_resilience_connection_attempts_total",
+  "Connection attempts (first connection and reconnections)"
+)
 
 /**
  * @since 0.1.0
@@ -36,49 +39,73 @@ export const connectionSuccesses = counter("grpc_resilience_connection_successes
  * @since 0.1.0
  * @category connection
  */
-export const connectionState = gauge("grpc_resilience_connection_state", "1 for the connection's current state (label state), 0 otherwise")
+export const connectionState = gauge(
+  "grpc_resilience_connection_state",
+  "1 for the connection's current state (label state), 0 otherwise"
+)
 
 /**
  * @since 0.1.0
  * @category connection
  */
-export const connectionGeneration = gauge("grpc_resilience_connection_generation", "The connection generation now Ready (1 on the first connection, + 1 per reconnection)")
+export const connectionGeneration = gauge(
+  "grpc_resilience_connection_generation",
+  "The connection generation now Ready (1 on the first connection, + 1 per reconnection)"
+)
 
 /**
  * @since 0.1.0
  * @category connection
  */
-export const registrationSeconds = timing("grpc_resilience_registration_seconds", "Time from the channel READY to the service clients registered")
+export const registrationSeconds = timing(
+  "grpc_resilience_registration_seconds",
+  "Time from the channel READY to the service clients registered"
+)
 
 /**
  * @since 0.1.0
  * @category readiness
  */
-export const readinessSeconds = timing("grpc_resilience_readiness_seconds", "Time readiness took to pass, after each (re)connect")
+export const readinessSeconds = timing(
+  "grpc_resilience_readiness_seconds",
+  "Time readiness took to pass, after each (re)connect"
+)
 
 /**
  * @since 0.1.0
  * @category readiness
  */
-export const readinessTimeouts = counter("grpc_resilience_readiness_timeouts_total", "Readiness waits that reached their bound")
+export const readinessTimeouts = counter(
+  "grpc_resilience_readiness_timeouts_total",
+  "Readiness waits that reached their bound"
+)
 
 /**
  * @since 0.1.0
  * @category lookups
  */
-export const lookupWaitSeconds = timing("grpc_resilience_lookup_wait_seconds", "Time client lookups waited for a Ready connection (lookups answered at once are not counted)")
+export const lookupWaitSeconds = timing(
+  "grpc_resilience_lookup_wait_seconds",
+  "Time client lookups waited for a Ready connection (lookups answered at once are not counted)"
+)
 
 /**
  * @since 0.1.0
  * @category lookups
  */
-export const lookupFailures = counter("grpc_resilience_lookup_failures_total", "Client lookups that failed (label reason: Timeout, Closed, Rejected, UnknownService)")
+export const lookupFailures = counter(
+  "grpc_resilience_lookup_failures_total",
+  "Client lookups that failed (label reason: Timeout, Closed, Rejected, UnknownService)"
+)
 
 /**
  * @since 0.1.0
  * @category calls
  */
-export const retries = counter("grpc_resilience_retries_total", "Retries of a failed effect by Retry.transient (label what: the call or lookup)")
+export const retries = counter(
+  "grpc_resilience_retries_total",
+  "Retries of a failed effect by Retry.transient (label what: the call or lookup)"
+)
 
 /**
  * 1 for the breaker's current state, 0 for the others (tag `state`).
@@ -86,19 +113,28 @@ export const retries = counter("grpc_resilience_retries_total", "Retries of a fa
  * @since 0.1.0
  * @category calls
  */
-export const breakerState = gauge("grpc_resilience_breaker_state", "1 for the circuit breaker's current state (label state), 0 otherwise")
+export const breakerState = gauge(
+  "grpc_resilience_breaker_state",
+  "1 for the circuit breaker's current state (label state), 0 otherwise"
+)
 
 /**
  * @since 0.1.0
  * @category tasks
  */
-export const readyToFirstFetchSeconds = timing("grpc_resilience_ready_to_first_fetch_seconds", "After a reconnection, time from Ready to the first task fetched")
+export const readyToFirstFetchSeconds = timing(
+  "grpc_resilience_ready_to_first_fetch_seconds",
+  "After a reconnection, time from Ready to the first task fetched"
+)
 
 /**
  * @since 0.1.0
  * @category tasks
  */
-export const tasks = counter("grpc_resilience_tasks_total", "Tasks by final status (label status: FINISHED, ERROR, CANCELLED)")
+export const tasks = counter(
+  "grpc_resilience_tasks_total",
+  "Tasks by final status (label status: FINISHED, ERROR, CANCELLED)"
+)
 
 /**
  * @since 0.1.0
@@ -128,7 +164,10 @@ export const outboxUnpersisted = gauge(
  * @since 0.1.0
  * @category tasks
  */
-export const startupSeconds = gauge("grpc_resilience_task_handler_startup_seconds", "Time the task handler waited for readiness at start")
+export const startupSeconds = gauge(
+  "grpc_resilience_task_handler_startup_seconds",
+  "Time the task handler waited for readiness at start"
+)
 
 /**
  * Sets a one-hot state gauge: 1 for `current`, 0 for every other state.

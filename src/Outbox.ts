@@ -20,9 +20,9 @@
  *
  * @since 0.1.0
  */
-import * as grpc from "@grpc/grpc-js"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
+import * as grpc from "@grpc/grpc-js"
 import * as Chunk from "effect/Chunk"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -191,7 +191,9 @@ const refusals: ReadonlySet<grpc.status> = new Set([
  * @category classification
  */
 export const tryAgain = (error: TaskSource.Failure): boolean =>
-  error._tag === "GrpcError" ? !refusals.has(error.code) : error._tag !== "ClientUnavailable" || error.reason !== "Closed"
+  error._tag === "GrpcError"
+    ? !refusals.has(error.code)
+    : error._tag !== "ClientUnavailable" || error.reason !== "Closed"
 
 // -------------------------------------------------------------------------------------------------
 // The outbox
@@ -254,7 +256,11 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
       }
       enqueue(record)
       if (record.report.status === "RUNNING") {
-        started.set(record.report.taskId, { sequence: record.sequence, delivered: false, ended: ended.has(record.report.taskId) })
+        started.set(record.report.taskId, {
+          sequence: record.sequence,
+          delivered: false,
+          ended: ended.has(record.report.taskId)
+        })
       }
     }
     const unfinished = Array.from(started).flatMap(([taskId, s]) => (s.ended ? [] : [taskId]))
@@ -263,13 +269,17 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
     const forget = (sequences: ReadonlyArray<number>) =>
       sequences.length === 0 ? Effect.void : records.remove(sequences).pipe(
         // The record stays where it is: it is delivered again after the next start, and the master ignores it.
-        Effect.catchAll((error) => Effect.logWarning(`${error.message}; the report may be delivered again after a restart`)),
+        Effect.catchAll((error) =>
+          Effect.logWarning(`${error.message}; the report may be delivered again after a restart`)
+        ),
         log
       )
     yield* forget(duplicates)
     if (queue.size > 0) yield* Effect.logInfo(`outbox ${where}: ${queue.size} reports to deliver from before`).pipe(log)
     if (unfinished.length > 0) {
-      yield* Effect.logWarning(`outbox ${where}: ${unfinished.length} tasks were running when the worker stopped`).pipe(log)
+      yield* Effect.logWarning(`outbox ${where}: ${unfinished.length} tasks were running when the worker stopped`).pipe(
+        log
+      )
     }
 
     const depth = yield* SubscriptionRef.make(queue.size)
@@ -390,7 +400,8 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         ),
         Effect.retry({ schedule: options.retry ?? defaultRetry, while: tryAgain }),
         Effect.matchEffect({
-          onSuccess: () => Effect.zipRight(Ref.update(stats, (s) => ({ ...s, delivered: s.delivered + 1 })), settle(record)),
+          onSuccess: () =>
+            Effect.zipRight(Ref.update(stats, (s) => ({ ...s, delivered: s.delivered + 1 })), settle(record)),
           onFailure: (error) =>
             error._tag === "GrpcError"
               ? Effect.logError(

@@ -246,8 +246,10 @@ export const validate = <R>(
  * @category checks
  */
 export const channelReady = (target: Target): Effect.Effect<void, ChannelNotReady> =>
-  Effect.flatMap(target.channel.state, (state) =>
-    state === "READY" ? Effect.void : Effect.fail(new ChannelNotReady({ state })))
+  Effect.flatMap(
+    target.channel.state,
+    (state) => state === "READY" ? Effect.void : Effect.fail(new ChannelNotReady({ state }))
+  )
 
 /**
  * Check 2: every service has its client for this generation.
@@ -287,20 +289,30 @@ export const healthProbe = (service = ""): Probe => (target) =>
         resume(
           reply?.status === "SERVING"
             ? Effect.void
-            : Effect.fail(new ProbeFailed({ reason: "NotServing", message: `health status ${reply?.status ?? "missing"}` }))
+            : Effect.fail(
+              new ProbeFailed({ reason: "NotServing", message: `health status ${reply?.status ?? "missing"}` })
+            )
         )
       } else if (error.code === grpc.status.UNIMPLEMENTED || error.code === grpc.status.NOT_FOUND) {
         resume(Effect.void)
       } else if (GrpcError.isRejection(error.code)) {
         resume(
           Effect.fail(
-            new ProbeFailed({ reason: "Rejected", code: error.code, message: `${grpc.status[error.code]}: ${error.details}` })
+            new ProbeFailed({
+              reason: "Rejected",
+              code: error.code,
+              message: `${grpc.status[error.code]}: ${error.details}`
+            })
           )
         )
       } else {
         resume(
           Effect.fail(
-            new ProbeFailed({ reason: "Unavailable", code: error.code, message: `${grpc.status[error.code]}: ${error.details}` })
+            new ProbeFailed({
+              reason: "Unavailable",
+              code: error.code,
+              message: `${grpc.status[error.code]}: ${error.details}`
+            })
           )
         )
       }
@@ -478,7 +490,10 @@ export const fromStatus = (
       Effect.flatMap((ready) =>
         Option.isSome(ready) && Option.isSome(ready.value)
           ? Effect.succeed(ready.value.value.report)
-          : Effect.flatMap(SubscriptionRef.get(status), ({ report }) => Effect.fail(new ReadinessTimeout({ bound, report })))
+          : Effect.flatMap(
+            SubscriptionRef.get(status),
+            ({ report }) => Effect.fail(new ReadinessTimeout({ bound, report }))
+          )
       )
     )
   })

@@ -9,12 +9,12 @@ import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual, pipe } from "effect/Function"
-import * as Interval from "effect/ScheduleInterval"
+import * as Metric from "effect/Metric"
 import * as Predicate from "effect/Predicate"
 import * as Random from "effect/Random"
-import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as Interval from "effect/ScheduleInterval"
 import * as Env from "./internal/config.js"
 import { errorMessage, formatMillis } from "./internal/format.js"
 import * as Metrics from "./Metrics.js"
@@ -222,7 +222,11 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
         const next: ReconnectState = young
           ? { since, young: state.young + 1, old: 0 }
           : { since, young: state.young, old: state.old + 1 }
-        return [next, jittered, ScheduleDecision.continueWith(Interval.after(now + Duration.toMillis(jittered)))] as const
+        return [
+          next,
+          jittered,
+          ScheduleDecision.continueWith(Interval.after(now + Duration.toMillis(jittered)))
+        ] as const
       })
   )
 }
@@ -343,7 +347,6 @@ export const callWith = (options: CallRetryOptions = {}): Schedule.Schedule<Dura
  */
 export const call: Schedule.Schedule<Duration.Duration, unknown> = callWith()
 
-
 /**
  * Retries an effect on `schedule` while its failure is retryable (see
  * {@link isRetryable}), and passes any other failure through at once. Every
@@ -377,7 +380,11 @@ export const transient: {
         ? "retries exhausted"
         : "the request was sent and the call is not idempotent"
       return Effect.zipRight(
-        Effect.logWarning(`${label}: giving up after ${attempts} attempt${attempts === 1 ? "" : "s"} (${why}): ${errorMessage(error, { tagged: true })}`),
+        Effect.logWarning(
+          `${label}: giving up after ${attempts} attempt${attempts === 1 ? "" : "s"} (${why}): ${
+            errorMessage(error, { tagged: true })
+          }`
+        ),
         Effect.fail(error)
       )
     }
@@ -402,7 +409,11 @@ export const transient: {
           Schedule.onDecision(([delay, error], decision) =>
             ScheduleDecision.isDone(decision)
               ? Effect.void
-              : Effect.logWarning(`${label}: attempt ${attempts} failed (${errorMessage(error, { tagged: true })}), retrying in ${formatMillis(delay)}`)
+              : Effect.logWarning(
+                `${label}: attempt ${attempts} failed (${errorMessage(error, { tagged: true })}), retrying in ${
+                  formatMillis(delay)
+                }`
+              )
                 .pipe(Effect.zipRight(Metric.increment(Metric.tagged(Metrics.retries, "what", label))))
           )
         )),
@@ -497,11 +508,16 @@ export const backoffConfig = (
 ): Config.Config<Schedule.Schedule<Duration.Duration, unknown> | undefined> =>
   Config.map(
     Env.firstWithinCap(
-      Config.all({ base: Env.optional(Env.duration(`${prefix}_BASE`)), cap: Env.optional(Env.duration(`${prefix}_CAP`)) }),
+      Config.all({
+        base: Env.optional(Env.duration(`${prefix}_BASE`)),
+        cap: Env.optional(Env.duration(`${prefix}_CAP`))
+      }),
       [`${prefix}_BASE`, `${prefix}_CAP`],
       (o) => [o.base, o.cap],
       [defaults.base, defaults.cap]
     ),
     ({ base, cap }) =>
-      base === undefined && cap === undefined ? undefined : backoff({ base: base ?? defaults.base, cap: cap ?? defaults.cap })
+      base === undefined && cap === undefined
+        ? undefined
+        : backoff({ base: base ?? defaults.base, cap: cap ?? defaults.cap })
   )

@@ -34,8 +34,8 @@ import * as Env from "./internal/config.js"
 import { errorMessage, formatMillis } from "./internal/format.js"
 import { forkLoop } from "./internal/loop.js"
 import * as Membership from "./internal/membership.js"
-import * as Metrics from "./Metrics.js"
 import * as Validate from "./internal/validate.js"
+import * as Metrics from "./Metrics.js"
 import * as Outbox from "./Outbox.js"
 import * as Readiness from "./Readiness.js"
 import * as Retry from "./Retry.js"
@@ -146,10 +146,10 @@ export interface TaskHandler {
  * @since 0.1.0
  * @category tags
  */
-export const TaskHandler: Context.TagClass<TaskHandler, "effect-grpc-resilience/TaskHandler", TaskHandler> = Context.Tag(
-  "effect-grpc-resilience/TaskHandler"
-)<TaskHandler, TaskHandler>()
-
+export const TaskHandler: Context.TagClass<TaskHandler, "effect-grpc-resilience/TaskHandler", TaskHandler> = Context
+  .Tag(
+    "effect-grpc-resilience/TaskHandler"
+  )<TaskHandler, TaskHandler>()
 
 // Storing a report again after the outbox could not: soon, then less often.
 const storeAgain = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
@@ -200,7 +200,11 @@ const makeFor = <P, I, R>(
   Effect.gen(function*() {
     const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, defaults.maxRunners)
     const duration = (name: keyof typeof defaults & keyof Options<P, I, R>) =>
-      Validate.positiveDuration(name, options[name] as Duration.DurationInput | undefined, defaults[name] as Duration.Duration)
+      Validate.positiveDuration(
+        name,
+        options[name] as Duration.DurationInput | undefined,
+        defaults[name] as Duration.Duration
+      )
     const fetchInterval = yield* duration("fetchInterval")
     const fetchTimeout = yield* duration("fetchTimeout")
     const startupWait = yield* duration("startupWait")
@@ -225,7 +229,8 @@ const makeFor = <P, I, R>(
       heartbeatFailures: 0,
       unpersisted: 0
     })
-    const count = (f: (s: WorkerStatus) => Partial<WorkerStatus>) => SubscriptionRef.update(stats, (s) => ({ ...s, ...f(s) }))
+    const count = (f: (s: WorkerStatus) => Partial<WorkerStatus>) =>
+      SubscriptionRef.update(stats, (s) => ({ ...s, ...f(s) }))
     const wake = yield* Queue.sliding<void>(1)
     const poke = Queue.offer(wake, undefined)
     const stopping = yield* Deferred.make<void>()
@@ -242,10 +247,14 @@ const makeFor = <P, I, R>(
     const lost = (stored: TaskSource.StatusReport, why: string) =>
       Effect.logError(`report ${stored.key} is lost, ${why}: ${JSON.stringify(stored)}`)
     const storeAgainAndAgain = (stored: TaskSource.StatusReport, first: Outbox.OutboxError) =>
-      Effect.logError(`report ${stored.key} could not be stored; held in memory, stored again until it is: ${first.message}`).pipe(
+      Effect.logError(
+        `report ${stored.key} could not be stored; held in memory, stored again until it is: ${first.message}`
+      ).pipe(
         Effect.zipRight(
           outbox.add(stored).pipe(
-            Effect.tapError((again) => Effect.logWarning(`report ${stored.key} still cannot be stored: ${again.message}`)),
+            Effect.tapError((again) =>
+              Effect.logWarning(`report ${stored.key} still cannot be stored: ${again.message}`)
+            ),
             Effect.retry({ schedule: storeAgain, while: (again) => again.reason !== "Closed" }),
             Effect.interruptible
           )
@@ -255,7 +264,9 @@ const makeFor = <P, I, R>(
       )
     const persist = (stored: TaskSource.StatusReport) =>
       outbox.add(stored).pipe(
-        Effect.catchAll((error) => Effect.acquireUseRelease(held(1), () => storeAgainAndAgain(stored, error), () => held(-1))),
+        Effect.catchAll((error) =>
+          Effect.acquireUseRelease(held(1), () => storeAgainAndAgain(stored, error), () => held(-1))
+        ),
         Effect.catchAll((error) => lost(stored, error.message))
       )
 
@@ -275,13 +286,20 @@ const makeFor = <P, I, R>(
         if (Either.isLeft(payload)) {
           const issues = ParseResult.ArrayFormatter.formatErrorSync(payload.left)
           const message = `malformed task payload: ${
-            issues.map((issue) => `${issue.path.length > 0 ? `${issue.path.join(".")}: ` : ""}${issue.message}`).join("; ")
+            issues.map((issue) => `${issue.path.length > 0 ? `${issue.path.join(".")}: ` : ""}${issue.message}`).join(
+              "; "
+            )
           }`
           yield* Effect.logError(`task ${incoming.id}: ${message}`)
           yield* count((s) => ({ malformed: s.malformed + 1 }))
           return yield* report(incoming.id, "ERROR", message)
         }
-        const task: Task<P> = { id: incoming.id, payload: payload.right, priority: incoming.priority, createdAt: incoming.createdAt }
+        const task: Task<P> = {
+          id: incoming.id,
+          payload: payload.right,
+          priority: incoming.priority,
+          createdAt: incoming.createdAt
+        }
         yield* report(task.id, "RUNNING")
         yield* Effect.logInfo(`task ${task.id} started`)
         yield* options.run(task).pipe(
@@ -336,7 +354,10 @@ const makeFor = <P, I, R>(
               yield* count((s) => ({ fetched: s.fetched + 1 }))
               const since = yield* Ref.getAndSet(reconnectedAt, undefined)
               if (since !== undefined) {
-                yield* Metric.update(Metrics.readyToFirstFetchSeconds, ((yield* Clock.currentTimeMillis) - since) / 1000)
+                yield* Metric.update(
+                  Metrics.readyToFirstFetchSeconds,
+                  ((yield* Clock.currentTimeMillis) - since) / 1000
+                )
               }
               yield* Effect.logInfo(`task ${incoming.id} fetched`)
               // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
@@ -366,7 +387,9 @@ const makeFor = <P, I, R>(
       FiberMap.has(runners, taskId).pipe(
         Effect.flatMap((running) =>
           running
-            ? Effect.logWarning(`the master cancels task ${taskId}`).pipe(Effect.zipRight(FiberMap.remove(runners, taskId)))
+            ? Effect.logWarning(`the master cancels task ${taskId}`).pipe(
+              Effect.zipRight(FiberMap.remove(runners, taskId))
+            )
             : Effect.logInfo(`the master cancels task ${taskId}, which is not running here`)
         )
       )
@@ -424,7 +447,14 @@ const makeFor = <P, I, R>(
         )
       )
       yield* forkLoop("tick", Effect.repeat(poke, Schedule.spaced(fetchInterval)))
-      yield* forkLoop("fetch", Queue.take(wake).pipe(Effect.zipRight(fetchWhileFree), Effect.forever, Effect.raceFirst(Deferred.await(stopping))))
+      yield* forkLoop(
+        "fetch",
+        Queue.take(wake).pipe(
+          Effect.zipRight(fetchWhileFree),
+          Effect.forever,
+          Effect.raceFirst(Deferred.await(stopping))
+        )
+      )
     })
     yield* forkLoop("start", start)
 
@@ -448,7 +478,9 @@ const makeFor = <P, I, R>(
           const left = yield* outbox.size
           yield* Effect.logWarning(`${left} reports left in the outbox; they are delivered after the next start`)
         }
-      }).pipe(Effect.annotateLogs({ module: "TaskHandler", fiber: "drain", address: conn.address, node: source.nodeKey }))
+      }).pipe(
+        Effect.annotateLogs({ module: "TaskHandler", fiber: "drain", address: conn.address, node: source.nodeKey })
+      )
     )
 
     return {

@@ -18,13 +18,13 @@ import * as Ref from "effect/Ref"
 import * as Stream from "effect/Stream"
 import { randomUUID } from "node:crypto"
 import type * as Breaker from "./Breaker.js"
+import * as Call from "./Call.js"
 import * as Connection from "./Connection.js"
 import type { ClientUnavailable } from "./ConnectionState.js"
-import * as Call from "./Call.js"
 import type * as GrpcError from "./GrpcError.js"
 import * as Env from "./internal/config.js"
 import * as Validate from "./internal/validate.js"
-import * as Worker from "./protocol/Worker.js"
+import * as WorkerProtocol from "./WorkerProtocol.js"
 
 /**
  * A task as the master hands it out; its payload is not decoded yet.
@@ -113,8 +113,8 @@ export const TaskSource: Context.TagClass<TaskSource, "effect-grpc-resilience/Ta
  * @category constants
  */
 export const services = {
-  node: Worker.NodeServiceClient,
-  task: Worker.TaskServiceClient
+  node: WorkerProtocol.NodeServiceClient,
+  task: WorkerProtocol.TaskServiceClient
 } as const
 
 /**
@@ -163,7 +163,7 @@ const mayHaveLostTheAnswer = (error: Failure): boolean =>
   (error.code === grpc.status.INTERNAL && error.rstCode !== undefined)
 
 // A message this worker does not know is skipped.
-const toRequest = (message: Worker.MasterMessage): Option.Option<MasterRequest> =>
+const toRequest = (message: WorkerProtocol.MasterMessage): Option.Option<MasterRequest> =>
   message.message === "cancel_task" && message.cancel_task
     ? Option.some({ _tag: "CancelTask", taskId: message.cancel_task.task_id })
     : Option.none()
@@ -286,8 +286,10 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
 
     const subscribe = (generation: number) =>
       Stream.unwrap(
-        Effect.map(conn.client("node"), (client) =>
-          Call.serverStream(client, "node", "Subscribe", { node_key: nodeKey, generation }))
+        Effect.map(
+          conn.client("node"),
+          (client) => Call.serverStream(client, "node", "Subscribe", { node_key: nodeKey, generation })
+        )
       ).pipe(Stream.filterMap(toRequest))
 
     return { nodeKey, fetch, report, heartbeat, register, subscribe } satisfies TaskSource

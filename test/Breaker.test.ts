@@ -1,5 +1,5 @@
-import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -68,7 +68,9 @@ describe("Breaker (virtual time)", () => {
       yield* failTimes(breaker, 1)
       yield* TestClock.adjust("1 second")
       const started = yield* Deferred.make<void>()
-      const trial = yield* Effect.fork(breaker.protect(Effect.zipRight(Deferred.succeed(started, undefined), Effect.never)))
+      const trial = yield* Effect.fork(
+        breaker.protect(Effect.zipRight(Deferred.succeed(started, undefined), Effect.never))
+      )
       yield* Deferred.await(started)
       const refused = yield* Effect.flip(breaker.protect(Effect.void))
       assert.strictEqual(refused.reason, "TrialUnderWay")
@@ -87,7 +89,13 @@ describe("Breaker (virtual time)", () => {
   it.scoped("its state changes are observable", () =>
     Effect.gen(function*() {
       const breaker = yield* Breaker.make({ threshold: 2 })
-      const seen = yield* breaker.changes.pipe(Stream.map((s) => s._tag), Stream.changes, Stream.take(4), Stream.runCollect, Effect.fork)
+      const seen = yield* breaker.changes.pipe(
+        Stream.map((s) => s._tag),
+        Stream.changes,
+        Stream.take(4),
+        Stream.runCollect,
+        Effect.fork
+      )
       yield* TestClock.adjust(0) // the subscriber is listening
       yield* failTimes(breaker, 2)
       yield* TestClock.adjust("1 second")

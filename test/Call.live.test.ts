@@ -1,5 +1,5 @@
-import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
 import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -37,26 +37,34 @@ const failingFirst = (failures: number, code: grpc.status) => {
 }
 
 describe("Connection.call (live loopback)", () => {
-  it.scopedLive("a server that fails the first two calls with UNAVAILABLE: an idempotent call succeeds on the third try", () =>
-    Effect.gen(function*() {
-      const { calls, handlers } = failingFirst(2, grpc.status.UNAVAILABLE)
-      const { port } = yield* serve((server) => addEcho(server, handlers))
-      const conn = yield* connect(port)
-      const reply = yield* conn.call("echo", "say", { text: "third" }, { idempotent: true })
-      assert.deepStrictEqual(reply, { text: "third" })
-      assert.strictEqual(calls.count, 3)
-    }), 20_000)
+  it.scopedLive(
+    "a server that fails the first two calls with UNAVAILABLE: an idempotent call succeeds on the third try",
+    () =>
+      Effect.gen(function*() {
+        const { calls, handlers } = failingFirst(2, grpc.status.UNAVAILABLE)
+        const { port } = yield* serve((server) => addEcho(server, handlers))
+        const conn = yield* connect(port)
+        const reply = yield* conn.call("echo", "say", { text: "third" }, { idempotent: true })
+        assert.deepStrictEqual(reply, { text: "third" })
+        assert.strictEqual(calls.count, 3)
+      }),
+    20_000
+  )
 
-  it.scopedLive("the same failure on a call not marked idempotent is not retried: the request was sent", () =>
-    Effect.gen(function*() {
-      const { calls, handlers } = failingFirst(2, grpc.status.UNAVAILABLE)
-      const { port } = yield* serve((server) => addEcho(server, handlers))
-      const conn = yield* connect(port)
-      const error = yield* Effect.flip(conn.call("echo", "say", { text: "once" }))
-      assert.strictEqual(error._tag, "GrpcError")
-      assert.strictEqual(error._tag === "GrpcError" && error.code, grpc.status.UNAVAILABLE)
-      assert.strictEqual(calls.count, 1)
-    }), 20_000)
+  it.scopedLive(
+    "the same failure on a call not marked idempotent is not retried: the request was sent",
+    () =>
+      Effect.gen(function*() {
+        const { calls, handlers } = failingFirst(2, grpc.status.UNAVAILABLE)
+        const { port } = yield* serve((server) => addEcho(server, handlers))
+        const conn = yield* connect(port)
+        const error = yield* Effect.flip(conn.call("echo", "say", { text: "once" }))
+        assert.strictEqual(error._tag, "GrpcError")
+        assert.strictEqual(error._tag === "GrpcError" && error.code, grpc.status.UNAVAILABLE)
+        assert.strictEqual(calls.count, 1)
+      }),
+    20_000
+  )
 
   it.scopedLive("UNAUTHENTICATED is tried once only, and fails with a typed GrpcError", () =>
     Effect.gen(function*() {
@@ -92,21 +100,25 @@ describe("Connection.call (live loopback)", () => {
       )
     }), 20_000)
 
-  it.scopedLive("a call's deadline fails it DEADLINE_EXCEEDED, and an idempotent one is retried", () =>
-    Effect.gen(function*() {
-      let count = 0
-      const { port } = yield* serve((server) =>
-        addEcho(server, {
-          say: (call, callback) => {
-            if (++count > 1) callback(null, { text: call.request.text })
-          }
-        })
-      )
-      const conn = yield* connect(port)
-      const reply = yield* conn.call("echo", "say", { text: "late" }, { idempotent: true, timeout: "200 millis" })
-      assert.deepStrictEqual(reply, { text: "late" })
-      assert.strictEqual(count, 2)
-    }), 20_000)
+  it.scopedLive(
+    "a call's deadline fails it DEADLINE_EXCEEDED, and an idempotent one is retried",
+    () =>
+      Effect.gen(function*() {
+        let count = 0
+        const { port } = yield* serve((server) =>
+          addEcho(server, {
+            say: (call, callback) => {
+              if (++count > 1) callback(null, { text: call.request.text })
+            }
+          })
+        )
+        const conn = yield* connect(port)
+        const reply = yield* conn.call("echo", "say", { text: "late" }, { idempotent: true, timeout: "200 millis" })
+        assert.deepStrictEqual(reply, { text: "late" })
+        assert.strictEqual(count, 2)
+      }),
+    20_000
+  )
 
   it.live("a server stream resumes on the next generation after the server restarts", () =>
     Effect.gen(function*() {

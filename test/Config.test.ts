@@ -7,15 +7,16 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
-import * as Credentials from "../src/Credentials.js"
 import * as Connection from "../src/Connection.js"
+import * as Credentials from "../src/Credentials.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Retry from "../src/Retry.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as FaultProxy from "../src/testing/FaultProxy.js"
 
-const env = (vars: Record<string, string>) => Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
+const env = (vars: Record<string, string>) =>
+  Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
 
 // Reads a config from the given variables and returns the error's text: it must be a ConfigError naming the variable.
 const failure = <A>(config: Config.Config.Wrap<A>, vars: Record<string, string>) =>
@@ -78,7 +79,12 @@ describe("configuration from the environment", () => {
       const connection = yield* Connection.config(TaskSource.services).pipe(env(vars))
       assert.strictEqual(connection.address, "127.0.0.1:9666")
       assert.deepStrictEqual(
-        [connection.connectTimeout, connection.lookupTimeout, connection.reconnectingLookupTimeout, connection.callTimeout]
+        [
+          connection.connectTimeout,
+          connection.lookupTimeout,
+          connection.reconnectingLookupTimeout,
+          connection.callTimeout
+        ]
           .map(seconds),
         [4, 5, 60, 0.75]
       )
@@ -94,7 +100,14 @@ describe("configuration from the environment", () => {
       assert.deepStrictEqual(yield* delays(connection.callSchedule), [50, 100, 0])
       assert.deepStrictEqual(yield* delays(connection.lookupSchedule), [3000, 0])
       assert.deepStrictEqual(yield* delays(connection.breaker?.halfOpenAfter), [2000, 4000, 8000, 16000, 20000, 20000])
-      assert.deepStrictEqual(yield* delays(connection.rejectedSchedule), [60000, 120000, 240000, 480000, 600000, 600000])
+      assert.deepStrictEqual(yield* delays(connection.rejectedSchedule), [
+        60000,
+        120000,
+        240000,
+        480000,
+        600000,
+        600000
+      ])
       assert.deepStrictEqual(connection.channelOptions, {
         "grpc.max_receive_message_length": 65536,
         "grpc.keepalive_time_ms": 30_000,
@@ -109,12 +122,15 @@ describe("configuration from the environment", () => {
 
       // The schedules' shapes, as their own configs read them.
       const reconnect = yield* Retry.reconnectConfig.pipe(env(vars))
-      assert.deepStrictEqual([reconnect.base, reconnect.shortCap, reconnect.shortPhase, reconnect.longCap].map(seconds), [
-        0.1,
-        1,
-        120,
-        60
-      ])
+      assert.deepStrictEqual(
+        [reconnect.base, reconnect.shortCap, reconnect.shortPhase, reconnect.longCap].map(seconds),
+        [
+          0.1,
+          1,
+          120,
+          60
+        ]
+      )
       assert.strictEqual(reconnect.factor, 3)
       assert.deepStrictEqual(reconnect.jitter, { min: 0.9, max: 1.1 })
       assert.deepStrictEqual([reconnect.soon, reconnect.soonCap].map(seconds), [0.05, 2])
@@ -157,7 +173,12 @@ describe("configuration from the environment", () => {
       const handler = yield* Config.unwrap(TaskHandler.config).pipe(env({}))
       assert.isUndefined(handler.fetchInterval)
       const node = yield* Config.unwrap(TaskSource.config).pipe(env(minimal))
-      assert.deepStrictEqual(node, { nodeKey: "w1", name: undefined, maxRunners: undefined, fetchAttemptTimeout: undefined })
+      assert.deepStrictEqual(node, {
+        nodeKey: "w1",
+        name: undefined,
+        maxRunners: undefined,
+        fetchAttemptTimeout: undefined
+      })
     }))
 
   it.effect("a bad value fails the layer at start with a ConfigError naming the variable, before any dial", () =>
@@ -180,9 +201,18 @@ describe("configuration from the environment", () => {
   it.effect("not a number: a ConfigError naming the variable", () =>
     Effect.gen(function*() {
       assert.include(yield* failure(TaskHandler.config, { MAX_RUNNERS: "many" }), "MAX_RUNNERS")
-      assert.include(yield* failure(Connection.config(TaskSource.services), { ...minimal, BREAKER_THRESHOLD: "some" }), "BREAKER_THRESHOLD")
-      assert.include(yield* failure(Connection.config(TaskSource.services), { ...minimal, MAX_MESSAGE_BYTES: "4MB" }), "MAX_MESSAGE_BYTES")
-      assert.include(yield* failure(Connection.config(TaskSource.services), { ...minimal, CALL_RETRIES: "three" }), "CALL_RETRIES")
+      assert.include(
+        yield* failure(Connection.config(TaskSource.services), { ...minimal, BREAKER_THRESHOLD: "some" }),
+        "BREAKER_THRESHOLD"
+      )
+      assert.include(
+        yield* failure(Connection.config(TaskSource.services), { ...minimal, MAX_MESSAGE_BYTES: "4MB" }),
+        "MAX_MESSAGE_BYTES"
+      )
+      assert.include(
+        yield* failure(Connection.config(TaskSource.services), { ...minimal, CALL_RETRIES: "three" }),
+        "CALL_RETRIES"
+      )
       assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_FACTOR: "double" }), "RECONNECT_FACTOR")
     }))
 
@@ -204,16 +234,31 @@ describe("configuration from the environment", () => {
         BREAKER_HALF_OPEN_CAP: "10 seconds"
       })
       assert.include(breaker, "BREAKER_HALF_OPEN_BASE must not exceed BREAKER_HALF_OPEN_CAP")
-      const rejected = yield* failure(Connection.config(TaskSource.services), { ...minimal, REJECTED_RETRY_CAP: "10 seconds" })
+      const rejected = yield* failure(Connection.config(TaskSource.services), {
+        ...minimal,
+        REJECTED_RETRY_CAP: "10 seconds"
+      })
       assert.include(rejected, "REJECTED_RETRY_BASE must not exceed REJECTED_RETRY_CAP")
-      assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_LONG_CAP: "1 second" }), "RECONNECT_SHORT_CAP must not exceed RECONNECT_LONG_CAP")
-      assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_BASE: "3 seconds" }), "RECONNECT_BASE must not exceed RECONNECT_SHORT_CAP")
-      assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_SOON: "5 seconds" }), "RECONNECT_SOON must not exceed RECONNECT_SOON_CAP")
+      assert.include(
+        yield* failure(Retry.reconnectConfig, { RECONNECT_LONG_CAP: "1 second" }),
+        "RECONNECT_SHORT_CAP must not exceed RECONNECT_LONG_CAP"
+      )
+      assert.include(
+        yield* failure(Retry.reconnectConfig, { RECONNECT_BASE: "3 seconds" }),
+        "RECONNECT_BASE must not exceed RECONNECT_SHORT_CAP"
+      )
+      assert.include(
+        yield* failure(Retry.reconnectConfig, { RECONNECT_SOON: "5 seconds" }),
+        "RECONNECT_SOON must not exceed RECONNECT_SOON_CAP"
+      )
     }))
 
   it.effect("a negative or unparsable duration: a ConfigError naming the variable", () =>
     Effect.gen(function*() {
-      const negative = yield* failure(Connection.config(TaskSource.services), { ...minimal, CONNECT_TIMEOUT: "-5 seconds" })
+      const negative = yield* failure(Connection.config(TaskSource.services), {
+        ...minimal,
+        CONNECT_TIMEOUT: "-5 seconds"
+      })
       assert.include(negative, "CONNECT_TIMEOUT")
       const zero = yield* failure(TaskHandler.config, { FETCH_TIMEOUT: "0 seconds" })
       assert.include(zero, "FETCH_TIMEOUT")
@@ -223,8 +268,14 @@ describe("configuration from the environment", () => {
 
   it.effect("a malformed address, or none: a ConfigError naming MASTER_ADDRESS", () =>
     Effect.gen(function*() {
-      assert.include(yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "master 9666" }), "MASTER_ADDRESS")
-      assert.include(yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "master:99999" }), "MASTER_ADDRESS")
+      assert.include(
+        yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "master 9666" }),
+        "MASTER_ADDRESS"
+      )
+      assert.include(
+        yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "master:99999" }),
+        "MASTER_ADDRESS"
+      )
       assert.include(yield* failure(Connection.config(TaskSource.services), {}), "MASTER_ADDRESS")
       // A host without its port would dial 443: refused, naming the variable and what is missing.
       const portless = yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "127.0.0.1" })

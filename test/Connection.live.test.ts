@@ -1,14 +1,14 @@
-import type * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
+import type * as grpc from "@grpc/grpc-js"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Connection from "../src/Connection.js"
+import type * as ConnectionState from "../src/ConnectionState.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import { addEcho, EchoClient, type SayReply } from "./fixtures/echo.js"
 import { serve } from "./fixtures/server.js"
-import * as ConnectionState from "../src/ConnectionState.js"
 
 const services = { echo: EchoClient }
 
@@ -16,7 +16,9 @@ const say = (client: EchoClient, text: string) =>
   Effect.async<SayReply, grpc.ServiceError>((resume) => {
     const call = client.say({ text }, { deadline: Date.now() + 2000 }, (error, reply) =>
       resume(error ? Effect.fail(error) : Effect.succeed(reply!)))
-    return Effect.sync(() => call.cancel())
+    return Effect.sync(() =>
+      call.cancel()
+    )
   })
 
 const awaitState = (conn: Connection.Connection, tag: ConnectionState.ConnectionState["_tag"]) =>
@@ -30,31 +32,35 @@ const awaitState = (conn: Connection.Connection, tag: ConnectionState.Connection
 const handles = () => process.getActiveResourcesInfo().filter((kind) => kind !== "TTYWrap").sort()
 
 describe("Connection (live loopback)", () => {
-  it.live("reconnects to a restarted master with generation + 1, and a lookup plus a real RPC succeed", () =>
-    Effect.gen(function*() {
-      const first = yield* Scope.make()
-      const { port } = yield* serve(addEcho).pipe(Scope.extend(first))
-      const scope = yield* Scope.make()
-      const conn = yield* Connection.make({ address: `127.0.0.1:${port}`, services }).pipe(
-        Effect.provide(GrpcChannel.layer),
-        Scope.extend(scope)
-      )
-      const ready = yield* awaitState(conn, "Ready")
-      assert.strictEqual(ready._tag === "Ready" && ready.generation, 1)
-      assert.deepStrictEqual(yield* say(yield* conn.client("echo"), "before"), { text: "before" })
+  it.live(
+    "reconnects to a restarted master with generation + 1, and a lookup plus a real RPC succeed",
+    () =>
+      Effect.gen(function*() {
+        const first = yield* Scope.make()
+        const { port } = yield* serve(addEcho).pipe(Scope.extend(first))
+        const scope = yield* Scope.make()
+        const conn = yield* Connection.make({ address: `127.0.0.1:${port}`, services }).pipe(
+          Effect.provide(GrpcChannel.layer),
+          Scope.extend(scope)
+        )
+        const ready = yield* awaitState(conn, "Ready")
+        assert.strictEqual(ready._tag === "Ready" && ready.generation, 1)
+        assert.deepStrictEqual(yield* say(yield* conn.client("echo"), "before"), { text: "before" })
 
-      yield* Scope.close(first, Exit.void)
-      yield* awaitState(conn, "Reconnecting")
+        yield* Scope.close(first, Exit.void)
+        yield* awaitState(conn, "Reconnecting")
 
-      const second = yield* Scope.make()
-      yield* serve(addEcho, port).pipe(Scope.extend(second))
-      const again = yield* awaitState(conn, "Ready")
-      assert.strictEqual(again._tag === "Ready" && again.generation, 2)
-      assert.deepStrictEqual(yield* say(yield* conn.client("echo"), "after"), { text: "after" })
+        const second = yield* Scope.make()
+        yield* serve(addEcho, port).pipe(Scope.extend(second))
+        const again = yield* awaitState(conn, "Ready")
+        assert.strictEqual(again._tag === "Ready" && again.generation, 2)
+        assert.deepStrictEqual(yield* say(yield* conn.client("echo"), "after"), { text: "after" })
 
-      yield* Scope.close(scope, Exit.void)
-      yield* Scope.close(second, Exit.void)
-    }), 20_000)
+        yield* Scope.close(scope, Exit.void)
+        yield* Scope.close(second, Exit.void)
+      }),
+    20_000
+  )
 
   it.live("closing the connection leaves no open handle behind", () =>
     Effect.gen(function*() {

@@ -14,11 +14,11 @@ import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Supervisor from "effect/Supervisor"
 import * as TestClock from "effect/TestClock"
 import * as Connection from "../src/Connection.js"
+import * as ConnectionState from "../src/ConnectionState.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
+import * as InvalidOption from "../src/InvalidOption.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 import { EchoClient } from "./fixtures/echo.js"
-import * as ConnectionState from "../src/ConnectionState.js"
-import * as InvalidOption from "../src/InvalidOption.js"
 
 const services = { echo: EchoClient }
 
@@ -230,7 +230,8 @@ const capturing = <A, E, R>(self: (lines: Array<readonly [string, string]>) => E
   Effect.suspend(() => {
     const lines: Array<readonly [string, string]> = []
     const logger = Logger.make(({ logLevel, message }) =>
-      void lines.push([logLevel.label, Array.isArray(message) ? message.join(" ") : String(message)]))
+      void lines.push([logLevel.label, Array.isArray(message) ? message.join(" ") : String(message)])
+    )
     return self(lines).pipe(
       Effect.locally(FiberRef.currentLoggers, HashSet.make(logger)),
       Logger.withMinimumLogLevel(LogLevel.Debug)
@@ -329,7 +330,10 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
       yield* TestClock.adjust("8999 millis")
       assert.strictEqual(yield* net.dials, 20)
       yield* TestClock.adjust("1 millis")
-      assert.strictEqual(lastErrorOf(yield* conn.state).message, "not READY within 9s: the HTTP/2 handshake never finished")
+      assert.strictEqual(
+        lastErrorOf(yield* conn.state).message,
+        "not READY within 9s: the HTTP/2 handshake never finished"
+      )
     }).pipe(noJitter))
 
   it.effect("an outage without a refusal keeps the plain 3 s connect timeout, for an accepted connection too", () =>
@@ -385,16 +389,26 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
         yield* TestClock.adjust("1 second")
         const attempts = lines.filter(([, line]) => line.startsWith("connection attempt"))
         assert.deepStrictEqual(attempts.slice(0, 3), [
-          ["WARN", "connection attempt 1 failed (Refused: connection refused: simulated: connect ECONNREFUSED (master:9666)); attempt 2 in 250ms"],
-          ["DEBUG", "connection attempt 2 failed (Refused: connection refused: simulated: connect ECONNREFUSED (master:9666)); attempt 3 in 250ms"],
-          ["DEBUG", "connection attempt 3 failed (Refused: connection refused: simulated: connect ECONNREFUSED (master:9666)); attempt 4 in 250ms"]
+          [
+            "WARN",
+            "connection attempt 1 failed (Refused: connection refused: simulated: connect ECONNREFUSED (master:9666)); attempt 2 in 250ms"
+          ],
+          [
+            "DEBUG",
+            "connection attempt 2 failed (Refused: connection refused: simulated: connect ECONNREFUSED (master:9666)); attempt 3 in 250ms"
+          ],
+          [
+            "DEBUG",
+            "connection attempt 3 failed (Refused: connection refused: simulated: connect ECONNREFUSED (master:9666)); attempt 4 in 250ms"
+          ]
         ])
         yield* net.fail("HostUnreachable")
         yield* TestClock.adjust("300 millis")
         assert.deepStrictEqual(lines.at(-1)?.[0], "WARN")
         assert.include(lines.at(-1)?.[1], "HostUnreachable: host unreachable")
         // 30 s after the last warning, the same failure is a warning again.
-        const warnings = () => lines.filter(([level, line]) => level === "WARN" && line.startsWith("connection attempt")).length
+        const warnings = () =>
+          lines.filter(([level, line]) => level === "WARN" && line.startsWith("connection attempt")).length
         const before = warnings()
         yield* TestClock.adjust("29 seconds")
         assert.strictEqual(warnings(), before)
@@ -426,7 +440,10 @@ describe("Connection options", () => {
   it.effect("rejects zero, negative and malformed durations, naming the option", () =>
     Effect.gen(function*() {
       assert.strictEqual((yield* invalid({ connectTimeout: 0 })).option, "connectTimeout")
-      assert.strictEqual((yield* invalid({ lookupTimeout: "-1 seconds" as Duration.DurationInput })).option, "lookupTimeout")
+      assert.strictEqual(
+        (yield* invalid({ lookupTimeout: "-1 seconds" as Duration.DurationInput })).option,
+        "lookupTimeout"
+      )
       const bad = yield* invalid({ reconnectingLookupTimeout: "soon" as Duration.DurationInput })
       assert.strictEqual(bad.option, "reconnectingLookupTimeout")
       assert.include(bad.message, "soon")
@@ -440,7 +457,16 @@ describe("Connection options", () => {
 
   it.effect("accepts host:port, [v6]:port and gRPC target URIs", () =>
     Effect.gen(function*() {
-      for (const address of ["127.0.0.1:9666", "[::1]:9666", "master:9666", "dns:///master:9666", "dns:master", "unix:/tmp/master.sock"]) {
+      for (
+        const address of [
+          "127.0.0.1:9666",
+          "[::1]:9666",
+          "master:9666",
+          "dns:///master:9666",
+          "dns:master",
+          "unix:/tmp/master.sock"
+        ]
+      ) {
         const { scope } = yield* setup({}, { address })
         yield* Scope.close(scope, Exit.void)
       }
@@ -504,4 +530,28 @@ describe("Connection layers", () => {
       }
       assert.strictEqual(yield* net.dials, 0)
     }).pipe(Effect.scoped, Effect.provide(SimulatedNetwork.layer())))
+})
+
+describe("Connection (virtual time): the log line of a reconnection", () => {
+  it.effect("ready again names the generation, the outage's length, the attempts and the last attempt's time", () =>
+    capturing((lines) =>
+      Effect.gen(function*() {
+        const { net } = yield* setup()
+        yield* TestClock.adjust("1 second")
+        yield* net.cut
+        yield* TestClock.adjust("10 seconds")
+        yield* net.restore
+        yield* TestClock.adjust("5 seconds")
+        const again = lines.filter(([, message]) => message.startsWith("connected to master:9666 again"))
+        assert.strictEqual(again.length, 1, lines.map(([, m]) => m).join("\n"))
+        const [level, message] = again[0]!
+        assert.strictEqual(level, "INFO")
+        assert.match(
+          message,
+          /^connected to master:9666 again, generation 2, after an outage of \d+s( \d+ms)? and \d+ attempts; the last took \d+ms to be ready$/
+        )
+        // The first connection's line says no more than it knows.
+        assert.isTrue(lines.some(([, m]) => m === "connected to master:9666, generation 1"))
+      })
+    ))
 })

@@ -1,5 +1,5 @@
-import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -26,8 +26,11 @@ const client = (address: string) =>
 
 const say = (client: EchoClient, text: string, deadline: Duration.DurationInput = "2 seconds") =>
   Effect.async<SayReply, grpc.ServiceError>((resume) => {
-    const call = client.say({ text }, { deadline: Date.now() + Duration.toMillis(deadline) }, (error, reply) =>
-      resume(error ? Effect.fail(error) : Effect.succeed(reply!)))
+    const call = client.say(
+      { text },
+      { deadline: Date.now() + Duration.toMillis(deadline) },
+      (error, reply) => resume(error ? Effect.fail(error) : Effect.succeed(reply!))
+    )
     return Effect.sync(() => call.cancel())
   })
 
@@ -115,80 +118,92 @@ describe("FaultProxy (live)", () => {
       assert.strictEqual((yield* proxy.mode.get)._tag, "Pass")
     }), 5_000)
 
-  it.scopedLive("reset fails an in-flight call UNAVAILABLE at once and refuses new connections until pass", () =>
-    Effect.gen(function*() {
-      const { port } = yield* serve(addEcho)
-      const proxy = yield* proxyTo(port)
-      const echo = yield* client(proxy.address)
-      yield* say(echo, "warm up")
+  it.scopedLive(
+    "reset fails an in-flight call UNAVAILABLE at once and refuses new connections until pass",
+    () =>
+      Effect.gen(function*() {
+        const { port } = yield* serve(addEcho)
+        const proxy = yield* proxyTo(port)
+        const echo = yield* client(proxy.address)
+        yield* say(echo, "warm up")
 
-      // Latency keeps the call in flight long enough to reset under it.
-      yield* proxy.latency("300 millis")
-      const inFlight = yield* Effect.fork(failure(say(echo, "in flight")))
-      yield* Effect.sleep("100 millis")
-      const resetAt = yield* Clock.currentTimeMillis
-      yield* proxy.reset
-      const failed = yield* Fiber.join(inFlight)
-      assert.strictEqual(failed.code, "UNAVAILABLE")
-      assert.isBelow((yield* Clock.currentTimeMillis) - resetAt, 500)
-      yield* eventually(Effect.map(proxy.connections, (n) => n === 0))
-      assert.strictEqual(yield* proxy.connections, 0)
+        // Latency keeps the call in flight long enough to reset under it.
+        yield* proxy.latency("300 millis")
+        const inFlight = yield* Effect.fork(failure(say(echo, "in flight")))
+        yield* Effect.sleep("100 millis")
+        const resetAt = yield* Clock.currentTimeMillis
+        yield* proxy.reset
+        const failed = yield* Fiber.join(inFlight)
+        assert.strictEqual(failed.code, "UNAVAILABLE")
+        assert.isBelow((yield* Clock.currentTimeMillis) - resetAt, 500)
+        yield* eventually(Effect.map(proxy.connections, (n) => n === 0))
+        assert.strictEqual(yield* proxy.connections, 0)
 
-      // A new TCP connection is answered with an RST, without a byte.
-      assert.deepStrictEqual(yield* refusal(proxy.port), { ended: "ECONNRESET", received: "" })
+        // A new TCP connection is answered with an RST, without a byte.
+        assert.deepStrictEqual(yield* refusal(proxy.port), { ended: "ECONNRESET", received: "" })
 
-      // And a new channel fails fast instead of hanging.
-      const fresh = yield* client(proxy.address)
-      const refused = yield* failure(say(fresh, "refused?"))
-      assert.strictEqual(refused.code, "UNAVAILABLE")
-      assert.isBelow(refused.millis, 1000)
+        // And a new channel fails fast instead of hanging.
+        const fresh = yield* client(proxy.address)
+        const refused = yield* failure(say(fresh, "refused?"))
+        assert.strictEqual(refused.code, "UNAVAILABLE")
+        assert.isBelow(refused.millis, 1000)
 
-      yield* proxy.pass
-      assert.deepStrictEqual(yield* say(yield* client(proxy.address), "back"), { text: "back" })
-      assert.isAtLeast(yield* proxy.accepted, 4)
-    }), 5_000)
+        yield* proxy.pass
+        assert.deepStrictEqual(yield* say(yield* client(proxy.address), "back"), { text: "back" })
+        assert.isAtLeast(yield* proxy.accepted, 4)
+      }),
+    5_000
+  )
 
-  it.scopedLive("blackhole: a 500 ms call fails DEADLINE_EXCEEDED on an open socket; after pass it stays dead, a new channel works", () =>
-    Effect.gen(function*() {
-      const { port } = yield* serve(addEcho)
-      const proxy = yield* proxyTo(port)
-      const echo = yield* client(proxy.address)
-      yield* say(echo, "warm up")
-      const sent = yield* proxy.bytesToTarget
+  it.scopedLive(
+    "blackhole: a 500 ms call fails DEADLINE_EXCEEDED on an open socket; after pass it stays dead, a new channel works",
+    () =>
+      Effect.gen(function*() {
+        const { port } = yield* serve(addEcho)
+        const proxy = yield* proxyTo(port)
+        const echo = yield* client(proxy.address)
+        yield* say(echo, "warm up")
+        const sent = yield* proxy.bytesToTarget
 
-      yield* proxy.blackhole
-      const lost = yield* failure(say(echo, "lost", "500 millis"))
-      assert.strictEqual(lost.code, "DEADLINE_EXCEEDED")
-      assert.isAtLeast(lost.millis, 450)
-      // Half-open: the socket is still there and grpc-js still believes in it.
-      assert.strictEqual(yield* proxy.connections, 1)
-      assert.strictEqual(echo.getChannel().getConnectivityState(false), grpc.connectivityState.READY)
-      assert.strictEqual(yield* proxy.bytesToTarget, sent)
+        yield* proxy.blackhole
+        const lost = yield* failure(say(echo, "lost", "500 millis"))
+        assert.strictEqual(lost.code, "DEADLINE_EXCEEDED")
+        assert.isAtLeast(lost.millis, 450)
+        // Half-open: the socket is still there and grpc-js still believes in it.
+        assert.strictEqual(yield* proxy.connections, 1)
+        assert.strictEqual(echo.getChannel().getConnectivityState(false), grpc.connectivityState.READY)
+        assert.strictEqual(yield* proxy.bytesToTarget, sent)
 
-      // A new connection is accepted but goes nowhere either.
-      const during = yield* client(proxy.address)
-      assert.strictEqual((yield* failure(say(during, "nowhere", "500 millis"))).code, "DEADLINE_EXCEEDED")
-      assert.strictEqual(yield* proxy.accepted, 2)
-      assert.strictEqual(yield* proxy.bytesToTarget, sent)
+        // A new connection is accepted but goes nowhere either.
+        const during = yield* client(proxy.address)
+        assert.strictEqual((yield* failure(say(during, "nowhere", "500 millis"))).code, "DEADLINE_EXCEEDED")
+        assert.strictEqual(yield* proxy.accepted, 2)
+        assert.strictEqual(yield* proxy.bytesToTarget, sent)
 
-      yield* proxy.pass
-      // The old connection lost bytes, so it stays dead: only keepalive or a probe would find out.
-      assert.strictEqual((yield* failure(say(echo, "still lost", "500 millis"))).code, "DEADLINE_EXCEEDED")
-      assert.deepStrictEqual(yield* say(yield* client(proxy.address), "fresh"), { text: "fresh" })
-    }), 5_000)
+        yield* proxy.pass
+        // The old connection lost bytes, so it stays dead: only keepalive or a probe would find out.
+        assert.strictEqual((yield* failure(say(echo, "still lost", "500 millis"))).code, "DEADLINE_EXCEEDED")
+        assert.deepStrictEqual(yield* say(yield* client(proxy.address), "fresh"), { text: "fresh" })
+      }),
+    5_000
+  )
 
-  it.scopedLive("latency(200 ms) delays each direction: a round trip takes at least 400 ms", () =>
-    Effect.gen(function*() {
-      const { port } = yield* serve(addEcho)
-      const proxy = yield* proxyTo(port)
-      const echo = yield* client(proxy.address)
-      yield* say(echo, "warm up")
-      yield* proxy.latency("200 millis")
-      const [took, reply] = yield* Effect.timed(say(echo, "slow"))
-      assert.deepStrictEqual(reply, { text: "slow" })
-      assert.isAtLeast(Duration.toMillis(took), 400)
-      assert.isBelow(Duration.toMillis(took), 1500)
-    }), 5_000)
+  it.scopedLive(
+    "latency(200 ms) delays each direction: a round trip takes at least 400 ms",
+    () =>
+      Effect.gen(function*() {
+        const { port } = yield* serve(addEcho)
+        const proxy = yield* proxyTo(port)
+        const echo = yield* client(proxy.address)
+        yield* say(echo, "warm up")
+        yield* proxy.latency("200 millis")
+        const [took, reply] = yield* Effect.timed(say(echo, "slow"))
+        assert.deepStrictEqual(reply, { text: "slow" })
+        assert.isAtLeast(Duration.toMillis(took), 400)
+        assert.isBelow(Duration.toMillis(took), 1500)
+      }),
+    5_000
+  )
 
   it.scopedLive("bytes keep their order when the latency drops mid-stream", () =>
     Effect.gen(function*() {
@@ -203,64 +218,80 @@ describe("FaultProxy (live)", () => {
       assert.strictEqual(raw.received(), "ab")
     }), 5_000)
 
-  it.scopedLive("flap alternates the fault and pass within the drawn durations, and leaves pass when interrupted", () =>
-    Effect.gen(function*() {
-      const { port } = yield* serve(addEcho)
-      const proxy = yield* proxyTo(port)
-      const timeline = proxy.mode.changes.pipe(
-        Stream.mapEffect((mode) => Effect.map(Clock.currentTimeMillis, (at) => ({ tag: mode._tag, at }))),
-        Stream.dropWhile((change) => change.tag === "Pass"),
-        Stream.take(6),
-        Stream.runCollect,
-        Effect.timeout("2 seconds")
-      )
-      const collecting = yield* Effect.fork(timeline)
-      yield* Effect.yieldNow()
-      const fiber = yield* proxy.flap({ down: ["50 millis", "100 millis"], up: ["50 millis", "100 millis"], kind: "reset" })
-      const changes = Chunk.toReadonlyArray(yield* Fiber.join(collecting))
-      assert.deepStrictEqual(changes.map((c) => c.tag), ["Reset", "Pass", "Reset", "Pass", "Reset", "Pass"])
-      for (let i = 1; i < changes.length; i++) {
-        const held = changes[i]!.at - changes[i - 1]!.at
-        // Stamped when the subscriber sees a change: a late look at one shortens the next interval, so the floor is loose.
-        assert.isAtLeast(held, 20, `change ${i} after ${held} ms`)
-        assert.isBelow(held, 400, `change ${i} after ${held} ms`)
-      }
-      yield* Fiber.interrupt(fiber)
-      assert.strictEqual((yield* proxy.mode.get)._tag, "Pass")
-      // Faults were really applied: a call through the proxy works again.
-      assert.deepStrictEqual(yield* say(yield* client(proxy.address), "after"), { text: "after" })
-    }), 5_000)
+  it.scopedLive(
+    "flap alternates the fault and pass within the drawn durations, and leaves pass when interrupted",
+    () =>
+      Effect.gen(function*() {
+        const { port } = yield* serve(addEcho)
+        const proxy = yield* proxyTo(port)
+        const timeline = proxy.mode.changes.pipe(
+          Stream.mapEffect((mode) => Effect.map(Clock.currentTimeMillis, (at) => ({ tag: mode._tag, at }))),
+          Stream.dropWhile((change) => change.tag === "Pass"),
+          Stream.take(6),
+          Stream.runCollect,
+          Effect.timeout("2 seconds")
+        )
+        const collecting = yield* Effect.fork(timeline)
+        yield* Effect.yieldNow()
+        const fiber = yield* proxy.flap({
+          down: ["50 millis", "100 millis"],
+          up: ["50 millis", "100 millis"],
+          kind: "reset"
+        })
+        const changes = Chunk.toReadonlyArray(yield* Fiber.join(collecting))
+        assert.deepStrictEqual(changes.map((c) => c.tag), ["Reset", "Pass", "Reset", "Pass", "Reset", "Pass"])
+        for (let i = 1; i < changes.length; i++) {
+          const held = changes[i]!.at - changes[i - 1]!.at
+          // Stamped when the subscriber sees a change: a late look at one shortens the next interval, so the floor is loose.
+          assert.isAtLeast(held, 20, `change ${i} after ${held} ms`)
+          assert.isBelow(held, 400, `change ${i} after ${held} ms`)
+        }
+        yield* Fiber.interrupt(fiber)
+        assert.strictEqual((yield* proxy.mode.get)._tag, "Pass")
+        // Faults were really applied: a call through the proxy works again.
+        assert.deepStrictEqual(yield* say(yield* client(proxy.address), "after"), { text: "after" })
+      }),
+    5_000
+  )
 
-  it.scopedLive("closing the scope closes the listener and every socket, leaving no handle", () =>
-    Effect.gen(function*() {
-      const server = yield* echoServer
-      // Sockets of the tests before close on the next turns of the event loop: wait until only the echo server is left.
-      const onlyEcho = () => tcpHandles().filter((kind) => kind !== "Timeout")
-      yield* eventually(Effect.sync(() => onlyEcho().length === 1))
-      assert.deepStrictEqual(onlyEcho(), ["TCPServerWrap"])
-      const before = tcpHandles()
-      const scope = yield* Scope.make()
-      const proxy = yield* proxyTo(portOf(server)).pipe(Scope.extend(scope))
-      // One dead connection, one live with a chunk still queued behind the latency.
-      const dead = yield* rawClient(proxy.port).pipe(Scope.extend(scope))
-      yield* proxy.blackhole
-      yield* proxy.pass
-      const live = yield* rawClient(proxy.port).pipe(Scope.extend(scope))
-      live.socket.write("echo")
-      yield* eventually(Effect.sync(() => live.received() === "echo"))
-      yield* proxy.latency("5 seconds")
-      live.socket.write("pending")
-      yield* eventually(Effect.map(proxy.connections, (n) => n === 2))
-      assert.strictEqual(yield* proxy.connections, 2)
-      assert.isAbove(tcpHandles().length, before.length)
+  it.scopedLive(
+    "closing the scope closes the listener and every socket, leaving no handle",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* echoServer
+        // Sockets of the tests before close on the next turns of the event loop: wait until only the echo server is left.
+        const onlyEcho = () => tcpHandles().filter((kind) => kind !== "Timeout")
+        yield* eventually(Effect.sync(() => onlyEcho().length === 1))
+        assert.deepStrictEqual(onlyEcho(), ["TCPServerWrap"])
+        const before = tcpHandles()
+        const scope = yield* Scope.make()
+        const proxy = yield* proxyTo(portOf(server)).pipe(Scope.extend(scope))
+        // One dead connection, one live with a chunk still queued behind the latency.
+        const dead = yield* rawClient(proxy.port).pipe(Scope.extend(scope))
+        yield* proxy.blackhole
+        yield* proxy.pass
+        const live = yield* rawClient(proxy.port).pipe(Scope.extend(scope))
+        live.socket.write("echo")
+        yield* eventually(Effect.sync(() => live.received() === "echo"))
+        yield* proxy.latency("5 seconds")
+        live.socket.write("pending")
+        yield* eventually(Effect.map(proxy.connections, (n) => n === 2))
+        assert.strictEqual(yield* proxy.connections, 2)
+        assert.isAbove(tcpHandles().length, before.length)
 
-      yield* Scope.close(scope, Exit.void)
-      // The clients' and the echo server's sockets close on the next turns of the event loop.
-      yield* eventually(Effect.sync(() => dead.ended() !== null && live.ended() !== null))
-      assert.deepStrictEqual([dead.ended(), live.ended()], ["closed", "closed"])
-      yield* eventually(Effect.sync(() => tcpHandles().length <= before.length))
-      assert.deepStrictEqual(tcpHandles(), before)
-      const refused = yield* Effect.exit(Effect.scoped(rawClient(proxy.port)))
-      assert.isTrue(Exit.isFailure(refused), "the listener is closed")
-    }), 5_000)
+        yield* Scope.close(scope, Exit.void)
+        // The clients' and the echo server's sockets close on the next turns of the event loop.
+        yield* eventually(Effect.sync(() => dead.ended() !== null && live.ended() !== null))
+        assert.deepStrictEqual([dead.ended(), live.ended()], ["closed", "closed"])
+        yield* eventually(Effect.sync(() => tcpHandles().length <= before.length))
+        // Every socket is back to what it was; a timer of someone else's may have ended meanwhile, none is added.
+        const sockets = (handles: ReadonlyArray<string>) => handles.filter((kind) => kind.startsWith("TCP"))
+        const timers = (handles: ReadonlyArray<string>) => handles.filter((kind) => kind === "Timeout").length
+        assert.deepStrictEqual(sockets(tcpHandles()), sockets(before))
+        assert.isAtMost(timers(tcpHandles()), timers(before))
+        const refused = yield* Effect.exit(Effect.scoped(rawClient(proxy.port)))
+        assert.isTrue(Exit.isFailure(refused), "the listener is closed")
+      }),
+    5_000
+  )
 })

@@ -7,8 +7,8 @@
  * Needs root (mount); skipped with the reason otherwise, except under
  * `CI=true`, where that is a failure.
  */
-import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -82,102 +82,142 @@ const fill = (directory: string) =>
     return () => rmSync(filler)
   })
 
-const report = (taskId: string): TaskSource.StatusReport => ({ key: `${taskId}:FINISHED`, taskId, status: "FINISHED", error: "" })
+const report = (taskId: string): TaskSource.StatusReport => ({
+  key: `${taskId}:FINISHED`,
+  taskId,
+  status: "FINISHED",
+  error: ""
+})
 const owner = { node: "n1", master: "127.0.0.1:9666" }
 
 describe.skipIf(unavailable !== undefined && !underCi)("a full disk, for real", () => {
   for (const store of stores) {
-    it.scopedLive(`${store.name}: add fails with Unwritable naming the path and the cause; nothing stored is lost; add works again once there is room`, () =>
-      Effect.gen(function*() {
-        if (unavailable !== undefined) return yield* Effect.dieMessage(`under CI the full-disk tests must run: ${unavailable}`)
-        const mounted = yield* tmpfs
-        const location = store.location(mounted)
-        const stored: Array<string> = []
-        yield* Effect.scoped(Effect.gen(function*() {
-          const outbox = yield* Outbox.make({ ...owner, deliver: () => Effect.never })
-          for (const id of ["a", "b", "c"]) {
-            yield* outbox.add(report(id))
-            stored.push(id)
+    it.scopedLive(
+      `${store.name}: add fails with Unwritable naming the path and the cause; nothing stored is lost; add works again once there is room`,
+      () =>
+        Effect.gen(function*() {
+          if (unavailable !== undefined) {
+            return yield* Effect.dieMessage(`under CI the full-disk tests must run: ${unavailable}`)
           }
-          const freeRoom = yield* fill(mounted)
-          let n = 0
-          const error = yield* Effect.gen(function*() {
-            for (; n < 5_000; n++) {
-              yield* outbox.add(report(`more-${n}`))
-              stored.push(`more-${n}`)
+          const mounted = yield* tmpfs
+          const location = store.location(mounted)
+          const stored: Array<string> = []
+          yield* Effect.scoped(Effect.gen(function*() {
+            const outbox = yield* Outbox.make({ ...owner, deliver: () => Effect.never })
+            for (const id of ["a", "b", "c"]) {
+              yield* outbox.add(report(id))
+              stored.push(id)
             }
-          }).pipe(Effect.flip)
-          assert.strictEqual(error._tag, "OutboxError")
-          assert.strictEqual(error.reason, "Unwritable")
-          assert.include(error.path, mounted)
-          assert.match(error.message, /ENOSPC|no space left|SQLITE_FULL|database or disk is full/i)
-          assert.strictEqual(yield* outbox.size, stored.length, "the failed report is not queued")
-          freeRoom()
-          yield* outbox.add(report("after"))
-          stored.push("after")
-        })).pipe(Effect.provide(store.layer(location)))
-        if (store.name === "filesystem") {
-          const left = readdirSync(location, { recursive: true, encoding: "utf8" }).filter((name) => name.endsWith(".tmp"))
-          assert.deepStrictEqual(left, [], "no temporary file left")
-        }
-        const again = yield* Effect.scoped(
-          Effect.flatMap(Outbox.OutboxStore, (s) => Effect.map(s.open(owner), (r) => r.initial.map((x) => x.report.taskId)))
-        ).pipe(Effect.provide(store.layer(location)))
-        assert.deepStrictEqual(again, stored)
-      }), 30_000)
+            const freeRoom = yield* fill(mounted)
+            let n = 0
+            const error = yield* Effect.gen(function*() {
+              for (; n < 5_000; n++) {
+                yield* outbox.add(report(`more-${n}`))
+                stored.push(`more-${n}`)
+              }
+            }).pipe(Effect.flip)
+            assert.strictEqual(error._tag, "OutboxError")
+            assert.strictEqual(error.reason, "Unwritable")
+            assert.include(error.path, mounted)
+            assert.match(error.message, /ENOSPC|no space left|SQLITE_FULL|database or disk is full/i)
+            assert.strictEqual(yield* outbox.size, stored.length, "the failed report is not queued")
+            freeRoom()
+            yield* outbox.add(report("after"))
+            stored.push("after")
+          })).pipe(Effect.provide(store.layer(location)))
+          if (store.name === "filesystem") {
+            const left = readdirSync(location, { recursive: true, encoding: "utf8" }).filter((name) =>
+              name.endsWith(".tmp")
+            )
+            assert.deepStrictEqual(left, [], "no temporary file left")
+          }
+          const again = yield* Effect.scoped(
+            Effect.flatMap(Outbox.OutboxStore, (s) =>
+              Effect.map(s.open(owner), (r) => r.initial.map((x) => x.report.taskId)))
+          ).pipe(Effect.provide(store.layer(location)))
+          assert.deepStrictEqual(again, stored)
+        }),
+      30_000
+    )
   }
 
-  it.scopedLive("the task handler holds a report it cannot store, counts it, shows it on /readyz, fetches nothing more, and delivers it once there is room", () =>
-    Effect.gen(function*() {
-      if (unavailable !== undefined) return yield* Effect.dieMessage(`under CI the full-disk tests must run: ${unavailable}`)
-      const mounted = yield* tmpfs
-      // ReportStatus fails while `refusing`: reports pile up in the outbox, on the small disk.
-      let refusing = true
-      const refuseReports: grpc.ServerInterceptor = (method, call) =>
-        new grpc.ServerInterceptingCall(call, {
-          start: (next) =>
-            next({
-              onReceiveMetadata: (metadata, pass) =>
-                refusing && method.path.endsWith("/ReportStatus")
-                  ? call.sendStatus({ code: grpc.status.UNAVAILABLE, details: "refusing reports" })
-                  : pass(metadata)
+  it.scopedLive(
+    "the task handler holds a report it cannot store, counts it, shows it on /readyz, fetches nothing more, and delivers it once there is room",
+    () =>
+      Effect.gen(function*() {
+        if (unavailable !== undefined) {
+          return yield* Effect.dieMessage(`under CI the full-disk tests must run: ${unavailable}`)
+        }
+        const mounted = yield* tmpfs
+        // ReportStatus fails while `refusing`: reports pile up in the outbox, on the small disk.
+        let refusing = true
+        const refuseReports: grpc.ServerInterceptor = (method, call) =>
+          new grpc.ServerInterceptingCall(call, {
+            start: (next) =>
+              next({
+                onReceiveMetadata: (metadata, pass) =>
+                  refusing && method.path.endsWith("/ReportStatus")
+                    ? call.sendStatus({ code: grpc.status.UNAVAILABLE, details: "refusing reports" })
+                    : pass(metadata)
+              })
+          })
+        const master = yield* Master.make({ serverOptions: { interceptors: [refuseReports] } })
+        const worker = Layer.mergeAll(
+          TaskHandler.layer({
+            payload: Schema.Struct({ n: Schema.Number }),
+            run: () => Effect.sleep("10 millis"),
+            maxRunners: 1,
+            fetchInterval: "100 millis"
+          }),
+          NodeHealth.layer({ host: "127.0.0.1", port: 0 })
+        ).pipe(
+          Layer.provideMerge(TaskSource.layer({ nodeKey: "full-disk" })),
+          Layer.provideMerge(
+            Connection.layer({
+              address: master.address,
+              services: TaskSource.services,
+              reconnectSchedule: Schedule.spaced("200 millis")
             })
-        })
-      const master = yield* Master.make({ serverOptions: { interceptors: [refuseReports] } })
-      const worker = Layer.mergeAll(
-        TaskHandler.layer({ payload: Schema.Struct({ n: Schema.Number }), run: () => Effect.sleep("10 millis"), maxRunners: 1, fetchInterval: "100 millis" }),
-        NodeHealth.layer({ host: "127.0.0.1", port: 0 })
-      ).pipe(
-        Layer.provideMerge(TaskSource.layer({ nodeKey: "full-disk" })),
-        Layer.provideMerge(Connection.layer({ address: master.address, services: TaskSource.services, reconnectSchedule: Schedule.spaced("200 millis") })),
-        Layer.provide(GrpcChannel.layer),
-        Layer.provide(NodeOutbox.layerFileSystem(join(mounted, "outbox")))
-      )
-      const context = yield* Layer.build(worker)
-      const handler = Context.get(context, TaskHandler.TaskHandler)
-      const health = Context.get(context, Health.Health)
-      const readyz = Effect.promise(() => fetch(`${health.url}/readyz`).then((r) => r.json() as Promise<{ unpersistedReports?: number }>))
+          ),
+          Layer.provide(GrpcChannel.layer),
+          Layer.provide(NodeOutbox.layerFileSystem(join(mounted, "outbox")))
+        )
+        const context = yield* Layer.build(worker)
+        const handler = Context.get(context, TaskHandler.TaskHandler)
+        const health = Context.get(context, Health.Health)
+        const readyz = Effect.promise(() =>
+          fetch(`${health.url}/readyz`).then((r) => r.json() as Promise<{ unpersistedReports?: number }>)
+        )
 
-      const first = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
-      yield* eventually(handler.outbox.pending, (p) => p.some((r) => r.key === `${first}:FINISHED`), "10 seconds", "the first task's FINISHED stored")
-      const freeRoom = yield* fill(mounted)
-      const second = yield* master.enqueue({ payload: JSON.stringify({ n: 2 }) })
-      // Its RUNNING cannot be stored: held in memory, counted, shown; the task does not run before it is stored.
-      yield* eventually(handler.status, (s) => s.unpersisted === 1, "10 seconds", "one report held in memory")
-      assert.strictEqual((yield* readyz).unpersistedReports, 1)
-      const third = yield* master.enqueue({ payload: JSON.stringify({ n: 3 }) })
-      yield* Effect.sleep("1 second")
-      assert.strictEqual((yield* master.task(third)).status, "PENDING", "nothing fetched while a report is held")
-      assert.strictEqual((yield* handler.status).finished, 1, "the second task waits for its RUNNING to be stored")
+        const first = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
+        yield* eventually(
+          handler.outbox.pending,
+          (p) => p.some((r) => r.key === `${first}:FINISHED`),
+          "10 seconds",
+          "the first task's FINISHED stored"
+        )
+        const freeRoom = yield* fill(mounted)
+        const second = yield* master.enqueue({ payload: JSON.stringify({ n: 2 }) })
+        // Its RUNNING cannot be stored: held in memory, counted, shown; the task does not run before it is stored.
+        yield* eventually(handler.status, (s) => s.unpersisted === 1, "10 seconds", "one report held in memory")
+        assert.strictEqual((yield* readyz).unpersistedReports, 1)
+        const third = yield* master.enqueue({ payload: JSON.stringify({ n: 3 }) })
+        yield* Effect.sleep("1 second")
+        assert.strictEqual((yield* master.task(third)).status, "PENDING", "nothing fetched while a report is held")
+        assert.strictEqual((yield* handler.status).finished, 1, "the second task waits for its RUNNING to be stored")
 
-      freeRoom()
-      refusing = false
-      for (const id of [first, second, third]) {
-        yield* eventually(master.task(id), (t) => t.status === "FINISHED", "20 seconds", `task ${id} finished`)
-      }
-      assert.strictEqual((yield* handler.status).unpersisted, 0)
-      assert.isUndefined((yield* readyz).unpersistedReports)
-      const tasks = yield* master.tasks
-      assert.isTrue(tasks.every((t) => t.history.filter((h) => h.status === "FINISHED").length === 1 && t.handedOut === 1))
-    }), 60_000)
+        freeRoom()
+        refusing = false
+        for (const id of [first, second, third]) {
+          yield* eventually(master.task(id), (t) => t.status === "FINISHED", "20 seconds", `task ${id} finished`)
+        }
+        assert.strictEqual((yield* handler.status).unpersisted, 0)
+        assert.isUndefined((yield* readyz).unpersistedReports)
+        const tasks = yield* master.tasks
+        assert.isTrue(
+          tasks.every((t) => t.history.filter((h) => h.status === "FINISHED").length === 1 && t.handedOut === 1)
+        )
+      }),
+    60_000
+  )
 })

@@ -1,11 +1,11 @@
+import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
 import * as protoLoader from "@grpc/proto-loader"
-import { assert, describe, it } from "@effect/vitest"
 import { execFile } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 import { beforeAll } from "vitest"
-import * as Worker from "../src/protocol/Worker.js"
+import * as WorkerProtocol from "../src/WorkerProtocol.js"
 
 interface Snapshot {
   /** Every path read through `node:fs` during the import. */
@@ -89,18 +89,23 @@ describe("importing an entry does no work", () => {
 
   it("the probe sees a load: constructing a Worker client reads worker.proto and loads protobufjs", () => {
     assert.isDefined(used)
-    assert.include(used!.reads, Worker.protoPath)
+    assert.include(used!.reads, WorkerProtocol.protoPath)
     assert.include(used!.packages, "protobufjs")
     assert.include(used!.packages, "@grpc/proto-loader")
   })
 })
 
 describe("the protocol, loaded on first use", () => {
-  const proto = protoLoader.loadSync(Worker.protoPath, Worker.loaderOptions)
+  const proto = protoLoader.loadSync(WorkerProtocol.protoPath, WorkerProtocol.loaderOptions)
   const fromProto = (name: string) => proto[name] as protoLoader.ServiceDefinition
 
   it("each lazy definition lists the proto's methods, with their paths and stream kinds", () => {
-    for (const [definition, name] of [[Worker.NodeService, Worker.serviceNames.node], [Worker.TaskService, Worker.serviceNames.task]] as const) {
+    for (
+      const [definition, name] of [[WorkerProtocol.NodeService, WorkerProtocol.serviceNames.node], [
+        WorkerProtocol.TaskService,
+        WorkerProtocol.serviceNames.task
+      ]] as const
+    ) {
       const expected = fromProto(name)
       assert.deepStrictEqual(Object.keys(definition), Object.keys(expected))
       for (const method of Object.keys(expected)) {
@@ -119,18 +124,18 @@ describe("the protocol, loaded on first use", () => {
   })
 
   it("a lazy constructor makes grpc-js clients: instanceof, extends and service hold", () => {
-    class Subclassed extends Worker.TaskServiceClient {}
-    const node = new Worker.NodeServiceClient("127.0.0.1:1", grpc.credentials.createInsecure())
+    class Subclassed extends WorkerProtocol.TaskServiceClient {}
+    const node = new WorkerProtocol.NodeServiceClient("127.0.0.1:1", grpc.credentials.createInsecure())
     const task = new Subclassed("127.0.0.1:1", grpc.credentials.createInsecure())
     try {
-      assert.instanceOf(node, Worker.NodeServiceClient)
+      assert.instanceOf(node, WorkerProtocol.NodeServiceClient)
       assert.instanceOf(node, grpc.Client)
       assert.instanceOf(task, Subclassed)
-      assert.instanceOf(task, Worker.TaskServiceClient)
+      assert.instanceOf(task, WorkerProtocol.TaskServiceClient)
       assert.isFunction(node.Register)
       assert.isFunction(task.FetchTask)
-      assert.strictEqual(Worker.NodeServiceClient.service, Worker.NodeService)
-      assert.strictEqual(Worker.TaskServiceClient.service, Worker.TaskService)
+      assert.strictEqual(WorkerProtocol.NodeServiceClient.service, WorkerProtocol.NodeService)
+      assert.strictEqual(WorkerProtocol.TaskServiceClient.service, WorkerProtocol.TaskService)
     } finally {
       node.close()
       task.close()

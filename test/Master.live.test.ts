@@ -1,13 +1,13 @@
-import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import { service as healthService } from "grpc-health-check"
-import * as Worker from "../src/protocol/Worker.js"
 import * as Master from "../src/testing/Master.js"
+import * as WorkerProtocol from "../src/WorkerProtocol.js"
 
 // A fresh connection per client, retried quickly, so a restarted master is reached at once.
 const clientOptions: grpc.ClientOptions = {
@@ -16,36 +16,48 @@ const clientOptions: grpc.ClientOptions = {
   "grpc.max_reconnect_backoff_ms": 200
 }
 
-const client = <C extends grpc.Client>(constructor: Worker.ClientConstructor<C, grpc.ServiceDefinition>, address: string) =>
+const client = <C extends grpc.Client>(
+  constructor: WorkerProtocol.ClientConstructor<C, grpc.ServiceDefinition>,
+  address: string
+) =>
   Effect.acquireRelease(
     Effect.sync(() => new constructor(address, grpc.credentials.createInsecure(), clientOptions)),
     (c) => Effect.sync(() => c.close())
   )
 
 const clients = (address: string) =>
-  Effect.all({ node: client(Worker.NodeServiceClient, address), task: client(Worker.TaskServiceClient, address) })
+  Effect.all({
+    node: client(WorkerProtocol.NodeServiceClient, address),
+    task: client(WorkerProtocol.TaskServiceClient, address)
+  })
 
 const rpc = <A>(start: (options: grpc.CallOptions, callback: grpc.requestCallback<A>) => grpc.ClientUnaryCall) =>
   Effect.async<A, grpc.ServiceError>((resume) => {
-    const call = start({ deadline: Date.now() + 2000 }, (error, reply) =>
-      resume(error ? Effect.fail(error) : Effect.succeed(reply!)))
+    const call = start(
+      { deadline: Date.now() + 2000 },
+      (error, reply) => resume(error ? Effect.fail(error) : Effect.succeed(reply!))
+    )
     return Effect.sync(() => call.cancel())
   })
 
-const register = (c: Worker.NodeServiceClient, node_key: string, generation = 1) =>
-  rpc<Worker.RegisterReply>((o, cb) => c.Register({ node_key, name: `${node_key}-name`, max_runners: 4, generation }, o, cb))
-const heartbeat = (c: Worker.NodeServiceClient, node_key: string, running = 0) =>
-  rpc<Worker.HeartbeatReply>((o, cb) => c.SendHeartbeat({ node_key, running }, o, cb))
-const fetch = (c: Worker.TaskServiceClient, node_key: string, fetch_id = "") =>
-  rpc<Worker.FetchTaskReply>((o, cb) => c.FetchTask({ node_key, fetch_id }, o, cb)).pipe(Effect.map((reply) => reply.task))
+const register = (c: WorkerProtocol.NodeServiceClient, node_key: string, generation = 1) =>
+  rpc<WorkerProtocol.RegisterReply>((o, cb) =>
+    c.Register({ node_key, name: `${node_key}-name`, max_runners: 4, generation }, o, cb)
+  )
+const heartbeat = (c: WorkerProtocol.NodeServiceClient, node_key: string, running = 0) =>
+  rpc<WorkerProtocol.HeartbeatReply>((o, cb) => c.SendHeartbeat({ node_key, running }, o, cb))
+const fetch = (c: WorkerProtocol.TaskServiceClient, node_key: string, fetch_id = "") =>
+  rpc<WorkerProtocol.FetchTaskReply>((o, cb) => c.FetchTask({ node_key, fetch_id }, o, cb)).pipe(
+    Effect.map((reply) => reply.task)
+  )
 const report = (
-  c: Worker.TaskServiceClient,
-  request: Pick<Worker.ReportStatusRequest, "task_id" | "node_key" | "idempotency_key"> & {
-    readonly status: Worker.TaskStatus | number
+  c: WorkerProtocol.TaskServiceClient,
+  request: Pick<WorkerProtocol.ReportStatusRequest, "task_id" | "node_key" | "idempotency_key"> & {
+    readonly status: WorkerProtocol.TaskStatus | number
   }
 ) =>
-  rpc<Worker.ReportStatusReply>((o, cb) =>
-    c.ReportStatus({ error: "", ...request, status: request.status as Worker.TaskStatus }, o, cb)
+  rpc<WorkerProtocol.ReportStatusReply>((o, cb) =>
+    c.ReportStatus({ error: "", ...request, status: request.status as WorkerProtocol.TaskStatus }, o, cb)
   ).pipe(Effect.map((reply) => reply.outcome))
 
 const failure = <A>(effect: Effect.Effect<A, grpc.ServiceError>) =>
@@ -66,55 +78,61 @@ interface HealthClient extends grpc.Client {
     callback: grpc.requestCallback<{ status: string }>
   ): grpc.ClientUnaryCall
 }
-const HealthClient = grpc.makeGenericClientConstructor(healthService as grpc.ServiceDefinition, "Health") as unknown as
-  Worker.ClientConstructor<HealthClient, grpc.ServiceDefinition>
+const HealthClient = grpc.makeGenericClientConstructor(
+  healthService as grpc.ServiceDefinition,
+  "Health"
+) as unknown as WorkerProtocol.ClientConstructor<HealthClient, grpc.ServiceDefinition>
 
 const tcpHandles = () =>
   process.getActiveResourcesInfo().filter((kind) => kind === "TCPServerWrap" || kind === "TCPSocketWrap")
 
 describe("Master (live loopback)", () => {
-  it.scopedLive("hands out the node's own tasks first, then by priority and creation order, never one task twice", () =>
-    Effect.gen(function*() {
-      const master = yield* Master.make()
-      const { task } = yield* clients(master.address)
-      const a = yield* master.enqueue({ payload: `{"n":"a"}` })
-      const b = yield* master.enqueue({ payload: `{"n":"b"}`, priority: 5 })
-      const c = yield* master.enqueue({ payload: `{"n":"c"}`, priority: 5 })
-      const d = yield* master.enqueue({ payload: `{"n":"d"}`, node: "n2" })
-      const e = yield* master.enqueue({ payload: `{"n":"e"}`, priority: -1, node: "n1" })
+  it.scopedLive(
+    "hands out the node's own tasks first, then by priority and creation order, never one task twice",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const { task } = yield* clients(master.address)
+        const a = yield* master.enqueue({ payload: `{"n":"a"}` })
+        const b = yield* master.enqueue({ payload: `{"n":"b"}`, priority: 5 })
+        const c = yield* master.enqueue({ payload: `{"n":"c"}`, priority: 5 })
+        const d = yield* master.enqueue({ payload: `{"n":"d"}`, node: "n2" })
+        const e = yield* master.enqueue({ payload: `{"n":"e"}`, priority: -1, node: "n1" })
 
-      const order: Array<[string, string | undefined]> = []
-      for (const node of ["n1", "n2", "n1", "n2", "n1", "n2", "n1"]) {
-        order.push([node, (yield* fetch(task, node))?.id])
-      }
-      assert.deepStrictEqual(order, [
-        ["n1", e], // its own task first, despite the lowest priority
-        ["n2", d],
-        ["n1", b], // then priority 5 before 0, and b before c by creation
-        ["n2", c],
-        ["n1", a],
-        ["n2", undefined],
-        ["n1", undefined]
-      ])
+        const order: Array<[string, string | undefined]> = []
+        for (const node of ["n1", "n2", "n1", "n2", "n1", "n2", "n1"]) {
+          order.push([node, (yield* fetch(task, node))?.id])
+        }
+        assert.deepStrictEqual(order, [
+          ["n1", e], // its own task first, despite the lowest priority
+          ["n2", d],
+          ["n1", b], // then priority 5 before 0, and b before c by creation
+          ["n2", c],
+          ["n1", a],
+          ["n2", undefined],
+          ["n1", undefined]
+        ])
 
-      const fetched = yield* master.task(b)
-      assert.strictEqual(fetched.status, "ASSIGNED")
-      assert.strictEqual(fetched.node, "n1")
-      assert.strictEqual(fetched.handedOut, 1)
-      assert.deepStrictEqual(fetched.history.map((h) => h.status), ["PENDING", "ASSIGNED"])
+        const fetched = yield* master.task(b)
+        assert.strictEqual(fetched.status, "ASSIGNED")
+        assert.strictEqual(fetched.node, "n1")
+        assert.strictEqual(fetched.handedOut, 1)
+        assert.deepStrictEqual(fetched.history.map((h) => h.status), ["PENDING", "ASSIGNED"])
 
-      // Two nodes fetching at once: every task handed out exactly once.
-      const ids = new Set<string>()
-      for (let i = 0; i < 20; i++) ids.add(yield* master.enqueue({ payload: "{}", priority: i % 3 }))
-      const got = yield* Effect.all(
-        Array.from({ length: 30 }, (_, i) => fetch(task, i % 2 === 0 ? "n1" : "n2")),
-        { concurrency: "unbounded" }
-      )
-      const handed = got.flatMap((t) => (t === null ? [] : [t.id]))
-      assert.strictEqual(handed.length, 20)
-      assert.deepStrictEqual(new Set(handed), ids)
-      assert.isTrue((yield* master.tasks).every((t) => t.handedOut === 1 && t.status === "ASSIGNED"))
-    }), 10_000)
+        // Two nodes fetching at once: every task handed out exactly once.
+        const ids = new Set<string>()
+        for (let i = 0; i < 20; i++) ids.add(yield* master.enqueue({ payload: "{}", priority: i % 3 }))
+        const got = yield* Effect.all(
+          Array.from({ length: 30 }, (_, i) => fetch(task, i % 2 === 0 ? "n1" : "n2")),
+          { concurrency: "unbounded" }
+        )
+        const handed = got.flatMap((t) => (t === null ? [] : [t.id]))
+        assert.strictEqual(handed.length, 20)
+        assert.deepStrictEqual(new Set(handed), ids)
+        assert.isTrue((yield* master.tasks).every((t) => t.handedOut === 1 && t.status === "ASSIGNED"))
+      }),
+    10_000
+  )
 
   it.scopedLive("a retried fetch (the same fetch_id) gets the task it was answered with: a lost reply loses no task", () =>
     Effect.gen(function*() {
@@ -174,50 +192,58 @@ describe("Master (live loopback)", () => {
       assert.isNull(yield* fetch(task, "w1"))
     }))
 
-  it.scopedLive("a task arrives as the protocol says: JSON payload, int32 priority, created_at_ms as a string", () =>
-    Effect.gen(function*() {
-      const master = yield* Master.make()
-      const { task } = yield* clients(master.address)
-      const id = yield* master.enqueue({ payload: `{"url":"https://example.com"}`, priority: 3 })
-      const created = (yield* master.task(id)).createdAt
-      assert.deepStrictEqual(yield* fetch(task, "n1"), {
-        id,
-        payload: `{"url":"https://example.com"}`,
-        priority: 3,
-        created_at_ms: String(created)
-      })
-    }), 10_000)
+  it.scopedLive(
+    "a task arrives as the protocol says: JSON payload, int32 priority, created_at_ms as a string",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const { task } = yield* clients(master.address)
+        const id = yield* master.enqueue({ payload: `{"url":"https://example.com"}`, priority: 3 })
+        const created = (yield* master.task(id)).createdAt
+        assert.deepStrictEqual(yield* fetch(task, "n1"), {
+          id,
+          payload: `{"url":"https://example.com"}`,
+          priority: 3,
+          created_at_ms: String(created)
+        })
+      }),
+    10_000
+  )
 
-  it.scopedLive("ReportStatus is idempotent by its key and only moves the status forward", () =>
-    Effect.gen(function*() {
-      const master = yield* Master.make()
-      const { task } = yield* clients(master.address)
-      const id = yield* master.enqueue({ payload: "{}" })
-      yield* fetch(task, "n1")
-      const send = (status: Worker.TaskStatus, key: string, node = "n1") =>
-        report(task, { task_id: id, node_key: node, status, idempotency_key: key })
+  it.scopedLive(
+    "ReportStatus is idempotent by its key and only moves the status forward",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const { task } = yield* clients(master.address)
+        const id = yield* master.enqueue({ payload: "{}" })
+        yield* fetch(task, "n1")
+        const send = (status: WorkerProtocol.TaskStatus, key: string, node = "n1") =>
+          report(task, { task_id: id, node_key: node, status, idempotency_key: key })
 
-      assert.strictEqual(yield* send("RUNNING", "k1"), "ACCEPTED")
-      assert.strictEqual(yield* send("RUNNING", "k1"), "DUPLICATE")
-      assert.strictEqual(yield* send("FINISHED", "k2"), "ACCEPTED")
-      assert.strictEqual(yield* send("RUNNING", "k3"), "STALE")
-      assert.strictEqual(yield* send("ERROR", "k4"), "STALE")
-      assert.strictEqual(yield* send("FINISHED", "k2"), "DUPLICATE")
-      assert.deepStrictEqual(yield* failure(send("FINISHED", "k5", "n2")), {
-        code: "FAILED_PRECONDITION",
-        details: `task ${id} was not handed out to node n2`
-      })
+        assert.strictEqual(yield* send("RUNNING", "k1"), "ACCEPTED")
+        assert.strictEqual(yield* send("RUNNING", "k1"), "DUPLICATE")
+        assert.strictEqual(yield* send("FINISHED", "k2"), "ACCEPTED")
+        assert.strictEqual(yield* send("RUNNING", "k3"), "STALE")
+        assert.strictEqual(yield* send("ERROR", "k4"), "STALE")
+        assert.strictEqual(yield* send("FINISHED", "k2"), "DUPLICATE")
+        assert.deepStrictEqual(yield* failure(send("FINISHED", "k5", "n2")), {
+          code: "FAILED_PRECONDITION",
+          details: `task ${id} was not handed out to node n2`
+        })
 
-      const info = yield* master.task(id)
-      assert.strictEqual(info.status, "FINISHED")
-      assert.deepStrictEqual(info.history.map((h) => [h.status, h.node]), [
-        ["PENDING", undefined],
-        ["ASSIGNED", "n1"],
-        ["RUNNING", "n1"],
-        ["FINISHED", "n1"]
-      ])
-      assert.isTrue(info.history.every((h, i) => i === 0 || h.at >= info.history[i - 1]!.at))
-    }), 10_000)
+        const info = yield* master.task(id)
+        assert.strictEqual(info.status, "FINISHED")
+        assert.deepStrictEqual(info.history.map((h) => [h.status, h.node]), [
+          ["PENDING", undefined],
+          ["ASSIGNED", "n1"],
+          ["RUNNING", "n1"],
+          ["FINISHED", "n1"]
+        ])
+        assert.isTrue(info.history.every((h, i) => i === 0 || h.at >= info.history[i - 1]!.at))
+      }),
+    10_000
+  )
 
   it.scopedLive("heartbeats keep a node online; two missed intervals mark it offline", () =>
     Effect.gen(function*() {
@@ -252,137 +278,157 @@ describe("Master (live loopback)", () => {
       assert.deepStrictEqual((yield* master.nodes).map((n) => [n.key, n.generation]), [["n1", 4]])
     }), 10_000)
 
-  it.scopedLive("the end of an old generation's stream leaves the newer one: cancel still reaches generation 2", () =>
-    Effect.gen(function*() {
-      const master = yield* Master.make()
-      const { node, task } = yield* clients(master.address)
-      yield* register(node, "n1")
-      const open = (generation: number) =>
-        Effect.acquireRelease(
-          Effect.sync(() => {
-            const stream = node.Subscribe({ node_key: "n1", generation })
-            const received: Array<Worker.MasterMessage> = []
-            stream.on("data", (message: Worker.MasterMessage) => received.push(message))
-            stream.on("error", () => {}) // CANCELLED when we end it
-            return { stream, received }
-          }),
-          ({ stream }) => Effect.sync(() => stream.cancel())
+  it.scopedLive(
+    "the end of an old generation's stream leaves the newer one: cancel still reaches generation 2",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const { node, task } = yield* clients(master.address)
+        yield* register(node, "n1")
+        const open = (generation: number) =>
+          Effect.acquireRelease(
+            Effect.sync(() => {
+              const stream = node.Subscribe({ node_key: "n1", generation })
+              const received: Array<WorkerProtocol.MasterMessage> = []
+              stream.on("data", (message: WorkerProtocol.MasterMessage) => received.push(message))
+              stream.on("error", () => {}) // CANCELLED when we end it
+              return { stream, received }
+            }),
+            ({ stream }) => Effect.sync(() => stream.cancel())
+          )
+        const first = yield* open(1)
+        yield* eventually(master.subscriptions, (n) => n === 1)
+        const second = yield* open(2)
+        yield* eventually(master.subscriptions, (n) => n === 2)
+        first.stream.cancel()
+        yield* eventually(master.subscriptions, (n) => n === 1)
+
+        const id = yield* master.enqueue({ payload: "{}" })
+        yield* fetch(task, "n1")
+        assert.strictEqual(yield* master.cancel(id), "Notified")
+        yield* eventually(Effect.sync(() => second.received.length), (n) => n === 1)
+        assert.deepStrictEqual(second.received, [{ cancel_task: { task_id: id }, message: "cancel_task" }])
+        assert.deepStrictEqual(first.received, [])
+
+        assert.strictEqual((yield* master.task(id)).status, "CANCELLED")
+        assert.strictEqual(
+          yield* report(task, { task_id: id, node_key: "n1", status: "FINISHED", idempotency_key: "late" }),
+          "STALE"
         )
-      const first = yield* open(1)
-      yield* eventually(master.subscriptions, (n) => n === 1)
-      const second = yield* open(2)
-      yield* eventually(master.subscriptions, (n) => n === 2)
-      first.stream.cancel()
-      yield* eventually(master.subscriptions, (n) => n === 1)
+        assert.strictEqual(yield* master.cancel(id), "AlreadyEnded")
+        const pending = yield* master.enqueue({ payload: "{}" })
+        assert.strictEqual(yield* master.cancel(pending), "NotHandedOut")
+        assert.strictEqual(yield* fetch(task, "n1"), null)
+      }),
+    10_000
+  )
 
-      const id = yield* master.enqueue({ payload: "{}" })
-      yield* fetch(task, "n1")
-      assert.strictEqual(yield* master.cancel(id), "Notified")
-      yield* eventually(Effect.sync(() => second.received.length), (n) => n === 1)
-      assert.deepStrictEqual(second.received, [{ cancel_task: { task_id: id }, message: "cancel_task" }])
-      assert.deepStrictEqual(first.received, [])
+  it.scopedLive(
+    "a second stream of the same node and generation replaces the first, which ends",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const { node, task } = yield* clients(master.address)
+        yield* register(node, "n1")
+        const old = node.Subscribe({ node_key: "n1", generation: 1 })
+        let ended: string | undefined
+        old.on("data", () => {})
+        old.on("status", (status: grpc.StatusObject) => (ended = grpc.status[status.code]))
+        yield* eventually(master.subscriptions, (n) => n === 1)
+        const current = node.Subscribe({ node_key: "n1", generation: 1 })
+        const received: Array<WorkerProtocol.MasterMessage> = []
+        current.on("data", (message: WorkerProtocol.MasterMessage) => received.push(message))
+        current.on("error", () => {})
+        yield* Effect.addFinalizer(() => Effect.sync(() => current.cancel()))
+        assert.strictEqual(yield* eventually(Effect.sync(() => ended), (status) => status !== undefined), "OK")
+        assert.strictEqual(yield* master.subscriptions, 1)
 
-      assert.strictEqual((yield* master.task(id)).status, "CANCELLED")
-      assert.strictEqual(
-        yield* report(task, { task_id: id, node_key: "n1", status: "FINISHED", idempotency_key: "late" }),
-        "STALE"
-      )
-      assert.strictEqual(yield* master.cancel(id), "AlreadyEnded")
-      const pending = yield* master.enqueue({ payload: "{}" })
-      assert.strictEqual(yield* master.cancel(pending), "NotHandedOut")
-      assert.strictEqual((yield* fetch(task, "n1")), null)
-    }), 10_000)
+        const id = yield* master.enqueue({ payload: "{}" })
+        yield* fetch(task, "n1")
+        assert.strictEqual(yield* master.cancel(id), "Notified")
+        yield* eventually(Effect.sync(() => received.length), (n) => n === 1)
+      }),
+    10_000
+  )
 
-  it.scopedLive("a second stream of the same node and generation replaces the first, which ends", () =>
-    Effect.gen(function*() {
-      const master = yield* Master.make()
-      const { node, task } = yield* clients(master.address)
-      yield* register(node, "n1")
-      const old = node.Subscribe({ node_key: "n1", generation: 1 })
-      let ended: string | undefined
-      old.on("data", () => {})
-      old.on("status", (status: grpc.StatusObject) => (ended = grpc.status[status.code]))
-      yield* eventually(master.subscriptions, (n) => n === 1)
-      const current = node.Subscribe({ node_key: "n1", generation: 1 })
-      const received: Array<Worker.MasterMessage> = []
-      current.on("data", (message: Worker.MasterMessage) => received.push(message))
-      current.on("error", () => {})
-      yield* Effect.addFinalizer(() => Effect.sync(() => current.cancel()))
-      assert.strictEqual(yield* eventually(Effect.sync(() => ended), (status) => status !== undefined), "OK")
-      assert.strictEqual(yield* master.subscriptions, 1)
+  it.scopedLive(
+    "the health service answers SERVING, then NOT_SERVING after setServing(false)",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const health = yield* client(HealthClient, master.address)
+        const check = (service: string) =>
+          rpc<{ status: string }>((o, cb) => health.check({ service }, o, cb)).pipe(Effect.map((r) => r.status))
+        const all = Effect.all(["", WorkerProtocol.serviceNames.node, WorkerProtocol.serviceNames.task].map(check))
 
-      const id = yield* master.enqueue({ payload: "{}" })
-      yield* fetch(task, "n1")
-      assert.strictEqual(yield* master.cancel(id), "Notified")
-      yield* eventually(Effect.sync(() => received.length), (n) => n === 1)
-    }), 10_000)
+        assert.deepStrictEqual(yield* all, ["SERVING", "SERVING", "SERVING"])
+        yield* master.setServing(false)
+        assert.deepStrictEqual(yield* all, ["NOT_SERVING", "NOT_SERVING", "NOT_SERVING"])
+        yield* master.setServing(true)
+        assert.deepStrictEqual(yield* all, ["SERVING", "SERVING", "SERVING"])
+        assert.strictEqual((yield* failure(check("unknown.Service"))).code, "NOT_FOUND")
+      }),
+    10_000
+  )
 
-  it.scopedLive("the health service answers SERVING, then NOT_SERVING after setServing(false)", () =>
-    Effect.gen(function*() {
-      const master = yield* Master.make()
-      const health = yield* client(HealthClient, master.address)
-      const check = (service: string) =>
-        rpc<{ status: string }>((o, cb) => health.check({ service }, o, cb)).pipe(Effect.map((r) => r.status))
-      const all = Effect.all(["", Worker.serviceNames.node, Worker.serviceNames.task].map(check))
+  it.scopedLive(
+    "stop drops the master; restart binds the same port and keeps tasks and nodes",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const before = yield* clients(master.address)
+        yield* register(before.node, "n1")
+        const first = yield* master.enqueue({ payload: "{}", priority: 1 })
+        const second = yield* master.enqueue({ payload: "{}" })
+        assert.strictEqual((yield* fetch(before.task, "n1"))?.id, first)
 
-      assert.deepStrictEqual(yield* all, ["SERVING", "SERVING", "SERVING"])
-      yield* master.setServing(false)
-      assert.deepStrictEqual(yield* all, ["NOT_SERVING", "NOT_SERVING", "NOT_SERVING"])
-      yield* master.setServing(true)
-      assert.deepStrictEqual(yield* all, ["SERVING", "SERVING", "SERVING"])
-      assert.strictEqual((yield* failure(check("unknown.Service"))).code, "NOT_FOUND")
-    }), 10_000)
+        yield* master.stop
+        yield* master.stop // idempotent
+        assert.strictEqual((yield* failure(fetch(before.task, "n1"))).code, "UNAVAILABLE")
 
-  it.scopedLive("stop drops the master; restart binds the same port and keeps tasks and nodes", () =>
-    Effect.gen(function*() {
-      const master = yield* Master.make()
-      const before = yield* clients(master.address)
-      yield* register(before.node, "n1")
-      const first = yield* master.enqueue({ payload: "{}", priority: 1 })
-      const second = yield* master.enqueue({ payload: "{}" })
-      assert.strictEqual((yield* fetch(before.task, "n1"))?.id, first)
+        yield* master.restart
+        assert.strictEqual(master.address, `127.0.0.1:${master.port}`)
+        const after = yield* clients(master.address)
+        assert.strictEqual((yield* fetch(after.task, "n1"))?.id, second)
+        assert.deepStrictEqual((yield* master.tasks).map((t) => [t.id, t.status, t.handedOut]), [
+          [first, "ASSIGNED", 1],
+          [second, "ASSIGNED", 1]
+        ])
+        yield* heartbeat(after.node, "n1")
+        assert.deepStrictEqual((yield* master.nodes).map((n) => n.key), ["n1"])
+        // restart of a running master: stop, then bind again.
+        yield* master.restart
+        const again = yield* clients(master.address)
+        assert.strictEqual(yield* fetch(again.task, "n1"), null)
+      }),
+    10_000
+  )
 
-      yield* master.stop
-      yield* master.stop // idempotent
-      assert.strictEqual((yield* failure(fetch(before.task, "n1"))).code, "UNAVAILABLE")
+  it.scopedLive(
+    "failureRate 1 fails every Register, SendHeartbeat, FetchTask and ReportStatus with UNAVAILABLE",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make({ failureRate: 1 })
+        const { node, task } = yield* clients(master.address)
+        const id = yield* master.enqueue({ payload: "{}" })
+        const codes = yield* Effect.all([
+          failure(register(node, "n1")),
+          failure(heartbeat(node, "n1")),
+          failure(fetch(task, "n1")),
+          failure(report(task, { task_id: id, node_key: "n1", status: "RUNNING", idempotency_key: "k" }))
+        ]).pipe(Effect.map((errors) => errors.map((e) => e.code)))
+        assert.deepStrictEqual(codes, ["UNAVAILABLE", "UNAVAILABLE", "UNAVAILABLE", "UNAVAILABLE"])
+        // A failed call changed nothing.
+        assert.deepStrictEqual(yield* master.nodes, [])
+        assert.strictEqual((yield* master.task(id)).handedOut, 0)
 
-      yield* master.restart
-      assert.strictEqual(master.address, `127.0.0.1:${master.port}`)
-      const after = yield* clients(master.address)
-      assert.strictEqual((yield* fetch(after.task, "n1"))?.id, second)
-      assert.deepStrictEqual((yield* master.tasks).map((t) => [t.id, t.status, t.handedOut]), [
-        [first, "ASSIGNED", 1],
-        [second, "ASSIGNED", 1]
-      ])
-      yield* heartbeat(after.node, "n1")
-      assert.deepStrictEqual((yield* master.nodes).map((n) => n.key), ["n1"])
-      // restart of a running master: stop, then bind again.
-      yield* master.restart
-      const again = yield* clients(master.address)
-      assert.strictEqual(yield* fetch(again.task, "n1"), null)
-    }), 10_000)
-
-  it.scopedLive("failureRate 1 fails every Register, SendHeartbeat, FetchTask and ReportStatus with UNAVAILABLE", () =>
-    Effect.gen(function*() {
-      const master = yield* Master.make({ failureRate: 1 })
-      const { node, task } = yield* clients(master.address)
-      const id = yield* master.enqueue({ payload: "{}" })
-      const codes = yield* Effect.all([
-        failure(register(node, "n1")),
-        failure(heartbeat(node, "n1")),
-        failure(fetch(task, "n1")),
-        failure(report(task, { task_id: id, node_key: "n1", status: "RUNNING", idempotency_key: "k" }))
-      ]).pipe(Effect.map((errors) => errors.map((e) => e.code)))
-      assert.deepStrictEqual(codes, ["UNAVAILABLE", "UNAVAILABLE", "UNAVAILABLE", "UNAVAILABLE"])
-      // A failed call changed nothing.
-      assert.deepStrictEqual(yield* master.nodes, [])
-      assert.strictEqual((yield* master.task(id)).handedOut, 0)
-
-      yield* master.setFailureRate(0)
-      yield* register(node, "n1")
-      assert.strictEqual((yield* fetch(task, "n1"))?.id, id)
-      assert.strictEqual((yield* Effect.flip(master.setFailureRate(1.5))).reason, "InvalidOption")
-    }), 10_000)
+        yield* master.setFailureRate(0)
+        yield* register(node, "n1")
+        assert.strictEqual((yield* fetch(task, "n1"))?.id, id)
+        assert.strictEqual((yield* Effect.flip(master.setFailureRate(1.5))).reason, "InvalidOption")
+      }),
+    10_000
+  )
 
   it.live("a seeded Random fails the same calls on every run", () =>
     Effect.gen(function*() {
@@ -401,64 +447,76 @@ describe("Master (live loopback)", () => {
       assert.isTrue(first.includes(true) && first.includes(false), `expected both outcomes, got ${first}`)
     }), 10_000)
 
-  it.scopedLive("answers bad requests with INVALID_ARGUMENT, NOT_FOUND and a clear message", () =>
-    Effect.gen(function*() {
-      const master = yield* Master.make()
-      const { node, task } = yield* clients(master.address)
-      const id = yield* master.enqueue({ payload: "{}" })
-      yield* register(node, "n1")
-      yield* fetch(task, "n1")
-      const reportWith = (status: Worker.TaskStatus | number, overrides: Partial<Worker.ReportStatusRequest> = {}) =>
-        failure(report(task, { task_id: id, node_key: "n1", status, idempotency_key: "k", ...overrides }))
+  it.scopedLive(
+    "answers bad requests with INVALID_ARGUMENT, NOT_FOUND and a clear message",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const { node, task } = yield* clients(master.address)
+        const id = yield* master.enqueue({ payload: "{}" })
+        yield* register(node, "n1")
+        yield* fetch(task, "n1")
+        const reportWith = (
+          status: WorkerProtocol.TaskStatus | number,
+          overrides: Partial<WorkerProtocol.ReportStatusRequest> = {}
+        ) => failure(report(task, { task_id: id, node_key: "n1", status, idempotency_key: "k", ...overrides }))
 
-      assert.deepStrictEqual(yield* failure(fetch(task, "")), { code: "INVALID_ARGUMENT", details: "node_key is empty" })
-      assert.deepStrictEqual(yield* failure(register(node, "")), {
-        code: "INVALID_ARGUMENT",
-        details: "node_key is empty"
-      })
-      assert.deepStrictEqual(yield* failure(heartbeat(node, "ghost")), {
-        code: "NOT_FOUND",
-        details: "node ghost is not registered; call Register first"
-      })
-      assert.deepStrictEqual(yield* reportWith("RUNNING", { task_id: "task-404" }), {
-        code: "NOT_FOUND",
-        details: "task task-404 not found"
-      })
-      assert.deepStrictEqual(yield* reportWith(42), { code: "INVALID_ARGUMENT", details: "unknown status 42" })
-      assert.deepStrictEqual(yield* reportWith("TASK_STATUS_UNSPECIFIED"), {
-        code: "INVALID_ARGUMENT",
-        details: "unknown status TASK_STATUS_UNSPECIFIED"
-      })
-      assert.deepStrictEqual(yield* reportWith("PENDING"), {
-        code: "INVALID_ARGUMENT",
-        details: "status PENDING is set by the master; a worker reports RUNNING, FINISHED, ERROR or CANCELLED"
-      })
-      assert.deepStrictEqual(yield* reportWith("RUNNING", { idempotency_key: "" }), {
-        code: "INVALID_ARGUMENT",
-        details: "idempotency_key is empty"
-      })
-      // Nothing above changed the task.
-      assert.strictEqual((yield* master.task(id)).status, "ASSIGNED")
+        assert.deepStrictEqual(yield* failure(fetch(task, "")), {
+          code: "INVALID_ARGUMENT",
+          details: "node_key is empty"
+        })
+        assert.deepStrictEqual(yield* failure(register(node, "")), {
+          code: "INVALID_ARGUMENT",
+          details: "node_key is empty"
+        })
+        assert.deepStrictEqual(yield* failure(heartbeat(node, "ghost")), {
+          code: "NOT_FOUND",
+          details: "node ghost is not registered; call Register first"
+        })
+        assert.deepStrictEqual(yield* reportWith("RUNNING", { task_id: "task-404" }), {
+          code: "NOT_FOUND",
+          details: "task task-404 not found"
+        })
+        assert.deepStrictEqual(yield* reportWith(42), { code: "INVALID_ARGUMENT", details: "unknown status 42" })
+        assert.deepStrictEqual(yield* reportWith("TASK_STATUS_UNSPECIFIED"), {
+          code: "INVALID_ARGUMENT",
+          details: "unknown status TASK_STATUS_UNSPECIFIED"
+        })
+        assert.deepStrictEqual(yield* reportWith("PENDING"), {
+          code: "INVALID_ARGUMENT",
+          details: "status PENDING is set by the master; a worker reports RUNNING, FINISHED, ERROR or CANCELLED"
+        })
+        assert.deepStrictEqual(yield* reportWith("RUNNING", { idempotency_key: "" }), {
+          code: "INVALID_ARGUMENT",
+          details: "idempotency_key is empty"
+        })
+        // Nothing above changed the task.
+        assert.strictEqual((yield* master.task(id)).status, "ASSIGNED")
 
-      const stream = node.Subscribe({ node_key: "ghost", generation: 1 })
-      const ended = yield* Effect.async<grpc.ServiceError>((resume) => {
-        stream.on("error", (error: grpc.ServiceError) => resume(Effect.succeed(error)))
-      })
-      assert.deepStrictEqual([grpc.status[ended.code], ended.details], [
-        "NOT_FOUND",
-        "node ghost is not registered; call Register first"
-      ])
+        const stream = node.Subscribe({ node_key: "ghost", generation: 1 })
+        const ended = yield* Effect.async<grpc.ServiceError>((resume) => {
+          stream.on("error", (error: grpc.ServiceError) => resume(Effect.succeed(error)))
+        })
+        assert.deepStrictEqual([grpc.status[ended.code], ended.details], [
+          "NOT_FOUND",
+          "node ghost is not registered; call Register first"
+        ])
 
-      assert.strictEqual((yield* Effect.flip(master.task("task-404"))).reason, "UnknownTask")
-      assert.strictEqual((yield* Effect.flip(master.cancel("task-404"))).reason, "UnknownTask")
-      assert.strictEqual((yield* Effect.flip(master.enqueue({ payload: "{}", priority: 2 ** 31 }))).reason, "InvalidOption")
-      const invalid = yield* Effect.flip(Master.make({ failureRate: 2 }))
-      assert.deepStrictEqual([invalid.reason, invalid.message], [
-        "InvalidOption",
-        "invalid option failureRate: expected a number from 0 to 1, got 2"
-      ])
-      assert.strictEqual((yield* Effect.flip(Master.make({ heartbeatInterval: "0 millis" }))).reason, "InvalidOption")
-    }), 10_000)
+        assert.strictEqual((yield* Effect.flip(master.task("task-404"))).reason, "UnknownTask")
+        assert.strictEqual((yield* Effect.flip(master.cancel("task-404"))).reason, "UnknownTask")
+        assert.strictEqual(
+          (yield* Effect.flip(master.enqueue({ payload: "{}", priority: 2 ** 31 }))).reason,
+          "InvalidOption"
+        )
+        const invalid = yield* Effect.flip(Master.make({ failureRate: 2 }))
+        assert.deepStrictEqual([invalid.reason, invalid.message], [
+          "InvalidOption",
+          "invalid option failureRate: expected a number from 0 to 1, got 2"
+        ])
+        assert.strictEqual((yield* Effect.flip(Master.make({ heartbeatInterval: "0 millis" }))).reason, "InvalidOption")
+      }),
+    10_000
+  )
 
   it.live("closing the scope shuts the master down and leaves no open handle", () =>
     Effect.gen(function*() {

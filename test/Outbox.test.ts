@@ -1,5 +1,5 @@
-import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -19,15 +19,27 @@ const report = (taskId: string, status: TaskSource.ReportedStatus): TaskSource.S
 
 const owner = { node: "n1", master: "127.0.0.1:9666" }
 
-const unavailable = new GrpcError.GrpcError({ code: grpc.status.UNAVAILABLE, details: "down", service: "task", method: "ReportStatus" })
-const invalid = new GrpcError.GrpcError({ code: grpc.status.INVALID_ARGUMENT, details: "bad", service: "task", method: "ReportStatus" })
+const unavailable = new GrpcError.GrpcError({
+  code: grpc.status.UNAVAILABLE,
+  details: "down",
+  service: "task",
+  method: "ReportStatus"
+})
+const invalid = new GrpcError.GrpcError({
+  code: grpc.status.INVALID_ARGUMENT,
+  details: "bad",
+  service: "task",
+  method: "ReportStatus"
+})
 
 // A master that is down until `upAt` (virtual millis), and records what it received and when.
 const master = (upAt: number) => {
   const received: Array<{ key: string; at: number }> = []
   const deliver = (r: TaskSource.StatusReport) =>
-    Effect.flatMap(TestClock.currentTimeMillis, (now) =>
-      now < upAt ? Effect.fail(unavailable) : Effect.sync(() => void received.push({ key: r.key, at: now })))
+    Effect.flatMap(
+      TestClock.currentTimeMillis,
+      (now) => now < upAt ? Effect.fail(unavailable) : Effect.sync(() => void received.push({ key: r.key, at: now }))
+    )
   return { received, deliver }
 }
 
@@ -38,7 +50,10 @@ const stored = (who: Outbox.Owner = owner) =>
   )
 
 // One memory store shared by the outboxes of a test, as a disk is by a worker's restarts.
-const memory = Layer.effect(Outbox.OutboxStore, Effect.map(Layer.build(Outbox.layerMemory), Context.get(Outbox.OutboxStore))).pipe(
+const memory = Layer.effect(
+  Outbox.OutboxStore,
+  Effect.map(Layer.build(Outbox.layerMemory), Context.get(Outbox.OutboxStore))
+).pipe(
   Layer.provide(Layer.scope)
 )
 
@@ -51,19 +66,24 @@ const visible = () => {
     owners.set(id, records)
     return records
   }
-  const layer = Layer.succeed(Outbox.OutboxStore, Outbox.OutboxStore.of({
-    open: (who) =>
-      Effect.sync(() => {
-        const records = of(who)
-        return {
-          location: "visible",
-          initial: Array.from(records, ([sequence, report]) => ({ sequence, report })).sort((a, b) => a.sequence - b.sequence),
-          setAside: 0,
-          append: (added) => Effect.sync(() => added.forEach((r) => records.set(r.sequence, r.report))),
-          remove: (sequences) => Effect.sync(() => sequences.forEach((sequence) => records.delete(sequence)))
-        }
-      })
-  }))
+  const layer = Layer.succeed(
+    Outbox.OutboxStore,
+    Outbox.OutboxStore.of({
+      open: (who) =>
+        Effect.sync(() => {
+          const records = of(who)
+          return {
+            location: "visible",
+            initial: Array.from(records, ([sequence, report]) => ({ sequence, report })).sort((a, b) =>
+              a.sequence - b.sequence
+            ),
+            setAside: 0,
+            append: (added) => Effect.sync(() => added.forEach((r) => records.set(r.sequence, r.report))),
+            remove: (sequences) => Effect.sync(() => sequences.forEach((sequence) => records.delete(sequence)))
+          }
+        })
+    })
+  )
   const keys = (who: Outbox.Owner = owner) =>
     Effect.sync(() => Array.from(of(who)).sort(([a], [b]) => a - b).map(([, r]) => r.key))
   return { layer, keys }
@@ -165,7 +185,9 @@ describe("Outbox (virtual time)", () => {
       )
       assert.deepStrictEqual(again.received.map((r) => r.key), ["cut:RUNNING", "cut:ERROR"])
       assert.deepStrictEqual(yield* store.keys(), [])
-      const third = yield* Effect.scoped(Effect.map(Outbox.make({ deliver: up.deliver, ...owner }), (o) => o.unfinished))
+      const third = yield* Effect.scoped(
+        Effect.map(Outbox.make({ deliver: up.deliver, ...owner }), (o) => o.unfinished)
+      )
       assert.deepStrictEqual(third, [])
     }).pipe(Effect.provide(store.layer))
   })
@@ -193,20 +215,32 @@ describe("Outbox (virtual time)", () => {
   it.scoped("an add the store cannot write fails with OutboxError and queues nothing; the next add is stored", () =>
     Effect.gen(function*() {
       let full = true
-      const failing = Layer.succeed(Outbox.OutboxStore, Outbox.OutboxStore.of({
-        open: () =>
-          Effect.succeed({
-            location: "/disk",
-            initial: [],
-            setAside: 0,
-            append: (records) =>
-              full
-                ? Effect.fail(new Outbox.OutboxError({ reason: "Unwritable", path: `/disk/${records[0]!.sequence}`, operation: "cannot write", cause: new Error("ENOSPC") }))
-                : Effect.void,
-            remove: () => Effect.void
-          })
-      }))
-      const outbox = yield* Outbox.make({ deliver: master(Number.POSITIVE_INFINITY).deliver, ...owner }).pipe(Effect.provide(failing))
+      const failing = Layer.succeed(
+        Outbox.OutboxStore,
+        Outbox.OutboxStore.of({
+          open: () =>
+            Effect.succeed({
+              location: "/disk",
+              initial: [],
+              setAside: 0,
+              append: (records) =>
+                full
+                  ? Effect.fail(
+                    new Outbox.OutboxError({
+                      reason: "Unwritable",
+                      path: `/disk/${records[0]!.sequence}`,
+                      operation: "cannot write",
+                      cause: new Error("ENOSPC")
+                    })
+                  )
+                  : Effect.void,
+              remove: () => Effect.void
+            })
+        })
+      )
+      const outbox = yield* Outbox.make({ deliver: master(Number.POSITIVE_INFINITY).deliver, ...owner }).pipe(
+        Effect.provide(failing)
+      )
       const error = yield* Effect.flip(outbox.add(report("t1", "FINISHED")))
       assert.strictEqual(error.reason, "Unwritable")
       assert.strictEqual(error.message, "outbox /disk/1: cannot write: ENOSPC")
@@ -219,18 +253,25 @@ describe("Outbox (virtual time)", () => {
   it.scoped("adds made while a write runs are written together, after it, in the order they came", () =>
     Effect.gen(function*() {
       const batches: Array<ReadonlyArray<number>> = []
-      const counting = Layer.succeed(Outbox.OutboxStore, Outbox.OutboxStore.of({
-        open: () =>
-          Effect.succeed({
-            location: "counting",
-            initial: [],
-            setAside: 0,
-            append: (records) => Effect.sync(() => void batches.push(records.map((r) => r.sequence))),
-            remove: () => Effect.void
-          })
-      }))
-      const outbox = yield* Outbox.make({ deliver: master(Number.POSITIVE_INFINITY).deliver, ...owner }).pipe(Effect.provide(counting))
-      yield* Effect.forEach(["a", "b", "c", "d"], (id) => outbox.add(report(id, "FINISHED")), { concurrency: "unbounded" })
+      const counting = Layer.succeed(
+        Outbox.OutboxStore,
+        Outbox.OutboxStore.of({
+          open: () =>
+            Effect.succeed({
+              location: "counting",
+              initial: [],
+              setAside: 0,
+              append: (records) => Effect.sync(() => void batches.push(records.map((r) => r.sequence))),
+              remove: () => Effect.void
+            })
+        })
+      )
+      const outbox = yield* Outbox.make({ deliver: master(Number.POSITIVE_INFINITY).deliver, ...owner }).pipe(
+        Effect.provide(counting)
+      )
+      yield* Effect.forEach(["a", "b", "c", "d"], (id) => outbox.add(report(id, "FINISHED")), {
+        concurrency: "unbounded"
+      })
       // The first add finds the writer idle; the three made meanwhile share the next write.
       assert.deepStrictEqual(batches, [[1], [2, 3, 4]])
       assert.deepStrictEqual((yield* outbox.pending).map((r) => r.taskId), ["a", "b", "c", "d"])

@@ -14,7 +14,7 @@ import { join } from "node:path"
 import { ownerDirectory } from "../src/internal/outboxFileSystem.js"
 import * as Outbox from "../src/Outbox.js"
 import type * as TaskSource from "../src/TaskSource.js"
-import { child, filesystem, kill, line, type StoreUnderTest, stores } from "./fixtures/outboxStores.js"
+import { child, filesystem, kill, line, stores, type StoreUnderTest } from "./fixtures/outboxStores.js"
 
 const owner: Outbox.Owner = { node: "n1", master: "127.0.0.1:9666" }
 
@@ -78,7 +78,11 @@ for (const store of stores) {
             yield* records.remove([99]) // a record already gone is no failure
           }))
         const again = yield* withRecords(store, location, Effect.succeed)
-        assert.deepStrictEqual(again.initial, [record(1, "t1", "RUNNING"), record(3, "t1", "FINISHED"), record(4, "t2", "ERROR")])
+        assert.deepStrictEqual(again.initial, [
+          record(1, "t1", "RUNNING"),
+          record(3, "t1", "FINISHED"),
+          record(4, "t2", "ERROR")
+        ])
         assert.strictEqual(again.setAside, 0)
       }))
 
@@ -95,15 +99,21 @@ for (const store of stores) {
           const twice = yield* Effect.exit(s.open(owner))
           assert.isDefined(locked(twice), "a second open of one owner is Locked")
         })).pipe(Effect.provide(store.layer(location)))
-        assert.deepStrictEqual((yield* withRecords(store, location, Effect.succeed)).initial, [record(1, "t1", "FINISHED")])
+        assert.deepStrictEqual((yield* withRecords(store, location, Effect.succeed)).initial, [
+          record(1, "t1", "FINISHED")
+        ])
         assert.deepStrictEqual(sequences(yield* withRecords(store, location, Effect.succeed, other)), [1, 2])
       }))
 
     it.scopedLive("a damaged record is set aside alone, with a log line; the others are read", () =>
       Effect.gen(function*() {
         const location = store.location(yield* temporary())
-        yield* withRecords(store, location, (records) =>
-          records.append([record(1, "t1", "FINISHED"), record(2, "t2", "FINISHED"), record(3, "t3", "FINISHED")]))
+        yield* withRecords(
+          store,
+          location,
+          (records) =>
+            records.append([record(1, "t1", "FINISHED"), record(2, "t2", "FINISHED"), record(3, "t3", "FINISHED")])
+        )
         yield* store.damage(location, owner, 2)
         const log = captured()
         const again = yield* withRecords(store, location, Effect.succeed).pipe(Effect.provide(log.layer))
@@ -123,7 +133,14 @@ for (const store of stores) {
         const never = () => Effect.never
         yield* Effect.scoped(Effect.gen(function*() {
           const outbox = yield* Outbox.make({ ...owner, deliver: never })
-          for (const r of [report("a", "RUNNING"), report("a", "FINISHED"), report("b", "RUNNING"), report("c", "FINISHED")]) {
+          for (
+            const r of [
+              report("a", "RUNNING"),
+              report("a", "FINISHED"),
+              report("b", "RUNNING"),
+              report("c", "FINISHED")
+            ]
+          ) {
             yield* outbox.add(r)
           }
         })).pipe(Effect.provide(store.layer(location)))
@@ -138,27 +155,31 @@ for (const store of stores) {
         assert.deepStrictEqual((yield* withRecords(store, location, Effect.succeed)).initial, [])
       }))
 
-    it.scopedLive("a second process on the store fails at its start naming it; a killed holder does not hold its successor back", () =>
-      Effect.gen(function*() {
-        const location = store.location(yield* temporary())
-        // This process holds it: the second fails, naming the store.
-        yield* Effect.scoped(Effect.gen(function*() {
-          yield* Layer.build(store.layer(location))
-          const second = child([store.name, location, "hold"])
-          const failed = yield* line(second, (l) => l.startsWith("E "))
-          assert.strictEqual(yield* Effect.promise(() => second.ended), 1)
-          assert.include(failed, location)
-          assert.include(failed, "process")
-        }))
-        // A holder killed with SIGKILL: the next start takes the store over.
-        const holder = child([store.name, location, "hold"])
-        yield* line(holder, (l) => l === "open")
-        const whileHeld = yield* Effect.exit(Effect.scoped(Layer.build(store.layer(location))))
-        assert.include(locked(whileHeld)?.message ?? "not locked", location)
-        yield* kill(holder)
-        const after = yield* Effect.exit(Effect.scoped(Layer.build(store.layer(location))))
-        assert.isTrue(Exit.isSuccess(after), `opened after the holder was killed: ${JSON.stringify(after)}`)
-      }), 60_000)
+    it.scopedLive(
+      "a second process on the store fails at its start naming it; a killed holder does not hold its successor back",
+      () =>
+        Effect.gen(function*() {
+          const location = store.location(yield* temporary())
+          // This process holds it: the second fails, naming the store.
+          yield* Effect.scoped(Effect.gen(function*() {
+            yield* Layer.build(store.layer(location))
+            const second = child([store.name, location, "hold"])
+            const failed = yield* line(second, (l) => l.startsWith("E "))
+            assert.strictEqual(yield* Effect.promise(() => second.ended), 1)
+            assert.include(failed, location)
+            assert.include(failed, "process")
+          }))
+          // A holder killed with SIGKILL: the next start takes the store over.
+          const holder = child([store.name, location, "hold"])
+          yield* line(holder, (l) => l === "open")
+          const whileHeld = yield* Effect.exit(Effect.scoped(Layer.build(store.layer(location))))
+          assert.include(locked(whileHeld)?.message ?? "not locked", location)
+          yield* kill(holder)
+          const after = yield* Effect.exit(Effect.scoped(Layer.build(store.layer(location))))
+          assert.isTrue(Exit.isSuccess(after), `opened after the holder was killed: ${JSON.stringify(after)}`)
+        }),
+      60_000
+    )
   })
 }
 
@@ -170,7 +191,9 @@ describe("OutboxStore: filesystem", () => {
       const lock = join(location, "outbox.lock")
       // A zombie: its parent (the shell, become `sleep`) never reaps it.
       const parent = yield* Effect.acquireRelease(
-        Effect.sync(() => spawn("sh", ["-c", "sleep 0.05 & echo $!; exec sleep 30"], { stdio: ["ignore", "pipe", "ignore"] })),
+        Effect.sync(() =>
+          spawn("sh", ["-c", "sleep 0.05 & echo $!; exec sleep 30"], { stdio: ["ignore", "pipe", "ignore"] })
+        ),
         (p) => Effect.sync(() => p.kill("SIGKILL"))
       )
       const zombie = yield* Effect.async<number>((resume) => {
@@ -182,9 +205,14 @@ describe("OutboxStore: filesystem", () => {
       for (const holder of [{ pid: process.pid }, { pid: 1, start: "1" }, { pid: zombie, start: zombieStart }, {}]) {
         writeFileSync(lock, JSON.stringify(holder))
         const log = captured()
-        const exit = yield* Effect.exit(Effect.scoped(Layer.build(filesystem.layer(location)))).pipe(Effect.provide(log.layer))
+        const exit = yield* Effect.exit(Effect.scoped(Layer.build(filesystem.layer(location)))).pipe(
+          Effect.provide(log.layer)
+        )
         assert.isTrue(Exit.isSuccess(exit), `${JSON.stringify(holder)}: ${JSON.stringify(exit)}`)
-        assert.isTrue(log.lines.some((l) => l.includes("taking over the lock")), `${JSON.stringify(holder)}: ${log.lines.join("\n")}`)
+        assert.isTrue(
+          log.lines.some((l) => l.includes("taking over the lock")),
+          `${JSON.stringify(holder)}: ${log.lines.join("\n")}`
+        )
         assert.isFalse(existsSync(lock), "the lock is removed when the store closes")
       }
     }))

@@ -9,16 +9,19 @@ import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as TestClock from "effect/TestClock"
 import * as Connection from "../src/Connection.js"
+import * as ConnectionState from "../src/ConnectionState.js"
 import * as Readiness from "../src/Readiness.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 import { EchoClient } from "./fixtures/echo.js"
-import * as ConnectionState from "../src/ConnectionState.js"
 
 const services = { echo: EchoClient }
 
 const noJitter = Effect.withRandom(Random.fixed([0.5]))
 
-const world = (network: SimulatedNetwork.Options = {}, options: Partial<Connection.Options<typeof services, any>> = {}) =>
+const world = (
+  network: SimulatedNetwork.Options = {},
+  options: Partial<Connection.Options<typeof services, any>> = {}
+) =>
   Connection.layer({ address: "master:9666", services, readiness: { probe: SimulatedNetwork.probe }, ...options }).pipe(
     Layer.provideMerge(SimulatedNetwork.layer(network))
   )
@@ -68,8 +71,20 @@ describe("Readiness (virtual time)", () => {
       const report = yield* Fiber.join(fiber)
       assert.strictEqual(report.rounds, 8)
       assert.strictEqual(Duration.toMillis(report.elapsed), 3500)
-      assert.deepStrictEqual(rounds.map((r) => Duration.toMillis(r.elapsed)), [0, 500, 1000, 1500, 2000, 2500, 3000, 3500])
-      assert.deepStrictEqual(rounds[0]!.checks.probe, Readiness.CheckResult.Failed({ message: "health status NOT_SERVING" }))
+      assert.deepStrictEqual(rounds.map((r) => Duration.toMillis(r.elapsed)), [
+        0,
+        500,
+        1000,
+        1500,
+        2000,
+        2500,
+        3000,
+        3500
+      ])
+      assert.deepStrictEqual(
+        rounds[0]!.checks.probe,
+        Readiness.CheckResult.Failed({ message: "health status NOT_SERVING" })
+      )
     }))
 
   it.scoped("the probe never answers: ReadinessTimeout at exactly 30 s, naming the probe", () =>

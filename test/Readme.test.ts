@@ -4,9 +4,9 @@ import * as ConfigProvider from "effect/ConfigProvider"
 import * as PathPatch from "effect/ConfigProviderPathPatch"
 import * as Effect from "effect/Effect"
 import * as HashSet from "effect/HashSet"
-import { assert, describe, it } from "vitest"
 import { existsSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
+import { assert, describe, it } from "vitest"
 import * as Connection from "../src/Connection.js"
 import * as Credentials from "../src/Credentials.js"
 import * as Health from "../src/Health.js"
@@ -33,7 +33,10 @@ describe("README", () => {
     assert.isAtLeast(blocks.length, 5)
     const withoutImports = blocks.filter((block) => !/^import /m.test(block[2]!)).map((block) => block[2]!.slice(0, 60))
     assert.deepStrictEqual(withoutImports, [])
-    assert.deepStrictEqual(blocks.map((block) => block[1]).filter((name) => name !== undefined), ["worker.ts", "readme.test.ts"])
+    assert.deepStrictEqual(blocks.map((block) => block[1]).filter((name) => name !== undefined), [
+      "worker.ts",
+      "readme.test.ts"
+    ])
   })
 
   it("starts with the two commands of a newcomer: the demo and the tests", () => {
@@ -73,7 +76,9 @@ describe("README's configuration table", () => {
   it("names every variable the library reads, and only those (besides the examples' LOG_FORMAT)", () => {
     const table = readme.slice(readme.indexOf("| variable | meaning | default |"))
     const rows = table.slice(0, table.indexOf("\n\n")).split("\n").slice(2)
-    const documented = new Set(rows.flatMap((row) => [...row.split("|")[1]!.matchAll(/`([A-Z][A-Z0-9_]+)`/g)].map((m) => m[1]!)))
+    const documented = new Set(
+      rows.flatMap((row) => [...row.split("|")[1]!.matchAll(/`([A-Z][A-Z0-9_]+)`/g)].map((m) => m[1]!))
+    )
     const read = variablesRead()
     assert.isAtLeast(read.size, 30)
     assert.deepStrictEqual([...read].filter((name) => !documented.has(name)).sort(), [], "read but not in the table")

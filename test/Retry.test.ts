@@ -1,5 +1,5 @@
-import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
 import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -21,7 +21,16 @@ describe("Retry.reconnect", () => {
     Effect.gen(function*() {
       const delays = yield* delaysOf(Retry.reconnect, 37).pipe(Effect.withRandom(Random.fixed([0.5])))
       // Steps at 0, 0.5, 1.5, 3.5 ... 59.5 s stay under the 2 s cap; the step at 61.5 s starts the long phase.
-      assert.deepStrictEqual(delays, [500, 1000, ...Array.from({ length: 30 }, () => 2000), 4000, 8000, 16000, 30000, 30000])
+      assert.deepStrictEqual(delays, [
+        500,
+        1000,
+        ...Array.from({ length: 30 }, () => 2000),
+        4000,
+        8000,
+        16000,
+        30000,
+        30000
+      ])
     }))
 
   it.effect("jitters every delay by 0.8 to 1.2 after the cap", () =>
@@ -104,7 +113,11 @@ describe("Retry.reconnect, by what a failure cost the master", () => {
   it.effect("after a costly failure: as if every failure had been costly, so a fleet refused for a while backs off at the cap", () =>
     Effect.gen(function*() {
       // Ten refusals, then timeouts: the first timeout already waits the short cap, not the first delay.
-      const delays = yield* delaysFor(Retry.reconnect, [...Array.from({ length: 10 }, () => refused), timedOut, timedOut])
+      const delays = yield* delaysFor(Retry.reconnect, [
+        ...Array.from({ length: 10 }, () => refused),
+        timedOut,
+        timedOut
+      ])
         .pipe(Effect.withRandom(Random.fixed([0.5])))
       assert.deepStrictEqual(delays, [...Array.from({ length: 10 }, () => 250), 2000, 2000])
       // Timeouts alone: today's 0.5, 1, 2 s.
@@ -122,7 +135,12 @@ describe("Retry.reconnect, by what a failure cost the master", () => {
 
   it.effect("takes the cheap delays from options", () =>
     Effect.gen(function*() {
-      const schedule = Retry.reconnectWith({ soon: "100 millis", soonFraction: 0.5, soonCap: "300 millis", jitter: { min: 1, max: 1 } })
+      const schedule = Retry.reconnectWith({
+        soon: "100 millis",
+        soonFraction: 0.5,
+        soonCap: "300 millis",
+        jitter: { min: 1, max: 1 }
+      })
       const delays = yield* delaysFor(schedule, Array.from({ length: 5 }, () => refused))
       // At 0, 0.1 and 0.2 s: 100 ms; at 0.3 s: 150 ms; at 0.45 s: the 300 ms cap.
       assert.deepStrictEqual(delays, [100, 100, 100, 150, 225].map((d) => Math.min(d, 300)))
@@ -132,8 +150,7 @@ describe("Retry.reconnect, by what a failure cost the master", () => {
 const grpcError = (
   code: grpc.status,
   extra: Partial<{ beforeSend: boolean; rstCode: number; tooLarge: { size: number; limit: number } }> = {}
-) =>
-  new GrpcError.GrpcError({ code, details: "test", service: "echo", method: "say", ...extra })
+) => new GrpcError.GrpcError({ code, details: "test", service: "echo", method: "say", ...extra })
 
 const unavailable = (reason: "Timeout" | "Closed" | "UnknownService") =>
   new ClientUnavailable({
@@ -195,7 +212,11 @@ describe("Retry.isTransient", () => {
     )
     assert.deepStrictEqual(sent.tooLarge, { size: 5000, limit: 4096 })
     // A server out of quota says RESOURCE_EXHAUSTED too: that one may pass.
-    const quota = GrpcError.fromServiceError(serviceError(grpc.status.RESOURCE_EXHAUSTED, "quota exceeded"), "task", "FetchTask")
+    const quota = GrpcError.fromServiceError(
+      serviceError(grpc.status.RESOURCE_EXHAUSTED, "quota exceeded"),
+      "task",
+      "FetchTask"
+    )
     assert.isUndefined(quota.tooLarge)
     assert.isTrue(Retry.isTransient(quota))
   })

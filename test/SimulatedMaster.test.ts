@@ -1,5 +1,5 @@
-import * as grpc from "@grpc/grpc-js"
 import { assert, describe, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -8,12 +8,12 @@ import * as Random from "effect/Random"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as Connection from "../src/Connection.js"
+import type * as ConnectionState from "../src/ConnectionState.js"
 import { GrpcError } from "../src/GrpcError.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as MasterState from "../src/testing/internal/masterState.js"
 import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
-import * as ConnectionState from "../src/ConnectionState.js"
 
 // Connected at 50 ms (the simulated connect latency); the probe passes in the first readiness round.
 const world = (master: SimulatedMaster.Options = {}) =>
@@ -117,7 +117,10 @@ describe("SimulatedMaster (virtual time)", () => {
       assert.isTrue(Option.isNone(yield* source.fetch), "not handed out a fourth time")
       const given = yield* master.task(id)
       assert.strictEqual(given.status, "ERROR")
-      assert.strictEqual(given.history.at(-1)?.error, "handed out 3 times to node n1 and never confirmed: the node cannot take it")
+      assert.strictEqual(
+        given.history.at(-1)?.error,
+        "handed out 3 times to node n1 and never confirmed: the node cannot take it"
+      )
 
       const refused = yield* Effect.flip(SimulatedMaster.make({ maxHandOuts: 0 }))
       assert.strictEqual(refused.reason, "InvalidOption")
@@ -128,7 +131,8 @@ describe("SimulatedMaster (virtual time)", () => {
     Effect.gen(function*() {
       const state = yield* MasterState.make({ redeliverAfter: "1 second", maxHandOuts: 2 })
       const id = yield* state.enqueue({ payload: "{}" })
-      const fetched = (fetchId: string) => Effect.map(state.fetch("n1", fetchId), (task) => Option.getOrUndefined(task)?.id)
+      const fetched = (fetchId: string) =>
+        Effect.map(state.fetch("n1", fetchId), (task) => Option.getOrUndefined(task)?.id)
       // One fetch, retried five times (its answers lost): the same task each time, one delivery.
       for (let i = 0; i < 5; i++) {
         assert.strictEqual(yield* fetched("a/1"), id)
@@ -283,7 +287,10 @@ describe("SimulatedMaster (virtual time)", () => {
 
       yield* network.cut
       yield* untilState(conn, "Reconnecting")
-      assert.strictEqual((grpcFailure(yield* Effect.flip(Fiber.join(gen1.fiber))) as { code: string }).code, "UNAVAILABLE")
+      assert.strictEqual(
+        (grpcFailure(yield* Effect.flip(Fiber.join(gen1.fiber))) as { code: string }).code,
+        "UNAVAILABLE"
+      )
       assert.strictEqual(yield* master.subscriptions, 0)
       // A generation-1 subscribe asked for as the link dropped: its lookup waits for the next connection.
       const late = yield* collect(source.subscribe(1))

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as HashMap from "effect/HashMap"
@@ -71,7 +71,10 @@ describe("TaskHandler (live loopback, embedded master)", () => {
       const { scope } = yield* startWorker(worker(master.address, run, { maxRunners: 4 }))
       const tasks = yield* allEnded(master, "20 seconds")
       assert.strictEqual(tasks.length, 100)
-      assert.isTrue(tasks.every((t) => t.status === "FINISHED" && t.handedOut === 1), "every task finished, handed out once")
+      assert.isTrue(
+        tasks.every((t) => t.status === "FINISHED" && t.handedOut === 1),
+        "every task finished, handed out once"
+      )
       assert.isTrue(tasks.every((t) => t.history.filter((h) => h.status === "FINISHED").length === 1))
       // The cap is exact (the virtual-time test shows it); here: never above it, and really concurrent.
       assert.isAtMost(yield* Ref.get(peak), 4)
@@ -84,7 +87,12 @@ describe("TaskHandler (live loopback, embedded master)", () => {
       const master = yield* Master.make()
       for (let n = 0; n < 40; n++) yield* master.enqueue({ payload: JSON.stringify({ n }) })
       const { scope } = yield* startWorker(worker(master.address, () => Effect.sleep("25 millis"), { maxRunners: 4 }))
-      yield* eventually(master.tasks, (ts) => ts.filter((t) => t.status === "FINISHED").length >= 10, "10 seconds", "10 tasks finished")
+      yield* eventually(
+        master.tasks,
+        (ts) => ts.filter((t) => t.status === "FINISHED").length >= 10,
+        "10 seconds",
+        "10 tasks finished"
+      )
       yield* master.stop
       yield* Effect.sleep("1 second")
       yield* master.restart
@@ -103,7 +111,12 @@ describe("TaskHandler (live loopback, embedded master)", () => {
       const id = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
       const gate = yield* Deferred.make<void>()
       const first = yield* startWorker(
-        worker(master.address, () => Deferred.await(gate), { flushTimeout: "200 millis" }, NodeOutbox.layerFileSystem(directory))
+        worker(
+          master.address,
+          () => Deferred.await(gate),
+          { flushTimeout: "200 millis" },
+          NodeOutbox.layerFileSystem(directory)
+        )
       )
       yield* eventually(master.task(id), (t) => t.status === "RUNNING", "10 seconds", "the task running")
       // The master goes away; the task finishes; its report cannot be delivered before the worker stops.
@@ -111,71 +124,96 @@ describe("TaskHandler (live loopback, embedded master)", () => {
       yield* Deferred.succeed(gate, undefined)
       yield* Effect.sleep("100 millis")
       yield* Scope.close(first.scope, Exit.void)
-      const records = readdirSync(directory, { recursive: true, encoding: "utf8" }).filter((name) => /\d{16}\.json$/.test(name))
-      assert.isTrue(records.some((name) => readFileSync(join(directory, name), "utf8").includes(`${id}:FINISHED`)), "the report is on disk")
+      const records = readdirSync(directory, { recursive: true, encoding: "utf8" }).filter((name) =>
+        /\d{16}\.json$/.test(name)
+      )
+      assert.isTrue(
+        records.some((name) => readFileSync(join(directory, name), "utf8").includes(`${id}:FINISHED`)),
+        "the report is on disk"
+      )
       assert.strictEqual((yield* master.task(id)).status, "RUNNING")
 
       yield* master.restart
-      const second = yield* startWorker(worker(master.address, () => Effect.void, {}, NodeOutbox.layerFileSystem(directory)))
-      const task = yield* eventually(master.task(id), (t) => t.status === "FINISHED", "10 seconds", "the owed report arrived")
+      const second = yield* startWorker(
+        worker(master.address, () => Effect.void, {}, NodeOutbox.layerFileSystem(directory))
+      )
+      const task = yield* eventually(
+        master.task(id),
+        (t) => t.status === "FINISHED",
+        "10 seconds",
+        "the owed report arrived"
+      )
       assert.strictEqual(task.handedOut, 1)
       yield* Scope.close(second.scope, Exit.void)
     }), 30_000)
 
-  it.scopedLive("two task handlers on two masters in one app: each its own tasks, log lines and outbox records", () =>
-    Effect.gen(function*() {
-      const [east, west] = [yield* Master.make(), yield* Master.make()]
-      // One outbox store for the whole app, kept across the worker's restart.
-      const store = Layer.succeedContext(yield* Layer.build(Outbox.layerMemory))
-      const lines = yield* Ref.make<ReadonlyArray<{ message: string; address: unknown; node: unknown }>>([])
-      const capture = Logger.replace(
-        Logger.defaultLogger,
-        Logger.make(({ annotations, message }) => {
-          const text = Array.isArray(message) ? message.join(" ") : String(message)
-          const entry = { message: text, address: HashMap.get(annotations, "address").pipe(Option.getOrUndefined), node: HashMap.get(annotations, "node").pipe(Option.getOrUndefined) }
-          Effect.runSync(Ref.update(lines, (all) => [...all, entry]))
-        })
-      )
-      const gate = yield* Deferred.make<void>()
-      const app = (run: () => Effect.Effect<unknown>) =>
-        Layer.mergeAll(
-          TaskHandler.layer({ connection: East, payload: Payload, run, flushTimeout: "200 millis" }).pipe(
-            Layer.provide(TaskSource.layer({ connection: East, nodeKey: "w1" }))
-          ),
-          TaskHandler.layer({ connection: West, payload: Payload, run: () => Effect.void }).pipe(
-            Layer.provide(TaskSource.layer({ connection: West, nodeKey: "w1" }))
-          )
-        ).pipe(
-          Layer.provide(East.layer({ address: east.address })),
-          Layer.provide(West.layer({ address: west.address })),
-          Layer.provide(GrpcChannel.layer),
-          Layer.provide(store),
-          Layer.provide(capture)
+  it.scopedLive(
+    "two task handlers on two masters in one app: each its own tasks, log lines and outbox records",
+    () =>
+      Effect.gen(function*() {
+        const [east, west] = [yield* Master.make(), yield* Master.make()]
+        // One outbox store for the whole app, kept across the worker's restart.
+        const store = Layer.succeedContext(yield* Layer.build(Outbox.layerMemory))
+        const lines = yield* Ref.make<ReadonlyArray<{ message: string; address: unknown; node: unknown }>>([])
+        const capture = Logger.replace(
+          Logger.defaultLogger,
+          Logger.make(({ annotations, message }) => {
+            const text = Array.isArray(message) ? message.join(" ") : String(message)
+            const entry = {
+              message: text,
+              address: HashMap.get(annotations, "address").pipe(Option.getOrUndefined),
+              node: HashMap.get(annotations, "node").pipe(Option.getOrUndefined)
+            }
+            Effect.runSync(Ref.update(lines, (all) => [...all, entry]))
+          })
         )
+        const gate = yield* Deferred.make<void>()
+        const app = (run: () => Effect.Effect<unknown>) =>
+          Layer.mergeAll(
+            TaskHandler.layer({ connection: East, payload: Payload, run, flushTimeout: "200 millis" }).pipe(
+              Layer.provide(TaskSource.layer({ connection: East, nodeKey: "w1" }))
+            ),
+            TaskHandler.layer({ connection: West, payload: Payload, run: () => Effect.void }).pipe(
+              Layer.provide(TaskSource.layer({ connection: West, nodeKey: "w1" }))
+            )
+          ).pipe(
+            Layer.provide(East.layer({ address: east.address })),
+            Layer.provide(West.layer({ address: west.address })),
+            Layer.provide(GrpcChannel.layer),
+            Layer.provide(store),
+            Layer.provide(capture)
+          )
 
-      // East's task finishes while its master is away: its report waits in the outbox while West works.
-      const eastTask = yield* east.enqueue({ payload: JSON.stringify({ n: 1 }) })
-      const first = yield* startWorker(app(() => Deferred.await(gate)))
-      yield* eventually(east.task(eastTask), (t) => t.status === "RUNNING", "10 seconds", "east's task running")
-      yield* east.stop
-      yield* Deferred.succeed(gate, undefined)
-      const westTasks = yield* Effect.forEach([1, 2, 3], (n) => west.enqueue({ payload: JSON.stringify({ n }) }))
-      yield* allEnded(west, "10 seconds")
-      yield* Scope.close(first.scope, Exit.void)
+        // East's task finishes while its master is away: its report waits in the outbox while West works.
+        const eastTask = yield* east.enqueue({ payload: JSON.stringify({ n: 1 }) })
+        const first = yield* startWorker(app(() => Deferred.await(gate)))
+        yield* eventually(east.task(eastTask), (t) => t.status === "RUNNING", "10 seconds", "east's task running")
+        yield* east.stop
+        yield* Deferred.succeed(gate, undefined)
+        const westTasks = yield* Effect.forEach([1, 2, 3], (n) => west.enqueue({ payload: JSON.stringify({ n }) }))
+        yield* allEnded(west, "10 seconds")
+        yield* Scope.close(first.scope, Exit.void)
 
-      // After the restart East's owed report is delivered: West's records never replaced it.
-      yield* east.restart
-      const second = yield* startWorker(app(() => Effect.void))
-      yield* eventually(east.task(eastTask), (t) => t.status === "FINISHED", "10 seconds", "east's owed report arrived")
-      assert.deepStrictEqual((yield* west.tasks).map((t) => t.status), ["FINISHED", "FINISHED", "FINISHED"])
-      yield* Scope.close(second.scope, Exit.void)
+        // After the restart East's owed report is delivered: West's records never replaced it.
+        yield* east.restart
+        const second = yield* startWorker(app(() => Effect.void))
+        yield* eventually(
+          east.task(eastTask),
+          (t) => t.status === "FINISHED",
+          "10 seconds",
+          "east's owed report arrived"
+        )
+        assert.deepStrictEqual((yield* west.tasks).map((t) => t.status), ["FINISHED", "FINISHED", "FINISHED"])
+        yield* Scope.close(second.scope, Exit.void)
 
-      // Every "fetched" line names the master it came from and the node.
-      const fetched = (yield* Ref.get(lines)).filter((line) => /^task \S+ fetched$/.test(line.message))
-      const byMaster = (address: string) => fetched.filter((line) => line.address === address).map((line) => line.message)
-      assert.deepStrictEqual(byMaster(east.address), [`task ${eastTask} fetched`])
-      assert.deepStrictEqual(byMaster(west.address).sort(), westTasks.map((id) => `task ${id} fetched`).sort())
-      assert.isTrue(fetched.every((line) => line.node === "w1"))
-    }), 40_000)
+        // Every "fetched" line names the master it came from and the node.
+        const fetched = (yield* Ref.get(lines)).filter((line) => /^task \S+ fetched$/.test(line.message))
+        const byMaster = (address: string) =>
+          fetched.filter((line) => line.address === address).map((line) => line.message)
+        assert.deepStrictEqual(byMaster(east.address), [`task ${eastTask} fetched`])
+        assert.deepStrictEqual(byMaster(west.address).sort(), westTasks.map((id) => `task ${id} fetched`).sort())
+        assert.isTrue(fetched.every((line) => line.node === "w1"))
+      }),
+    40_000
+  )
 })
-

@@ -35,7 +35,11 @@ const world = (
   TaskHandler.layer({ payload: Payload, run: sleeping, ...options }).pipe(
     Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
     Layer.provideMerge(
-      Connection.layer({ address: "master:9666", services: TaskSource.services, readiness: { probe: SimulatedNetwork.probe } })
+      Connection.layer({
+        address: "master:9666",
+        services: TaskSource.services,
+        readiness: { probe: SimulatedNetwork.probe }
+      })
     ),
     Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(network), SimulatedMaster.layer(), Outbox.layerMemory))
   )
@@ -44,7 +48,11 @@ const world = (
 const captureLogs = () => {
   const lines: Array<{ at: number; level: string; message: string }> = []
   const logger = Logger.make(({ date, logLevel, message }) => {
-    lines.push({ at: date.getTime(), level: logLevel.label, message: Array.isArray(message) ? message.join(" ") : String(message) })
+    lines.push({
+      at: date.getTime(),
+      level: logLevel.label,
+      message: Array.isArray(message) ? message.join(" ") : String(message)
+    })
   })
   return { lines, layer: Logger.replace(Logger.defaultLogger, logger) }
 }
@@ -88,13 +96,19 @@ describe("TaskHandler: CLS-001 in virtual time", () => {
       const started = at(info, "RUNNING")!
       assert.isAtMost(started - readyAt, 1000, `seed ${seed}: fetched within 1 s of readiness`)
       assert.isAtMost(readyAt - restoredAt, 3000, `seed ${seed}: ready within a backoff of the restore`)
-      assert.deepStrictEqual(info.history.map((change) => change.status), ["PENDING", "ASSIGNED", "RUNNING", "FINISHED"])
+      assert.deepStrictEqual(info.history.map((change) => change.status), [
+        "PENDING",
+        "ASSIGNED",
+        "RUNNING",
+        "FINISHED"
+      ])
       assert.deepStrictEqual(logs.lines.filter((line) => line.message.includes("ClientUnavailable")), [])
       assert.deepStrictEqual(logs.lines.filter((line) => line.message.includes("unavailable")), [])
     }).pipe(Effect.provide(world()), Effect.provide(logs.layer), Effect.withRandom(Random.make(seed)))
   }
   for (let seed = 1; seed <= 10; seed++) {
-    it.effect(`a task created during a 20 s outage starts within 1 s of readiness and finishes (seed ${seed})`, () => cls001(seed))
+    it.effect(`a task created during a 20 s outage starts within 1 s of readiness and finishes (seed ${seed})`, () =>
+      cls001(seed))
   }
 })
 
@@ -112,7 +126,11 @@ describe("TaskHandler (virtual time)", () => {
       assert.strictEqual(line.message, "connection ready and registered, starting task handler")
       assert.isAtLeast(started, 10_000)
       assert.isAtMost(started - line.at, 100)
-    }).pipe(Effect.provide(world({}, { link: "down" })), Effect.provide(logs.layer), Effect.withRandom(Random.fixed([0.5])))
+    }).pipe(
+      Effect.provide(world({}, { link: "down" })),
+      Effect.provide(logs.layer),
+      Effect.withRandom(Random.fixed([0.5]))
+    )
   })
 
   it.effect("a master that is absent: the handler starts at 30 s with a warning naming the failing check", () => {
@@ -124,7 +142,11 @@ describe("TaskHandler (virtual time)", () => {
       assert.strictEqual(line.level, "WARN")
       assert.include(line.message, "waited 30s")
       assert.include(line.message, "channel")
-    }).pipe(Effect.provide(world({}, { link: "down" })), Effect.provide(logs.layer), Effect.withRandom(Random.fixed([0.5])))
+    }).pipe(
+      Effect.provide(world({}, { link: "down" })),
+      Effect.provide(logs.layer),
+      Effect.withRandom(Random.fixed([0.5]))
+    )
   })
 
   it.effect("never runs more than maxRunners tasks, and fetches nothing while all are busy", () =>
@@ -143,13 +165,16 @@ describe("TaskHandler (virtual time)", () => {
       )
       // Under TestClock a test ends with no task running: the drain would wait out its grace in virtual time.
       yield* TestClock.adjust("20 seconds")
-      assert.deepStrictEqual((yield* SimulatedMaster.SimulatedMaster.pipe(Effect.flatMap((m) => m.tasks))).map((t) => t.status), [
-        "FINISHED",
-        "FINISHED",
-        "FINISHED",
-        "FINISHED",
-        "FINISHED"
-      ])
+      assert.deepStrictEqual(
+        (yield* SimulatedMaster.SimulatedMaster.pipe(Effect.flatMap((m) => m.tasks))).map((t) => t.status),
+        [
+          "FINISHED",
+          "FINISHED",
+          "FINISHED",
+          "FINISHED",
+          "FINISHED"
+        ]
+      )
     }).pipe(Effect.provide(world({ maxRunners: 2 })), Effect.withRandom(Random.fixed([0.5]))))
 
   it.effect("reports made during an outage arrive after it, in order, once each", () =>
@@ -181,7 +206,10 @@ describe("TaskHandler (virtual time)", () => {
       const good = yield* enqueue(1)
       yield* TestClock.adjust("5 seconds")
       const error = (id: string) => Effect.map(task(id), (t) => [t.status, t.history.at(-1)?.error])
-      assert.deepStrictEqual(yield* error(bad), ["ERROR", "malformed task payload: seconds: Expected number, actual \"soon\""])
+      assert.deepStrictEqual(yield* error(bad), [
+        "ERROR",
+        "malformed task payload: seconds: Expected number, actual \"soon\""
+      ])
       assert.strictEqual((yield* error(notJson))[0], "ERROR")
       assert.include((yield* error(notJson))[1], "malformed task payload")
       assert.deepStrictEqual(yield* error(failing), ["ERROR", "negative duration"])
@@ -240,7 +268,11 @@ describe("TaskHandler (virtual time)", () => {
     TaskHandler.layer({ payload: Payload, run, drainGrace: "1 second", flushTimeout: "1 second" }).pipe(
       Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
       Layer.provideMerge(
-        Connection.layer({ address: "master:9666", services: TaskSource.services, readiness: { probe: SimulatedNetwork.probe } })
+        Connection.layer({
+          address: "master:9666",
+          services: TaskSource.services,
+          readiness: { probe: SimulatedNetwork.probe }
+        })
       ),
       Layer.provide(Layer.effect(
         Outbox.OutboxStore,
@@ -252,7 +284,14 @@ describe("TaskHandler (virtual time)", () => {
                 // Frozen: the process is dead, nothing more reaches its disk. Full: every write fails.
                 append: (added) =>
                   store.full
-                    ? Effect.fail(new Outbox.OutboxError({ reason: "Unwritable", path: records.location, operation: "cannot write", cause: new Error("ENOSPC: no space left on device") }))
+                    ? Effect.fail(
+                      new Outbox.OutboxError({
+                        reason: "Unwritable",
+                        path: records.location,
+                        operation: "cannot write",
+                        cause: new Error("ENOSPC: no space left on device")
+                      })
+                    )
                     : store.frozen
                     ? Effect.void
                     : records.append(added),
@@ -322,7 +361,12 @@ describe("TaskHandler (virtual time)", () => {
       assert.strictEqual((yield* task(second)).status, "PENDING")
       yield* TestClock.adjust("20 seconds")
       assert.strictEqual((yield* task(second)).status, "PENDING", "still nothing fetched while the disk is full")
-      assert.isTrue(logs.lines.some((l) => l.level === "ERROR" && l.message.includes(`report ${first}:FINISHED could not be stored`) && l.message.includes("ENOSPC")))
+      assert.isTrue(
+        logs.lines.some((l) =>
+          l.level === "ERROR" && l.message.includes(`report ${first}:FINISHED could not be stored`) &&
+          l.message.includes("ENOSPC")
+        )
+      )
       store.full = false
       yield* TestClock.adjust("15 seconds")
       assert.strictEqual((yield* task(first)).status, "FINISHED")

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Ref from "effect/Ref"
 import * as TestClock from "effect/TestClock"
-import * as Timeline from "../src/testing/Timeline.js"
+import * as Timeline from "../examples/Timeline.js"
 
 // A structural well-formedness check (Node has no DOMParser): one `svg` root, every tag closed in order,
 // attributes double-quoted, no raw `&` or `<` in text or attribute values. Returns the first problem.
@@ -33,7 +33,9 @@ const problem = (xml: string): string | undefined => {
   if (xml.slice(last).trim() !== "") return "text after the root"
   if (stack.length > 0) return `unclosed <${stack.join("><")}>`
   if (roots !== 1) return `${roots} roots`
-  return /^<svg\s[^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/.test(xml.trimStart()) ? undefined : "the root is not an svg"
+  return /^<svg\s[^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/.test(xml.trimStart())
+    ? undefined
+    : "the root is not an svg"
 }
 
 const texts = (svg: string) => [...svg.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) => m[1]!)
@@ -61,7 +63,10 @@ const event = (at: number, lane: string, text: string, extra: Partial<Timeline.E
 const cls001 = [
   event(0, "Network", "network up", { phase: { name: "up", tone: "good" } }),
   event(100, "Connection", "connected (generation 1)", { phase: { name: "Ready (generation 1)", tone: "good" } }),
-  event(2000, "Network", "fault begins: reset", { phase: { name: "fault: reset", tone: "fault" }, milestone: "fault begins" }),
+  event(2000, "Network", "fault begins: reset", {
+    phase: { name: "fault: reset", tone: "fault" },
+    milestone: "fault begins"
+  }),
   event(2020, "Connection", "disconnected", { phase: { name: "Reconnecting", tone: "waiting" } }),
   event(4000, "Connection", "reconnecting, attempt 3", { phase: { name: "Reconnecting", tone: "waiting" } }),
   event(6500, "Task", "task created", { phase: { name: "pending", tone: "waiting" }, milestone: "task created" }),
@@ -98,7 +103,10 @@ describe("Timeline", () => {
         Timeline.line({ at: 3012, seq: 0, lane: "Connection", text: "connected (generation 1)" }),
         "00:03.012  Connection  connected (generation 1)"
       )
-      assert.strictEqual(Timeline.line({ at: 12_345, seq: 1, lane: "Task", text: "task running" }), "00:12.345  Task        task running")
+      assert.strictEqual(
+        Timeline.line({ at: 12_345, seq: 1, lane: "Task", text: "task running" }),
+        "00:12.345  Task        task running"
+      )
     })
   })
 
@@ -155,13 +163,19 @@ describe("Timeline", () => {
       assert.isDefined(problem(`<svg xmlns="http://www.w3.org/2000/svg"><g></svg>`))
       assert.isDefined(problem(`<svg xmlns="http://www.w3.org/2000/svg"><text>a & b</text></svg>`))
       assert.isDefined(problem(`<svg xmlns="http://www.w3.org/2000/svg"><rect x=1/></svg>`))
-      assert.isDefined(problem(`<svg xmlns="http://www.w3.org/2000/svg"></svg><svg xmlns="http://www.w3.org/2000/svg"></svg>`))
+      assert.isDefined(
+        problem(`<svg xmlns="http://www.w3.org/2000/svg"></svg><svg xmlns="http://www.w3.org/2000/svg"></svg>`)
+      )
       assert.isDefined(problem(`<html></html>`))
-      assert.isUndefined(problem(`<svg xmlns="http://www.w3.org/2000/svg"><g><rect x="1"/><text>a &amp; b</text></g></svg>`))
+      assert.isUndefined(
+        problem(`<svg xmlns="http://www.w3.org/2000/svg"><g><rect x="1"/><text>a &amp; b</text></g></svg>`)
+      )
     })
 
     it("renders a well-formed SVG with the title, every lane, phase and milestone label", () => {
-      const svg = Timeline.renderSvg(Timeline.chart(cls001, { title: "CLS-001: reset", subtitle: "PASS: started 100 ms after", end: 14_000 }))
+      const svg = Timeline.renderSvg(
+        Timeline.chart(cls001, { title: "CLS-001: reset", subtitle: "PASS: started 100 ms after", end: 14_000 })
+      )
       assert.isUndefined(problem(svg))
       const labels = texts(svg)
       for (
@@ -234,7 +248,10 @@ describe("Timeline", () => {
 
     it("puts milestone labels that would overlap on different levels", () => {
       assert.deepStrictEqual(
-        Timeline.stagger([{ left: 0, width: 50 }, { left: 20, width: 50 }, { left: 200, width: 10 }, { left: 60, width: 10 }]),
+        Timeline.stagger([{ left: 0, width: 50 }, { left: 20, width: 50 }, { left: 200, width: 10 }, {
+          left: 60,
+          width: 10
+        }]),
         [0, 1, 0, 0]
       )
       const svg = Timeline.renderSvg({
@@ -244,7 +261,9 @@ describe("Timeline", () => {
         milestones: [{ at: 5000, label: "network restored" }, { at: 5100, label: "ready (generation 2)" }],
         end: 10_000
       })
-      const ys = [...svg.matchAll(/<text [^>]*y="([\d.]+)"[^>]*>(network restored|ready \(generation 2\))</g)].map((m) => m[1])
+      const ys = [...svg.matchAll(/<text [^>]*y="([\d.]+)"[^>]*>(network restored|ready \(generation 2\))</g)].map((
+        m
+      ) => m[1])
       assert.strictEqual(ys.length, 2)
       assert.notStrictEqual(ys[0], ys[1])
     })

@@ -33,7 +33,10 @@ describe("traces (live loopback, OpenTelemetry in-memory exporter)", () => {
         conn.changes.pipe(
           Stream.filter((state) => state._tag === "Ready" && state.generation === generation),
           Stream.runHead,
-          Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error(`generation ${generation} within 10 s`) })
+          Effect.timeoutFail({
+            duration: "10 seconds",
+            onTimeout: () => new Error(`generation ${generation} within 10 s`)
+          })
         )
       yield* ready(1)
       yield* master.stop

@@ -144,9 +144,15 @@ describe("Prometheus text format", () => {
   it("a counter that may go down is a gauge; tag sets of one name are one family, sorted; bigints and infinities", () => {
     const text = Prometheus.format(registryWith((registry) => {
       registry.getCounter(MetricKey.counter("outbox_depth")).update(-2)
-      registry.getCounter(MetricKey.counter("calls_total", { incremental: true }).pipe(MetricKey.tagged("code", "UNAVAILABLE")))
+      registry.getCounter(
+        MetricKey.counter("calls_total", { incremental: true }).pipe(MetricKey.tagged("code", "UNAVAILABLE"))
+      )
         .update(5)
-      registry.getCounter(MetricKey.counter("calls_total", { incremental: true, description: "Calls" }).pipe(MetricKey.tagged("code", "OK")))
+      registry.getCounter(
+        MetricKey.counter("calls_total", { incremental: true, description: "Calls" }).pipe(
+          MetricKey.tagged("code", "OK")
+        )
+      )
         .update(7)
       registry.getCounter(MetricKey.counter("bytes_total", { bigint: true, incremental: true })).update(2n ** 70n)
       registry.getGauge(MetricKey.gauge("lag")).update(Number.POSITIVE_INFINITY)
@@ -225,7 +231,8 @@ describe("Prometheus text format", () => {
 
   it("a counter renamed onto another counter's name shares its family; a gauge renamed onto a histogram's is left out", () => {
     const text = Prometheus.format(registryWith((registry) => {
-      registry.getCounter(MetricKey.counter("calls", { incremental: true }).pipe(MetricKey.tagged("code", "OK"))).update(1)
+      registry.getCounter(MetricKey.counter("calls", { incremental: true }).pipe(MetricKey.tagged("code", "OK")))
+        .update(1)
       registry.getCounter(MetricKey.counter("calls_total", { incremental: true }).pipe(MetricKey.tagged("code", "NO")))
         .update(2)
       registry.getHistogram(MetricKey.histogram("calls_total", MetricBoundaries.fromIterable([1]))).update(1)
@@ -253,7 +260,8 @@ describe("Prometheus text format", () => {
   it("every family has a HELP: the first description among its metrics, else its Effect name", () => {
     const text = Prometheus.format(registryWith((registry) => {
       registry.getGauge(MetricKey.gauge("runners").pipe(MetricKey.tagged("node", "a"))).update(1)
-      registry.getGauge(MetricKey.gauge("runners", { description: "Runners" }).pipe(MetricKey.tagged("node", "b"))).update(2)
+      registry.getGauge(MetricKey.gauge("runners", { description: "Runners" }).pipe(MetricKey.tagged("node", "b")))
+        .update(2)
       registry.getGauge(MetricKey.gauge("queue.depth", { description: "  " })).update(3)
     }))
     const help = text.split("\n").filter((line) => line.startsWith("# HELP"))
@@ -265,10 +273,11 @@ describe("Prometheus text format", () => {
 
   it("Effect's fiber lifetimes histogram, in milliseconds, is served in seconds; another histogram keeps its unit", () => {
     const text = Prometheus.format(registryWith((registry) => {
-      const lifetimes = MetricKey.histogram("effect_fiber_lifetimes", MetricBoundaries.fromIterable([1, 10, 1000])).pipe(
-        MetricKey.tagged("time_unit", "milliseconds"),
-        MetricKey.tagged("address", "a")
-      )
+      const lifetimes = MetricKey.histogram("effect_fiber_lifetimes", MetricBoundaries.fromIterable([1, 10, 1000]))
+        .pipe(
+          MetricKey.tagged("time_unit", "milliseconds"),
+          MetricKey.tagged("address", "a")
+        )
       const hook = registry.getHistogram(lifetimes)
       for (const ms of [0.5, 5, 5, 2500]) hook.update(ms)
       const other = MetricKey.histogram("wait", MetricBoundaries.fromIterable([10]), "Wait").pipe(
@@ -316,7 +325,9 @@ describe("Prometheus text format", () => {
       assert.strictEqual(help.length, 5)
       assert.isFalse(help.some((line) => line.includes("without a description")), help.join("\n"))
       assert.isFalse(lines.some((line) => line.includes("time_unit")))
-      assert.isTrue(lines.some((line) => /^effect_fiber_lifetime_seconds_bucket\{(?:.*,)?le="0\.0005"\} \d+$/.test(line)))
+      assert.isTrue(
+        lines.some((line) => /^effect_fiber_lifetime_seconds_bucket\{(?:.*,)?le="0\.0005"\} \d+$/.test(line))
+      )
     }))
 
   it("an empty snapshot is an empty text", () => {

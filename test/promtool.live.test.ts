@@ -19,9 +19,9 @@ import { spawn, spawnSync } from "node:child_process"
 import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Health from "../src/Health.js"
-import { NodeHealth } from "../src/node/index.js"
 import * as Prometheus from "../src/internal/prometheus.js"
 import * as Metrics from "../src/Metrics.js"
+import { NodeHealth } from "../src/node/index.js"
 import * as Outbox from "../src/Outbox.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
@@ -34,7 +34,9 @@ const unavailable = (() => {
   return version.status === 0 ? undefined : `promtool is missing: ${version.error?.message ?? version.stderr}`
 })()
 const underCi = process.env["CI"] === "true"
-if (unavailable !== undefined && !underCi) console.warn(`skipping the promtool tests (install Debian's prometheus): ${unavailable}`)
+if (unavailable !== undefined && !underCi) {
+  console.warn(`skipping the promtool tests (install Debian's prometheus): ${unavailable}`)
+}
 const required = unavailable === undefined
   ? Effect.void
   : Effect.dieMessage(`under CI the promtool tests must run: ${unavailable}`)
@@ -66,86 +68,96 @@ const scrape = (url: string) =>
   })
 
 describe.skipIf(unavailable !== undefined && !underCi)("promtool check metrics", () => {
-  it.scopedLive("a real worker's /metrics after a task: the library's series and Effect's runtime ones lint clean", () =>
-    Effect.gen(function*() {
-      yield* required
-      const master = yield* Master.make()
-      const worker = NodeHealth.layer({ host: "127.0.0.1", port: 0 }).pipe(
-        Layer.provideMerge(TaskHandler.layer({ payload: Schema.Struct({ n: Schema.Number }), run: () => Effect.void })),
-        Layer.provideMerge(TaskSource.layer({ nodeKey: "promtool" })),
-        Layer.provideMerge(Connection.layer({
-          address: master.address,
-          services: TaskSource.services,
-          reconnectSchedule: Schedule.spaced("200 millis")
-        })),
-        Layer.provide(GrpcChannel.layer),
-        Layer.provide(Outbox.layerMemory)
-      )
-      const context = yield* Layer.build(worker)
-      const health = Context.get(context, Health.Health)
-      const conn = Context.get(context, Connection.Connection)
-      yield* conn.changes.pipe(
-        Stream.filter((state) => state._tag === "Ready"),
-        Stream.runHead,
-        Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("Ready within 10 s") })
-      )
-      const id = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
-      yield* eventually(master.task(id), (task) => task.status === "FINISHED", "10 seconds", `task ${id} finished`)
-      // The FINISHED report is counted when the master's reply is back: a moment after the master has it.
-      const text = yield* eventually(
-        scrape(health.url),
-        (text) =>
-          text.split("\n").some((line) =>
-            line.startsWith("grpc_resilience_tasks_total{") && line.includes(`node="promtool"`) &&
-            line.includes(`status="FINISHED"`) && line.endsWith("} 1")
+  it.scopedLive(
+    "a real worker's /metrics after a task: the library's series and Effect's runtime ones lint clean",
+    () =>
+      Effect.gen(function*() {
+        yield* required
+        const master = yield* Master.make()
+        const worker = NodeHealth.layer({ host: "127.0.0.1", port: 0 }).pipe(
+          Layer.provideMerge(
+            TaskHandler.layer({ payload: Schema.Struct({ n: Schema.Number }), run: () => Effect.void })
           ),
-        "5 seconds",
-        "the finished task counted"
-      )
-      yield* passes(text)
-      // The text promtool passed has the series of every part of the worker, and Effect's.
-      for (
-        const family of [
-          "grpc_resilience_connection_attempts_total counter",
-          "grpc_resilience_connection_state gauge",
-          "grpc_resilience_registration_seconds histogram",
-          "grpc_resilience_tasks_total counter",
-          "grpc_resilience_outbox_depth gauge",
-          "effect_fiber_started_total counter",
-          "effect_fiber_active gauge",
-          "effect_fiber_lifetime_seconds histogram"
-        ]
-      ) assert.include(text, `# TYPE ${family}\n`)
-    }), 30_000)
+          Layer.provideMerge(TaskSource.layer({ nodeKey: "promtool" })),
+          Layer.provideMerge(Connection.layer({
+            address: master.address,
+            services: TaskSource.services,
+            reconnectSchedule: Schedule.spaced("200 millis")
+          })),
+          Layer.provide(GrpcChannel.layer),
+          Layer.provide(Outbox.layerMemory)
+        )
+        const context = yield* Layer.build(worker)
+        const health = Context.get(context, Health.Health)
+        const conn = Context.get(context, Connection.Connection)
+        yield* conn.changes.pipe(
+          Stream.filter((state) => state._tag === "Ready"),
+          Stream.runHead,
+          Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("Ready within 10 s") })
+        )
+        const id = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
+        yield* eventually(master.task(id), (task) => task.status === "FINISHED", "10 seconds", `task ${id} finished`)
+        // The FINISHED report is counted when the master's reply is back: a moment after the master has it.
+        const text = yield* eventually(
+          scrape(health.url),
+          (text) =>
+            text.split("\n").some((line) =>
+              line.startsWith("grpc_resilience_tasks_total{") && line.includes(`node="promtool"`) &&
+              line.includes(`status="FINISHED"`) && line.endsWith("} 1")
+            ),
+          "5 seconds",
+          "the finished task counted"
+        )
+        yield* passes(text)
+        // The text promtool passed has the series of every part of the worker, and Effect's.
+        for (
+          const family of [
+            "grpc_resilience_connection_attempts_total counter",
+            "grpc_resilience_connection_state gauge",
+            "grpc_resilience_registration_seconds histogram",
+            "grpc_resilience_tasks_total counter",
+            "grpc_resilience_outbox_depth gauge",
+            "effect_fiber_started_total counter",
+            "effect_fiber_active gauge",
+            "effect_fiber_lifetime_seconds histogram"
+          ]
+        ) assert.include(text, `# TYPE ${family}\n`)
+      }),
+    30_000
+  )
 
-  it.live("every metric the library declares, each with a value, lints clean with its description as HELP", () =>
-    Effect.gen(function*() {
-      yield* required
-      const declared = Object.values(Metrics).filter((value): value is Metric.Metric<any, any, any> =>
-        typeof value === "function" && Metric.MetricTypeId in value
-      )
-      assert.isAtLeast(declared.length, 16, "the metrics of src/Metrics.ts")
-      // The library's metrics live in the global registry; the snapshot is filtered down to them below.
-      const snapshot = yield* Effect.forEach(declared, (metric) => {
-        const tagged = Metric.tagged(metric, "address", "127.0.0.1:9666")
-        const keyType = metric.keyType
-        if (MetricKeyType.isHistogramKey(keyType)) return Metric.update(tagged, 0.25)
-        if (MetricKeyType.isCounterKey(keyType)) {
-          // Served as counters (the README's table says so) only because they are incremental.
-          assert.isTrue(keyType.incremental, "the library's counters only go up")
-          return Metric.increment(tagged)
+  it.live(
+    "every metric the library declares, each with a value, lints clean with its description as HELP",
+    () =>
+      Effect.gen(function*() {
+        yield* required
+        const declared = Object.values(Metrics).filter((value): value is Metric.Metric<any, any, any> =>
+          typeof value === "function" && Metric.MetricTypeId in value
+        )
+        assert.isAtLeast(declared.length, 16, "the metrics of src/Metrics.ts")
+        // The library's metrics live in the global registry; the snapshot is filtered down to them below.
+        const snapshot = yield* Effect.forEach(declared, (metric) => {
+          const tagged = Metric.tagged(metric, "address", "127.0.0.1:9666")
+          const keyType = metric.keyType
+          if (MetricKeyType.isHistogramKey(keyType)) return Metric.update(tagged, 0.25)
+          if (MetricKeyType.isCounterKey(keyType)) {
+            // Served as counters (the README's table says so) only because they are incremental.
+            assert.isTrue(keyType.incremental, "the library's counters only go up")
+            return Metric.increment(tagged)
+          }
+          return Metric.set(tagged, 1)
+        }).pipe(Effect.zipRight(Metric.snapshot))
+        const ours = snapshot.filter((pair) => pair.metricKey.name.startsWith("grpc_resilience_"))
+        assert.strictEqual(new Set(ours.map((pair) => pair.metricKey.name)).size, declared.length)
+        const text = Prometheus.format(ours)
+        for (const pair of ours) {
+          const description = pair.metricKey.description
+          assert.isTrue(description._tag === "Some" && text.includes(` ${description.value}\n`), pair.metricKey.name)
         }
-        return Metric.set(tagged, 1)
-      }).pipe(Effect.zipRight(Metric.snapshot))
-      const ours = snapshot.filter((pair) => pair.metricKey.name.startsWith("grpc_resilience_"))
-      assert.strictEqual(new Set(ours.map((pair) => pair.metricKey.name)).size, declared.length)
-      const text = Prometheus.format(ours)
-      for (const pair of ours) {
-        const description = pair.metricKey.description
-        assert.isTrue(description._tag === "Some" && text.includes(` ${description.value}\n`), pair.metricKey.name)
-      }
-      yield* passes(text)
-    }), 15_000)
+        yield* passes(text)
+      }),
+    15_000
+  )
 
   it.live("the formatter's renaming rules lint clean on names that need them", () =>
     Effect.gen(function*() {
@@ -154,9 +166,11 @@ describe.skipIf(unavailable !== undefined && !underCi)("promtool check metrics",
       registry.getCounter(MetricKey.counter("jobs.done", { incremental: true })).update(3)
       registry.getCounter(MetricKey.counter("queue_depth_total", { description: "Queued" })).update(-1)
       registry.getFrequency(MetricKey.frequency("task_status").pipe(MetricKey.tagged("node", "w1"))).update("OK")
-      registry.getHistogram(MetricKey.histogram("effect_fiber_lifetimes", MetricBoundaries.fromIterable([1, 10])).pipe(
-        MetricKey.tagged("time_unit", "milliseconds")
-      )).update(4)
+      registry.getHistogram(
+        MetricKey.histogram("effect_fiber_lifetimes", MetricBoundaries.fromIterable([1, 10])).pipe(
+          MetricKey.tagged("time_unit", "milliseconds")
+        )
+      ).update(4)
       registry.getSummary(MetricKey.summary({
         name: "probe_seconds",
         maxAge: "1 minute",

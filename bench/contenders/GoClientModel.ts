@@ -56,9 +56,9 @@ import * as Effect from "effect/Effect"
 import { service as healthService } from "grpc-health-check"
 import { setMaxListeners } from "node:events"
 import { performance } from "node:perf_hooks"
-import { Worker } from "../../src/index.js"
-import type { Contender } from "./Contender.js"
+import { WorkerProtocol } from "../../src/index.js"
 import { seeded } from "../seeded.js"
+import type { Contender } from "./Contender.js"
 
 /** The model's constants, in milliseconds. */
 export const constants = {
@@ -129,7 +129,6 @@ class Ticker {
   }
 }
 
-
 interface Counters {
   channelsDialed: number
   reconnectionsTriggered: number
@@ -159,7 +158,7 @@ interface Env {
 }
 
 interface Clients {
-  readonly task: Worker.TaskServiceClient
+  readonly task: WorkerProtocol.TaskServiceClient
   /** Stands in for `ModelBaseServiceClient`: its calls are `Health/Check`. */
   readonly modelBase: grpc.Client
 }
@@ -171,7 +170,8 @@ const go = (env: Env, name: string, body: () => Promise<void>) => {
   body().catch((error) => env.log(`${name}: ${errorText(error)}`))
 }
 
-const deadlineExceeded = () => Object.assign(new Error("context deadline exceeded"), { code: grpc.status.DEADLINE_EXCEEDED })
+const deadlineExceeded = () =>
+  Object.assign(new Error("context deadline exceeded"), { code: grpc.status.DEADLINE_EXCEEDED })
 
 /** A unary call under a deadline given as a `performance.now()` instant. */
 const unary = <Res>(
@@ -190,7 +190,12 @@ const unary = <Res>(
       callback: (error: grpc.ServiceError | null, reply: Res) => void
     ) => grpc.ClientUnaryCall
     const call = (client as unknown as Record<string, Method>)[method]!
-    call.call(client, request, { deadline: Date.now() + remaining }, (error, reply) => (error ? reject(error) : resolve(reply)))
+    call.call(
+      client,
+      request,
+      { deadline: Date.now() + remaining },
+      (error, reply) => (error ? reject(error) : resolve(reply))
+    )
   })
 
 /** The Go `GrpcClient`. */
@@ -343,8 +348,11 @@ class GrpcClient {
         if (state === "TRANSIENT_FAILURE" || state === "SHUTDOWN") {
           return reject(new Error(`connection failed with state: ${state}`))
         }
-        conn.watchConnectivityState(conn.getConnectivityState(false), deadline, (error) =>
-          error ? reject(new Error("connection timeout")) : check())
+        conn.watchConnectivityState(
+          conn.getConnectivityState(false),
+          deadline,
+          (error) => error ? reject(new Error("connection timeout")) : check()
+        )
       }
       check()
     })
@@ -355,7 +363,7 @@ class GrpcClient {
     if (conn === undefined) return
     const options = { channelOverride: conn }
     this.clients = {
-      task: new Worker.TaskServiceClient(this.env.address, grpc.credentials.createInsecure(), options),
+      task: new WorkerProtocol.TaskServiceClient(this.env.address, grpc.credentials.createInsecure(), options),
       modelBase: new HealthClient(this.env.address, grpc.credentials.createInsecure(), options)
     }
     this.healthCheckEnabled = true
@@ -504,7 +512,9 @@ class GrpcClient {
       const current = stateOf(conn)
       if (previous === current) {
         if (current === "IDLE" && idleStart !== undefined && now() - idleStart > constants.idleGracePeriod) {
-          if (!(await this.testConnection())) this.triggerReconnection("prolonged IDLE state with failed connection test")
+          if (!(await this.testConnection())) {
+            this.triggerReconnection("prolonged IDLE state with failed connection test")
+          }
           idleStart = undefined
         }
         continue
@@ -666,7 +676,12 @@ class GoWorker {
     const deadline = now() + constants.fetchTimeout
     const client = await this.getGrpcClient()
     const clients = await client.getTaskClient()
-    const reply = await unary<Worker.FetchTaskReply>(clients.task, "FetchTask", { node_key: this.env.nodeKey }, deadline)
+    const reply = await unary<WorkerProtocol.FetchTaskReply>(
+      clients.task,
+      "FetchTask",
+      { node_key: this.env.nodeKey },
+      deadline
+    )
     const task = reply.task
     if (task === null || task === undefined || task.id === "") return
     this.env.counters.fetched++

@@ -13,7 +13,7 @@
  */
 import * as grpc from "@grpc/grpc-js"
 import * as Effect from "effect/Effect"
-import { Worker } from "../../src/index.js"
+import { WorkerProtocol } from "../../src/index.js"
 import type { Contender } from "./Contender.js"
 
 /** The deadline of one `FetchTask` call. */
@@ -29,7 +29,7 @@ export const plain: Contender = {
       Effect.acquireRelease(
         Effect.sync(() => {
           const counters = { fetches: 0, fetchFailures: 0, fetched: 0 }
-          const client = new Worker.TaskServiceClient(address, grpc.credentials.createInsecure())
+          const client = new WorkerProtocol.TaskServiceClient(address, grpc.credentials.createInsecure())
           const report = (taskId: string, status: "RUNNING" | "FINISHED") =>
             client.ReportStatus(
               { task_id: taskId, node_key: nodeKey, status, idempotency_key: `${taskId}:${status}` },

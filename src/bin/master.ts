@@ -15,31 +15,16 @@
  *
  * @since 0.2.0
  */
-import * as HttpServer from "@effect/platform/HttpServer"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as HttpServer from "@effect/platform/HttpServer"
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Logger from "effect/Logger"
-import * as LogLevel from "effect/LogLevel"
 import { createServer } from "node:http"
 import * as Master from "../testing/Master.js"
 import * as MasterAdmin from "../testing/MasterAdmin.js"
-
-const Logging = Layer.unwrapEffect(
-  Effect.map(
-    Config.all([
-      Config.literal("pretty", "json", "logfmt")("LOG_FORMAT").pipe(Config.withDefault("logfmt" as const)),
-      Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
-    ]),
-    ([format, level]) =>
-      Layer.merge(
-        format === "json" ? Logger.json : format === "logfmt" ? Logger.logFmt : Logger.pretty,
-        Logger.minimumLogLevel(level)
-      )
-  )
-)
+import { Logging } from "./logging.js"
 
 const MasterLive = Layer.unwrapEffect(
   Effect.gen(function*() {
@@ -53,7 +38,10 @@ const MasterLive = Layer.unwrapEffect(
     const Admin = HttpServer.serve(MasterAdmin.router).pipe(Layer.provide(NodeHttpServer.layer(createServer, listen)))
     const where = adminSocket._tag === "Some" ? `unix:${adminSocket.value}` : `http://127.0.0.1:${adminPort}`
     const announce = Layer.effectDiscard(
-      Effect.flatMap(Master.Master, (master) => Effect.logInfo(`master serving on ${master.address}, admin on ${where}`))
+      Effect.flatMap(
+        Master.Master,
+        (master) => Effect.logInfo(`master serving on ${master.address}, admin on ${where}`)
+      )
     )
     const MasterLayer = Master.layer({
       port,

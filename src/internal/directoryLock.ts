@@ -49,7 +49,9 @@ const procStat = (fs: FileSystem.FileSystem, pid: number | "self") =>
     // The command name may hold spaces and parentheses: count the fields after its closing one.
     Effect.map((stat) => stat.slice(stat.lastIndexOf(")") + 2).split(" ")),
     Effect.map((fields) =>
-      fields[0] !== undefined && fields[19] !== undefined ? Option.some({ state: fields[0], start: fields[19] }) : Option.none()
+      fields[0] !== undefined && fields[19] !== undefined
+        ? Option.some({ state: fields[0], start: fields[19] })
+        : Option.none()
     ),
     Effect.orElseSucceed(() => Option.none<{ readonly state: string; readonly start: string }>())
   )
@@ -100,7 +102,11 @@ const take = (fs: FileSystem.FileSystem, directory: string, file: string) =>
   Effect.gen(function*() {
     const pid = globalThis.process.pid
     const [stat, boot] = yield* Effect.all([procStat(fs, "self"), bootId(fs)])
-    const me: Holder = { pid, start: Option.getOrUndefined(Option.map(stat, (s) => s.start)), boot: Option.getOrUndefined(boot) }
+    const me: Holder = {
+      pid,
+      start: Option.getOrUndefined(Option.map(stat, (s) => s.start)),
+      boot: Option.getOrUndefined(boot)
+    }
     const unwritable = (cause: unknown) =>
       new OutboxError({ reason: "Unwritable", path: file, operation: "cannot create the lock file", cause })
     for (let attempt = 1; attempt <= 3; attempt++) {
@@ -112,12 +118,19 @@ const take = (fs: FileSystem.FileSystem, directory: string, file: string) =>
           return true
         })
       ).pipe(
-        Effect.catchIf((error) => error._tag === "SystemError" && error.reason === "AlreadyExists", () => Effect.succeed(false)),
+        Effect.catchIf((error) => error._tag === "SystemError" && error.reason === "AlreadyExists", () =>
+          Effect.succeed(false)),
         Effect.mapError(unwritable)
       )
-      if (created) return
+      if (created) {
+        return
+      }
       const text = yield* fs.readFileString(file).pipe(
-        Effect.catchIf((error) => error._tag === "SystemError" && error.reason === "NotFound", () => Effect.succeed("")),
+        Effect.catchIf(
+          (error) =>
+            error._tag === "SystemError" && error.reason === "NotFound",
+          () => Effect.succeed("")
+        ),
         Effect.mapError((cause) =>
           new OutboxError({ reason: "Unreadable", path: file, operation: "cannot read the lock file", cause })
         )
@@ -131,7 +144,9 @@ const take = (fs: FileSystem.FileSystem, directory: string, file: string) =>
           operation: `in use by process ${holder.pid} (lock file ${file}): one process per outbox directory`
         })
       }
-      const whose = holder === undefined ? "a process that left it unfinished" : `process ${holder.pid}, which is not running`
+      const whose = holder === undefined
+        ? "a process that left it unfinished"
+        : `process ${holder.pid}, which is not running`
       yield* Effect.logWarning(`outbox ${directory}: taking over the lock of ${whose}`)
       // Two processes taking over one stale lock at once could both remove it; the window is the time between
       // this read and this remove, and both starting on one directory at that moment is the mistake it guards.
@@ -140,7 +155,11 @@ const take = (fs: FileSystem.FileSystem, directory: string, file: string) =>
         Effect.mapError(unwritable)
       )
     }
-    return yield* new OutboxError({ reason: "Locked", path: directory, operation: "cannot take the lock: it keeps changing" })
+    return yield* new OutboxError({
+      reason: "Locked",
+      path: directory,
+      operation: "cannot take the lock: it keeps changing"
+    })
   })
 
 /**

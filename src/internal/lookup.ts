@@ -24,8 +24,11 @@ export interface Options {
 
 /** The link of the current generation for the service `key`. */
 export const link = (options: Options, key: string): Effect.Effect<Supervisor.Link, ClientUnavailable> =>
-  Effect.flatMap(SubscriptionRef.get(options.snapshot), (now) =>
-    now.link !== undefined && Object.hasOwn(options.services, key) ? Effect.succeed(now.link) : wait(options, key))
+  Effect.flatMap(
+    SubscriptionRef.get(options.snapshot),
+    (now) =>
+      now.link !== undefined && Object.hasOwn(options.services, key) ? Effect.succeed(now.link) : wait(options, key)
+  )
 
 const wait = (
   { lookupTimeout, reconnectingLookupTimeout, services, snapshot }: Options,
@@ -41,21 +44,31 @@ const wait = (
           )
         ))
     let current = yield* SubscriptionRef.get(snapshot)
-    if (!Object.hasOwn(services, key)) return yield* unavailable("UnknownService", current.state)
+    if (!Object.hasOwn(services, key)) {
+      return yield* unavailable("UnknownService", current.state)
+    }
     while (true) {
       if (current.link !== undefined) {
         yield* Metric.update(Metrics.lookupWaitSeconds, ((yield* Clock.currentTimeMillis) - start) / 1000)
         return current.link
       }
-      if (current.state._tag === "Closed") return yield* unavailable("Closed", current.state)
-      if (current.state._tag === "Rejected") return yield* unavailable("Rejected", current.state)
+      if (current.state._tag === "Closed") {
+        return yield* unavailable("Closed", current.state)
+      }
+      if (current.state._tag === "Rejected") {
+        return yield* unavailable("Rejected", current.state)
+      }
       // The deadline follows the state: re-evaluated on every change during the wait.
       const limit = current.state._tag === "Reconnecting" ? reconnectingLookupTimeout : lookupTimeout
       const remaining = start + Duration.toMillis(limit) - (yield* Clock.currentTimeMillis)
-      if (remaining <= 0) return yield* unavailable("Timeout", current.state)
+      if (remaining <= 0) {
+        return yield* unavailable("Timeout", current.state)
+      }
       const seen = current
       const next = yield* snapshot.changes.pipe(
-        Stream.filter((s) => s !== seen),
+        Stream.filter((s) =>
+          s !== seen
+        ),
         Stream.runHead,
         Effect.timeoutOption(Duration.millis(remaining))
       )

@@ -57,7 +57,9 @@ export const start = (options: Options): Effect.Effect<void, never, Scope.Scope>
       if (state._tag !== "Ready" || state.generation !== (yield* SubscriptionRef.get(registered))) return
       yield* source.heartbeat(yield* options.running).pipe(
         Effect.catchAll((error) =>
-          Effect.logWarning(`heartbeat failed: ${errorMessage(error)}`).pipe(Effect.zipRight(options.onHeartbeatFailure))
+          Effect.logWarning(`heartbeat failed: ${errorMessage(error)}`).pipe(
+            Effect.zipRight(options.onHeartbeatFailure)
+          )
         )
       )
     })

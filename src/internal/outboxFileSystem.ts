@@ -16,8 +16,8 @@
  *
  * @internal
  */
-import * as FileSystem from "@effect/platform/FileSystem"
 import type * as PlatformError from "@effect/platform/Error"
+import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
@@ -102,7 +102,10 @@ export const make = (
             operation: `the outbox of node ${owner.node} for master ${owner.master} is open already`
           })
         }
-        yield* Effect.acquireRelease(Effect.sync(() => lock.owners.add(id)), () => Effect.sync(() => lock.owners.delete(id)))
+        yield* Effect.acquireRelease(
+          Effect.sync(() => lock.owners.add(id)),
+          () => Effect.sync(() => lock.owners.delete(id))
+        )
 
         const unreadable = (operation: string, at = dir) => (cause: unknown) =>
           new OutboxError({ reason: "Unreadable", path: at, operation, cause })
@@ -154,8 +157,11 @@ export const make = (
         const names = yield* fs.readDirectory(dir).pipe(Effect.mapError(unreadable("cannot list the records")))
         // A temporary file is an add that never returned: nobody was told it is stored.
         const leftovers = names.filter((name) => temporary.test(name)).map((name) => path.join(dir, name))
-        yield* Effect.forEach(leftovers, (file) =>
-          fs.remove(file).pipe(Effect.mapError(unwritable("cannot remove a temporary file", file))), { discard: true })
+        yield* Effect.forEach(
+          leftovers,
+          (file) => fs.remove(file).pipe(Effect.mapError(unwritable("cannot remove a temporary file", file))),
+          { discard: true }
+        )
 
         let setAside = 0
         const setAsideRecord = (name: string, why: string) =>
@@ -166,9 +172,13 @@ export const make = (
             setAside += 1
             yield* Either.match(moved, {
               onRight: () =>
-                Effect.logError(`outbox record ${file} is damaged (${why}); set aside as ${aside}, the other records are read`),
+                Effect.logError(
+                  `outbox record ${file} is damaged (${why}); set aside as ${aside}, the other records are read`
+                ),
               onLeft: (error) =>
-                Effect.logError(`outbox record ${file} is damaged (${why}) and could not be set aside (${error.message}); skipped`)
+                Effect.logError(
+                  `outbox record ${file} is damaged (${why}) and could not be set aside (${error.message}); skipped`
+                )
             })
           })
 
@@ -178,11 +188,16 @@ export const make = (
             Effect.flatMap((text) => {
               const decoded = decodeRecord(text)
               if (Either.isLeft(decoded)) {
-                const why = text.length === 0 ? "empty" : ParseResult.TreeFormatter.formatErrorSync(decoded.left).split("\n")[0]
+                const why = text.length === 0
+                  ? "empty"
+                  : ParseResult.TreeFormatter.formatErrorSync(decoded.left).split("\n")[0]
                 return Effect.as(setAsideRecord(name, why ?? "unparsable"), Option.none<StoredRecord>())
               }
               if (decoded.right.sequence !== sequence) {
-                return Effect.as(setAsideRecord(name, `it holds sequence ${decoded.right.sequence}`), Option.none<StoredRecord>())
+                return Effect.as(
+                  setAsideRecord(name, `it holds sequence ${decoded.right.sequence}`),
+                  Option.none<StoredRecord>()
+                )
               }
               return Effect.succeed(Option.some(fromFields(decoded.right)))
             })
@@ -192,7 +207,8 @@ export const make = (
           const match = recordName.exec(name)
           return match === null ? [] : [{ name, sequence: Number(match[1]) }]
         }).sort((a, b) => a.sequence - b.sequence)
-        const initial = (yield* Effect.forEach(found, ({ name, sequence }) => read(name, sequence), { concurrency: 16 }))
+        const initial = (yield* Effect.forEach(found, ({ name, sequence }) =>
+          read(name, sequence), { concurrency: 16 }))
           .flatMap(Option.toArray)
 
         const fileOf = (sequence: number) => path.join(dir, nameOf(sequence))
@@ -200,14 +216,24 @@ export const make = (
 
         const append = (records: ReadonlyArray<StoredRecord>) =>
           Effect.gen(function*() {
-            yield* Effect.forEach(records, (record) =>
-              writeTemporary(temporaryOf(record.sequence), encode(toFields(record))).pipe(
-                Effect.mapError(unwritable(`cannot write record ${record.sequence}`, fileOf(record.sequence)))
-              ), { concurrency: 8, discard: true })
-            yield* Effect.forEach(records, (record) =>
-              fs.rename(temporaryOf(record.sequence), fileOf(record.sequence)).pipe(
-                Effect.mapError(unwritable(`cannot rename record ${record.sequence} into place`, fileOf(record.sequence)))
-              ), { discard: true })
+            yield* Effect.forEach(
+              records,
+              (record) =>
+                writeTemporary(temporaryOf(record.sequence), encode(toFields(record))).pipe(
+                  Effect.mapError(unwritable(`cannot write record ${record.sequence}`, fileOf(record.sequence)))
+                ),
+              { concurrency: 8, discard: true }
+            )
+            yield* Effect.forEach(
+              records,
+              (record) =>
+                fs.rename(temporaryOf(record.sequence), fileOf(record.sequence)).pipe(
+                  Effect.mapError(
+                    unwritable(`cannot rename record ${record.sequence} into place`, fileOf(record.sequence))
+                  )
+                ),
+              { discard: true }
+            )
             yield* syncDirectory
           }).pipe(
             // None of them is stored: what was written is taken back (best effort: a leftover is a duplicate, not a loss).

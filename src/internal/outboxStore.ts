@@ -75,6 +75,9 @@ export const RecordFields = Schema.Struct({
   error: Schema.String
 })
 
-export const toFields = (record: StoredRecord): typeof RecordFields.Type => ({ sequence: record.sequence, ...record.report })
+export const toFields = (record: StoredRecord): typeof RecordFields.Type => ({
+  sequence: record.sequence,
+  ...record.report
+})
 
 export const fromFields = ({ sequence, ...report }: typeof RecordFields.Type): StoredRecord => ({ sequence, report })

@@ -128,7 +128,8 @@ const descriptionOf = (key: MetricKey.MetricKey.Untyped): string | undefined => 
   const description = Option.getOrUndefined(key.description)
   return description === undefined || description.trim() === "" ? runtimeHelp.get(key.name) : description
 }
-const fallbackHelp = (key: MetricKey.MetricKey.Untyped): string => `${key.name} (an Effect metric without a description)`
+const fallbackHelp = (key: MetricKey.MetricKey.Untyped): string =>
+  `${key.name} (an Effect metric without a description)`
 
 type Labels = ReadonlyMap<string, string>
 

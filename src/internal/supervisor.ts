@@ -49,7 +49,10 @@ export interface Snapshot {
 
 // The client constructors to register, as `Connection.Services` has them (not imported: Connection imports this).
 type Services = Readonly<
-  Record<string, new(address: string, credentials: grpc.ChannelCredentials, options?: grpc.ClientOptions) => grpc.Client>
+  Record<
+    string,
+    new(address: string, credentials: grpc.ChannelCredentials, options?: grpc.ClientOptions) => grpc.Client
+  >
 >
 
 /** The supervisor's options, checked by `Connection.make`. */
@@ -103,17 +106,25 @@ const settled = (
   channel: GrpcChannel.GrpcChannel,
   deadline: number
 ): Effect.Effect<GrpcChannel.ConnectivityState | undefined> =>
-  Effect.flatMap(channel.state, (first) =>
-    Effect.iterate<GrpcChannel.ConnectivityState | undefined, never, never>(first, {
-      while: (state) => state !== undefined && state !== "READY" && state !== "TRANSIENT_FAILURE" && state !== "SHUTDOWN",
-      body: (state) => Effect.zipRight(state === "IDLE" ? channel.connect : Effect.void, channel.next(state!, deadline))
-    }))
+  Effect.flatMap(
+    channel.state,
+    (first) =>
+      Effect.iterate<GrpcChannel.ConnectivityState | undefined, never, never>(first, {
+        while: (state) =>
+          state !== undefined && state !== "READY" && state !== "TRANSIENT_FAILURE" && state !== "SHUTDOWN",
+        body: (state) =>
+          Effect.zipRight(state === "IDLE" ? channel.connect : Effect.void, channel.next(state!, deadline))
+      })
+  )
 
 // grpc-js's "No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:9666 (<time>).
 // Resolution note: " is, in a log line, "connect ECONNREFUSED 127.0.0.1:9666".
 const lastError = (detail: string): string => {
   const last = /Last error: ([\s\S]*?)\. Resolution note:/.exec(detail)?.[1] ?? detail
-  return last.replace(/^Error(?: \[[A-Z_]+\])?: /, "").replace(/ \(\d{4}-\d\d-\d\dT[\d:.]+Z\)$/, "").replace(/\s+/g, " ").trim()
+  return last.replace(/^Error(?: \[[A-Z_]+\])?: /, "").replace(/ \(\d{4}-\d\d-\d\dT[\d:.]+Z\)$/, "").replace(
+    /\s+/g,
+    " "
+  ).trim()
 }
 
 const failureWords: Record<GrpcChannel.FailureReason, string> = {
@@ -274,7 +285,8 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
                     })
                   ))
                 ),
-              ProbeFailed: (rejected) => Effect.fail(new ConnectError({ reason: "Rejected", message: rejected.message }))
+              ProbeFailed: (rejected) =>
+                Effect.fail(new ConnectError({ reason: "Rejected", message: rejected.message }))
             })
           )
           yield* Metric.update(Metrics.readinessSeconds, Duration.toSeconds(report.elapsed))
@@ -287,11 +299,14 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
     let warned: { readonly reason: string; readonly at: number } | undefined
     // Whether this outage has had a cheap failure: its master was refusing, so an accepted connection gets patience.
     let refusedInOutage = false
+    // When the attempt under way started: the line of a reconnection says how long the one that succeeded took.
+    let attemptStartedAt = 0
 
     // Attempts until one succeeds, spaced by the schedule; each failure moves the state to Reconnecting.
     const establish = (generation: number): Effect.Effect<Link, ConnectError> =>
       Effect.gen(function*() {
         const state = yield* currentState
+        attemptStartedAt = yield* Clock.currentTimeMillis
         const line = `connecting to ${address} (${describe(state)})`
         // The first attempt of a (re)connection at info level; the ones after it have their failure's line.
         yield* ("attempt" in state && state.attempt > 1 ? Effect.logDebug(line) : Effect.logInfo(line))
@@ -320,9 +335,10 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
                 const updated = lostReport(report, error)
                 if (!sameChecks(report, updated)) yield* SubscriptionRef.set(status, { ready: false, report: updated })
               }
-              const line = `connection attempt ${failedAttempt} failed (${error.reason}: ${error.message}); attempt ${
-                next.attempt
-              } in ${formatMillis(delay)}`
+              const line =
+                `connection attempt ${failedAttempt} failed (${error.reason}: ${error.message}); attempt ${next.attempt} in ${
+                  formatMillis(delay)
+                }`
               // Every attempt has its line; the same failure again within 30 s is at debug level.
               if (warned === undefined || warned.reason !== error.reason || now - warned.at >= repeatWarningAfter) {
                 warned = { reason: error.reason, at: now }
@@ -354,7 +370,10 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
         Stream.filter((state) => state !== "READY"),
         Stream.runHead,
         Effect.map((state) =>
-          new ConnectError({ reason: "Lost", message: `channel left READY for ${Option.getOrElse(state, () => "SHUTDOWN")}` })
+          new ConnectError({
+            reason: "Lost",
+            message: `channel left READY for ${Option.getOrElse(state, () => "SHUTDOWN")}`
+          })
         )
       )
       const probed = Effect.raceFirst(Queue.take(checks), Effect.sleep(readiness.probeInterval)).pipe(
@@ -362,8 +381,11 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
         Effect.forever,
         Effect.flip
       )
-      const refused = Effect.map(Queue.take(rejections), (error) =>
-        new ConnectError({ reason: "Rejected", message: `${error.service}.${error.method}: ${error.message}` }))
+      const refused = Effect.map(
+        Queue.take(rejections),
+        (error) =>
+          new ConnectError({ reason: "Rejected", message: `${error.service}.${error.method}: ${error.message}` })
+      )
       return Effect.raceFirst(leftReady, Effect.raceFirst(probed, refused))
     }
 
@@ -403,6 +425,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
         warned = undefined
         refusedInOutage = false
         const since = yield* Clock.currentTimeMillis
+        const before = yield* currentState
         yield* Queue.takeAll(checks)
         yield* Queue.takeAll(rejections)
         yield* rejectedDelays.reset
@@ -410,7 +433,13 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
         yield* Metric.increment(Metrics.connectionSuccesses)
         yield* Metric.set(Metrics.connectionGeneration, generation)
         yield* SubscriptionRef.update(status, ({ report }) => ({ ready: true, report }))
-        yield* Effect.logInfo(`connected to ${address}, generation ${generation}`)
+        yield* Effect.logInfo(
+          ConnectionState.$is("Reconnecting")(before)
+            ? `connected to ${address} again, generation ${generation}, after an outage of ${
+              formatMillis(since - before.since)
+            } and ${before.attempt} attempts; the last took ${formatMillis(since - attemptStartedAt)} to be ready`
+            : `connected to ${address}, generation ${generation}`
+        )
         const lost = yield* watch(link)
         yield* SubscriptionRef.update(status, ({ report }) => ({ ready: false, report: lostReport(report, lost) }))
         generation++
@@ -420,7 +449,9 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           continue
         }
         yield* Effect.logWarning(`connection lost (${lost.message}); reconnecting`)
-        yield* setState(ConnectionState.Reconnecting({ attempt: 1, since: yield* Clock.currentTimeMillis, lastError: lost }))
+        yield* setState(
+          ConnectionState.Reconnecting({ attempt: 1, since: yield* Clock.currentTimeMillis, lastError: lost })
+        )
         yield* Scope.close(link.scope, Exit.void)
       }
     }).pipe(

@@ -26,7 +26,9 @@ export const isAddress: Rule<string, string> = (input) => {
   const match = typeof input === "string" ? hostPortPattern.exec(input) : null
   if (match === null) return Either.left(`expected host:port or a gRPC target URI, got ${JSON.stringify(input)}`)
   if (match[1] === undefined) {
-    return Either.left(`${JSON.stringify(input)} has no port: write host:port (or a gRPC target URI such as dns:${input}:443)`)
+    return Either.left(
+      `${JSON.stringify(input)} has no port: write host:port (or a gRPC target URI such as dns:${input}:443)`
+    )
   }
   const port = Number(match[1])
   return port >= 1 && port <= 65535 ? Either.right(input) : Either.left(`port ${port} is outside 1-65535`)
@@ -43,7 +45,6 @@ export const isPositiveDuration: Rule<Duration.DurationInput, Duration.Duration>
         ? Either.right(duration)
         : Either.left(`${expectedDuration}, got ${Duration.format(duration)}`)
   })
-
 
 /** A whole number within bounds. */
 export const isWholeNumber = (min: number, max = Number.MAX_SAFE_INTEGER): Rule<number, number> => (input) =>

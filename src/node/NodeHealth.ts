@@ -4,8 +4,8 @@
  *
  * @since 0.2.0
  */
-import type * as HttpServerError from "@effect/platform/HttpServerError"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import type * as HttpServerError from "@effect/platform/HttpServerError"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
@@ -13,7 +13,7 @@ import * as Layer from "effect/Layer"
 import { createServer } from "node:http"
 import type * as Connection from "../Connection.js"
 import * as Health from "../Health.js"
-import * as InvalidOption from "../InvalidOption.js"
+import type * as InvalidOption from "../InvalidOption.js"
 
 /**
  * Serves the endpoint on its own Node HTTP server for as long as the layer's
@@ -28,8 +28,10 @@ export const layer = <C extends Connection.AnyTag = never>(
   options: Health.Options & Connection.Using<C> = {}
 ): Layer.Layer<Health.Health, InvalidOption.InvalidOption | HttpServerError.ServeError, Health.Requires<C>> =>
   Layer.unwrapEffect(
-    Effect.map(Health.validate(options), (listen) =>
-      Health.serve(options).pipe(Layer.provide(NodeHttpServer.layer(createServer, listen))))
+    Effect.map(
+      Health.validate(options),
+      (listen) => Health.serve(options).pipe(Layer.provide(NodeHttpServer.layer(createServer, listen)))
+    )
   )
 
 /**

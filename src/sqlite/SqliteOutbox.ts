@@ -136,7 +136,11 @@ export const make = (
           const id = JSON.stringify([owner.node, owner.master])
           const location = `${filename} (node ${owner.node}, master ${owner.master})`
           if (open.has(id)) {
-            return yield* new Outbox.OutboxError({ reason: "Locked", path: location, operation: "open already in this process" })
+            return yield* new Outbox.OutboxError({
+              reason: "Locked",
+              path: location,
+              operation: "open already in this process"
+            })
           }
           yield* Effect.acquireRelease(Effect.sync(() => open.add(id)), () => Effect.sync(() => open.delete(id)))
           const failAt = (reason: Outbox.OutboxError["reason"], operation: string) => (error: SqlError.SqlError) =>
@@ -188,18 +192,24 @@ export const make = (
           const append = (records: ReadonlyArray<Outbox.StoredRecord>) =>
             (records.length === 0 ? Effect.void : records.length <= maxRows
               ? Effect.asVoid(insert(records))
-              : Effect.dieMessage(`SqliteOutbox: at most ${maxRows} records are appended at once, not ${records.length}`))
+              : Effect.dieMessage(
+                `SqliteOutbox: at most ${maxRows} records are appended at once, not ${records.length}`
+              ))
               .pipe(
                 Effect.mapError(failAt(
                   "Unwritable",
-                  records.length === 1 ? `cannot write record ${records[0]!.sequence}` : `cannot write ${records.length} records`
+                  records.length === 1
+                    ? `cannot write record ${records[0]!.sequence}`
+                    : `cannot write ${records.length} records`
                 ))
               )
 
           const remove = (sequences: ReadonlyArray<number>) =>
             Effect.forEach(chunks(sequences, 500), (chunk) =>
               sql`DELETE FROM outbox_record
-                WHERE node = ${owner.node} AND master = ${owner.master} AND sequence IN ${sql.in(chunk)}`, { discard: true }).pipe(
+                WHERE node = ${owner.node} AND master = ${owner.master} AND sequence IN ${sql.in(chunk)}`, {
+              discard: true
+            }).pipe(
               Effect.mapError(failAt("Unwritable", "cannot remove records"))
             )
 

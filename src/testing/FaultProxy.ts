@@ -17,9 +17,9 @@ import * as Config from "effect/Config"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Equal from "effect/Equal"
 import type * as Fiber from "effect/Fiber"
-import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Runtime from "effect/Runtime"
@@ -187,7 +187,10 @@ const invalid = (message: string) => new FaultProxyError({ reason: "InvalidOptio
 
 // An option of the proxy, checked by the library's own rule for it.
 const checked = <I, A>(option: string, rule: Validate.Rule<I, A>, input: I): Effect.Effect<A, FaultProxyError> =>
-  Either.match(rule(input), { onLeft: (reason) => Effect.fail(invalid(`${option}: ${reason}`)), onRight: Effect.succeed })
+  Either.match(rule(input), {
+    onLeft: (reason) => Effect.fail(invalid(`${option}: ${reason}`)),
+    onRight: Effect.succeed
+  })
 
 const validPort = (option: string, port: number, min: number): Effect.Effect<number, FaultProxyError> =>
   checked(option, Validate.isWholeNumber(min, 65535), port)
@@ -197,17 +200,22 @@ const isFiniteDuration: Validate.Rule<Duration.DurationInput, Duration.Duration>
   Option.match(Duration.decodeUnknown(input), {
     onNone: () => Either.left(`expected a duration such as "10 seconds" or "500 millis", got ${JSON.stringify(input)}`),
     onSome: (duration) =>
-      Duration.isFinite(duration) ? Either.right(duration) : Either.left(`expected a finite duration, got ${Duration.format(duration)}`)
+      Duration.isFinite(duration)
+        ? Either.right(duration)
+        : Either.left(`expected a finite duration, got ${Duration.format(duration)}`)
   })
 
 const validMillis = (option: string, input: Duration.DurationInput): Effect.Effect<number, FaultProxyError> =>
   Effect.map(checked(option, isFiniteDuration, input), Duration.toMillis)
 
 const validRange = (option: string, [min, max]: Range): Effect.Effect<readonly [number, number], FaultProxyError> =>
-  Effect.flatMap(Effect.all([validMillis(`${option}[0]`, min), validMillis(`${option}[1]`, max)]), ([lo, hi]) =>
-    lo <= hi
-      ? Effect.succeed([lo, hi] as const)
-      : Effect.fail(invalid(`${option}: min ${lo} ms is above max ${hi} ms`)))
+  Effect.flatMap(
+    Effect.all([validMillis(`${option}[0]`, min), validMillis(`${option}[1]`, max)]),
+    ([lo, hi]) =>
+      lo <= hi
+        ? Effect.succeed([lo, hi] as const)
+        : Effect.fail(invalid(`${option}: min ${lo} ms is above max ${hi} ms`))
+  )
 
 const describe = (mode: Mode): string =>
   Mode.$match(mode, {
@@ -243,7 +251,8 @@ export const make = (options: Options): Effect.Effect<FaultProxy, FaultProxyErro
     const counters = { accepted: 0, toTarget: 0, fromTarget: 0 }
     const delay = () => (current._tag === "Latency" ? Duration.toMillis(current.delay) : 0)
     const annotations = { module: "FaultProxy", target: `${target.host}:${target.port}` }
-    const log = (message: string) => Runtime.runFork(runtime)(Effect.annotateLogs(Effect.logDebug(message), annotations))
+    const log = (message: string) =>
+      Runtime.runFork(runtime)(Effect.annotateLogs(Effect.logDebug(message), annotations))
 
     const track = (link: Link, socket: net.Socket) => {
       sockets.add(socket)
@@ -319,7 +328,11 @@ export const make = (options: Options): Effect.Effect<FaultProxy, FaultProxyErro
         const server = net.createServer({ allowHalfOpen: true }, accept)
         const failed = (cause: Error) =>
           resume(Effect.fail(
-            new FaultProxyError({ reason: "Listen", message: `cannot listen on ${host}:${port}: ${cause.message}`, cause })
+            new FaultProxyError({
+              reason: "Listen",
+              message: `cannot listen on ${host}:${port}: ${cause.message}`,
+              cause
+            })
           ))
         server.once("error", failed)
         server.listen({ host, port }, () => {
@@ -408,8 +421,10 @@ export const make = (options: Options): Effect.Effect<FaultProxy, FaultProxyErro
       reset,
       blackhole,
       latency: (input) =>
-        Effect.flatMap(validMillis("latency", input), (millis) =>
-          transition(Mode.Latency({ delay: Duration.millis(millis) }))),
+        Effect.flatMap(
+          validMillis("latency", input),
+          (millis) => transition(Mode.Latency({ delay: Duration.millis(millis) }))
+        ),
       flap,
       connections: Effect.sync(() => links.size),
       accepted: Effect.sync(() => counters.accepted),

@@ -45,19 +45,30 @@ import { createHash, timingSafeEqual } from "node:crypto"
 import { createSecureContext } from "node:tls"
 import { requireLazily } from "../internal/lazy.js"
 import * as Validate from "../internal/validate.js"
-import * as Worker from "../protocol/Worker.js"
+import * as WorkerProtocol from "../WorkerProtocol.js"
 import * as MasterState from "./internal/masterState.js"
 import { MasterError } from "./internal/masterState.js"
 
 export type {
   /**
-   * A task's status on the master. Moves only forward:
-   * `PENDING` -> `ASSIGNED` -> `RUNNING` -> `FINISHED` | `ERROR` | `CANCELLED`.
+   * What `cancel` did. Every outcome but `AlreadyEnded` leaves the task `CANCELLED`.
    *
    * @since 0.1.0
    * @category models
    */
-  TaskStatus,
+  CancelOutcome,
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  EnqueueOptions,
+  /**
+   * A snapshot of one registered node.
+   *
+   * @since 0.1.0
+   * @category models
+   */
+  NodeInfo,
   /**
    * One accepted status of a task.
    *
@@ -73,24 +84,13 @@ export type {
    */
   TaskInfo,
   /**
-   * A snapshot of one registered node.
+   * A task's status on the master. Moves only forward:
+   * `PENDING` -> `ASSIGNED` -> `RUNNING` -> `FINISHED` | `ERROR` | `CANCELLED`.
    *
    * @since 0.1.0
    * @category models
    */
-  NodeInfo,
-  /**
-   * What `cancel` did. Every outcome but `AlreadyEnded` leaves the task `CANCELLED`.
-   *
-   * @since 0.1.0
-   * @category models
-   */
-  CancelOutcome,
-  /**
-   * @since 0.1.0
-   * @category models
-   */
-  EnqueueOptions
+  TaskStatus
 } from "./internal/masterState.js"
 
 export {
@@ -110,7 +110,7 @@ type TaskInfo = MasterState.TaskInfo
 type NodeInfo = MasterState.NodeInfo
 
 // The master's statuses are the protocol's, less the unspecified one: checked here, where both are known.
-type WireStatus = Exclude<Worker.TaskStatus, "TASK_STATUS_UNSPECIFIED">
+type WireStatus = Exclude<WorkerProtocol.TaskStatus, "TASK_STATUS_UNSPECIFIED">
 const sameStatuses: [TaskStatus, WireStatus] extends [WireStatus, TaskStatus] ? true : never = true
 void sameStatuses
 
@@ -241,7 +241,11 @@ export const Master: Context.TagClass<Master, "effect-grpc-resilience/testing/Ma
 const invalid = (option: string, message: string) =>
   new MasterError({ reason: "InvalidOption", message: `invalid option ${option}: ${message}` })
 
-const bind = (server: grpc.Server, target: string, credentials: grpc.ServerCredentials): Effect.Effect<number, MasterError> =>
+const bind = (
+  server: grpc.Server,
+  target: string,
+  credentials: grpc.ServerCredentials
+): Effect.Effect<number, MasterError> =>
   Effect.async<number, MasterError>((resume) => {
     server.bindAsync(target, credentials, (error, port) =>
       resume(
@@ -254,13 +258,15 @@ const bind = (server: grpc.Server, target: string, credentials: grpc.ServerCrede
 const toStatus = (cause: Cause.Cause<MasterState.Rejection>): grpc.StatusObject => {
   const rejected = Cause.failureOption(cause)
   return {
-    code: Option.isSome(rejected) ? grpc.status[MasterState.canonicalCode[rejected.value.reason]] : grpc.status.INTERNAL,
+    code: Option.isSome(rejected)
+      ? grpc.status[MasterState.canonicalCode[rejected.value.reason]]
+      : grpc.status.INTERNAL,
     details: Option.isSome(rejected) ? rejected.value.message : `master failed: ${Cause.pretty(cause)}`,
     metadata: new grpc.Metadata()
   }
 }
 
-type SubscribeCall = grpc.ServerWritableStream<Worker.SubscribeRequest, Worker.MasterMessage>
+type SubscribeCall = grpc.ServerWritableStream<WorkerProtocol.SubscribeRequest, WorkerProtocol.MasterMessage>
 
 const serverCredentials = (tls: TlsOptions | undefined): Effect.Effect<grpc.ServerCredentials, MasterError> =>
   tls === undefined
@@ -320,7 +326,11 @@ const requireToken = (
 export const make = (options: Options = {}): Effect.Effect<Master, MasterError, Scope.Scope> =>
   Effect.gen(function*() {
     const host = options.host ?? defaults.host
-    const requestedPort = yield* MasterState.checked("port", Validate.isWholeNumber(0, 65535), options.port ?? defaults.port)
+    const requestedPort = yield* MasterState.checked(
+      "port",
+      Validate.isWholeNumber(0, 65535),
+      options.port ?? defaults.port
+    )
     const state = yield* MasterState.make({
       heartbeatInterval: options.heartbeatInterval ?? defaults.heartbeatInterval,
       redeliverAfter: options.redeliverAfter ?? defaults.redeliverAfter,
@@ -356,13 +366,19 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
     const { HealthImplementation } = requireLazily("grpc-health-check") as typeof HealthCheck
     const health = new HealthImplementation(servingMap("SERVING"))
 
-    const unary = <Req, Res>(method: string, handle: (request: Req) => Effect.Effect<Res, MasterState.Rejection>) =>
-    (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void =>
-      // A call the client gave up on before we got to it changes nothing: its reply would be lost.
-      call.cancelled ? undefined : run(
-        Effect.zipRight(state.injectFailure(method), Effect.suspend(() => handle(call.request))),
-        (exit) => Exit.isSuccess(exit) ? callback(null, exit.value) : callback(toStatus(exit.cause))
-      )
+    const unary =
+      <Req, Res>(method: string, handle: (request: Req) => Effect.Effect<Res, MasterState.Rejection>) =>
+      (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void =>
+        // A call the client gave up on before we got to it changes nothing: its reply would be lost.
+        call.cancelled ? undefined : run(
+          Effect.zipRight(
+            state.injectFailure(method),
+            Effect.suspend(() =>
+              handle(call.request)
+            )
+          ),
+          (exit) => Exit.isSuccess(exit) ? callback(null, exit.value) : callback(toStatus(exit.cause))
+        )
 
     // Writes the subscription's requests until it ends (replaced, or the server stopped); the call's end closes it.
     const subscribe = (call: SubscribeCall) => {
@@ -371,29 +387,39 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
           Effect.flatMap(state.subscribe(call.request.node_key, call.request.generation), (requests) =>
             Stream.runForEach(requests, (request) =>
               Effect.sync(() => {
-                if (!call.cancelled) call.write({ cancel_task: { task_id: request.taskId } })
+                if (!call.cancelled) {
+                  call.write({ cancel_task: { task_id: request.taskId } })
+                }
               })))
         ).pipe(
           Effect.exit,
           Effect.flatMap((exit) =>
             Effect.sync(() => {
-              if (call.cancelled) return
-              if (Exit.isSuccess(exit)) call.end()
-              else if (!Exit.isInterrupted(exit)) call.emit("error", toStatus(exit.cause))
+              if (call.cancelled) {
+                return
+              }
+              if (Exit.isSuccess(exit)) {
+                call.end()
+              } else if (!Exit.isInterrupted(exit)) {
+                call.emit("error", toStatus(exit.cause))
+              }
             })
           ),
           Effect.annotateLogs({ module: "Master" })
         ),
         { scope }
       )
-      const close = () => fiber.unsafeInterruptAsFork(fiber.id())
+      const close = () =>
+        fiber.unsafeInterruptAsFork(fiber.id())
       call.on("cancelled", close)
       call.on("close", close)
-      if (call.cancelled) close()
+      if (call.cancelled) {
+        close()
+      }
     }
 
-    const nodeHandlers: Worker.NodeServiceHandlers = {
-      Register: unary<Worker.RegisterRequest, Worker.RegisterReply>("Register", (request) =>
+    const nodeHandlers: WorkerProtocol.NodeServiceHandlers = {
+      Register: unary<WorkerProtocol.RegisterRequest, WorkerProtocol.RegisterReply>("Register", (request) =>
         Effect.as(
           state.register({
             node: request.node_key,
@@ -403,16 +429,17 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
           }),
           {}
         )),
-      SendHeartbeat: unary<Worker.HeartbeatRequest, Worker.HeartbeatReply>("SendHeartbeat", (request) =>
+      SendHeartbeat: unary<WorkerProtocol.HeartbeatRequest, WorkerProtocol.HeartbeatReply>("SendHeartbeat", (request) =>
         Effect.as(state.heartbeat(request.node_key, request.running), {})),
       Subscribe: subscribe
     }
 
-    const taskHandlers: Worker.TaskServiceHandlers = {
-      FetchTask: unary<Worker.FetchTaskRequest, Worker.FetchTaskReply>("FetchTask", (request) =>
+    const taskHandlers: WorkerProtocol.TaskServiceHandlers = {
+      FetchTask: unary<WorkerProtocol.FetchTaskRequest, WorkerProtocol.FetchTaskReply>("FetchTask", (request) =>
         Effect.map(state.fetch(request.node_key, request.fetch_id), (task) => ({
           task: Option.match(task, {
-            onNone: () => null,
+            onNone: () =>
+              null,
             onSome: (task) => ({
               id: task.id,
               payload: task.payload,
@@ -421,23 +448,28 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
             })
           })
         }))),
-      ReportStatus: unary<Worker.ReportStatusRequest, Worker.ReportStatusReply>("ReportStatus", (request) =>
-        Effect.map(
-          state.report({
-            taskId: request.task_id,
-            node: request.node_key,
-            // Whatever arrived, even a number: the state checks it.
-            status: request.status as TaskStatus,
-            error: request.error,
-            key: request.idempotency_key
-          }),
-          (outcome) => ({ outcome })
-        ))
+      ReportStatus: unary<WorkerProtocol.ReportStatusRequest, WorkerProtocol.ReportStatusReply>(
+        "ReportStatus",
+        (request) =>
+          Effect.map(
+            state.report({
+              taskId: request.task_id,
+              node: request.node_key,
+              // Whatever arrived, even a number: the state checks it.
+              status: request.status as TaskStatus,
+              error: request.error,
+              key: request.idempotency_key
+            }),
+            (outcome) => ({ outcome })
+          )
+      )
     }
 
     const stopServer = Effect.gen(function*() {
       const running = yield* Ref.getAndSet(server, undefined)
-      if (running === undefined) return
+      if (running === undefined) {
+        return
+      }
       running.forceShutdown()
       // The streams died with the server.
       yield* state.dropSubscriptions
@@ -445,13 +477,19 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     const startServer = (port: number) =>
       Effect.gen(function*() {
-        if ((yield* Ref.get(server)) !== undefined) return port
+        if ((yield* Ref.get(server)) !== undefined) {
+          return port
+        }
         const created = new grpc.Server(serverOptions)
-        created.addService(Worker.NodeService, nodeHandlers)
-        created.addService(Worker.TaskService, taskHandlers)
+        created.addService(WorkerProtocol.NodeService, nodeHandlers)
+        created.addService(WorkerProtocol.TaskService, taskHandlers)
         health.addToServer(created)
         const bound = yield* bind(created, `${hostPart}:${port}`, credentials).pipe(
-          Effect.tapError(() => Effect.sync(() => created.forceShutdown()))
+          Effect.tapError(() =>
+            Effect.sync(() =>
+              created.forceShutdown()
+            )
+          )
         )
         yield* Ref.set(server, created)
         return bound
@@ -459,7 +497,8 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     const port = yield* Effect.acquireRelease(
       lifecycle.withPermits(1)(startServer(requestedPort)),
-      () => lifecycle.withPermits(1)(stopServer)
+      () =>
+        lifecycle.withPermits(1)(stopServer)
     )
     const address = `${hostPart}:${port}`
 
@@ -486,8 +525,8 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
 const servingMap = (status: "SERVING" | "NOT_SERVING") => ({
   "": status,
-  [Worker.serviceNames.node]: status,
-  [Worker.serviceNames.task]: status
+  [WorkerProtocol.serviceNames.node]: status,
+  [WorkerProtocol.serviceNames.task]: status
 })
 
 /**

@@ -41,10 +41,22 @@ export const router = HttpRouter.empty.pipe(
       return yield* HttpServerResponse.json({ id })
     })
   ),
-  HttpRouter.get("/tasks", Effect.flatMap(Master.Master, (master) => Effect.flatMap(master.tasks, (tasks) => HttpServerResponse.json(tasks)))),
-  HttpRouter.get("/nodes", Effect.flatMap(Master.Master, (master) => Effect.flatMap(master.nodes, (nodes) => HttpServerResponse.json(nodes)))),
-  HttpRouter.post("/stop", Effect.flatMap(Master.Master, (master) => Effect.as(master.stop, HttpServerResponse.empty()))),
-  HttpRouter.post("/restart", Effect.flatMap(Master.Master, (master) => Effect.as(master.restart, HttpServerResponse.empty()))),
+  HttpRouter.get(
+    "/tasks",
+    Effect.flatMap(Master.Master, (master) => Effect.flatMap(master.tasks, (tasks) => HttpServerResponse.json(tasks)))
+  ),
+  HttpRouter.get(
+    "/nodes",
+    Effect.flatMap(Master.Master, (master) => Effect.flatMap(master.nodes, (nodes) => HttpServerResponse.json(nodes)))
+  ),
+  HttpRouter.post(
+    "/stop",
+    Effect.flatMap(Master.Master, (master) => Effect.as(master.stop, HttpServerResponse.empty()))
+  ),
+  HttpRouter.post(
+    "/restart",
+    Effect.flatMap(Master.Master, (master) => Effect.as(master.restart, HttpServerResponse.empty()))
+  ),
   HttpRouter.post(
     "/serving",
     Effect.gen(function*() {
@@ -64,4 +76,3 @@ export const router = HttpRouter.empty.pipe(
     })
   )
 )
-

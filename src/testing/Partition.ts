@@ -60,7 +60,12 @@ const run = (command: string, ...args: Array<string>) =>
   ).pipe(
     Effect.catchIf(
       (error): error is Exclude<typeof error, PartitionError> => error._tag !== "PartitionError",
-      (cause) => new PartitionError({ reason: "CommandFailed", message: `${command} ${args.join(" ")}: ${cause.message}`, cause })
+      (cause) =>
+        new PartitionError({
+          reason: "CommandFailed",
+          message: `${command} ${args.join(" ")}: ${cause.message}`,
+          cause
+        })
     )
   )
 
@@ -112,8 +117,28 @@ export const make: Effect.Effect<Partition, PartitionError, CommandExecutor.Comm
           mode: "either"
         })
     )
-    yield* run("ip", "link", "add", masterLink, "netns", masterNamespace, "type", "veth", "peer", "name", workerLink, "netns", workerNamespace)
-    for (const [namespace, link, host] of [[masterNamespace, masterLink, masterHost], [workerNamespace, workerLink, workerHost]] as const) {
+    yield* run(
+      "ip",
+      "link",
+      "add",
+      masterLink,
+      "netns",
+      masterNamespace,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      workerLink,
+      "netns",
+      workerNamespace
+    )
+    for (
+      const [namespace, link, host] of [[masterNamespace, masterLink, masterHost], [
+        workerNamespace,
+        workerLink,
+        workerHost
+      ]] as const
+    ) {
       yield* run("ip", "-n", namespace, "addr", "add", `${host}/30`, "dev", link)
       yield* run("ip", "-n", namespace, "link", "set", link, "up")
       yield* run("ip", "-n", namespace, "link", "set", "lo", "up")

@@ -19,12 +19,12 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import * as Connection from "../Connection.js"
+import type * as Connection from "../Connection.js"
 import { GrpcError } from "../GrpcError.js"
-import * as Validate from "../internal/validate.js"
-import * as Worker from "../protocol/Worker.js"
+import type * as Validate from "../internal/validate.js"
 import * as Retry from "../Retry.js"
 import * as TaskSource from "../TaskSource.js"
+import * as WorkerProtocol from "../WorkerProtocol.js"
 import * as MasterState from "./internal/masterState.js"
 import { SimulatedNetwork } from "./SimulatedNetwork.js"
 
@@ -75,7 +75,11 @@ export interface SimulatedMaster {
  * @since 0.1.0
  * @category tags
  */
-export const SimulatedMaster: Context.TagClass<SimulatedMaster, "effect-grpc-resilience/testing/SimulatedMaster", SimulatedMaster> = Context.Tag(
+export const SimulatedMaster: Context.TagClass<
+  SimulatedMaster,
+  "effect-grpc-resilience/testing/SimulatedMaster",
+  SimulatedMaster
+> = Context.Tag(
   "effect-grpc-resilience/testing/SimulatedMaster"
 )<SimulatedMaster, SimulatedMaster>()
 
@@ -166,7 +170,7 @@ export const taskSource = <
         Effect.flatMap(lookup(service), (client) =>
           network.callOn(
             client,
-            `${Worker.serviceNames[service]}/${method}`,
+            `${WorkerProtocol.serviceNames[service]}/${method}`,
             Effect.zipRight(state.injectFailure(method), handle).pipe(Effect.mapError(toGrpcError(service, method)))
           ))
 
@@ -184,13 +188,23 @@ export const taskSource = <
         call(
           "task",
           "ReportStatus",
-          state.report({ taskId: report.taskId, node: nodeKey, status: report.status, error: report.error, key: report.key })
+          state.report({
+            taskId: report.taskId,
+            node: nodeKey,
+            status: report.status,
+            error: report.error,
+            key: report.key
+          })
         ).pipe(Effect.asVoid)
 
       const heartbeat = (running: number) => call("node", "SendHeartbeat", state.heartbeat(nodeKey, running))
 
       const register = (generation: number) =>
-        call("node", "Register", state.register({ node: nodeKey, name: options.name ?? nodeKey, maxRunners, generation }))
+        call(
+          "node",
+          "Register",
+          state.register({ node: nodeKey, name: options.name ?? nodeKey, maxRunners, generation })
+        )
 
       // As the real source: the stream's client is looked up once, without a retry.
       const subscribe = (generation: number) =>
@@ -198,8 +212,10 @@ export const taskSource = <
           Effect.map(conn.client("node"), (client) =>
             network.streamOn(
               client,
-              `${Worker.serviceNames.node}/Subscribe`,
-              Stream.unwrapScoped(Effect.mapError(state.subscribe(nodeKey, generation), toGrpcError("node", "Subscribe")))
+              `${WorkerProtocol.serviceNames.node}/Subscribe`,
+              Stream.unwrapScoped(
+                Effect.mapError(state.subscribe(nodeKey, generation), toGrpcError("node", "Subscribe"))
+              )
             ))
         )
 

@@ -136,7 +136,11 @@ export interface SimulatedNetwork {
  * @since 0.1.0
  * @category tags
  */
-export const SimulatedNetwork: Context.TagClass<SimulatedNetwork, "effect-grpc-resilience/testing/SimulatedNetwork", SimulatedNetwork> = Context.Tag(
+export const SimulatedNetwork: Context.TagClass<
+  SimulatedNetwork,
+  "effect-grpc-resilience/testing/SimulatedNetwork",
+  SimulatedNetwork
+> = Context.Tag(
   "effect-grpc-resilience/testing/SimulatedNetwork"
 )<SimulatedNetwork, SimulatedNetwork>()
 
@@ -159,7 +163,10 @@ const connectivityNames: ReadonlyArray<GrpcChannel.ConnectivityState> = [
 
 // The grpc-js face of a simulated channel: enough for client constructors (`channelOverride`), no calls.
 class SimulatedGrpcChannel implements grpc.ChannelInterface {
-  constructor(readonly target: string, readonly state: SubscriptionRef.SubscriptionRef<GrpcChannel.ConnectivityState>) {}
+  constructor(
+    readonly target: string,
+    readonly state: SubscriptionRef.SubscriptionRef<GrpcChannel.ConnectivityState>
+  ) {}
   close() {}
   getTarget() {
     return this.target
@@ -205,8 +212,10 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
         const failure = yield* Ref.make<GrpcChannel.Failure>({ reason: "Unrecognized", detail: "no connection failed" })
         const stage = yield* Ref.make<GrpcChannel.Stage>("Connect")
         yield* Ref.update(dials, (n) => n + 1)
-        yield* Effect.acquireRelease(Ref.update(open, (n) => n + 1), () =>
-          Effect.zipRight(SubscriptionRef.set(state, "SHUTDOWN"), Ref.update(open, (n) => n - 1)))
+        yield* Effect.acquireRelease(
+          Ref.update(open, (n) => n + 1),
+          () => Effect.zipRight(SubscriptionRef.set(state, "SHUTDOWN"), Ref.update(open, (n) => n - 1))
+        )
 
         const settle = Effect.gen(function*() {
           yield* Ref.set(stage, "Connect")
@@ -230,10 +239,12 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
             )
           }
         })
-        const connect = SubscriptionRef.modify(state, (s) =>
-          s === "IDLE" || s === "TRANSIENT_FAILURE" ? [true, "CONNECTING"] as const : [false, s] as const).pipe(
-            Effect.flatMap((start) => start ? Effect.asVoid(Effect.forkIn(settle, scope)) : Effect.void)
-          )
+        const connect = SubscriptionRef.modify(
+          state,
+          (s) => s === "IDLE" || s === "TRANSIENT_FAILURE" ? [true, "CONNECTING"] as const : [false, s] as const
+        ).pipe(
+          Effect.flatMap((start) => start ? Effect.asVoid(Effect.forkIn(settle, scope)) : Effect.void)
+        )
 
         // An open connection follows the link: dropped on a cut, kept until keepalive gives up on a blackhole.
         const follow = link.changes.pipe(
@@ -281,7 +292,10 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
       new GrpcError({ code: grpc.status.UNAVAILABLE, details, service: "simulated", method })
 
     // What every call and stream goes through before the master sees it.
-    const opening = (state: Effect.Effect<GrpcChannel.ConnectivityState>, method: string): Effect.Effect<void, GrpcError> =>
+    const opening = (
+      state: Effect.Effect<GrpcChannel.ConnectivityState>,
+      method: string
+    ): Effect.Effect<void, GrpcError> =>
       Effect.gen(function*() {
         const now = yield* state
         if (now !== "READY") return yield* unavailable(method, `channel ${now}`)

@@ -5,8 +5,7 @@
  */
 export * as FaultProxy from "./FaultProxy.js"
 export * as Master from "./Master.js"
-export * as SimulatedNetwork from "./SimulatedNetwork.js"
-export * as SimulatedMaster from "./SimulatedMaster.js"
-export * as Partition from "./Partition.js"
-export * as Timeline from "./Timeline.js"
 export * as MasterAdmin from "./MasterAdmin.js"
+export * as Partition from "./Partition.js"
+export * as SimulatedMaster from "./SimulatedMaster.js"
+export * as SimulatedNetwork from "./SimulatedNetwork.js"

@@ -24,7 +24,7 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as TaskHandler from "../../src/TaskHandler.js"
-import { child, type Child, kill, line, stores, type StoreUnderTest } from "../fixtures/outboxStores.js"
+import { type Child, child, kill, line, stores, type StoreUnderTest } from "../fixtures/outboxStores.js"
 import { admin, type LogLine, poll, type Running, spawn, type TaskView, tsx } from "./processes.js"
 
 const rounds = Number(process.env["CRASH_RING_ROUNDS"] ?? 30)
@@ -70,115 +70,159 @@ const killNow = (worker: Running) =>
   })
 
 describe("crash ring", () => {
-  it.scopedLive(`the example worker killed ${rounds} times while the master is down or fails ReportStatus: every task ends exactly once`, () =>
-    Effect.gen(function*() {
-      const random = seeded(seed)
-      console.log(`crash ring (worker): seed ${seed}, ${rounds} rounds`)
-      const directory = yield* temporary
-      const socket = join(directory, "admin.sock")
-      const outboxDir = join(directory, "outbox")
-      const port = yield* freePort
-      yield* spawn(Command.make(...tsx("examples/master.ts")), {
-        MASTER_PORT: String(port),
-        ADMIN_SOCKET: socket,
-        LOG_FORMAT: "json",
-        // A hand-out lost with a killed worker goes out again soon; the master never gives a task up itself.
-        MASTER_REDELIVER_AFTER: "2 seconds",
-        MASTER_MAX_HAND_OUTS: "100000"
-      })
-      const api = <A>(method: "GET" | "POST", path: string, body?: unknown) => admin<A>(socket, method, path, body)
-      yield* poll(api("GET", "/nodes"), () => true, "30 seconds", "the master's admin API")
-      const address = `127.0.0.1:${port}`
-
-      const count = 150
-      const ids: Array<string> = []
-      for (let n = 0; n < count; n++) {
-        ids.push((yield* api<{ id: string }>("POST", "/tasks", { payload: { command: "sleep", args: ["0.05"] } })).id)
-      }
-      const workers: Array<Running> = []
-      const startWorker = Effect.gen(function*() {
-        const worker = yield* spawn(Command.make(...tsx("examples/worker.ts")), {
-          MASTER_ADDRESS: address,
-          NODE_KEY: "crash-ring",
-          OUTBOX_DIR: outboxDir,
-          MAX_RUNNERS: "4",
-          FETCH_INTERVAL: "200 millis",
-          LOG_FORMAT: "json"
+  it.scopedLive(
+    `the example worker killed ${rounds} times while the master is down or fails ReportStatus: every task ends exactly once`,
+    () =>
+      Effect.gen(function*() {
+        const random = seeded(seed)
+        console.log(`crash ring (worker): seed ${seed}, ${rounds} rounds`)
+        const directory = yield* temporary
+        const socket = join(directory, "admin.sock")
+        const outboxDir = join(directory, "outbox")
+        const port = yield* freePort
+        yield* spawn(Command.make(...tsx("examples/master.ts")), {
+          MASTER_PORT: String(port),
+          ADMIN_SOCKET: socket,
+          LOG_FORMAT: "json",
+          // A hand-out lost with a killed worker goes out again soon; the master never gives a task up itself.
+          MASTER_REDELIVER_AFTER: "2 seconds",
+          MASTER_MAX_HAND_OUTS: "100000"
         })
-        workers.push(worker)
-        return worker
-      })
+        const api = <A>(method: "GET" | "POST", path: string, body?: unknown) => admin<A>(socket, method, path, body)
+        yield* poll(api("GET", "/nodes"), () => true, "30 seconds", "the master's admin API")
+        const address = `127.0.0.1:${port}`
 
-      let down = false
-      const modes = { down: 0, refusing: 0, flaky: 0 }
-      for (let round = 1; round <= rounds; round++) {
-        const mode = round % 3 === 0 ? "down" : round % 3 === 1 ? "refusing" : "flaky"
-        modes[mode] += 1
-        if (mode === "down" && !down) yield* api("POST", "/stop")
-        if (mode !== "down" && down) yield* api("POST", "/restart")
-        down = mode === "down"
-        yield* api("POST", "/failure-rate", { rate: mode === "refusing" ? 1 : 0.5, only: ["ReportStatus"] })
-        const worker = yield* startWorker
-        // The worker is up in about a second: a few kills land while it starts, most while it works.
-        yield* Effect.sleep(Math.round(700 + random() * 2300))
-        yield* killNow(worker)
-      }
+        const count = 150
+        const ids: Array<string> = []
+        for (let n = 0; n < count; n++) {
+          ids.push((yield* api<{ id: string }>("POST", "/tasks", { payload: { command: "sleep", args: ["0.05"] } })).id)
+        }
+        const workers: Array<Running> = []
+        const startWorker = Effect.gen(function*() {
+          const worker = yield* spawn(Command.make(...tsx("examples/worker.ts")), {
+            MASTER_ADDRESS: address,
+            NODE_KEY: "crash-ring",
+            OUTBOX_DIR: outboxDir,
+            MAX_RUNNERS: "4",
+            FETCH_INTERVAL: "200 millis",
+            LOG_FORMAT: "json"
+          })
+          workers.push(worker)
+          return worker
+        })
 
-      // The master back, healthy: one more worker delivers what is left and ends what was cut off.
-      if (down) yield* api("POST", "/restart")
-      yield* api("POST", "/failure-rate", { rate: 0 })
-      const last = yield* startWorker
-      const tasks = yield* poll(
-        api<ReadonlyArray<TaskView>>("GET", "/tasks"),
-        (tasks) => tasks.every((t) => terminal.includes(t.status)),
-        "90 seconds",
-        "every task ended"
-      )
-      // Ended at the master, but the last reports may still be on their way out of the outbox.
-      yield* poll(Effect.sync(() => records(join(outboxDir)).filter((name) => !name.includes("damaged"))), (left) => left.length === 0, "30 seconds", "the outbox empty")
-      yield* last.kill("SIGTERM")
-      yield* poll(last.running, (running) => !running, "20 seconds", "the last worker stopped")
+        let down = false
+        const modes = { down: 0, refusing: 0, flaky: 0 }
+        for (let round = 1; round <= rounds; round++) {
+          const mode = round % 3 === 0 ? "down" : round % 3 === 1 ? "refusing" : "flaky"
+          modes[mode] += 1
+          if (mode === "down" && !down) yield* api("POST", "/stop")
+          if (mode !== "down" && down) yield* api("POST", "/restart")
+          down = mode === "down"
+          yield* api("POST", "/failure-rate", { rate: mode === "refusing" ? 1 : 0.5, only: ["ReportStatus"] })
+          const worker = yield* startWorker
+          // The worker is up in about a second: a few kills land while it starts, most while it works.
+          yield* Effect.sleep(Math.round(700 + random() * 2300))
+          yield* killNow(worker)
+        }
 
-      const lines: ReadonlyArray<LogLine> = workers.flatMap((w) => w.lines)
-      const outcome = { finished: 0, errorAfterRestart: 0, otherError: 0, cancelled: 0 }
-      for (const task of tasks) {
-        const ends = task.history.filter((change) => terminal.includes(change.status))
-        assert.strictEqual(ends.length, 1, `${task.id}: exactly one terminal status (${JSON.stringify(task.history)})`)
-        const statuses = task.history.map((change) => change.status)
-        assert.strictEqual(new Set(statuses).size, statuses.length, `${task.id}: no status applied twice (${statuses.join(", ")})`)
-        const starts = lines.filter((l) => l.message === `task ${task.id} started`).length
-        assert.isAtMost(starts, 1, `${task.id}: started at most once across the restarts`)
-        const end = ends[0]!
-        if (end.status === "FINISHED") outcome.finished += 1
-        else if (end.status === "CANCELLED") outcome.cancelled += 1
-        else if (end.error === TaskHandler.restartMessage) outcome.errorAfterRestart += 1
-        else outcome.otherError += 1
-      }
-      assert.strictEqual(tasks.length, count)
-      assert.deepStrictEqual(tasks.filter((t) => !terminal.includes(t.status)).map((t) => t.id), [], "none left RUNNING or ASSIGNED")
-      assert.deepStrictEqual(records(outboxDir), [], "nothing left in the outbox, nothing set aside")
-      assert.deepStrictEqual(lines.filter((l) => /damaged|set aside/.test(l.message)).map((l) => l.message), [], "no record set aside")
-      assert.strictEqual(outcome.otherError + outcome.cancelled, 0, `every task finished or was cut off by a kill: ${JSON.stringify(outcome)}`)
-      assert.isTrue(lines.some((l) => l.message.includes("connected to")), "the workers' logs were read")
-      const kills = rounds
-      const restartedWhileRunning = lines.filter((l) => l.message.includes("was running when the worker stopped")).length
-      const locksTakenOver = lines.filter((l) => l.message.includes("taking over the lock")).length
-      assert.isAtLeast(locksTakenOver, 1, "a killed worker's lock was taken over by its successor")
-      console.log(`crash ring (worker), seed ${seed}: ${kills} kills (${JSON.stringify(modes)}), ${count} tasks: ${JSON.stringify(outcome)}, ` +
-        `${restartedWhileRunning} cut off by a kill and reported ERROR after the restart, ` +
-        `${lines.filter((l) => l.message.includes("reports to deliver from before")).length} restarts with reports owed, ` +
-        `${locksTakenOver} stale locks taken over`)
-    }).pipe(Effect.provide(NodeContext.layer)), 170_000)
+        // The master back, healthy: one more worker delivers what is left and ends what was cut off.
+        if (down) yield* api("POST", "/restart")
+        yield* api("POST", "/failure-rate", { rate: 0 })
+        const last = yield* startWorker
+        const tasks = yield* poll(
+          api<ReadonlyArray<TaskView>>("GET", "/tasks"),
+          (tasks) => tasks.every((t) => terminal.includes(t.status)),
+          "90 seconds",
+          "every task ended"
+        )
+        // Ended at the master, but the last reports may still be on their way out of the outbox.
+        yield* poll(
+          Effect.sync(() => records(join(outboxDir)).filter((name) => !name.includes("damaged"))),
+          (left) => left.length === 0,
+          "30 seconds",
+          "the outbox empty"
+        )
+        yield* last.kill("SIGTERM")
+        yield* poll(last.running, (running) => !running, "20 seconds", "the last worker stopped")
 
-  it.scopedLive(`the outbox alone, killed ${rounds} times, for each store: no stored report lost, the order of add kept`, () =>
-    Effect.gen(function*() {
-      console.log(`crash ring (outbox alone): seed ${seed}, ${rounds} rounds`)
-      const directory = yield* temporary
-      const results = yield* Effect.forEach(stores, (store, index) => ring(store, store.location(directory), seeded(seed + index + 1)), {
-        concurrency: "unbounded"
-      })
-      for (const result of results) console.log(`crash ring (outbox alone), ${result.store}: ${JSON.stringify(result)}`)
-    }), 120_000)
+        const lines: ReadonlyArray<LogLine> = workers.flatMap((w) => w.lines)
+        const outcome = { finished: 0, errorAfterRestart: 0, otherError: 0, cancelled: 0 }
+        for (const task of tasks) {
+          const ends = task.history.filter((change) => terminal.includes(change.status))
+          assert.strictEqual(
+            ends.length,
+            1,
+            `${task.id}: exactly one terminal status (${JSON.stringify(task.history)})`
+          )
+          const statuses = task.history.map((change) => change.status)
+          assert.strictEqual(
+            new Set(statuses).size,
+            statuses.length,
+            `${task.id}: no status applied twice (${statuses.join(", ")})`
+          )
+          const starts = lines.filter((l) => l.message === `task ${task.id} started`).length
+          assert.isAtMost(starts, 1, `${task.id}: started at most once across the restarts`)
+          const end = ends[0]!
+          if (end.status === "FINISHED") outcome.finished += 1
+          else if (end.status === "CANCELLED") outcome.cancelled += 1
+          else if (end.error === TaskHandler.restartMessage) outcome.errorAfterRestart += 1
+          else outcome.otherError += 1
+        }
+        assert.strictEqual(tasks.length, count)
+        assert.deepStrictEqual(
+          tasks.filter((t) => !terminal.includes(t.status)).map((t) => t.id),
+          [],
+          "none left RUNNING or ASSIGNED"
+        )
+        assert.deepStrictEqual(records(outboxDir), [], "nothing left in the outbox, nothing set aside")
+        assert.deepStrictEqual(
+          lines.filter((l) => /damaged|set aside/.test(l.message)).map((l) => l.message),
+          [],
+          "no record set aside"
+        )
+        assert.strictEqual(
+          outcome.otherError + outcome.cancelled,
+          0,
+          `every task finished or was cut off by a kill: ${JSON.stringify(outcome)}`
+        )
+        assert.isTrue(lines.some((l) => l.message.includes("connected to")), "the workers' logs were read")
+        const kills = rounds
+        const restartedWhileRunning = lines.filter((l) =>
+          l.message.includes("was running when the worker stopped")
+        ).length
+        const locksTakenOver = lines.filter((l) => l.message.includes("taking over the lock")).length
+        assert.isAtLeast(locksTakenOver, 1, "a killed worker's lock was taken over by its successor")
+        console.log(
+          `crash ring (worker), seed ${seed}: ${kills} kills (${JSON.stringify(modes)}), ${count} tasks: ${
+            JSON.stringify(outcome)
+          }, ` +
+            `${restartedWhileRunning} cut off by a kill and reported ERROR after the restart, ` +
+            `${
+              lines.filter((l) => l.message.includes("reports to deliver from before")).length
+            } restarts with reports owed, ` +
+            `${locksTakenOver} stale locks taken over`
+        )
+      }).pipe(Effect.provide(NodeContext.layer)),
+    170_000
+  )
+
+  it.scopedLive(
+    `the outbox alone, killed ${rounds} times, for each store: no stored report lost, the order of add kept`,
+    () =>
+      Effect.gen(function*() {
+        console.log(`crash ring (outbox alone): seed ${seed}, ${rounds} rounds`)
+        const directory = yield* temporary
+        const results = yield* Effect.forEach(stores, (store, index) =>
+          ring(store, store.location(directory), seeded(seed + index + 1)), {
+          concurrency: "unbounded"
+        })
+        for (const result of results) {
+          console.log(`crash ring (outbox alone), ${result.store}: ${JSON.stringify(result)}`)
+        }
+      }),
+    120_000
+  )
 })
 
 interface Incarnation {
@@ -227,7 +271,9 @@ const ring = (store: StoreUnderTest, location: string, random: () => number) =>
         }
         // A task whose final report was stored in an earlier life is never called unfinished.
         if (kind === "U") {
-          const earlier = lives.slice(0, index).some((e) => e.lines.includes(`A ${value}:FINISHED`) || e.lines.includes(`A ${value}:ERROR`))
+          const earlier = lives.slice(0, index).some((e) =>
+            e.lines.includes(`A ${value}:FINISHED`) || e.lines.includes(`A ${value}:ERROR`)
+          )
           assert.isFalse(earlier, `${store.name}: ${value} called unfinished after its final report was stored`)
         }
       }
@@ -235,7 +281,11 @@ const ring = (store: StoreUnderTest, location: string, random: () => number) =>
     const lost = [...acked].filter((key) => !delivered.has(key))
     assert.deepStrictEqual(lost, [], `${store.name}: every report whose add returned was delivered`)
     assert.strictEqual(setAside, 0, `${store.name}: nothing set aside`)
-    assert.deepStrictEqual(after.lines.filter((l) => !["S 0", "P 0", "done"].includes(l)), [], `${store.name}: nothing left after the drain`)
+    assert.deepStrictEqual(
+      after.lines.filter((l) => !["S 0", "P 0", "done"].includes(l)),
+      [],
+      `${store.name}: nothing left after the drain`
+    )
     // Per writer stream, first deliveries come in the order of add: RUNNING n, FINISHED n, RUNNING n + 1, ...
     const streams = new Map<string, Array<[number, number]>>()
     for (const key of firstDeliveries) {
@@ -249,7 +299,10 @@ const ring = (store: StoreUnderTest, location: string, random: () => number) =>
       for (let i = 1; i < positions.length; i++) {
         const [n0, s0] = positions[i - 1]!
         const [n1, s1] = positions[i]!
-        assert.isTrue(n1 > n0 || (n1 === n0 && s1 > s0), `${store.name}: stream ${stream} delivered out of order at ${n1}`)
+        assert.isTrue(
+          n1 > n0 || (n1 === n0 && s1 > s0),
+          `${store.name}: stream ${stream} delivered out of order at ${n1}`
+        )
       }
     }
     const redelivered = [...delivered.values()].filter((n) => n > 1).length

@@ -53,7 +53,10 @@ const startWorker = (directory: string, address: string) =>
 type Api = Effect.Effect.Success<ReturnType<typeof startMaster>>["api"]
 
 const enqueue = (api: Api, n: number) =>
-  Effect.map(api<{ id: string }>("POST", "/tasks", { payload: { command: "echo", args: ["task", String(n)] } }), ({ id }) => id)
+  Effect.map(
+    api<{ id: string }>("POST", "/tasks", { payload: { command: "echo", args: ["task", String(n)] } }),
+    ({ id }) => id
+  )
 
 // Every task ended once, and the worker started each once (in the log lines since `since`).
 const checkExactlyOnce = (api: Api, worker: Running, ids: ReadonlyArray<string>, since = 0) =>
@@ -66,7 +69,11 @@ const checkExactlyOnce = (api: Api, worker: Running, ids: ReadonlyArray<string>,
     )
     for (const id of ids) {
       const task = tasks.find((t) => t.id === id)!
-      assert.strictEqual(task.history.filter((change) => terminal.includes(change.status)).length, 1, `${id}: one terminal status`)
+      assert.strictEqual(
+        task.history.filter((change) => terminal.includes(change.status)).length,
+        1,
+        `${id}: one terminal status`
+      )
       assert.strictEqual(task.status, "FINISHED", `${id} finished`)
       const starts = worker.lines.filter((line: LogLine) => line.at >= since && line.message === `task ${id} started`)
       assert.strictEqual(starts.length, 1, `${id} started once`)
@@ -102,25 +109,32 @@ describe("the example worker through real faults (separate processes)", () => {
       assert.isTrue(yield* worker.running, "the worker was never restarted")
     }).pipe(Effect.provide(NodeContext.layer)), 90_000)
 
-  it.scopedLive("a link blackholed for 30 s: found by keepalive or the probe, then recovered", () =>
-    Effect.gen(function*() {
-      const { directory, port } = yield* setup
-      const master = yield* startMaster(directory, port)
-      const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port } })
-      const worker = yield* startWorker(directory, proxy.address)
-      const ids: Array<string> = []
-      ids.push(yield* enqueue(master.api, 0))
-      yield* checkExactlyOnce(master.api, worker, ids)
-      yield* proxy.blackhole
-      for (let n = 1; n <= 6; n++) {
-        yield* Effect.sleep("5 seconds")
-        ids.push(yield* enqueue(master.api, n))
-      }
-      yield* proxy.pass
-      yield* checkExactlyOnce(master.api, worker, ids)
-      assert.isTrue(worker.lines.some((line) => line.message.startsWith("connection lost")), "the blackhole was found")
-      assert.isTrue(yield* worker.running, "the worker was never restarted")
-    }).pipe(Effect.provide(NodeContext.layer)), 120_000)
+  it.scopedLive(
+    "a link blackholed for 30 s: found by keepalive or the probe, then recovered",
+    () =>
+      Effect.gen(function*() {
+        const { directory, port } = yield* setup
+        const master = yield* startMaster(directory, port)
+        const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port } })
+        const worker = yield* startWorker(directory, proxy.address)
+        const ids: Array<string> = []
+        ids.push(yield* enqueue(master.api, 0))
+        yield* checkExactlyOnce(master.api, worker, ids)
+        yield* proxy.blackhole
+        for (let n = 1; n <= 6; n++) {
+          yield* Effect.sleep("5 seconds")
+          ids.push(yield* enqueue(master.api, n))
+        }
+        yield* proxy.pass
+        yield* checkExactlyOnce(master.api, worker, ids)
+        assert.isTrue(
+          worker.lines.some((line) => line.message.startsWith("connection lost")),
+          "the blackhole was found"
+        )
+        assert.isTrue(yield* worker.running, "the worker was never restarted")
+      }).pipe(Effect.provide(NodeContext.layer)),
+    120_000
+  )
 
   it.scopedLive("a link flapping down and up every 1 to 3 s for 60 s", () =>
     Effect.gen(function*() {
@@ -128,8 +142,17 @@ describe("the example worker through real faults (separate processes)", () => {
       const master = yield* startMaster(directory, port)
       const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port } })
       const worker = yield* startWorker(directory, proxy.address)
-      yield* poll(master.api<ReadonlyArray<{ key: string; online: boolean }>>("GET", "/nodes"), (nodes) => nodes.some((n) => n.online), "30 seconds", "worker online")
-      const flapping = yield* proxy.flap({ down: ["1 second", "3 seconds"], up: ["1 second", "3 seconds"], kind: "reset" })
+      yield* poll(
+        master.api<ReadonlyArray<{ key: string; online: boolean }>>("GET", "/nodes"),
+        (nodes) => nodes.some((n) => n.online),
+        "30 seconds",
+        "worker online"
+      )
+      const flapping = yield* proxy.flap({
+        down: ["1 second", "3 seconds"],
+        up: ["1 second", "3 seconds"],
+        kind: "reset"
+      })
       const ids: Array<string> = []
       for (let n = 1; n <= 30; n++) {
         ids.push(yield* enqueue(master.api, n))
@@ -146,7 +169,12 @@ describe("the example worker through real faults (separate processes)", () => {
       const { directory, port } = yield* setup
       const master = yield* startMaster(directory, port)
       const worker = yield* startWorker(directory, `127.0.0.1:${port}`)
-      yield* poll(master.api<ReadonlyArray<{ key: string; online: boolean }>>("GET", "/nodes"), (nodes) => nodes.some((n) => n.online), "30 seconds", "worker online")
+      yield* poll(
+        master.api<ReadonlyArray<{ key: string; online: boolean }>>("GET", "/nodes"),
+        (nodes) => nodes.some((n) => n.online),
+        "30 seconds",
+        "worker online"
+      )
       yield* master.api("POST", "/failure-rate", { rate: 0.3 })
       const ids = yield* Effect.forEach(Array.from({ length: 30 }, (_, n) => n), (n) => enqueue(master.api, n))
       yield* checkExactlyOnce(master.api, worker, ids)

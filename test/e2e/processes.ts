@@ -4,8 +4,8 @@
  * crosses network namespaces).
  */
 import * as Command from "@effect/platform/Command"
-import * as Effect from "effect/Effect"
 import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import { request } from "node:http"
 import { fileURLToPath } from "node:url"
@@ -27,7 +27,9 @@ export interface Running {
 }
 
 /** `node --import tsx <script>` as argv, to run as is or inside a namespace. */
-export const tsx = (script: string): readonly [string, ...Array<string>] => [process.execPath, "--import", "tsx", script]
+export const tsx = (
+  script: string
+): readonly [string, ...Array<string>] => [process.execPath, "--import", "tsx", script]
 
 const parse = (raw: string): LogLine => {
   try {
@@ -63,7 +65,12 @@ export const spawn = (command: Command.Command, env: Record<string, string>) =>
         if (ended._tag === "None" || ended.value._tag === "None") yield* kill("SIGKILL")
       })
     )
-    return { lines, pid: child.pid, running: Effect.orElseSucceed(child.isRunning, () => false), kill } satisfies Running
+    return {
+      lines,
+      pid: child.pid,
+      running: Effect.orElseSucceed(child.isRunning, () => false),
+      kill
+    } satisfies Running
   })
 
 /** One request to the master's admin API over its Unix socket. */
@@ -74,8 +81,9 @@ export const admin = <A = unknown>(socketPath: string, method: "GET" | "POST", p
       res.setEncoding("utf8")
       res.on("data", (chunk) => (data += chunk))
       res.on("end", () => {
-        if ((res.statusCode ?? 500) >= 400) resume(Effect.fail(new Error(`${method} ${path}: ${res.statusCode} ${data}`)))
-        else resume(Effect.succeed((data === "" ? undefined : JSON.parse(data)) as A))
+        if ((res.statusCode ?? 500) >= 400) {
+          resume(Effect.fail(new Error(`${method} ${path}: ${res.statusCode} ${data}`)))
+        } else resume(Effect.succeed((data === "" ? undefined : JSON.parse(data)) as A))
       })
     })
     req.on("error", (error) => resume(Effect.fail(error)))
@@ -84,7 +92,12 @@ export const admin = <A = unknown>(socketPath: string, method: "GET" | "POST", p
   })
 
 /** Polls until `until` holds (a failed read counts as not yet), every 50 ms, bounded. */
-export const poll = <A, E>(self: Effect.Effect<A, E>, until: (a: A) => boolean, within: Duration.DurationInput, what: string) =>
+export const poll = <A, E>(
+  self: Effect.Effect<A, E>,
+  until: (a: A) => boolean,
+  within: Duration.DurationInput,
+  what: string
+) =>
   Effect.gen(function*() {
     while (true) {
       const read = yield* Effect.either(self)
@@ -92,7 +105,10 @@ export const poll = <A, E>(self: Effect.Effect<A, E>, until: (a: A) => boolean, 
       yield* Effect.sleep("50 millis")
     }
   }).pipe(
-    Effect.timeoutFail({ duration: within, onTimeout: () => new Error(`${what}: not within ${Duration.format(Duration.decode(within))}`) })
+    Effect.timeoutFail({
+      duration: within,
+      onTimeout: () => new Error(`${what}: not within ${Duration.format(Duration.decode(within))}`)
+    })
   )
 
 export interface TaskView {

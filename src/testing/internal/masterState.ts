@@ -13,9 +13,9 @@ import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as HashMap from "effect/HashMap"
 import * as Mailbox from "effect/Mailbox"
-import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
@@ -303,7 +303,9 @@ const reportable: ReadonlySet<unknown> = new Set<TaskStatus>(["RUNNING", "FINISH
 
 const isEnded = (status: TaskStatus) => rank[status] === 3
 
-const toInfo = ({ deliveries: _deliveries, fetchId: _fetchId, handedOutAt: _at, reportKeys: _keys, seq: _seq, ...info }: TaskRecord): TaskInfo => info
+const toInfo = (
+  { deliveries: _deliveries, fetchId: _fetchId, handedOutAt: _at, reportKeys: _keys, seq: _seq, ...info }: TaskRecord
+): TaskInfo => info
 
 const change = (
   task: TaskRecord,
@@ -317,7 +319,10 @@ const change = (
   history: [...task.history, { status, at, node, error: error === undefined || error === "" ? undefined : error }]
 })
 
-const putTask = (state: State, task: TaskRecord): State => ({ ...state, tasks: HashMap.set(state.tasks, task.id, task) })
+const putTask = (state: State, task: TaskRecord): State => ({
+  ...state,
+  tasks: HashMap.set(state.tasks, task.id, task)
+})
 
 // The node's own tasks first (pending, or handed out to it and unconfirmed for `redeliverAfter`), then
 // unassigned ones; by priority descending, then creation order.
@@ -373,36 +378,37 @@ const giveUpUnconfirmed = (state: State, node: string, now: number, redeliverAft
   return next
 }
 
-const fetchTask = (node: string, fetchId: string, now: number, redeliverAfter: number, maxHandOuts: number) =>
-(current: State): readonly [Option.Option<TaskInfo>, State] => {
-  const state = giveUpUnconfirmed(current, node, now, redeliverAfter, maxHandOuts)
-  const id = parseFetchId(fetchId)
-  if (id === undefined) {
-    const again = fetchedBefore(state, node, fetchId)
-    if (again !== undefined) return handOut(state, again, node, fetchId, now, true)
+const fetchTask =
+  (node: string, fetchId: string, now: number, redeliverAfter: number, maxHandOuts: number) =>
+  (current: State): readonly [Option.Option<TaskInfo>, State] => {
+    const state = giveUpUnconfirmed(current, node, now, redeliverAfter, maxHandOuts)
+    const id = parseFetchId(fetchId)
+    if (id === undefined) {
+      const again = fetchedBefore(state, node, fetchId)
+      if (again !== undefined) return handOut(state, again, node, fetchId, now, true)
+      const task = nextTask(state, node, now, redeliverAfter)
+      return task === undefined ? [Option.none(), state] : handOut(state, task, node, fetchId, now, false)
+    }
+    const ledger = Option.getOrUndefined(HashMap.get(state.fetches, node))
+    if (ledger !== undefined && ledger.nonce === id.nonce && id.seq <= ledger.last) {
+      const answered = ledger.answers.find(([seq]) => seq === id.seq)?.[1]
+      const task = answered ? Option.getOrUndefined(HashMap.get(state.tasks, answered)) : undefined
+      return task !== undefined && task.status === "ASSIGNED" && task.node === node
+        ? handOut(state, task, node, fetchId, now, true)
+        : [Option.none(), state]
+    }
     const task = nextTask(state, node, now, redeliverAfter)
-    return task === undefined ? [Option.none(), state] : handOut(state, task, node, fetchId, now, false)
+    const answers = ledger !== undefined && ledger.nonce === id.nonce ? ledger.answers : []
+    const recorded: State = {
+      ...state,
+      fetches: HashMap.set(state.fetches, node, {
+        nonce: id.nonce,
+        last: id.seq,
+        answers: [...answers, [id.seq, task?.id ?? null] as const].slice(-32)
+      })
+    }
+    return task === undefined ? [Option.none(), recorded] : handOut(recorded, task, node, fetchId, now, false)
   }
-  const ledger = Option.getOrUndefined(HashMap.get(state.fetches, node))
-  if (ledger !== undefined && ledger.nonce === id.nonce && id.seq <= ledger.last) {
-    const answered = ledger.answers.find(([seq]) => seq === id.seq)?.[1]
-    const task = answered ? Option.getOrUndefined(HashMap.get(state.tasks, answered)) : undefined
-    return task !== undefined && task.status === "ASSIGNED" && task.node === node
-      ? handOut(state, task, node, fetchId, now, true)
-      : [Option.none(), state]
-  }
-  const task = nextTask(state, node, now, redeliverAfter)
-  const answers = ledger !== undefined && ledger.nonce === id.nonce ? ledger.answers : []
-  const recorded: State = {
-    ...state,
-    fetches: HashMap.set(state.fetches, node, {
-      nonce: id.nonce,
-      last: id.seq,
-      answers: [...answers, [id.seq, task?.id ?? null] as const].slice(-32)
-    })
-  }
-  return task === undefined ? [Option.none(), recorded] : handOut(recorded, task, node, fetchId, now, false)
-}
 
 const reportStatus = (report: Report, now: number) => (state: State): readonly [ReportOutcome | Rejection, State] => {
   const task = Option.getOrUndefined(HashMap.get(state.tasks, report.taskId))
@@ -453,19 +459,22 @@ const newestSubscription = (state: State, node: string): Subscription | undefine
   return newest
 }
 
-const cancelTask = (id: string, now: number) =>
-(state: State): readonly [MasterError | CancelOutcome | Subscription | undefined, State] => {
-  const task = Option.getOrUndefined(HashMap.get(state.tasks, id))
-  if (task === undefined) return [new MasterError({ reason: "UnknownTask", message: `task ${id} not found` }), state]
-  if (isEnded(task.status)) return ["AlreadyEnded", state]
-  const next = putTask(state, change(task, "CANCELLED", now, undefined))
-  if (task.handedOut === 0) return ["NotHandedOut", next]
-  return [task.node === undefined ? undefined : newestSubscription(state, task.node), next]
-}
+const cancelTask =
+  (id: string, now: number) =>
+  (state: State): readonly [MasterError | CancelOutcome | Subscription | undefined, State] => {
+    const task = Option.getOrUndefined(HashMap.get(state.tasks, id))
+    if (task === undefined) return [new MasterError({ reason: "UnknownTask", message: `task ${id} not found` }), state]
+    if (isEnded(task.status)) return ["AlreadyEnded", state]
+    const next = putTask(state, change(task, "CANCELLED", now, undefined))
+    if (task.handedOut === 0) return ["NotHandedOut", next]
+    return [task.node === undefined ? undefined : newestSubscription(state, task.node), next]
+  }
 
 // Adds a subscription of a registered node; one per node and generation, so it replaces the one it finds.
 const addSubscription = (node: string, generation: number, mailbox: Mailbox.Mailbox<MasterRequest>) =>
-(state: State): readonly [Rejection | { readonly sub: Subscription; readonly replaced: Subscription | undefined }, State] => {
+(
+  state: State
+): readonly [Rejection | { readonly sub: Subscription; readonly replaced: Subscription | undefined }, State] => {
   if (!HashMap.has(state.nodes, node)) return [notRegistered(node), state]
   const sub: Subscription = { id: state.subscriptionCount, node, generation, mailbox }
   const byGeneration = Option.getOrElse(HashMap.get(state.subscriptions, node), HashMap.empty<number, Subscription>)
@@ -480,7 +489,9 @@ const addSubscription = (node: string, generation: number, mailbox: Mailbox.Mail
 // Removes the entry only while it is still this stream's, never a newer one of the same node.
 const removeSubscription = (sub: Subscription) => (state: State): State => {
   const byGeneration = Option.getOrUndefined(HashMap.get(state.subscriptions, sub.node))
-  const current = byGeneration === undefined ? undefined : Option.getOrUndefined(HashMap.get(byGeneration, sub.generation))
+  const current = byGeneration === undefined
+    ? undefined
+    : Option.getOrUndefined(HashMap.get(byGeneration, sub.generation))
   if (byGeneration === undefined || current?.id !== sub.id) return state
   const rest = HashMap.remove(byGeneration, sub.generation)
   return {
@@ -528,7 +539,11 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
     const redeliverAfter = Duration.toMillis(
       yield* validInterval(options.redeliverAfter ?? defaults.redeliverAfter, "redeliverAfter")
     )
-    const maxHandOuts = yield* checked("maxHandOuts", Validate.isWholeNumber(1), options.maxHandOuts ?? defaults.maxHandOuts)
+    const maxHandOuts = yield* checked(
+      "maxHandOuts",
+      Validate.isWholeNumber(1),
+      options.maxHandOuts ?? defaults.maxHandOuts
+    )
     const offlineAfter = 2 * Duration.toMillis(heartbeatInterval)
     const failureRate = yield* Ref.make<{ readonly rate: number; readonly only?: ReadonlySet<string> | undefined }>({
       rate: yield* validRate(options.failureRate ?? defaults.failureRate)
@@ -577,10 +592,12 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         yield* required("node_key", node)
         const now = yield* Clock.currentTimeMillis
         const task = yield* Ref.modify(state, fetchTask(node, fetchId, now, redeliverAfter, maxHandOuts))
-        yield* Effect.logDebug(`FetchTask ${node} ${fetchId || "(no fetch id)"}: ${Option.match(task, {
-          onNone: () => "no task",
-          onSome: (t) => `${t.id} (handed out ${t.handedOut} times)`
-        })}`)
+        yield* Effect.logDebug(`FetchTask ${node} ${fetchId || "(no fetch id)"}: ${
+          Option.match(task, {
+            onNone: () => "no task",
+            onSome: (t) => `${t.id} (handed out ${t.handedOut} times)`
+          })
+        }`)
         return task
       })
 
@@ -658,7 +675,9 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
       Ref.getAndUpdate(state, (s) => ({ ...s, subscriptions: HashMap.empty() })),
       (s) =>
         Effect.forEach(
-          Array.from(HashMap.values(s.subscriptions)).flatMap((byGeneration) => Array.from(HashMap.values(byGeneration))),
+          Array.from(HashMap.values(s.subscriptions)).flatMap((byGeneration) =>
+            Array.from(HashMap.values(byGeneration))
+          ),
           (sub) => sub.mailbox.end,
           { discard: true }
         )
@@ -666,7 +685,10 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
 
     return {
       enqueue,
-      tasks: Effect.map(Ref.get(state), (s) => Array.from(HashMap.values(s.tasks)).sort((a, b) => a.seq - b.seq).map(toInfo)),
+      tasks: Effect.map(
+        Ref.get(state),
+        (s) => Array.from(HashMap.values(s.tasks)).sort((a, b) => a.seq - b.seq).map(toInfo)
+      ),
       task: (id) =>
         Effect.flatMap(Ref.get(state), (s) =>
           Option.match(HashMap.get(s.tasks, id), {
@@ -684,12 +706,16 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
       }),
       subscriptions: Effect.map(
         Ref.get(state),
-        (s) => Array.from(HashMap.values(s.subscriptions)).reduce((n, byGeneration) => n + HashMap.size(byGeneration), 0)
+        (s) =>
+          Array.from(HashMap.values(s.subscriptions)).reduce((n, byGeneration) => n + HashMap.size(byGeneration), 0)
       ),
       cancel,
       setFailureRate: (rate, options) =>
-        Effect.flatMap(validRate(rate), (valid) =>
-          Ref.set(failureRate, { rate: valid, only: options?.only === undefined ? undefined : new Set(options.only) })),
+        Effect.flatMap(
+          validRate(rate),
+          (valid) =>
+            Ref.set(failureRate, { rate: valid, only: options?.only === undefined ? undefined : new Set(options.only) })
+        ),
       dropSubscriptions,
       injectFailure,
       register,

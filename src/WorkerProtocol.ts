@@ -14,26 +14,26 @@
 import * as grpc from "@grpc/grpc-js"
 import type * as protoLoader from "@grpc/proto-loader"
 import { fileURLToPath } from "node:url"
-import { lazy, requireLazily } from "../internal/lazy.js"
-import type { ProtoGrpcType } from "./generated/worker.js"
-import type { CancelTask__Output } from "./generated/worker/v1/CancelTask.js"
-import type { FetchTaskReply__Output } from "./generated/worker/v1/FetchTaskReply.js"
-import type { FetchTaskRequest__Output } from "./generated/worker/v1/FetchTaskRequest.js"
-import type { HeartbeatReply__Output } from "./generated/worker/v1/HeartbeatReply.js"
-import type { HeartbeatRequest__Output } from "./generated/worker/v1/HeartbeatRequest.js"
-import type { MasterMessage__Output } from "./generated/worker/v1/MasterMessage.js"
-import type * as NodeServiceGenerated from "./generated/worker/v1/NodeService.js"
-import type { RegisterReply__Output } from "./generated/worker/v1/RegisterReply.js"
-import type { RegisterRequest__Output } from "./generated/worker/v1/RegisterRequest.js"
-import { ReportOutcome as ReportOutcomeValues } from "./generated/worker/v1/ReportOutcome.js"
-import type { ReportOutcome__Output } from "./generated/worker/v1/ReportOutcome.js"
-import type { ReportStatusReply__Output } from "./generated/worker/v1/ReportStatusReply.js"
-import type { ReportStatusRequest__Output } from "./generated/worker/v1/ReportStatusRequest.js"
-import type { SubscribeRequest__Output } from "./generated/worker/v1/SubscribeRequest.js"
-import type { Task__Output } from "./generated/worker/v1/Task.js"
-import type * as TaskServiceGenerated from "./generated/worker/v1/TaskService.js"
-import { TaskStatus as TaskStatusValues } from "./generated/worker/v1/TaskStatus.js"
-import type { TaskStatus__Output } from "./generated/worker/v1/TaskStatus.js"
+import { lazy, requireLazily } from "./internal/lazy.js"
+import type { ProtoGrpcType } from "./protocol/generated/worker.js"
+import type { CancelTask__Output } from "./protocol/generated/worker/v1/CancelTask.js"
+import type { FetchTaskReply__Output } from "./protocol/generated/worker/v1/FetchTaskReply.js"
+import type { FetchTaskRequest__Output } from "./protocol/generated/worker/v1/FetchTaskRequest.js"
+import type { HeartbeatReply__Output } from "./protocol/generated/worker/v1/HeartbeatReply.js"
+import type { HeartbeatRequest__Output } from "./protocol/generated/worker/v1/HeartbeatRequest.js"
+import type { MasterMessage__Output } from "./protocol/generated/worker/v1/MasterMessage.js"
+import type * as NodeServiceGenerated from "./protocol/generated/worker/v1/NodeService.js"
+import type { RegisterReply__Output } from "./protocol/generated/worker/v1/RegisterReply.js"
+import type { RegisterRequest__Output } from "./protocol/generated/worker/v1/RegisterRequest.js"
+import { ReportOutcome as ReportOutcomeValues } from "./protocol/generated/worker/v1/ReportOutcome.js"
+import type { ReportOutcome__Output } from "./protocol/generated/worker/v1/ReportOutcome.js"
+import type { ReportStatusReply__Output } from "./protocol/generated/worker/v1/ReportStatusReply.js"
+import type { ReportStatusRequest__Output } from "./protocol/generated/worker/v1/ReportStatusRequest.js"
+import type { SubscribeRequest__Output } from "./protocol/generated/worker/v1/SubscribeRequest.js"
+import type { Task__Output } from "./protocol/generated/worker/v1/Task.js"
+import type * as TaskServiceGenerated from "./protocol/generated/worker/v1/TaskService.js"
+import { TaskStatus as TaskStatusValues } from "./protocol/generated/worker/v1/TaskStatus.js"
+import type { TaskStatus__Output } from "./protocol/generated/worker/v1/TaskStatus.js"
 
 /**
  * The path of `worker.proto` on disk.
@@ -41,7 +41,7 @@ import type { TaskStatus__Output } from "./generated/worker/v1/TaskStatus.js"
  * @since 0.1.0
  * @category constants
  */
-export const protoPath: string = fileURLToPath(new URL("../../proto/worker.proto", import.meta.url))
+export const protoPath: string = fileURLToPath(new URL("../proto/worker.proto", import.meta.url))
 
 /**
  * The options the proto is loaded with; the generated types assume them.
@@ -82,6 +82,8 @@ const lazyConstructor = <C extends grpc.Client, D extends grpc.ServiceDefinition
   service: () => D,
   load: () => ClientConstructor<C, D>
 ): ClientConstructor<C, D> => {
+  // A function, not a method: a Proxy can only construct through a constructible target.
+  // eslint-disable-next-line object-shorthand
   const shell = { [name]: function() {} }[name]!
   return new Proxy(shell as unknown as ClientConstructor<C, D>, {
     construct: (_, args, newTarget) => Reflect.construct(load(), args, newTarget),
@@ -299,7 +301,7 @@ export type NodeServiceHandlers = NodeServiceGenerated.NodeServiceHandlers
 export type TaskServiceHandlers = TaskServiceGenerated.TaskServiceHandlers
 
 /**
- * The definition a server adds: `server.addService(Worker.NodeService, handlers)`.
+ * The definition a server adds: `server.addService(WorkerProtocol.NodeService, handlers)`.
  *
  * @since 0.1.0
  * @category services
@@ -310,7 +312,7 @@ export const NodeService: NodeServiceDefinition = lazyDefinition<NodeServiceDefi
 )
 
 /**
- * The definition a server adds: `server.addService(Worker.TaskService, handlers)`.
+ * The definition a server adds: `server.addService(WorkerProtocol.TaskService, handlers)`.
  *
  * @since 0.1.0
  * @category services

@@ -217,8 +217,7 @@ const entities: Record<string, string> = { "&": "&amp;", "<": "&lt;", ">": "&gt;
  * @since 0.1.0
  * @category rendering
  */
-export const escapeXml = (text: string): string =>
-  text.replace(/[&<>"']/g, (c) => entities[c]!)
+export const escapeXml = (text: string): string => text.replace(/[&<>"']/g, (c) => entities[c]!)
 
 /**
  * Levels for labels on one line so that none overlaps another on its level:
@@ -351,7 +350,10 @@ export const renderSvg = (chart: Chart): string => {
   }
   out.push(
     empty("line", { x1: left, y1: rowsBottom, x2: width - right, y2: rowsBottom, stroke: "#9e9e9e" }),
-    text({ x: left + plot / 2, y: rowsBottom + 36, "text-anchor": "middle", stroke: "none" }, "seconds since the start"),
+    text(
+      { x: left + plot / 2, y: rowsBottom + 36, "text-anchor": "middle", stroke: "none" },
+      "seconds since the start"
+    ),
     `</g>`
   )
 
@@ -389,7 +391,9 @@ export const renderSvg = (chart: Chart): string => {
   // Milestones: a dashed line through every lane, a diamond on the axis, a label above the lanes.
   marks.forEach((mark, index) => {
     const labelY = headerTop + (levels[index] ?? 0) * labelRow + labelRow - 4
-    const diamond = [[0, -6], [6, 0], [0, 6], [-6, 0]].map(([dx, dy]) => `${num(mark.x + dx!)},${num(rowsBottom + dy!)}`)
+    const diamond = [[0, -6], [6, 0], [0, 6], [-6, 0]].map(([dx, dy]) =>
+      `${num(mark.x + dx!)},${num(rowsBottom + dy!)}`
+    )
     out.push(
       `<g class="milestone">`,
       title(`${mark.label} at ${formatElapsed(mark.at)}`),
