@@ -4,7 +4,16 @@ import * as effect from "@effect/eslint-plugin"
 import tseslint from "typescript-eslint"
 
 export default tseslint.config(
-  { ignores: ["**/dist/**", "**/node_modules/**", "bench/quick/**", "src/protocol/generated/**", "coverage/**"] },
+  {
+    ignores: [
+      "**/dist/**",
+      "**/node_modules/**",
+      "bench/quick/**",
+      "bench/.build/**",
+      "src/protocol/generated/**",
+      "coverage/**"
+    ]
+  },
   ...tseslint.configs.recommended,
   ...effect.configs.dprint,
   {

@@ -330,7 +330,8 @@ export const make = <S extends Services, R = never>(
           ? resilient
           : Effect.withSpan(resilient, label, {
             kind: "client",
-            attributes: { "rpc.service": service, "rpc.method": method }
+            attributes: { "rpc.service": service, "rpc.method": method },
+            captureStackTrace: false
           }))
     }
 
@@ -384,7 +385,8 @@ export const make = <S extends Services, R = never>(
       eachGeneration,
       breaker,
       state: currentState,
-      changes: snapshot.changes.pipe(Stream.map((s) => s.state), Stream.changes),
+      // A new state is a new object: compared by identity, not structurally (its error would be hashed, stack and all).
+      changes: snapshot.changes.pipe(Stream.map((s) => s.state), Stream.changesWith((a, b) => a === b)),
       client,
       check,
       readiness: readinessService

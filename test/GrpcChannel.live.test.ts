@@ -197,3 +197,68 @@ describe("GrpcChannel (live loopback): a closed channel leaves nothing behind", 
       yield* waitFor("the socket stayed open", () => server.open() === 0, "2 seconds")
     }).pipe(Effect.provide(GrpcChannel.layer)), 20_000)
 })
+
+// A gRPC server with no services bound to `host` (its HTTP/2 handshake is what a channel waits for); closed with the scope.
+const grpcServer = (host: string) =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly port: number; readonly server: grpc.Server }, Error>((resume) => {
+      const server = new grpc.Server()
+      server.bindAsync(`${host}:0`, grpc.ServerCredentials.createInsecure(), (error, port) =>
+        resume(error === null ? Effect.succeed({ port, server }) : Effect.fail(error)))
+    }),
+    ({ server }) =>
+      Effect.sync(() =>
+        server.forceShutdown()
+      )
+  )
+
+describe("GrpcChannel (live loopback): the target a channel is dialed with", () => {
+  const dialReady = (address: string) =>
+    Effect.gen(function*() {
+      const { dial } = yield* GrpcChannel.Dialer
+      const channel = yield* dial({ address, credentials: grpc.credentials.createInsecure(), channelOptions: {} })
+      yield* channel.connect
+      const state = yield* channel.changes.pipe(
+        Stream.filter((state) => state === "READY" || state === "TRANSIENT_FAILURE"),
+        Stream.runHead,
+        Effect.flatten,
+        Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error(`${address}: not READY within 5 s`) })
+      )
+      return { state, target: channel.target }
+    })
+
+  it.scopedLive("an IPv4 address and port: through grpc-js's ip resolver, READY", () =>
+    Effect.gen(function*() {
+      const { port } = yield* grpcServer("127.0.0.1")
+      const { state, target } = yield* dialReady(`127.0.0.1:${port}`)
+      assert.strictEqual(state, "READY")
+      assert.strictEqual(target, `ipv4:127.0.0.1:${port}`)
+    }).pipe(Effect.provide(GrpcChannel.layer)), 20_000)
+
+  it.scopedLive(
+    "an IPv6 address in brackets and port: through grpc-js's ip resolver, READY",
+    () =>
+      Effect.gen(function*() {
+        const { port } = yield* grpcServer("[::1]")
+        const { state, target } = yield* dialReady(`[::1]:${port}`)
+        assert.strictEqual(state, "READY")
+        assert.strictEqual(target, `ipv6:[::1]:${port}`)
+      }).pipe(Effect.provide(GrpcChannel.layer)),
+    20_000
+  )
+
+  it.scopedLive(
+    "a name, and a target URI, as they are: through the DNS resolver or the one named",
+    () =>
+      Effect.gen(function*() {
+        const { port } = yield* grpcServer("127.0.0.1")
+        const byName = yield* dialReady(`localhost:${port}`)
+        assert.strictEqual(byName.state, "READY")
+        assert.strictEqual(byName.target, `dns:localhost:${port}`)
+        const byUri = yield* dialReady(`dns:127.0.0.1:${port}`)
+        assert.strictEqual(byUri.state, "READY")
+        assert.strictEqual(byUri.target, `dns:127.0.0.1:${port}`)
+      }).pipe(Effect.provide(GrpcChannel.layer)),
+    20_000
+  )
+})

@@ -268,7 +268,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
             probe,
             onRound: (report) => SubscriptionRef.set(status, { ready: false, report })
           }).pipe(
-            Effect.withSpan("Readiness.run", { attributes: { generation } }),
+            Effect.withSpan("Readiness.run", { attributes: { generation }, captureStackTrace: false }),
             Effect.catchTags({
               ReadinessTimeout: (timeout) =>
                 Effect.logWarning(
@@ -293,7 +293,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           yield* Effect.logInfo(`full ${which}readiness achieved after ${formatMillis(report.elapsed)}`)
           return link
         }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit)))
-      }).pipe(Effect.withSpan("Connection.attempt", { attributes: { address, generation } }))
+      }).pipe(Effect.withSpan("Connection.attempt", { attributes: { address, generation }, captureStackTrace: false }))
 
     // The last attempt's failure logged as a warning, so a long outage of one kind is not a warning a second.
     let warned: { readonly reason: string; readonly at: number } | undefined
@@ -412,7 +412,8 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           establish(generation).pipe(
             Effect.withSpan(generation === 1 ? "Connection.connect" : "Connection.reconnect", {
               root: true,
-              attributes: { address, generation }
+              attributes: { address, generation },
+              captureStackTrace: false
             })
           )
         )
