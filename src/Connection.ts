@@ -292,7 +292,7 @@ export const make = <S extends Services, R = never>(
 
     // The link of the current generation, for a service: at once when Ready, else after a wait that follows the state.
     const lookup = (key: string) =>
-      labelled(Lookup.link({ snapshot, services, lookupTimeout, reconnectingLookupTimeout }, key))
+      Lookup.link({ snapshot, services, lookupTimeout, reconnectingLookupTimeout, waiting: labelled }, key)
 
     const client = <K extends keyof S & string>(key: K) =>
       Effect.map(lookup(key), (link) => link.clients[key] as InstanceType<S[K]>)

@@ -8,6 +8,7 @@ import * as HashSet from "effect/HashSet"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
+import * as Metric from "effect/Metric"
 import * as Random from "effect/Random"
 import * as Scope from "effect/Scope"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -17,6 +18,7 @@ import * as Connection from "../src/Connection.js"
 import * as ConnectionState from "../src/ConnectionState.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as InvalidOption from "../src/InvalidOption.js"
+import * as Metrics from "../src/Metrics.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 import { EchoClient } from "./fixtures/echo.js"
 
@@ -116,6 +118,12 @@ describe("Connection (virtual time)", () => {
   it.effect("a lookup with no reconnection fails at exactly 15 s with ClientUnavailable", () =>
     Effect.gen(function*() {
       const { conn } = yield* setup({ link: "blackhole" }, { connectTimeout: "20 seconds" })
+      // Counted with the connection's address, though a lookup of a Ready link carries no labels at all.
+      const failures = Metrics.lookupFailures.pipe(
+        Metric.tagged("reason", "Timeout"),
+        Metric.tagged("address", conn.address)
+      )
+      const before = (yield* Metric.value(failures)).count
       const lookup = yield* Effect.fork(Effect.flip(conn.client("echo")))
       yield* TestClock.adjust("14999 millis")
       assert.isNull(yield* Fiber.poll(lookup).pipe(Effect.map((o) => o._tag === "Some" ? o : null)))
@@ -126,6 +134,7 @@ describe("Connection (virtual time)", () => {
       assert.strictEqual(error.service, "echo")
       assert.deepStrictEqual(error.state, ConnectionState.ConnectionState.Connecting({ attempt: 1 }))
       assert.isTrue(Duration.equals(error.waited, Duration.seconds(15)))
+      assert.strictEqual((yield* Metric.value(failures)).count, before + 1)
     }))
 
   it.effect("a lookup while reconnecting waits 90 s, then fails naming the state it saw", () =>

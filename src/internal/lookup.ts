@@ -20,6 +20,8 @@ export interface Options {
   readonly services: Readonly<Record<string, unknown>>
   readonly lookupTimeout: Duration.Duration
   readonly reconnectingLookupTimeout: Duration.Duration
+  /** Wraps the wait (its metrics carry the connection's labels); not the lookup of a Ready link, which has none. */
+  readonly waiting: <A, E>(wait: Effect.Effect<A, E>) => Effect.Effect<A, E>
 }
 
 /** The link of the current generation for the service `key`. */
@@ -27,7 +29,9 @@ export const link = (options: Options, key: string): Effect.Effect<Supervisor.Li
   Effect.flatMap(
     SubscriptionRef.get(options.snapshot),
     (now) =>
-      now.link !== undefined && Object.hasOwn(options.services, key) ? Effect.succeed(now.link) : wait(options, key)
+      now.link !== undefined && Object.hasOwn(options.services, key)
+        ? Effect.succeed(now.link)
+        : options.waiting(wait(options, key))
   )
 
 const wait = (
