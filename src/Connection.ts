@@ -217,6 +217,13 @@ export const Connection: Context.TagClass<Connection, "effect-grpc-resilience/Co
 // Re-opening a stream within one generation: soon, then less often.
 const streamReopen = Retry.backoff({ base: "100 millis", cap: "5 seconds" })
 
+// The same state again, for a subscriber: the same kind and fields, the error the same one. Not `Equal`: it would hash
+// the error, and the error `Effect.fail` carries its span in is a Proxy whose keys make V8 format its stack.
+const sameState = (a: ConnectionState, b: ConnectionState): boolean =>
+  a === b ||
+  (a._tag === b._tag &&
+    Object.keys(a).every((key) => (a as Record<string, unknown>)[key] === (b as Record<string, unknown>)[key]))
+
 // Effect's built-in tracer keeps spans nobody reads, at about 8 us each: calls are traced only when a real
 // tracer (OpenTelemetry, ...) is installed. Attempts and readiness, being rare, always are. The built-in one is
 // what the default runtime runs with, read at the first call, not at import.
@@ -385,8 +392,7 @@ export const make = <S extends Services, R = never>(
       eachGeneration,
       breaker,
       state: currentState,
-      // A new state is a new object: compared by identity, not structurally (its error would be hashed, stack and all).
-      changes: snapshot.changes.pipe(Stream.map((s) => s.state), Stream.changesWith((a, b) => a === b)),
+      changes: snapshot.changes.pipe(Stream.map((s) => s.state), Stream.changesWith(sameState)),
       client,
       check,
       readiness: readinessService

@@ -11,6 +11,7 @@ import * as LogLevel from "effect/LogLevel"
 import * as Metric from "effect/Metric"
 import * as Random from "effect/Random"
 import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Supervisor from "effect/Supervisor"
 import * as TestClock from "effect/TestClock"
@@ -222,6 +223,25 @@ describe("Connection (virtual time)", () => {
       const state = yield* conn.state
       assert.strictEqual(state._tag, "Closed")
       assert.strictEqual((state as Extract<typeof state, { _tag: "Closed" }>).lastError?.reason, "HostUnreachable")
+    }))
+
+  it.effect("changes: every attempt's state once, and Closed once though closing the scope states it again", () =>
+    Effect.gen(function*() {
+      const { Schedule } = yield* Effect.promise(() => import("effect"))
+      const { conn, scope } = yield* setup({ link: "down" }, { reconnectSchedule: Schedule.recurs(2) })
+      const states: Array<ConnectionState.ConnectionState> = []
+      const watching = yield* conn.changes.pipe(
+        Stream.runForEach((state) => Effect.sync(() => states.push(state))),
+        Effect.fork
+      )
+      yield* TestClock.adjust("1 second")
+      yield* Scope.close(scope, Exit.void)
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.interrupt(watching)
+      assert.deepStrictEqual(
+        states.map((state) => "attempt" in state ? `${state._tag} ${state.attempt}` : state._tag),
+        ["Connecting 1", "Reconnecting 2", "Reconnecting 3", "Closed"]
+      )
     }))
 
   it.effect("an unknown service key fails the lookup at once, naming the key", () =>

@@ -21,6 +21,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
+import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -316,8 +317,9 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           Schedule.intersect(Schedule.delays(schedule), Schedule.identity<ConnectError>()),
           // A rejection is not retried here: the supervisor waits on the slow schedule.
           Schedule.whileInput((error: ConnectError) => error.reason !== "Rejected"),
-          Schedule.tapOutput(([delay, error]) =>
-            Effect.gen(function*() {
+          // Not on the last decision: no attempt follows it, and the supervisor says what happens instead.
+          Schedule.onDecision(([delay, error], decision) =>
+            ScheduleDecision.isDone(decision) ? Effect.void : Effect.gen(function*() {
               const now = yield* Clock.currentTimeMillis
               const state = yield* currentState
               const failedAttempt = "attempt" in state ? state.attempt : 0
