@@ -9,22 +9,17 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
-import * as Schedule from "effect/Schedule"
-import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Connection from "../src/Connection.js"
-import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Health from "../src/Health.js"
 import type * as InvalidOption from "../src/InvalidOption.js"
 import { NodeHealth } from "../src/node/index.js"
-import * as Outbox from "../src/Outbox.js"
 import * as Readiness from "../src/Readiness.js"
-import * as TaskHandler from "../src/TaskHandler.js"
-import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
 import { eventually } from "./fixtures/poll.js"
+import { workerWithHealth } from "./fixtures/worker.js"
 
 const { Failed, Passed } = Readiness.CheckResult
 
@@ -227,19 +222,7 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
     () =>
       Effect.gen(function*() {
         const master = yield* Master.make()
-        const workerLayer = NodeHealth.layer({ host: "127.0.0.1", port: 0 }).pipe(
-          Layer.provideMerge(
-            TaskHandler.layer({ payload: Schema.Struct({ n: Schema.Number }), run: () => Effect.void })
-          ),
-          Layer.provideMerge(TaskSource.layer({ nodeKey: "w1" })),
-          Layer.provideMerge(Connection.layer({
-            address: master.address,
-            services: TaskSource.services,
-            reconnectSchedule: Schedule.spaced("200 millis")
-          })),
-          Layer.provide(GrpcChannel.layer),
-          Layer.provide(Outbox.layerMemory)
-        )
+        const workerLayer = workerWithHealth(master.address, "w1")
         const context = yield* Layer.build(workerLayer)
         const health = Context.get(context, Health.Health)
         const conn = Context.get(context, Connection.Connection)

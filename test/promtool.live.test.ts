@@ -12,21 +12,15 @@ import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricKey from "effect/MetricKey"
 import * as MetricKeyType from "effect/MetricKeyType"
 import * as MetricRegistry from "effect/MetricRegistry"
-import * as Schedule from "effect/Schedule"
-import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { spawn, spawnSync } from "node:child_process"
 import * as Connection from "../src/Connection.js"
-import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Health from "../src/Health.js"
 import * as Prometheus from "../src/internal/prometheus.js"
 import * as Metrics from "../src/Metrics.js"
-import { NodeHealth } from "../src/node/index.js"
-import * as Outbox from "../src/Outbox.js"
-import * as TaskHandler from "../src/TaskHandler.js"
-import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
 import { eventually } from "./fixtures/poll.js"
+import { workerWithHealth } from "./fixtures/worker.js"
 
 // Checked up front, so the suite can be skipped with a reason (and, under CI, fail instead).
 const unavailable = (() => {
@@ -74,19 +68,7 @@ describe.skipIf(unavailable !== undefined && !underCi)("promtool check metrics",
       Effect.gen(function*() {
         yield* required
         const master = yield* Master.make()
-        const worker = NodeHealth.layer({ host: "127.0.0.1", port: 0 }).pipe(
-          Layer.provideMerge(
-            TaskHandler.layer({ payload: Schema.Struct({ n: Schema.Number }), run: () => Effect.void })
-          ),
-          Layer.provideMerge(TaskSource.layer({ nodeKey: "promtool" })),
-          Layer.provideMerge(Connection.layer({
-            address: master.address,
-            services: TaskSource.services,
-            reconnectSchedule: Schedule.spaced("200 millis")
-          })),
-          Layer.provide(GrpcChannel.layer),
-          Layer.provide(Outbox.layerMemory)
-        )
+        const worker = workerWithHealth(master.address, "promtool")
         const context = yield* Layer.build(worker)
         const health = Context.get(context, Health.Health)
         const conn = Context.get(context, Connection.Connection)
