@@ -14,7 +14,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { isIPv4, isIPv6 } from "node:net"
+import { dialTarget } from "./internal/validate.js"
 
 /**
  * The connectivity states of a gRPC channel, as the gRPC spec names them.
@@ -317,15 +317,6 @@ export const fromChannel = (channel: grpc.ChannelInterface): GrpcChannel => ({
   })
 })
 
-// An address that is an IP literal and a port is dialed through grpc-js's ip resolver, which hands the address over as
-// it is; its DNS resolver would make a c-ares channel for every channel dialed, to resolve nothing.
-const targetOf = (address: string): string => {
-  const split = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(address)
-  if (split?.[2] !== undefined && isIPv4(split[2])) return `ipv4:${address}`
-  if (split?.[1] !== undefined && isIPv6(split[1])) return `ipv6:${address}`
-  return address
-}
-
 /**
  * Dials real channels with @grpc/grpc-js. A channel with its own subchannel
  * pool (the default) leaves nothing behind when closed: no reconnection of
@@ -341,7 +332,7 @@ export const layer: Layer.Layer<Dialer> = Layer.succeed(Dialer, {
         const channelOptions = { ...defaultChannelOptions, ...options.channelOptions }
         const ownPool = Boolean(channelOptions["grpc.use_local_subchannel_pool"])
         return [
-          fromChannel(new grpc.Channel(targetOf(options.address), options.credentials, channelOptions)),
+          fromChannel(new grpc.Channel(dialTarget(options.address), options.credentials, channelOptions)),
           ownPool
         ] as const
       }),

@@ -99,6 +99,15 @@ const eventually = (check: Effect.Effect<boolean>, within: Duration.DurationInpu
     Effect.ignore
   )
 
+// An echo server behind a proxy, and a client that has made one call through it.
+const warmProxy = Effect.gen(function*() {
+  const { port } = yield* serve(addEcho)
+  const proxy = yield* proxyTo(port)
+  const echo = yield* client(proxy.address)
+  yield* say(echo, "warm up")
+  return { echo, proxy }
+})
+
 const tcpHandles = () =>
   process.getActiveResourcesInfo().filter((kind) => kind.startsWith("TCP") || kind === "Timeout").sort()
 
@@ -122,10 +131,7 @@ describe("FaultProxy (live)", () => {
     "reset fails an in-flight call UNAVAILABLE at once and refuses new connections until pass",
     () =>
       Effect.gen(function*() {
-        const { port } = yield* serve(addEcho)
-        const proxy = yield* proxyTo(port)
-        const echo = yield* client(proxy.address)
-        yield* say(echo, "warm up")
+        const { echo, proxy } = yield* warmProxy
 
         // Latency keeps the call in flight long enough to reset under it.
         yield* proxy.latency("300 millis")
@@ -159,10 +165,7 @@ describe("FaultProxy (live)", () => {
     "blackhole: a 500 ms call fails DEADLINE_EXCEEDED on an open socket; after pass it stays dead, a new channel works",
     () =>
       Effect.gen(function*() {
-        const { port } = yield* serve(addEcho)
-        const proxy = yield* proxyTo(port)
-        const echo = yield* client(proxy.address)
-        yield* say(echo, "warm up")
+        const { echo, proxy } = yield* warmProxy
         const sent = yield* proxy.bytesToTarget
 
         yield* proxy.blackhole
@@ -192,10 +195,7 @@ describe("FaultProxy (live)", () => {
     "latency(200 ms) delays each direction: a round trip takes at least 400 ms",
     () =>
       Effect.gen(function*() {
-        const { port } = yield* serve(addEcho)
-        const proxy = yield* proxyTo(port)
-        const echo = yield* client(proxy.address)
-        yield* say(echo, "warm up")
+        const { echo, proxy } = yield* warmProxy
         yield* proxy.latency("200 millis")
         const [took, reply] = yield* Effect.timed(say(echo, "slow"))
         assert.deepStrictEqual(reply, { text: "slow" })

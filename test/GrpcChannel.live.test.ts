@@ -80,6 +80,13 @@ const firstError = (options: Partial<Connection.Options<typeof services>> & { re
     return closed._tag === "Closed" ? closed.lastError! : undefined!
   })
 
+// A plaintext channel to `address` from the dialer in context, closed with the scope.
+const dial = (address: string) =>
+  Effect.flatMap(
+    GrpcChannel.Dialer,
+    (dialer) => dialer.dial({ address, credentials: grpc.credentials.createInsecure(), channelOptions: {} })
+  )
+
 const waitFor = (what: string, condition: () => boolean, within: Duration.DurationInput = "5 seconds") =>
   Effect.suspend(() => (condition() ? Effect.void : Effect.fail(new Error(what)))).pipe(
     Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.upTo(within))),
@@ -158,14 +165,9 @@ describe("GrpcChannel (live loopback): a closed channel leaves nothing behind", 
         const server = yield* tcp((socket) => {
           if (resetting) socket.resetAndDestroy()
         })
-        const { dial } = yield* GrpcChannel.Dialer
         for (let n = 0; n < 5; n++) {
           const scope = yield* Scope.make()
-          const channel = yield* dial({
-            address: `127.0.0.1:${server.port}`,
-            credentials: grpc.credentials.createInsecure(),
-            channelOptions: {}
-          }).pipe(Scope.extend(scope))
+          const channel = yield* dial(`127.0.0.1:${server.port}`).pipe(Scope.extend(scope))
           yield* channel.connect
           yield* channel.changes.pipe(Stream.filter((state) => state === "TRANSIENT_FAILURE"), Stream.runHead)
           yield* Scope.close(scope, Exit.void)
@@ -183,13 +185,8 @@ describe("GrpcChannel (live loopback): a closed channel leaves nothing behind", 
   it.scopedLive("a channel closed during the HTTP/2 handshake closes its socket", () =>
     Effect.gen(function*() {
       const server = yield* tcp(() => {})
-      const { dial } = yield* GrpcChannel.Dialer
       const scope = yield* Scope.make()
-      const channel = yield* dial({
-        address: `127.0.0.1:${server.port}`,
-        credentials: grpc.credentials.createInsecure(),
-        channelOptions: {}
-      }).pipe(Scope.extend(scope))
+      const channel = yield* dial(`127.0.0.1:${server.port}`).pipe(Scope.extend(scope))
       yield* channel.connect
       yield* waitFor("the connection was not accepted", () => server.open() === 1)
       assert.strictEqual(yield* channel.stage, "Handshake")
@@ -215,8 +212,7 @@ const grpcServer = (host: string) =>
 describe("GrpcChannel (live loopback): the target a channel is dialed with", () => {
   const dialReady = (address: string) =>
     Effect.gen(function*() {
-      const { dial } = yield* GrpcChannel.Dialer
-      const channel = yield* dial({ address, credentials: grpc.credentials.createInsecure(), channelOptions: {} })
+      const channel = yield* dial(address)
       yield* channel.connect
       const state = yield* channel.changes.pipe(
         Stream.filter((state) => state === "READY" || state === "TRANSIENT_FAILURE"),

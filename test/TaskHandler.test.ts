@@ -27,6 +27,13 @@ type Run = (task: TaskHandler.Task<typeof Payload.Type>) => Effect.Effect<unknow
 // The task runs for `seconds` of virtual time.
 const sleeping: Run = (task) => Effect.sleep(`${task.payload.seconds} seconds`)
 
+// The worker's connection over the simulated network, probed as the simulated master answers.
+const simulatedConnection = Connection.layer({
+  address: "master:9666",
+  services: TaskSource.services,
+  readiness: { probe: SimulatedNetwork.probe }
+})
+
 // A worker, its connection, a simulated network and a simulated master: all on TestClock.
 const world = (
   options: Partial<TaskHandler.Options<typeof Payload.Type, typeof Payload.Encoded, never>> = {},
@@ -34,13 +41,7 @@ const world = (
 ) =>
   TaskHandler.layer({ payload: Payload, run: sleeping, ...options }).pipe(
     Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
-    Layer.provideMerge(
-      Connection.layer({
-        address: "master:9666",
-        services: TaskSource.services,
-        readiness: { probe: SimulatedNetwork.probe }
-      })
-    ),
+    Layer.provideMerge(simulatedConnection),
     Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(network), SimulatedMaster.layer(), Outbox.layerMemory))
   )
 
@@ -267,13 +268,7 @@ describe("TaskHandler (virtual time)", () => {
   const restartable = (run: Run, store: { frozen: boolean; full: boolean }) =>
     TaskHandler.layer({ payload: Payload, run, drainGrace: "1 second", flushTimeout: "1 second" }).pipe(
       Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
-      Layer.provideMerge(
-        Connection.layer({
-          address: "master:9666",
-          services: TaskSource.services,
-          readiness: { probe: SimulatedNetwork.probe }
-        })
-      ),
+      Layer.provideMerge(simulatedConnection),
       Layer.provide(Layer.effect(
         Outbox.OutboxStore,
         Effect.map(Outbox.OutboxStore, (inner) =>

@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import { accessSync, constants, statSync } from "node:fs"
+import { isIPv4, isIPv6 } from "node:net"
 import { InvalidOption } from "../InvalidOption.js"
 
 export { InvalidOption }
@@ -18,20 +19,34 @@ export type Rule<I, A> = (input: I) => Either.Either<A, string>
 
 // A gRPC target URI says how to resolve it; a plain address must name its port (grpc-js would dial 443).
 const uriPattern = /^(?:dns|unix|unix-abstract|ipv4|ipv6|xds|vsock):\S+$/
-const hostPortPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/
+// Groups: the IPv6 address in brackets, or the name or IPv4 address; the port.
+const hostPortPattern = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+))(?::(\d{1,5}))?$/
 
 /** `host:port` (port 1-65535), `[v6]:port`, or a gRPC target URI. */
 export const isAddress: Rule<string, string> = (input) => {
   if (typeof input === "string" && uriPattern.test(input)) return Either.right(input)
   const match = typeof input === "string" ? hostPortPattern.exec(input) : null
   if (match === null) return Either.left(`expected host:port or a gRPC target URI, got ${JSON.stringify(input)}`)
-  if (match[1] === undefined) {
+  if (match[3] === undefined) {
     return Either.left(
       `${JSON.stringify(input)} has no port: write host:port (or a gRPC target URI such as dns:${input}:443)`
     )
   }
-  const port = Number(match[1])
+  const port = Number(match[3])
   return port >= 1 && port <= 65535 ? Either.right(input) : Either.left(`port ${port} is outside 1-65535`)
+}
+
+/**
+ * What grpc-js dials for an address `isAddress` accepts: an IP address and port through its ip resolver
+ * (`ipv4:`, `ipv6:`), which hands the address over as it is (its DNS resolver would make a c-ares channel for every
+ * channel, to resolve nothing); a name or a target URI as written.
+ */
+export const dialTarget = (address: string): string => {
+  const match = hostPortPattern.exec(address)
+  if (match?.[3] === undefined) return address
+  if (match[1] !== undefined && isIPv6(match[1])) return `ipv6:${address}`
+  if (match[2] !== undefined && isIPv4(match[2])) return `ipv4:${address}`
+  return address
 }
 
 const expectedDuration = `expected a finite, positive duration such as "10 seconds" or "500 millis"`
