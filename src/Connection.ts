@@ -304,7 +304,7 @@ export const make = <S extends Services, R = never>(
     const client = <K extends keyof S & string>(key: K) =>
       Effect.map(lookup(key), (link) => link.clients[key] as InstanceType<S[K]>)
 
-    const readinessService = Readiness.fromStatus(status, readiness.bound)
+    const readinessService = yield* Readiness.fromStatus(status, readiness.bound)
 
     const call: Connection<S>["call"] = (service, method, request, callOptions = {}) => {
       const label = `${service}.${method}`

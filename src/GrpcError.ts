@@ -7,6 +7,7 @@
  */
 import * as grpc from "@grpc/grpc-js"
 import * as Data from "effect/Data"
+import * as ErrorInfo from "./internal/errorInfo.js"
 
 /**
  * @since 0.1.0
@@ -23,6 +24,13 @@ export class GrpcError extends Data.TaggedError("GrpcError")<{
   readonly rstCode?: number | undefined
   /** RESOURCE_EXHAUSTED because a message was over a size limit: the same message will be again. */
   readonly tooLarge?: { readonly size: number; readonly limit: number } | undefined
+  /**
+   * The `google.rpc.ErrorInfo` the server sent in the status details: why, as
+   * a machine reads it (`{ domain: "worker.v1", reason: "NODE_NOT_REGISTERED" }`).
+   *
+   * @since 0.3.0
+   */
+  readonly errorInfo?: ErrorInfo.ErrorInfo | undefined
 }> {
   override get message() {
     return `${this.service}.${this.method} failed with ${grpc.status[this.code] ?? this.code}: ${this.details}`
@@ -47,6 +55,25 @@ const overLimit = /^(?:Received|Sent) message larger than max \((\d+) vs\.? (\d+
 export const isRejection = (code: grpc.status): boolean =>
   code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED
 
+export type {
+  /**
+   * `google.rpc.ErrorInfo`, from the gRPC richer error model: a reason a machine reads, its domain, and metadata.
+   *
+   * @since 0.3.0
+   * @category models
+   */
+  ErrorInfo
+} from "./internal/errorInfo.js"
+
+/**
+ * Does the error carry this `google.rpc.ErrorInfo` reason of this domain?
+ *
+ * @since 0.3.0
+ * @category predicates
+ */
+export const hasReason = (error: GrpcError, domain: string, reason: string): boolean =>
+  error.errorInfo?.domain === domain && error.errorInfo.reason === reason
+
 /**
  * Builds a `GrpcError` from a grpc-js `ServiceError`.
  *
@@ -61,6 +88,7 @@ export const fromServiceError = (
 ): GrpcError => {
   const reset = rstStream.exec(error.details ?? "")
   const large = error.code === grpc.status.RESOURCE_EXHAUSTED ? overLimit.exec(error.details ?? "") : null
+  const [details] = error.metadata?.get(ErrorInfo.trailer) ?? []
   return new GrpcError({
     code: error.code,
     details: error.details,
@@ -68,6 +96,7 @@ export const fromServiceError = (
     method,
     beforeSend,
     rstCode: reset ? Number(reset[1]) : undefined,
-    tooLarge: large ? { size: Number(large[1]), limit: Number(large[2]) } : undefined
+    tooLarge: large ? { size: Number(large[1]), limit: Number(large[2]) } : undefined,
+    errorInfo: details instanceof Uint8Array ? ErrorInfo.decode(details) : undefined
   })
 }

@@ -93,7 +93,9 @@ export interface ReportJson {
   readonly generation: number
   readonly elapsedMs: number
   readonly rounds: number
-  readonly checks: { readonly [K in Readiness.CheckName]: CheckJson }
+  readonly checks:
+    & { readonly [K in Readiness.ConnectionCheck]: CheckJson }
+    & { readonly [K in Readiness.WorkerCheck]?: CheckJson }
 }
 
 /**
@@ -135,7 +137,9 @@ export const readinessJson = (status: Readiness.ReadinessStatus): ReadinessJson 
     checks: {
       channel: checkJson(report.checks.channel),
       registered: checkJson(report.checks.registered),
-      probe: checkJson(report.checks.probe)
+      probe: checkJson(report.checks.probe),
+      ...(report.checks.member === undefined ? {} : { member: checkJson(report.checks.member) }),
+      ...(report.checks.tasks === undefined ? {} : { tasks: checkJson(report.checks.tasks) })
     }
   }
   if (status.ready) return { ready: true, report: json }

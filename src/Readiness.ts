@@ -20,6 +20,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as HealthCheck from "grpc-health-check"
@@ -119,12 +120,40 @@ export type CheckResult = Data.TaggedEnum<{
 export const CheckResult = Data.taggedEnum<CheckResult>()
 
 /**
- * The names of the three checks, in the order they run.
+ * The connection's three checks, in the order they run.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type ConnectionCheck = "channel" | "registered" | "probe"
+
+/**
+ * The checks a worker holds readiness back on (see {@link Readiness}'s
+ * `hold`): `member`, the master counts the node as a member; `tasks`, the task
+ * handler has started (its outbox is open) and can store its reports.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type WorkerCheck = "member" | "tasks"
+
+/**
+ * The names of the checks, in the order a report lists them.
  *
  * @since 0.1.0
  * @category models
  */
-export type CheckName = "channel" | "registered" | "probe"
+export type CheckName = ConnectionCheck | WorkerCheck
+
+/**
+ * The last result of each check: the connection's always, a worker's while it holds readiness back on it.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Checks =
+  & { readonly [K in ConnectionCheck]: CheckResult }
+  & { readonly [K in WorkerCheck]?: CheckResult }
 
 /**
  * What readiness found: how long it took, how many rounds, the last result of
@@ -137,8 +166,16 @@ export interface ReadinessReport {
   readonly generation: number
   readonly elapsed: Duration.Duration
   readonly rounds: number
-  readonly checks: { readonly [K in CheckName]: CheckResult }
+  readonly checks: Checks
 }
+
+/**
+ * Every check name, in the order a report lists them.
+ *
+ * @since 0.3.0
+ * @category constants
+ */
+export const checkNames: ReadonlyArray<CheckName> = ["channel", "registered", "probe", "member", "tasks"]
 
 /**
  * The first check of a report that did not pass, if any.
@@ -147,7 +184,10 @@ export interface ReadinessReport {
  * @category getters
  */
 export const failingCheck = (report: ReadinessReport): CheckName | undefined =>
-  (["channel", "registered", "probe"] as const).find((name) => report.checks[name]._tag !== "Passed")
+  checkNames.find((name) => {
+    const result = report.checks[name]
+    return result !== undefined && result._tag !== "Passed"
+  })
 
 /**
  * A report line a person can read: `probe: Timeout after 2s`.
@@ -159,7 +199,7 @@ export const describeFailure = (report: ReadinessReport): string => {
   const name = failingCheck(report)
   if (name === undefined) return "all checks passed"
   const result = report.checks[name]
-  return result._tag === "Failed" ? `${name}: ${result.message}` : `${name}: not run`
+  return result?._tag === "Failed" ? `${name}: ${result.message}` : `${name}: not run`
 }
 
 /**
@@ -459,6 +499,18 @@ export interface Readiness {
   readonly changes: Stream.Stream<ReadinessStatus>
   /** Waits until ready, up to the bound; fails with the last report. */
   readonly await: Effect.Effect<ReadinessReport, ReadinessTimeout>
+  /**
+   * Holds readiness back on a check of the worker's own for as long as the
+   * scope: the connection is not ready until the check passes. Returns the
+   * check's setter. Two holders of one name (two task handlers) both have to
+   * pass.
+   *
+   * @since 0.3.0
+   */
+  readonly hold: (
+    name: WorkerCheck,
+    initial: CheckResult
+  ) => Effect.Effect<(result: CheckResult) => Effect.Effect<void>, never, Scope.Scope>
 }
 
 /**
@@ -469,33 +521,71 @@ export const Readiness: Context.TagClass<Readiness, "effect-grpc-resilience/Read
   "effect-grpc-resilience/Readiness"
 )<Readiness, Readiness>()
 
+interface Held {
+  readonly id: number
+  readonly name: WorkerCheck
+  readonly result: CheckResult
+}
+
+// Of two holders of one check, the one further from passing speaks for it.
+const severity = { Passed: 0, Pending: 1, Failed: 2 } as const
+
+// The connection's status with the worker's checks: ready when the connection is and every held check passed.
+const withHeld = (status: ReadinessStatus, held: ReadonlyArray<Held>): ReadinessStatus => {
+  if (held.length === 0) return status
+  const checks: { -readonly [K in WorkerCheck]?: CheckResult } = {}
+  for (const { name, result } of held) {
+    const other = checks[name]
+    if (other === undefined || severity[result._tag] > severity[other._tag]) checks[name] = result
+  }
+  return {
+    ready: status.ready && held.every(({ result }) => result._tag === "Passed"),
+    report: { ...status.report, checks: { ...status.report.checks, ...checks } }
+  }
+}
+
 /**
- * The readiness a connection publishes: `status` now, its `changes`, and
- * `await` up to `bound`.
+ * The readiness a connection publishes: `status` now with the checks held by
+ * the worker, its `changes`, and `await` up to `bound`.
  *
  * @since 0.2.0
  * @category constructors
  */
 export const fromStatus = (
-  status: SubscriptionRef.SubscriptionRef<ReadinessStatus>,
+  connection: SubscriptionRef.SubscriptionRef<ReadinessStatus>,
   bound: Duration.Duration
-): Readiness =>
-  Readiness.of({
-    status: SubscriptionRef.get(status),
-    changes: status.changes,
-    await: status.changes.pipe(
-      Stream.filter((s) => s.ready),
-      Stream.runHead,
-      Effect.timeoutOption(bound),
-      Effect.flatMap((ready) =>
-        Option.isSome(ready) && Option.isSome(ready.value)
-          ? Effect.succeed(ready.value.value.report)
-          : Effect.flatMap(
-            SubscriptionRef.get(status),
-            ({ report }) => Effect.fail(new ReadinessTimeout({ bound, report }))
-          )
-      )
+): Effect.Effect<Readiness> =>
+  Effect.gen(function*() {
+    const held = yield* SubscriptionRef.make<ReadonlyArray<Held>>([])
+    const ids = yield* Ref.make(0)
+    const status = Effect.zipWith(SubscriptionRef.get(connection), SubscriptionRef.get(held), withHeld)
+    const changes = Stream.zipLatest(connection.changes, held.changes).pipe(
+      Stream.map(([status, held]) => withHeld(status, held))
     )
+    const set = (id: number, result: CheckResult) =>
+      SubscriptionRef.update(held, (all) => all.map((h) => (h.id === id ? { ...h, result } : h)))
+    return Readiness.of({
+      status,
+      changes,
+      await: changes.pipe(
+        Stream.filter((s) => s.ready),
+        Stream.runHead,
+        Effect.timeoutOption(bound),
+        Effect.flatMap((ready) =>
+          Option.isSome(ready) && Option.isSome(ready.value)
+            ? Effect.succeed(ready.value.value.report)
+            : Effect.flatMap(status, ({ report }) => Effect.fail(new ReadinessTimeout({ bound, report })))
+        )
+      ),
+      hold: (name, initial) =>
+        Effect.acquireRelease(
+          Effect.flatMap(
+            Ref.updateAndGet(ids, (n) => n + 1),
+            (id) => Effect.as(SubscriptionRef.update(held, (all) => [...all, { id, name, result: initial }]), id)
+          ),
+          (id) => SubscriptionRef.update(held, (all) => all.filter((h) => h.id !== id))
+        ).pipe(Effect.map((id) => (result: CheckResult) => set(id, result)))
+    })
   })
 
 const awaitReady: Effect.Effect<ReadinessReport, ReadinessTimeout, Readiness> = Effect.flatMap(

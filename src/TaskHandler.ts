@@ -216,6 +216,11 @@ const makeFor = <P, I, R>(
     const context = yield* Effect.context<R>()
     const decode = Schema.decodeUnknownEither(Schema.parseJson(options.payload))
 
+    // Not ready until the task handler runs: an outbox that does not open (a hung mount) holds readiness back.
+    const setTasks = yield* conn.readiness.hold(
+      "tasks",
+      Readiness.CheckResult.Failed({ message: "the task handler is starting: its outbox is not open yet" })
+    )
     const outbox = yield* Outbox.make({ deliver: source.report, node: source.nodeKey, master: conn.address })
     const runners = yield* FiberMap.make<string, void, never>()
     const stats = yield* SubscriptionRef.make<WorkerStatus>({
@@ -234,14 +239,21 @@ const makeFor = <P, I, R>(
     const wake = yield* Queue.sliding<void>(1)
     const poke = Queue.offer(wake, undefined)
     const stopping = yield* Deferred.make<void>()
-    const isReady = Effect.map(conn.state, (state) => state._tag === "Ready")
 
     // A report that could not be stored is held here, counted, and stored again until it is; meanwhile no
     // task is fetched. The retries are interruptible: a drain can end them, and says the report is lost.
     const held = (change: number) =>
       Effect.flatMap(
         SubscriptionRef.updateAndGet(stats, (s) => ({ ...s, unpersisted: s.unpersisted + change })),
-        (s) => Metric.set(Metrics.outboxUnpersisted, s.unpersisted)
+        (s) =>
+          Effect.zipRight(
+            Metric.set(Metrics.outboxUnpersisted, s.unpersisted),
+            setTasks(
+              s.unpersisted === 0 ? Readiness.CheckResult.Passed() : Readiness.CheckResult.Failed({
+                message: `${s.unpersisted} reports could not be stored; held in memory until they are`
+              })
+            )
+          )
       )
     const holding = Effect.map(SubscriptionRef.get(stats), (s) => s.unpersisted > 0)
     const lost = (stored: TaskSource.StatusReport, why: string) =>
@@ -334,53 +346,59 @@ const makeFor = <P, I, R>(
         Effect.ensuring(Effect.zipRight(FiberMap.size(runners), poke))
       )
 
-    // One fetch: at most one task, every failure logged and counted.
-    const fetchOne: Effect.Effect<boolean> = source.fetch.pipe(
-      Effect.timeoutFail({
-        duration: fetchTimeout,
-        onTimeout: () => new TaskError({ message: `fetch took longer than ${formatMillis(fetchTimeout)}` })
-      }),
-      Effect.matchEffect({
-        onFailure: (error) =>
-          Effect.logWarning(`fetch failed: ${errorMessage(error)}`).pipe(
-            Effect.zipRight(count((s) => ({ fetchFailures: s.fetchFailures + 1 }))),
-            Effect.zipRight(Metric.increment(Metrics.fetchFailures)),
-            Effect.as(false)
-          ),
-        onSuccess: Option.match({
-          onNone: () => Effect.succeed(false),
-          onSome: (incoming) =>
-            Effect.gen(function*() {
-              yield* count((s) => ({ fetched: s.fetched + 1 }))
-              const since = yield* Ref.getAndSet(reconnectedAt, undefined)
-              if (since !== undefined) {
-                yield* Metric.update(
-                  Metrics.readyToFirstFetchSeconds,
-                  ((yield* Clock.currentTimeMillis) - since) / 1000
-                )
-              }
-              yield* Effect.logInfo(`task ${incoming.id} fetched`)
-              // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
-              // nor when its reports still wait in the outbox.
-              const known = (yield* FiberMap.has(runners, incoming.id)) || (yield* outbox.tracks(incoming.id))
-              if (known) {
-                yield* Effect.logWarning(`task ${incoming.id} was handed out again; it runs here already, not twice`)
-                // The master will hand it out until it hears RUNNING: wait for the next tick, do not spin.
-                return false
-              }
-              yield* FiberMap.run(runners, incoming.id, runTask(incoming))
-              return true
-            })
+    // One fetch, made as a member: at most one task, every failure logged and counted, and told to the membership.
+    const fetchOne = (membership: Membership.Membership, member: Membership.Member): Effect.Effect<boolean> =>
+      source.fetch.pipe(
+        Effect.timeoutFail({
+          duration: fetchTimeout,
+          onTimeout: () => new TaskError({ message: `fetch took longer than ${formatMillis(fetchTimeout)}` })
+        }),
+        Effect.tap(() => membership.served(member)),
+        Effect.matchEffect({
+          onFailure: (error) =>
+            Effect.logWarning(`fetch failed: ${errorMessage(error)}`).pipe(
+              Effect.zipRight(count((s) => ({ fetchFailures: s.fetchFailures + 1 }))),
+              Effect.zipRight(Metric.increment(Metrics.fetchFailures)),
+              Effect.zipRight(error._tag === "TaskError" ? Effect.void : membership.observe(member, error)),
+              Effect.as(false)
+            ),
+          onSuccess: Option.match({
+            onNone: () => Effect.succeed(false),
+            onSome: (incoming) =>
+              Effect.gen(function*() {
+                yield* count((s) => ({ fetched: s.fetched + 1 }))
+                const since = yield* Ref.getAndSet(reconnectedAt, undefined)
+                if (since !== undefined) {
+                  yield* Metric.update(
+                    Metrics.readyToFirstFetchSeconds,
+                    ((yield* Clock.currentTimeMillis) - since) / 1000
+                  )
+                }
+                yield* Effect.logInfo(`task ${incoming.id} fetched`)
+                // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
+                // nor when its reports still wait in the outbox.
+                const known = (yield* FiberMap.has(runners, incoming.id)) || (yield* outbox.tracks(incoming.id))
+                if (known) {
+                  yield* Effect.logWarning(`task ${incoming.id} was handed out again; it runs here already, not twice`)
+                  // The master will hand it out until it hears RUNNING: wait for the next tick, do not spin.
+                  return false
+                }
+                yield* FiberMap.run(runners, incoming.id, runTask(incoming))
+                return true
+              })
+          })
         })
-      })
-    )
+      )
 
-    // Fetches while runners are free, the connection is Ready, no report is held, and the master has tasks.
-    const fetchWhileFree: Effect.Effect<void> = Effect.gen(function*() {
-      while ((yield* FiberMap.size(runners)) < maxRunners && (yield* isReady) && !(yield* holding)) {
-        if (!(yield* fetchOne)) return
-      }
-    })
+    // Fetches while runners are free, the node is a member on the current generation (a generation's first fetch
+    // waits for its Register), no report is held, and the master has tasks.
+    const fetchWhileFree = (membership: Membership.Membership): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        while ((yield* FiberMap.size(runners)) < maxRunners && !(yield* holding)) {
+          const member = yield* membership.current
+          if (Option.isNone(member) || !(yield* fetchOne(membership, member.value))) return
+        }
+      })
 
     // The master's cancel interrupts the task's runner, which reports it CANCELLED.
     const cancel = (taskId: string) =>
@@ -409,8 +427,9 @@ const makeFor = <P, I, R>(
         yield* count((s) => ({ failed: s.failed + 1 }))
         yield* report(taskId, "ERROR", restartMessage)
       }
-      const waited = yield* conn.readiness.changes.pipe(
-        Stream.filter((s) => s.ready),
+      // The connection's own readiness: the node registers, and the task handler has started, only after it.
+      const waited = yield* conn.changes.pipe(
+        Stream.filter((state) => state._tag === "Ready"),
         Stream.runHead,
         Effect.timeoutOption(startupWait)
       )
@@ -422,10 +441,10 @@ const makeFor = <P, I, R>(
           }`
         )
       } else {
-        yield* Effect.logInfo("connection ready and registered, starting task handler")
+        yield* Effect.logInfo("connection ready, starting task handler")
       }
       yield* Metric.set(Metrics.startupSeconds, ((yield* Clock.currentTimeMillis) - startedAt) / 1000)
-      yield* Membership.start({
+      const membership = yield* Membership.start({
         connection: conn,
         source,
         heartbeatInterval,
@@ -437,31 +456,30 @@ const makeFor = <P, I, R>(
       yield* forkLoop(
         "ready",
         conn.changes.pipe(
-          Stream.filter((state) => state._tag === "Ready"),
-          Stream.runForEach((state) =>
-            Effect.zipRight(
-              state._tag === "Ready" && state.generation > 1 ? Ref.set(reconnectedAt, state.since) : Effect.void,
-              poke
-            )
-          )
+          Stream.filter((state) => state._tag === "Ready" && state.generation > 1),
+          Stream.runForEach((state) => state._tag === "Ready" ? Ref.set(reconnectedAt, state.since) : Effect.void)
         )
       )
+      // Fetch at once on every registration: after a reconnection, and after the master forgot the node.
+      yield* forkLoop("joined", Stream.runForEach(membership.joined, () => poke))
       yield* forkLoop("tick", Effect.repeat(poke, Schedule.spaced(fetchInterval)))
       yield* forkLoop(
         "fetch",
         Queue.take(wake).pipe(
-          Effect.zipRight(fetchWhileFree),
+          Effect.zipRight(fetchWhileFree(membership)),
           Effect.forever,
           Effect.raceFirst(Deferred.await(stopping))
         )
       )
     })
+    yield* setTasks(Readiness.CheckResult.Passed())
     yield* forkLoop("start", start)
 
     // Added last, so it runs first on close: stop fetching, let runners finish, then flush the outbox.
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         yield* Deferred.succeed(stopping, undefined)
+        yield* setTasks(Readiness.CheckResult.Failed({ message: "the task handler is stopping" }))
         yield* Effect.logInfo("stopping: no new tasks are fetched")
         const running = yield* FiberMap.size(runners)
         if (running > 0) {

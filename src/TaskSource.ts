@@ -21,7 +21,7 @@ import type * as Breaker from "./Breaker.js"
 import * as Call from "./Call.js"
 import * as Connection from "./Connection.js"
 import type { ClientUnavailable } from "./ConnectionState.js"
-import type * as GrpcError from "./GrpcError.js"
+import * as GrpcError from "./GrpcError.js"
 import * as Env from "./internal/config.js"
 import * as Validate from "./internal/validate.js"
 import * as WorkerProtocol from "./WorkerProtocol.js"
@@ -72,6 +72,58 @@ export interface StatusReport {
 export type MasterRequest = { readonly _tag: "CancelTask"; readonly taskId: string }
 
 /**
+ * What `Register` answered: the master's incarnation, new on every start of
+ * the master; empty when the master does not say.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Registration {
+  readonly incarnation: string
+}
+
+/**
+ * What a heartbeat answered: whether the master counts the node as a member
+ * (`undefined`: the master does not say), and its incarnation (empty: it does
+ * not say).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface HeartbeatAnswer {
+  readonly member: boolean | undefined
+  readonly incarnation: string
+}
+
+/**
+ * The `google.rpc.ErrorInfo` with which a master refuses a node it does not
+ * count as a member (see `proto/worker.proto`).
+ *
+ * @since 0.3.0
+ * @category constants
+ */
+export const notRegistered = { domain: "worker.v1", reason: "NODE_NOT_REGISTERED" } as const
+
+/**
+ * What a failed call says of the node's membership:
+ * - `NotMember`: the master said it does not know the node ({@link notRegistered}).
+ * - `MaybeNotMember`: FAILED_PRECONDITION or NOT_FOUND without that detail,
+ *   as a master that predates it may answer a node it lost.
+ * - `Unrelated`: anything else.
+ *
+ * @since 0.3.0
+ * @category classification
+ */
+export const membershipOf = (error: Failure): "NotMember" | "MaybeNotMember" | "Unrelated" => {
+  if (error._tag !== "GrpcError") return "Unrelated"
+  if (GrpcError.hasReason(error, notRegistered.domain, notRegistered.reason)) return "NotMember"
+  return error.errorInfo === undefined &&
+      (error.code === grpc.status.FAILED_PRECONDITION || error.code === grpc.status.NOT_FOUND)
+    ? "MaybeNotMember"
+    : "Unrelated"
+}
+
+/**
  * How a call to the master can fail.
  *
  * @since 0.1.0
@@ -90,10 +142,10 @@ export interface TaskSource {
   readonly fetch: Effect.Effect<Option.Option<IncomingTask>, Failure>
   /** Delivers one status report; delivering it again changes nothing. */
   readonly report: (report: StatusReport) => Effect.Effect<void, Failure>
-  /** Tells the master the node is alive and how many tasks it runs. */
-  readonly heartbeat: (running: number) => Effect.Effect<void, Failure>
+  /** Tells the master the node is alive and how many tasks it runs; the answer says if the node is a member. */
+  readonly heartbeat: (running: number) => Effect.Effect<HeartbeatAnswer, Failure>
   /** Registers the node for one connection generation; registering again changes nothing. */
-  readonly register: (generation: number) => Effect.Effect<void, Failure>
+  readonly register: (generation: number) => Effect.Effect<Registration, Failure>
   /** The master's requests to the node on one connection generation, until the stream ends. */
   readonly subscribe: (generation: number) => Stream.Stream<MasterRequest, Failure>
 }
@@ -274,7 +326,12 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
       }, { idempotent: true }).pipe(Effect.asVoid)
 
     const heartbeat = (running: number) =>
-      conn.call("node", "SendHeartbeat", { node_key: nodeKey, running }, { idempotent: true }).pipe(Effect.asVoid)
+      conn.call("node", "SendHeartbeat", { node_key: nodeKey, running }, { idempotent: true }).pipe(
+        Effect.map((reply): HeartbeatAnswer => ({
+          member: reply.membership === "MEMBER" ? true : reply.membership === "NOT_MEMBER" ? false : undefined,
+          incarnation: reply.incarnation
+        }))
+      )
 
     const register = (generation: number) =>
       conn.call("node", "Register", {
@@ -282,7 +339,7 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
         name: options.name ?? nodeKey,
         max_runners: maxRunners,
         generation
-      }, { idempotent: true }).pipe(Effect.asVoid)
+      }, { idempotent: true }).pipe(Effect.map((reply): Registration => ({ incarnation: reply.incarnation })))
 
     const subscribe = (generation: number) =>
       Stream.unwrap(

@@ -113,12 +113,12 @@ describe("bad input from the network", () => {
         yield* Layer.build(worker(connection)).pipe(Effect.provide(logs.layer))
         yield* eventually(Effect.sync(() => finished.length), (n) => n === 3, "10 seconds", "three tasks finished")
         yield* eventually(
-          Effect.sync(() => logs.lines.filter((line) => line.includes("joining generation 1 failed")).length),
+          Effect.sync(() => logs.lines.filter((line) => line.includes("the master's stream failed")).length),
           (n) => n >= 2,
           "10 seconds",
           "the garbled stream failed and was rejoined"
         )
-        const failed = logs.lines.find((line) => line.includes("joining generation 1 failed"))!
+        const failed = logs.lines.find((line) => line.includes("the master's stream failed"))!
         assert.include(failed, "node.Subscribe failed with INTERNAL")
       }),
     20_000

@@ -69,8 +69,11 @@ const assertNeverReady = (states: ReadonlyArray<ConnectionState.ConnectionState>
   )
 }
 
+// A fetch as a worker makes it: registered first, as the master requires.
 const fetchTask = (conn: Connection.Connection<typeof TaskSource.services>) =>
-  conn.call("task", "FetchTask", { node_key: "w1", fetch_id: "" }, { retry: false })
+  conn.call("node", "Register", { node_key: "w1", name: "w1", max_runners: 1, generation: 1 }, { retry: false }).pipe(
+    Effect.zipRight(conn.call("task", "FetchTask", { node_key: "w1", fetch_id: "" }, { retry: false }))
+  )
 
 const HealthClient = grpc.makeGenericClientConstructor(healthService, "Health")
 

@@ -37,22 +37,12 @@ const probeTimedOut: Readiness.ReadinessReport = {
   checks: { channel: Passed(), registered: Passed(), probe: Failed({ message: "Timeout after 2s" }) }
 }
 
-// A Readiness the test drives by hand: no connection behind it.
-const readinessOf = (ref: SubscriptionRef.SubscriptionRef<Readiness.ReadinessStatus>): Readiness.Readiness => ({
-  status: SubscriptionRef.get(ref),
-  changes: ref.changes,
-  await: Effect.flatMap(
-    SubscriptionRef.get(ref),
-    ({ ready, report }) =>
-      ready ? Effect.succeed(report) : Effect.fail(new Readiness.ReadinessTimeout({ bound: Duration.zero, report }))
-  )
-})
-
 const serve = Effect.gen(function*() {
   const status = yield* SubscriptionRef.make<Readiness.ReadinessStatus>({ ready: false, report: probeTimedOut })
   const context = yield* Layer.build(
     NodeHealth.layer({ host: "127.0.0.1", port: 0 }).pipe(
-      Layer.provide(Layer.succeed(Readiness.Readiness, readinessOf(status)))
+      // A Readiness the test drives by hand: no connection behind it.
+      Layer.provide(Layer.effect(Readiness.Readiness, Readiness.fromStatus(status, Duration.zero)))
     )
   )
   return { status, health: Context.get(context, Health.Health) }
@@ -320,7 +310,10 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
       Effect.gen(function*() {
         const readiness = Layer.effect(
           Readiness.Readiness,
-          Effect.map(SubscriptionRef.make<Readiness.ReadinessStatus>({ ready: true, report: readyReport }), readinessOf)
+          Effect.flatMap(
+            SubscriptionRef.make<Readiness.ReadinessStatus>({ ready: true, report: readyReport }),
+            (status) => Readiness.fromStatus(status, Duration.zero)
+          )
         )
         const fromEnv = (env: Record<string, string>, options?: Config.Config.Wrap<Health.Options>) =>
           Layer.build(NodeHealth.layerConfig(options).pipe(Layer.provide(readiness))).pipe(

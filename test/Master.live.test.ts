@@ -6,6 +6,8 @@ import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import { service as healthService } from "grpc-health-check"
+import protobuf from "protobufjs"
+import * as ErrorInfo from "../src/internal/errorInfo.js"
 import * as Master from "../src/testing/Master.js"
 import * as WorkerProtocol from "../src/WorkerProtocol.js"
 
@@ -63,12 +65,86 @@ const report = (
 const failure = <A>(effect: Effect.Effect<A, grpc.ServiceError>) =>
   Effect.flip(effect).pipe(Effect.map((error) => ({ code: grpc.status[error.code], details: error.details })))
 
+// The `google.rpc.Status` of a `grpc-status-details-bin` trailer, read field by field (status.proto, any.proto):
+// its code, its message, and the type of each detail.
+const statusOf = (bytes: Uint8Array) => {
+  const status = { code: 0, message: "", details: [] as Array<string> }
+  const reader = protobuf.Reader.create(bytes)
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32()
+    if (tag === (1 << 3 | 0)) status.code = reader.int32()
+    else if (tag === (2 << 3 | 2)) status.message = reader.string()
+    else if (tag === (3 << 3 | 2)) {
+      const any = protobuf.Reader.create(reader.bytes())
+      let typeUrl = ""
+      while (any.pos < any.len) {
+        const anyTag = any.uint32()
+        if (anyTag === (1 << 3 | 2)) typeUrl = any.string()
+        else any.skipType(anyTag & 7)
+      }
+      status.details.push(typeUrl)
+    } else reader.skipType(tag & 7)
+  }
+  return status
+}
+
+// A refusal as a worker reads it: the status, and the status details of the trailer: the google.rpc.Status (which
+// must say the call's code, as grpc-go checks) and the ErrorInfo in it.
+const refusal = (error: grpc.ServiceError) => {
+  const [bin] = error.metadata.get(ErrorInfo.trailer)
+  return {
+    code: grpc.status[error.code],
+    details: error.details,
+    trailer: bin instanceof Uint8Array ? statusOf(bin) : undefined,
+    errorInfo: bin instanceof Uint8Array ? ErrorInfo.decode(bin) : undefined
+  }
+}
+const refused = <A>(effect: Effect.Effect<A, grpc.ServiceError>) => Effect.map(Effect.flip(effect), refusal)
+
+// How the master refuses a node it does not count as a member (proto/worker.proto).
+const notRegistered = (node: string) => {
+  const details = `node ${node} is not registered; call Register first`
+  return {
+    code: "FAILED_PRECONDITION",
+    details,
+    trailer: {
+      code: grpc.status.FAILED_PRECONDITION,
+      message: details,
+      details: ["type.googleapis.com/google.rpc.ErrorInfo"]
+    },
+    errorInfo: { domain: "worker.v1", reason: "NODE_NOT_REGISTERED", metadata: {} }
+  }
+}
+
 // Polls a master read until it holds, bounded.
 const eventually = <A>(read: Effect.Effect<A>, holds: (a: A) => boolean) =>
   read.pipe(
     Effect.filterOrFail(holds, () => new Error("not yet")),
     Effect.retry(Schedule.spaced("10 millis")),
     Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => new Error("condition not met within 2 s") })
+  )
+
+// Opens a Subscribe stream for the scope. `ended` waits for its end: the status the client saw and the error it was
+// told of; an OK end is seen only once the stream also emitted 'end', as a clean end does.
+const subscribe = (c: WorkerProtocol.NodeServiceClient, node_key: string, generation = 1) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const stream = c.Subscribe({ node_key, generation })
+      const received: Array<WorkerProtocol.MasterMessage> = []
+      let status: grpc.StatusObject | undefined
+      let error: grpc.ServiceError | undefined
+      let end = false
+      stream.on("data", (message: WorkerProtocol.MasterMessage) => received.push(message))
+      stream.on("error", (e: grpc.ServiceError) => (error = e))
+      stream.on("end", () => (end = true))
+      stream.on("status", (s: grpc.StatusObject) => (status = s))
+      const ended = eventually(
+        Effect.sync(() => status),
+        (s) => s !== undefined && (s.code !== grpc.status.OK || end)
+      ).pipe(Effect.map((s) => ({ code: grpc.status[s!.code], error: error && refusal(error) })))
+      return { stream, received, ended }
+    }),
+    ({ stream }) => Effect.sync(() => stream.cancel())
   )
 
 interface HealthClient extends grpc.Client {
@@ -92,7 +168,9 @@ describe("Master (live loopback)", () => {
     () =>
       Effect.gen(function*() {
         const master = yield* Master.make()
-        const { task } = yield* clients(master.address)
+        const { node, task } = yield* clients(master.address)
+        yield* register(node, "n1")
+        yield* register(node, "n2")
         const a = yield* master.enqueue({ payload: `{"n":"a"}` })
         const b = yield* master.enqueue({ payload: `{"n":"b"}`, priority: 5 })
         const c = yield* master.enqueue({ payload: `{"n":"c"}`, priority: 5 })
@@ -100,8 +178,8 @@ describe("Master (live loopback)", () => {
         const e = yield* master.enqueue({ payload: `{"n":"e"}`, priority: -1, node: "n1" })
 
         const order: Array<[string, string | undefined]> = []
-        for (const node of ["n1", "n2", "n1", "n2", "n1", "n2", "n1"]) {
-          order.push([node, (yield* fetch(task, node))?.id])
+        for (const key of ["n1", "n2", "n1", "n2", "n1", "n2", "n1"]) {
+          order.push([key, (yield* fetch(task, key))?.id])
         }
         assert.deepStrictEqual(order, [
           ["n1", e], // its own task first, despite the lowest priority
@@ -137,7 +215,9 @@ describe("Master (live loopback)", () => {
   it.scopedLive("a retried fetch (the same fetch_id) gets the task it was answered with: a lost reply loses no task", () =>
     Effect.gen(function*() {
       const master = yield* Master.make()
-      const { task } = yield* clients(master.address)
+      const { node, task } = yield* clients(master.address)
+      yield* register(node, "w1")
+      yield* register(node, "w2")
       const a = yield* master.enqueue({ payload: `{"n":"a"}` })
       const b = yield* master.enqueue({ payload: `{"n":"b"}` })
       assert.strictEqual((yield* fetch(task, "w1", "f1"))?.id, a)
@@ -154,7 +234,8 @@ describe("Master (live loopback)", () => {
   it.scopedLive("fetch ids <nonce>/<sequence>: a seen id gets its fetch's answer, never a new task", () =>
     Effect.gen(function*() {
       const master = yield* Master.make()
-      const { task } = yield* clients(master.address)
+      const { node, task } = yield* clients(master.address)
+      yield* register(node, "w1")
       assert.isNull(yield* fetch(task, "w1", "boot-1/1"))
       // Fetch 1 was answered "no task": a late copy of it must not take task a.
       const a = yield* master.enqueue({ payload: `{"n":"a"}` })
@@ -174,7 +255,9 @@ describe("Master (live loopback)", () => {
   it.scopedLive("a hand-out not confirmed within redeliverAfter goes to the same node again, never to another", () =>
     Effect.gen(function*() {
       const master = yield* Master.make({ redeliverAfter: "200 millis" })
-      const { task } = yield* clients(master.address)
+      const { node, task } = yield* clients(master.address)
+      yield* register(node, "w1")
+      yield* register(node, "w2")
       const id = yield* master.enqueue({ payload: `{"n":1}` })
       assert.strictEqual((yield* fetch(task, "w1"))?.id, id)
       // Unconfirmed, but too soon: nobody gets it.
@@ -197,7 +280,8 @@ describe("Master (live loopback)", () => {
     () =>
       Effect.gen(function*() {
         const master = yield* Master.make()
-        const { task } = yield* clients(master.address)
+        const { node, task } = yield* clients(master.address)
+        yield* register(node, "n1")
         const id = yield* master.enqueue({ payload: `{"url":"https://example.com"}`, priority: 3 })
         const created = (yield* master.task(id)).createdAt
         assert.deepStrictEqual(yield* fetch(task, "n1"), {
@@ -215,7 +299,8 @@ describe("Master (live loopback)", () => {
     () =>
       Effect.gen(function*() {
         const master = yield* Master.make()
-        const { task } = yield* clients(master.address)
+        const { node, task } = yield* clients(master.address)
+        yield* register(node, "n1")
         const id = yield* master.enqueue({ payload: "{}" })
         yield* fetch(task, "n1")
         const send = (status: WorkerProtocol.TaskStatus, key: string, node = "n1") =>
@@ -436,7 +521,11 @@ describe("Master (live loopback)", () => {
       const pattern = Effect.suspend(() =>
         Effect.gen(function*() {
           const master = yield* Master.make({ failureRate: 0.5 })
-          const { task } = yield* clients(master.address)
+          const { node, task } = yield* clients(master.address)
+          // A node fetches once registered; the registration may fail on purpose too, so it is tried again.
+          yield* register(node, "n1").pipe(
+            Effect.retry({ times: 20, while: (error) => error.code === grpc.status.UNAVAILABLE })
+          )
           const outcomes: Array<boolean> = []
           for (let i = 0; i < 16; i++) outcomes.push(Exit.isSuccess(yield* Effect.exit(fetch(task, "n1"))))
           return outcomes
@@ -469,10 +558,13 @@ describe("Master (live loopback)", () => {
           code: "INVALID_ARGUMENT",
           details: "node_key is empty"
         })
-        assert.deepStrictEqual(yield* failure(heartbeat(node, "ghost")), {
-          code: "NOT_FOUND",
-          details: "node ghost is not registered; call Register first"
+        // An unknown node's heartbeat is answered, not refused: it is told it is not a member, and nothing is recorded.
+        assert.deepStrictEqual(yield* heartbeat(node, "ghost"), {
+          membership: "NOT_MEMBER",
+          incarnation: master.incarnation
         })
+        assert.deepStrictEqual((yield* master.nodes).map((n) => n.key), ["n1"])
+        assert.deepStrictEqual(yield* refused(fetch(task, "ghost")), notRegistered("ghost"))
         assert.deepStrictEqual(yield* reportWith("RUNNING", { task_id: "task-404" }), {
           code: "NOT_FOUND",
           details: "task task-404 not found"
@@ -497,10 +589,7 @@ describe("Master (live loopback)", () => {
         const ended = yield* Effect.async<grpc.ServiceError>((resume) => {
           stream.on("error", (error: grpc.ServiceError) => resume(Effect.succeed(error)))
         })
-        assert.deepStrictEqual([grpc.status[ended.code], ended.details], [
-          "NOT_FOUND",
-          "node ghost is not registered; call Register first"
-        ])
+        assert.deepStrictEqual(refusal(ended), notRegistered("ghost"))
 
         assert.strictEqual((yield* Effect.flip(master.task("task-404"))).reason, "UnknownTask")
         assert.strictEqual((yield* Effect.flip(master.cancel("task-404"))).reason, "UnknownTask")
@@ -514,6 +603,187 @@ describe("Master (live loopback)", () => {
           "invalid option failureRate: expected a number from 0 to 1, got 2"
         ])
         assert.strictEqual((yield* Effect.flip(Master.make({ heartbeatInterval: "0 millis" }))).reason, "InvalidOption")
+      }),
+    10_000
+  )
+
+  it.scopedLive(
+    "a node that is not registered is refused FetchTask with FAILED_PRECONDITION and NODE_NOT_REGISTERED in the trailer",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const { node, task } = yield* clients(master.address)
+        const id = yield* master.enqueue({ payload: "{}" })
+
+        assert.deepStrictEqual(yield* refused(fetch(task, "n1")), notRegistered("n1"))
+        assert.deepStrictEqual(yield* refused(fetch(task, "n1", "boot-1/1")), notRegistered("n1"))
+        // The refusal handed nothing out.
+        const untouched = yield* master.task(id)
+        assert.deepStrictEqual([untouched.status, untouched.handedOut, untouched.node], ["PENDING", 0, undefined])
+
+        yield* register(node, "n1")
+        assert.strictEqual((yield* fetch(task, "n1", "boot-1/1"))?.id, id)
+        // Another node stays refused: one node's registration is not another's.
+        assert.deepStrictEqual(yield* refused(fetch(task, "n2")), notRegistered("n2"))
+      }),
+    10_000
+  )
+
+  it.scopedLive(
+    "heartbeats answer NOT_MEMBER for an unknown node and MEMBER for a registered one, with the master's incarnation",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const { node } = yield* clients(master.address)
+        assert.isNotEmpty(master.incarnation)
+
+        assert.deepStrictEqual(yield* heartbeat(node, "n1", 2), {
+          membership: "NOT_MEMBER",
+          incarnation: master.incarnation
+        })
+        // Not a registration: the master still does not know the node.
+        assert.deepStrictEqual(yield* master.nodes, [])
+
+        assert.deepStrictEqual(yield* register(node, "n1"), { incarnation: master.incarnation })
+        assert.deepStrictEqual(yield* heartbeat(node, "n1", 2), {
+          membership: "MEMBER",
+          incarnation: master.incarnation
+        })
+        assert.deepStrictEqual((yield* master.nodes).map((n) => [n.key, n.running]), [["n1", 2]])
+        assert.deepStrictEqual(yield* heartbeat(node, "n2"), {
+          membership: "NOT_MEMBER",
+          incarnation: master.incarnation
+        })
+      }),
+    10_000
+  )
+
+  it.scopedLive(
+    "Register answers the master's incarnation: restart keeps it (and the memory), a new master has another",
+    () =>
+      Effect.gen(function*() {
+        const first = yield* Master.make()
+        const before = yield* clients(first.address)
+        const { incarnation } = yield* register(before.node, "n1")
+        assert.strictEqual(incarnation, first.incarnation)
+        assert.isNotEmpty(incarnation)
+
+        yield* first.restart
+        const after = yield* clients(first.address)
+        assert.strictEqual(first.incarnation, incarnation)
+        // The same memory: the node is still a member, and the same incarnation says so.
+        assert.deepStrictEqual(yield* heartbeat(after.node, "n1"), { membership: "MEMBER", incarnation })
+        assert.deepStrictEqual(yield* register(after.node, "n1", 2), { incarnation })
+
+        const second = yield* Master.make()
+        const other = yield* clients(second.address)
+        assert.notStrictEqual(second.incarnation, incarnation)
+        assert.deepStrictEqual(yield* heartbeat(other.node, "n1"), {
+          membership: "NOT_MEMBER",
+          incarnation: second.incarnation
+        })
+        assert.deepStrictEqual(yield* register(other.node, "n1"), { incarnation: second.incarnation })
+      }),
+    10_000
+  )
+
+  it.scopedLive(
+    "forget ends the node's stream with NODE_NOT_REGISTERED and refuses its fetches until it registers again",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const { node, task } = yield* clients(master.address)
+        yield* register(node, "n1")
+        yield* register(node, "n2")
+        const given = yield* master.enqueue({ payload: `{"n":"given"}` })
+        assert.strictEqual((yield* fetch(task, "n1"))?.id, given)
+        const own = yield* master.enqueue({ payload: `{"n":"own"}`, node: "n1" })
+        const stream = yield* subscribe(node, "n1")
+        const bystander = yield* subscribe(node, "n2")
+        yield* eventually(master.subscriptions, (n) => n === 2)
+
+        assert.isTrue(yield* master.forget("n1"))
+        assert.deepStrictEqual(yield* stream.ended, { code: "FAILED_PRECONDITION", error: notRegistered("n1") })
+        assert.strictEqual(yield* eventually(master.subscriptions, (n) => n === 1), 1)
+        assert.deepStrictEqual((yield* master.nodes).map((n) => n.key), ["n2"])
+        assert.deepStrictEqual(yield* refused(fetch(task, "n1")), notRegistered("n1"))
+        assert.deepStrictEqual(yield* heartbeat(node, "n1"), {
+          membership: "NOT_MEMBER",
+          incarnation: master.incarnation
+        })
+        // A new stream is refused too.
+        assert.deepStrictEqual(yield* (yield* subscribe(node, "n1", 2)).ended, {
+          code: "FAILED_PRECONDITION",
+          error: notRegistered("n1")
+        })
+        assert.isFalse(yield* master.forget("n1"))
+        assert.isFalse(yield* master.forget("ghost"))
+
+        // Its tasks stay as they were.
+        assert.deepStrictEqual((yield* master.tasks).map((t) => [t.id, t.status, t.node]), [
+          [given, "ASSIGNED", "n1"],
+          [own, "PENDING", "n1"]
+        ])
+        // Registered again, it is a member and fetches its task; another node's stream was never touched.
+        assert.deepStrictEqual(yield* register(node, "n1", 2), { incarnation: master.incarnation })
+        assert.deepStrictEqual(yield* heartbeat(node, "n1"), { membership: "MEMBER", incarnation: master.incarnation })
+        assert.strictEqual((yield* fetch(task, "n1"))?.id, own)
+        const again = yield* subscribe(node, "n1", 2)
+        yield* eventually(master.subscriptions, (n) => n === 2)
+        assert.strictEqual(yield* master.cancel(own), "Notified")
+        yield* eventually(Effect.sync(() => again.received.length), (n) => n === 1)
+        assert.deepStrictEqual(again.received, [{ cancel_task: { task_id: own }, message: "cancel_task" }])
+        assert.deepStrictEqual([stream.received, bystander.received], [[], []])
+      }),
+    10_000
+  )
+
+  it.scopedLive(
+    "task ids: a master made again on the same port, with empty memory, never hands out an id used before",
+    () =>
+      Effect.gen(function*() {
+        // A worker that outlives both masters, as one behind a stable address does.
+        const port = yield* Effect.scoped(Effect.map(Master.make(), (master) => master.port))
+        const { node, task } = yield* clients(`127.0.0.1:${port}`)
+        const life = Effect.scoped(Effect.gen(function*() {
+          const master = yield* Master.make({ port })
+          // Empty memory: the node must register again before it fetches.
+          assert.deepStrictEqual(yield* refused(fetch(task, "n1")), notRegistered("n1"))
+          yield* register(node, "n1")
+          for (let i = 0; i < 3; i++) yield* master.enqueue({ payload: "{}" })
+          const ids: Array<string | undefined> = []
+          for (let i = 0; i < 3; i++) ids.push((yield* fetch(task, "n1"))?.id)
+          return { incarnation: master.incarnation, ids }
+        }))
+        const first = yield* life
+        const second = yield* life
+        assert.notStrictEqual(first.incarnation, second.incarnation)
+        assert.deepStrictEqual(first.ids, [1, 2, 3].map((n) => `task-${first.incarnation}-${n}`))
+        assert.deepStrictEqual(second.ids, [1, 2, 3].map((n) => `task-${second.incarnation}-${n}`))
+        assert.deepStrictEqual(first.ids.filter((id) => second.ids.includes(id)), [])
+      }),
+    10_000
+  )
+
+  it.scopedLive(
+    "closing a master's scope ends its open Subscribe stream with OK, not an error",
+    () =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const master = yield* Master.make().pipe(Scope.extend(scope))
+        // The worker's client outlives the master.
+        const { node } = yield* clients(master.address)
+        yield* register(node, "n1")
+        const stream = yield* subscribe(node, "n1")
+        yield* eventually(master.subscriptions, (n) => n === 1)
+
+        const start = Date.now()
+        yield* Scope.close(scope, Exit.void)
+        const closing = Date.now() - start
+        assert.deepStrictEqual(yield* stream.ended, { code: "OK", error: undefined })
+        // Nothing was left under way: the master closed without waiting out its grace period (1 s).
+        assert.isBelow(closing, 900)
+        assert.strictEqual(yield* master.subscriptions, 0)
       }),
     10_000
   )

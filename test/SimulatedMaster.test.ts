@@ -52,6 +52,9 @@ const collect = <A, E>(stream: Stream.Stream<A, E>) =>
     return { received, fiber }
   })
 
+// The ErrorInfo a master refuses a node it does not count as a member with.
+const notRegistered = { domain: "worker.v1", reason: "NODE_NOT_REGISTERED", metadata: {} }
+
 // A GrpcError as the status name and details a worker sees.
 const grpcFailure = (error: unknown) =>
   error instanceof GrpcError ? { code: grpc.status[error.code], details: error.details } : error
@@ -66,8 +69,9 @@ describe("SimulatedMaster (virtual time)", () => {
       yield* master.enqueue({ payload: `{"n":"d"}`, node: "n2" })
       const e = yield* master.enqueue({ payload: `{"n":"e"}`, priority: -1, node: "n1" })
 
-      // The first fetch waits in the lookup for the connection: answered when it is Ready, at 50 ms.
-      const first = yield* Effect.fork(source.fetch)
+      // The first calls (a node fetches once registered) wait in the lookup for the connection: answered when it is
+      // Ready, at 50 ms.
+      const first = yield* Effect.fork(Effect.zipRight(source.register(1), source.fetch))
       yield* TestClock.adjust("49 millis")
       assert.isTrue(yield* isPending(first))
       yield* TestClock.adjust("1 millis")
@@ -108,6 +112,7 @@ describe("SimulatedMaster (virtual time)", () => {
       const { master, source } = yield* services
       const id = yield* master.enqueue({ payload: "{}" })
       yield* TestClock.adjust("50 millis")
+      yield* source.register(1)
       // Fetched, never confirmed (the node could not take the reply): out again after each redeliverAfter.
       for (let n = 1; n <= 3; n++) {
         assert.strictEqual(Option.getOrUndefined(yield* source.fetch)?.id, id)
@@ -130,6 +135,7 @@ describe("SimulatedMaster (virtual time)", () => {
   it.effect("a retried fetch answered again is not one more hand-out: only distinct fetches count toward maxHandOuts", () =>
     Effect.gen(function*() {
       const state = yield* MasterState.make({ redeliverAfter: "1 second", maxHandOuts: 2 })
+      yield* state.register({ node: "n1", name: "n1", maxRunners: 1, generation: 1 })
       const id = yield* state.enqueue({ payload: "{}" })
       const fetched = (fetchId: string) =>
         Effect.map(state.fetch("n1", fetchId), (task) => Option.getOrUndefined(task)?.id)
@@ -155,6 +161,7 @@ describe("SimulatedMaster (virtual time)", () => {
       const id = yield* master.enqueue({ payload: "{}" })
       const other = yield* master.enqueue({ payload: "{}", node: "n2" })
       yield* TestClock.adjust("50 millis")
+      yield* source.register(1)
       yield* source.fetch
       const send = (status: TaskSource.ReportedStatus, key: string, taskId = id) =>
         source.report({ key, taskId, status, error: status === "ERROR" ? "boom" : "" })
@@ -192,6 +199,7 @@ describe("SimulatedMaster (virtual time)", () => {
     Effect.gen(function*() {
       const { conn, master, network, source } = yield* services
       yield* TestClock.adjust("1 second")
+      yield* source.register(1)
       yield* network.cut
       yield* untilState(conn, "Reconnecting")
       const fetch = yield* Effect.fork(source.fetch)
@@ -236,13 +244,14 @@ describe("SimulatedMaster (virtual time)", () => {
       yield* TestClock.adjust("50 millis")
       const unknown = yield* Effect.flip(Stream.runDrain(source.subscribe(1)))
       assert.deepStrictEqual(grpcFailure(unknown), {
-        code: "NOT_FOUND",
+        code: "FAILED_PRECONDITION",
         details: "node n1 is not registered; call Register first"
       })
+      assert.deepStrictEqual(unknown instanceof GrpcError && unknown.errorInfo, notRegistered)
 
-      yield* source.register(1)
+      const { incarnation } = yield* source.register(1)
       yield* TestClock.adjust("950 millis")
-      yield* source.heartbeat(3)
+      assert.deepStrictEqual(yield* source.heartbeat(3), { member: true, incarnation })
       assert.deepStrictEqual(yield* master.nodes, [{
         key: "n1",
         name: "n1",
@@ -351,5 +360,66 @@ describe("SimulatedMaster (virtual time)", () => {
       yield* source.register(1)
       assert.strictEqual(Option.getOrUndefined(yield* source.fetch)?.id, id)
       assert.strictEqual((yield* Effect.flip(master.setFailureRate(1.5))).reason, "InvalidOption")
+    }).pipe(Effect.provide(world())))
+  it.effect("forget ends the node's subscription and refuses its fetch with NODE_NOT_REGISTERED until it registers again", () =>
+    Effect.gen(function*() {
+      const { master, source } = yield* services
+      yield* TestClock.adjust("50 millis")
+      const { incarnation } = yield* source.register(1)
+      assert.isNotEmpty(incarnation)
+      const given = yield* master.enqueue({ payload: `{"n":"given"}` })
+      assert.strictEqual(Option.getOrUndefined(yield* source.fetch)?.id, given)
+      const own = yield* master.enqueue({ payload: `{"n":"own"}`, node: "n1" })
+      const sub = yield* collect(source.subscribe(1))
+      yield* TestClock.adjust(0)
+      assert.strictEqual(yield* master.subscriptions, 1)
+
+      assert.isTrue(yield* master.forget("n1"))
+      const ended = yield* Effect.flip(Fiber.join(sub.fiber))
+      assert.deepStrictEqual(grpcFailure(ended), {
+        code: "FAILED_PRECONDITION",
+        details: "node n1 is not registered; call Register first"
+      })
+      assert.deepStrictEqual(ended instanceof GrpcError && [ended.method, ended.errorInfo], [
+        "Subscribe",
+        notRegistered
+      ])
+      assert.strictEqual(TaskSource.membershipOf(ended), "NotMember")
+      assert.strictEqual(yield* master.subscriptions, 0)
+      assert.deepStrictEqual(yield* master.nodes, [])
+
+      const fetched = yield* Effect.flip(source.fetch)
+      assert.deepStrictEqual(grpcFailure(fetched), grpcFailure(ended))
+      assert.deepStrictEqual(fetched instanceof GrpcError && [fetched.method, fetched.errorInfo], [
+        "FetchTask",
+        notRegistered
+      ])
+      assert.strictEqual(TaskSource.membershipOf(fetched), "NotMember")
+      assert.deepStrictEqual(yield* source.heartbeat(0), { member: false, incarnation })
+      assert.isFalse(yield* master.forget("n1"))
+      assert.isFalse(yield* master.forget("ghost"))
+
+      // Its tasks stay as they were; registered again, it fetches its own.
+      assert.deepStrictEqual((yield* master.tasks).map((t) => [t.id, t.status, t.node]), [
+        [given, "ASSIGNED", "n1"],
+        [own, "PENDING", "n1"]
+      ])
+      assert.deepStrictEqual(yield* source.register(1), { incarnation })
+      assert.deepStrictEqual(yield* source.heartbeat(0), { member: true, incarnation })
+      assert.strictEqual(Option.getOrUndefined(yield* source.fetch)?.id, own)
+      const again = yield* collect(source.subscribe(1))
+      yield* TestClock.adjust(0)
+      assert.strictEqual(yield* master.cancel(own), "Notified")
+      yield* TestClock.adjust(0)
+      assert.deepStrictEqual(again.received, [{ _tag: "CancelTask", taskId: own }])
+      assert.deepStrictEqual(sub.received, [])
+
+      // The detail is the master's word on membership only: another FAILED_PRECONDITION comes without it.
+      const other = yield* master.enqueue({ payload: "{}", node: "n2" })
+      const notHandedOut = yield* Effect.flip(source.report({ key: "k", taskId: other, status: "RUNNING", error: "" }))
+      assert.deepStrictEqual(notHandedOut instanceof GrpcError && [notHandedOut.code, notHandedOut.errorInfo], [
+        grpc.status.FAILED_PRECONDITION,
+        undefined
+      ])
     }).pipe(Effect.provide(world())))
 })

@@ -6,14 +6,17 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as Connection from "../src/Connection.js"
+import { GrpcError } from "../src/GrpcError.js"
 import * as Metrics from "../src/Metrics.js"
 import * as Outbox from "../src/Outbox.js"
+import * as Readiness from "../src/Readiness.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import type * as Master from "../src/testing/Master.js"
@@ -124,7 +127,7 @@ describe("TaskHandler (virtual time)", () => {
       yield* TestClock.adjust("5 seconds")
       const started = at(yield* task(id), "RUNNING")!
       const line = logs.lines.find((l) => l.message.includes("starting task handler"))!
-      assert.strictEqual(line.message, "connection ready and registered, starting task handler")
+      assert.strictEqual(line.message, "connection ready, starting task handler")
       assert.isAtLeast(started, 10_000)
       assert.isAtMost(started - line.at, 100)
     }).pipe(
@@ -371,4 +374,162 @@ describe("TaskHandler (virtual time)", () => {
       yield* Scope.close(scope, Exit.void)
     }).pipe(Effect.provide(shared), Effect.provide(logs.layer), Effect.withRandom(Random.fixed([0.5])))
   })
+})
+
+describe("TaskHandler: membership (virtual time)", () => {
+  const master = SimulatedMaster.SimulatedMaster
+  const registeredAt = Effect.flatMap(master, (m) => Effect.map(m.nodes, (nodes) => nodes[0]?.registeredAt))
+
+  // Every readiness status, as it changes.
+  const watchReadiness = Effect.gen(function*() {
+    const seen: Array<Readiness.ReadinessStatus> = []
+    const conn = yield* Connection.Connection
+    yield* Effect.forkScoped(Stream.runForEach(conn.readiness.changes, (s) => Effect.sync(() => void seen.push(s))))
+    return seen
+  })
+
+  it.scoped("a master that forgets the node: it registers again at once, runs the task queued meanwhile, hears the cancel", () =>
+    Effect.gen(function*() {
+      const seen = yield* watchReadiness
+      const conn = yield* Connection.Connection
+      const handler = yield* TaskHandler.TaskHandler
+      yield* TestClock.adjust("6 seconds")
+      assert.isTrue((yield* conn.readiness.status).ready)
+      const joinedAt = yield* registeredAt
+      const forgotAt = yield* TestClock.currentTimeMillis
+      seen.length = 0
+      assert.isTrue(yield* (yield* master).forget("w1"))
+      const id = yield* enqueue(100)
+      yield* TestClock.adjust("1 second")
+      // Registered again at the instant of the forget: the node had been served, so no backoff.
+      assert.strictEqual(yield* registeredAt, forgotAt)
+      assert.notStrictEqual(joinedAt, forgotAt)
+      const running = at(yield* task(id), "RUNNING")!
+      assert.isAtMost(running - forgotAt, 1000)
+      // Not ready while it was no member, ready again after.
+      const notMember = seen.find((s) => !s.ready && Readiness.failingCheck(s.report) === "member")
+      assert.isDefined(notMember)
+      assert.include(Readiness.describeFailure(notMember!.report), "member: the master does not know this node")
+      assert.isTrue((yield* conn.readiness.status).ready)
+      // The master's cancel reaches the new subscription.
+      assert.strictEqual(yield* (yield* master).cancel(id), "Notified")
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual((yield* handler.status).cancelled, 1)
+      assert.deepStrictEqual(yield* handler.running, [])
+    }).pipe(Effect.provide(world()), Effect.withRandom(Random.fixed([0.5]))))
+
+  it.scoped("six forgets in a row, 12 s apart: the sixth rejoin is as quick as the first", () =>
+    Effect.gen(function*() {
+      const handler = yield* TaskHandler.TaskHandler
+      yield* TestClock.adjust("6 seconds")
+      const waits: Array<number> = []
+      for (let i = 0; i < 6; i++) {
+        yield* TestClock.adjust("12 seconds")
+        const forgotAt = yield* TestClock.currentTimeMillis
+        yield* (yield* master).forget("w1")
+        const id = yield* enqueue(1)
+        yield* TestClock.adjust("1 second")
+        waits.push((yield* registeredAt)! - forgotAt)
+        assert.isAtMost(at(yield* task(id), "RUNNING")! - forgotAt, 1000, `forget ${i + 1}: its task ran`)
+      }
+      assert.deepStrictEqual(waits, [0, 0, 0, 0, 0, 0])
+      assert.strictEqual((yield* handler.status).finished, 6)
+    }).pipe(Effect.provide(world()), Effect.withRandom(Random.fixed([0.5]))))
+
+  it.scoped("a generation's first fetch waits for its Register: no fetch is refused across ten reconnections", () => {
+    const logs = captureLogs()
+    return Effect.gen(function*() {
+      const network = yield* SimulatedNetwork.SimulatedNetwork
+      const handler = yield* TaskHandler.TaskHandler
+      yield* TestClock.adjust("6 seconds")
+      const ids: Array<string> = []
+      for (let i = 0; i < 10; i++) {
+        yield* network.cut
+        yield* TestClock.adjust("5 seconds")
+        ids.push(yield* enqueue(1))
+        yield* network.restore
+        yield* TestClock.adjust("10 seconds")
+      }
+      for (const id of ids) assert.strictEqual((yield* task(id)).status, "FINISHED")
+      assert.deepStrictEqual(logs.lines.filter((l) => l.message.includes("not registered")), [])
+      assert.strictEqual((yield* handler.status).fetchFailures, 0)
+    }).pipe(Effect.provide(world()), Effect.provide(logs.layer), Effect.withRandom(Random.fixed([0.5])))
+  })
+
+  // The simulated master's task source with one of its answers changed.
+  const altered = (change: (source: TaskSource.TaskSource) => Partial<TaskSource.TaskSource>) =>
+    Layer.effect(
+      TaskSource.TaskSource,
+      Effect.map(TaskSource.TaskSource, (source) => ({ ...source, ...change(source) }))
+    )
+  const alteredWorld = (change: (source: TaskSource.TaskSource) => Partial<TaskSource.TaskSource>) =>
+    TaskHandler.layer({ payload: Payload, run: sleeping }).pipe(
+      Layer.provideMerge(altered(change)),
+      Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+      Layer.provideMerge(simulatedConnection),
+      Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
+    )
+
+  it.scoped("a heartbeat that answers another incarnation has the node register again", () => {
+    const logs = captureLogs()
+    let incarnation = "first"
+    return Effect.gen(function*() {
+      yield* TestClock.adjust("6 seconds")
+      const joinedAt = yield* registeredAt
+      incarnation = "second"
+      // The next heartbeat is due 15 s after the handler started.
+      yield* TestClock.adjust("15 seconds")
+      assert.isAbove((yield* registeredAt)!, joinedAt!)
+      assert.isTrue(logs.lines.some((l) => l.message.includes("the master restarted (incarnation second, was first)")))
+    }).pipe(
+      Effect.provide(alteredWorld((source) => ({
+        register: (generation) => Effect.as(source.register(generation), { incarnation }),
+        heartbeat: (running) => Effect.as(source.heartbeat(running), { member: true, incarnation })
+      }))),
+      Effect.provide(logs.layer),
+      Effect.withRandom(Random.fixed([0.5]))
+    )
+  })
+
+  it.scoped("a master that predates the signal refuses fetches FAILED_PRECONDITION: the node registers again, at most once in 30 s", () => {
+    let registers = 0
+    const refused = new GrpcError({ code: 9, details: "node not registered", service: "task", method: "FetchTask" })
+    return Effect.gen(function*() {
+      yield* TestClock.adjust("95 seconds")
+      // The first join, then one more at 5 s (the first refusal) and every 30 s after: 5, 35, 65, 95.
+      assert.strictEqual(registers, 5)
+      assert.strictEqual(TaskSource.membershipOf(refused), "MaybeNotMember")
+    }).pipe(
+      Effect.provide(alteredWorld((source) => ({
+        register: (generation) => Effect.zipLeft(source.register(generation), Effect.sync(() => registers++)),
+        fetch: Effect.fail(refused)
+      }))),
+      Effect.withRandom(Random.fixed([0.5]))
+    )
+  })
+
+  it.scoped("readiness is held back while the task handler has not started: an outbox that never opens", () =>
+    Effect.gen(function*() {
+      const hung = Layer.succeed(Outbox.OutboxStore, { open: () => Effect.never })
+      const connection = simulatedConnection.pipe(
+        Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer()))
+      )
+      const context = yield* Layer.build(connection)
+      const conn = Context.get(context, Connection.Connection)
+      const starting = yield* Effect.forkScoped(
+        Layer.build(
+          TaskHandler.layer({ payload: Payload, run: sleeping }).pipe(
+            Layer.provide(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+            Layer.provide(hung)
+          )
+        ).pipe(Effect.provide(context))
+      )
+      yield* TestClock.adjust("10 seconds")
+      assert.strictEqual((yield* conn.state)._tag, "Ready")
+      const status = yield* conn.readiness.status
+      assert.isFalse(status.ready)
+      assert.strictEqual(Readiness.failingCheck(status.report), "tasks")
+      assert.include(Readiness.describeFailure(status.report), "outbox is not open")
+      assert.isTrue(Option.isNone(yield* Fiber.poll(starting)), "the task handler is still starting")
+    }).pipe(Effect.withRandom(Random.fixed([0.5]))))
 })

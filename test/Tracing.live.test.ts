@@ -43,6 +43,7 @@ describe("traces (live loopback, OpenTelemetry in-memory exporter)", () => {
       yield* Effect.sleep("700 millis") // a few failed attempts
       yield* master.restart
       yield* ready(2)
+      yield* conn.call("node", "Register", { node_key: "n1", name: "n1", max_runners: 1, generation: 2 })
       yield* conn.call("task", "FetchTask", { node_key: "n1", fetch_id: "" }).pipe(Effect.withSpan("fetch once"))
     }).pipe(Effect.scoped, Logger.withMinimumLogLevel(LogLevel.Warning))
 

@@ -1,20 +1,31 @@
 /**
- * The node's membership with its master: on every connection generation the
- * node registers and listens to the master's requests (again after a failure,
- * while the generation lasts), and it sends heartbeats once it is registered
- * for the current generation.
+ * The node's membership with its master. On every connection generation the
+ * node registers, then listens to the master's requests. It is a member from
+ * its registration until the master says otherwise: the `Subscribe` stream
+ * ends, a call is refused with NODE_NOT_REGISTERED, or a heartbeat answers
+ * NOT_MEMBER or another incarnation. Then it registers again at once, on the
+ * same connection. A join that fails is tried again on a backoff, which starts
+ * over once the master has served the node as a member.
+ *
+ * Readiness is held back on `member` while the node is not one.
  */
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as Connection from "../Connection.js"
+import * as Readiness from "../Readiness.js"
 import * as Retry from "../Retry.js"
-import type * as TaskSource from "../TaskSource.js"
+import * as TaskSource from "../TaskSource.js"
 import { errorMessage } from "./format.js"
 import { forkLoop } from "./loop.js"
+import * as Stepper from "./stepper.js"
 
 export interface Options {
   readonly connection: Connection.Connection
@@ -28,45 +39,163 @@ export interface Options {
   readonly onHeartbeatFailure: Effect.Effect<void>
 }
 
-// Joining again within one generation: soon, then less often.
+/** One registration: the calls made under it say so, and a refusal ends this one only, never a later one. */
+export interface Member {
+  readonly generation: number
+  /** Counts registrations: one more on every join. */
+  readonly join: number
+  /** The master's incarnation as `Register` answered it; empty when the master does not say. */
+  readonly incarnation: string
+}
+
+export interface Membership {
+  /** The registration the node holds on the connection's current generation, if it holds one. */
+  readonly current: Effect.Effect<Option.Option<Member>>
+  /** Every registration, as it is made. */
+  readonly joined: Stream.Stream<Member>
+  /** A call made under `member` failed: if the failure says the master does not know the node, it joins again. */
+  readonly observe: (member: Member, error: TaskSource.Failure) => Effect.Effect<void>
+  /** A call made under `member` was answered: the master serves the node, and the rejoin backoff starts over. */
+  readonly served: (member: Member) => Effect.Effect<void>
+}
+
+// Joining again after a join that failed: soon, then less often.
 const rejoin = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
 
+// A refusal without the protocol's detail (a master that predates it) has the node register again at most this often.
+const guessedRejoinEvery = 30_000
+
+interface Joined {
+  readonly member: Member
+  /** Completed with the reason the registration ended. */
+  readonly ended: Deferred.Deferred<string>
+}
+
 /** Starts the membership's loops in the current scope. */
-export const start = (options: Options): Effect.Effect<void, never, Scope.Scope> =>
+export const start = (options: Options): Effect.Effect<Membership, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { connection, source } = options
-    // The generation the node is registered for: heartbeats wait for it.
-    const registered = yield* SubscriptionRef.make<number | undefined>(undefined)
+    const joined = yield* SubscriptionRef.make<Joined | undefined>(undefined)
+    const joins = yield* Ref.make(0)
+    const lastGuess = yield* Ref.make(Number.NEGATIVE_INFINITY)
+    // The last registration the master served: a call made under it was answered.
+    const lastServed = yield* Ref.make(0)
+    const setMember = yield* connection.readiness.hold("member", Readiness.CheckResult.Pending())
 
-    // Register, then listen to the master, for one generation; a failure ends this join, and it is made again.
-    const join = (generation: number) =>
-      Stream.fromEffect(
-        source.register(generation).pipe(
-          Effect.zipRight(SubscriptionRef.set(registered, generation)),
-          Effect.zipRight(Effect.logInfo(`node registered for generation ${generation}`))
-        )
-      ).pipe(
-        Stream.flatMap(() => source.subscribe(generation)),
-        Stream.catchAll((error) =>
-          Stream.execute(Effect.logWarning(`joining generation ${generation} failed: ${errorMessage(error)}`))
-        )
+    const end = (member: Member, why: string) =>
+      Effect.flatMap(
+        SubscriptionRef.get(joined),
+        (now) => now?.member.join === member.join ? Deferred.succeed(now.ended, why) : Effect.void
       )
+
+    const observe = (member: Member, error: TaskSource.Failure) =>
+      Effect.gen(function*() {
+        switch (TaskSource.membershipOf(error)) {
+          case "NotMember":
+            return yield* end(member, `the master does not know this node (${errorMessage(error)})`)
+          case "MaybeNotMember": {
+            const now = yield* Clock.currentTimeMillis
+            if (now - (yield* Ref.get(lastGuess)) < guessedRejoinEvery) return
+            yield* Ref.set(lastGuess, now)
+            return yield* end(member, `the master may not know this node (${errorMessage(error)})`)
+          }
+        }
+      })
+
+    const served = (member: Member) => Ref.update(lastServed, (join) => Math.max(join, member.join))
+
+    // Registers, then listens to the master until the registration ends; again and again, for one generation.
+    const member = (generation: number) =>
+      Effect.gen(function*() {
+        const delays = yield* Stepper.make(rejoin)
+        let failedInARow = 0
+        while (true) {
+          if (failedInARow > 0) yield* Effect.sleep(Option.getOrElse(yield* delays.next(undefined), () => 0))
+          const registered = yield* Effect.either(source.register(generation))
+          if (registered._tag === "Left") {
+            failedInARow++
+            const why = `registering for generation ${generation} failed: ${errorMessage(registered.left)}`
+            yield* setMember(Readiness.CheckResult.Failed({ message: why }))
+            yield* Effect.logWarning(why)
+            continue
+          }
+          const join = yield* Ref.updateAndGet(joins, (n) => n + 1)
+          const now: Joined = {
+            member: { generation, join, incarnation: registered.right.incarnation },
+            ended: yield* Deferred.make<string>()
+          }
+          yield* SubscriptionRef.set(joined, now)
+          yield* setMember(Readiness.CheckResult.Passed())
+          yield* Effect.logInfo(`node registered for generation ${generation}`)
+          const streamEnd = source.subscribe(generation).pipe(
+            Stream.runForEach((request) => options.cancel(request.taskId)),
+            Effect.matchEffect({
+              onSuccess: () => Effect.succeed("the master ended its stream"),
+              onFailure: (error) =>
+                Effect.as(observe(now.member, error), `the master's stream failed: ${errorMessage(error)}`)
+            })
+          )
+          const first = yield* Effect.raceFirst(streamEnd, Deferred.await(now.ended))
+          // The master's own word (a refusal, a heartbeat) says more than the stream's end it caused.
+          const why = yield* Option.getOrElse(yield* Deferred.poll(now.ended), () => Effect.succeed(first))
+          const wasServed = (yield* Ref.get(lastServed)) === join
+          yield* SubscriptionRef.set(joined, undefined)
+          yield* setMember(Readiness.CheckResult.Failed({ message: `${why}; registering again` }))
+          yield* Effect.logWarning(`${why}; registering again`)
+          if (wasServed) {
+            failedInARow = 0
+            yield* delays.reset
+          } else {
+            failedInARow++
+          }
+        }
+      })
 
     const heartbeat = Effect.gen(function*() {
-      const state = yield* connection.state
-      if (state._tag !== "Ready" || state.generation !== (yield* SubscriptionRef.get(registered))) return
-      yield* source.heartbeat(yield* options.running).pipe(
-        Effect.catchAll((error) =>
-          Effect.logWarning(`heartbeat failed: ${errorMessage(error)}`).pipe(
-            Effect.zipRight(options.onHeartbeatFailure)
-          )
-        )
-      )
+      const now = yield* current
+      if (Option.isNone(now)) return
+      const member = now.value
+      const answer = yield* Effect.either(source.heartbeat(yield* options.running))
+      if (answer._tag === "Left") {
+        yield* Effect.logWarning(`heartbeat failed: ${errorMessage(answer.left)}`)
+        yield* options.onHeartbeatFailure
+        return yield* observe(member, answer.left)
+      }
+      const { incarnation } = answer.right
+      if (answer.right.member === false) return yield* end(member, "the master answered the heartbeat NOT_MEMBER")
+      if (incarnation !== "" && member.incarnation !== "" && incarnation !== member.incarnation) {
+        return yield* end(member, `the master restarted (incarnation ${incarnation}, was ${member.incarnation})`)
+      }
+      if (answer.right.member === true) yield* served(member)
     })
+
+    const current: Effect.Effect<Option.Option<Member>> = Effect.zipWith(
+      SubscriptionRef.get(joined),
+      connection.state,
+      (now, state) =>
+        now !== undefined && state._tag === "Ready" && state.generation === now.member.generation
+          ? Option.some(now.member)
+          : Option.none()
+    )
 
     yield* forkLoop(
       "membership",
-      connection.eachGeneration(join, rejoin).pipe(Stream.runForEach((request) => options.cancel(request.taskId)))
+      Stream.runDrain(connection.eachGeneration((generation) => Stream.fromEffect(member(generation))))
+    )
+    // Between generations the node holds no registration the master could serve.
+    yield* forkLoop(
+      "membership",
+      connection.changes.pipe(
+        Stream.filter((state) => state._tag !== "Ready"),
+        Stream.runForEach(() => setMember(Readiness.CheckResult.Pending()))
+      )
     )
     yield* forkLoop("heartbeat", Effect.repeat(heartbeat, Schedule.spaced(options.heartbeatInterval)))
+
+    return {
+      current,
+      joined: joined.changes.pipe(Stream.filterMap((now) => Option.fromNullable(now?.member))),
+      observe,
+      served
+    } satisfies Membership
   })

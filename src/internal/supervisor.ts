@@ -334,7 +334,11 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
               // the same words again are no change, and wake nobody.
               if (error.reason !== "NotReady") {
                 const { report } = yield* SubscriptionRef.get(status)
-                const updated = lostReport(report, error)
+                // The generation being established has checks of its own: the last one's passed long ago.
+                const updated = lostReport(
+                  report.generation === generation ? report : Readiness.pending(generation),
+                  error
+                )
                 if (!sameChecks(report, updated)) yield* SubscriptionRef.set(status, { ready: false, report: updated })
               }
               const line =

@@ -32,19 +32,22 @@ import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Ref from "effect/Ref"
 import * as Runtime from "effect/Runtime"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type * as HealthCheck from "grpc-health-check"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { createSecureContext } from "node:tls"
+import * as ErrorInfo from "../internal/errorInfo.js"
 import { requireLazily } from "../internal/lazy.js"
 import * as Validate from "../internal/validate.js"
+import * as TaskSource from "../TaskSource.js"
 import * as WorkerProtocol from "../WorkerProtocol.js"
 import * as MasterState from "./internal/masterState.js"
 import { MasterError } from "./internal/masterState.js"
@@ -224,6 +227,22 @@ export interface Master {
   ) => Effect.Effect<void, MasterError>
   /** Ends the task `CANCELLED`, and tells the newest subscription of its node. */
   readonly cancel: (id: string) => Effect.Effect<CancelOutcome, MasterError>
+  /**
+   * Forgets the node, as a master that expired it or failed over does: its
+   * registration goes, its `Subscribe` streams end with NODE_NOT_REGISTERED,
+   * and its fetches are refused so until it registers again. Its tasks stay.
+   * False when the node was not registered.
+   *
+   * @since 0.3.0
+   */
+  readonly forget: (node: string) => Effect.Effect<boolean>
+  /**
+   * This master's incarnation, in `Register` and heartbeat replies and in its
+   * task ids: new on every `make`, kept by `restart`.
+   *
+   * @since 0.3.0
+   */
+  readonly incarnation: string
 }
 
 /**
@@ -255,15 +274,21 @@ const bind = (
       ))
   })
 
+// A refusal as a status; a node that is not a member is told so in the status details, as the protocol says.
 const toStatus = (cause: Cause.Cause<MasterState.Rejection>): grpc.StatusObject => {
   const rejected = Cause.failureOption(cause)
-  return {
-    code: Option.isSome(rejected)
-      ? grpc.status[MasterState.canonicalCode[rejected.value.reason]]
-      : grpc.status.INTERNAL,
-    details: Option.isSome(rejected) ? rejected.value.message : `master failed: ${Cause.pretty(cause)}`,
-    metadata: new grpc.Metadata()
+  const metadata = new grpc.Metadata()
+  if (Option.isNone(rejected)) {
+    return { code: grpc.status.INTERNAL, details: `master failed: ${Cause.pretty(cause)}`, metadata }
   }
+  const code = grpc.status[MasterState.canonicalCode[rejected.value.reason]]
+  if (rejected.value.reason === "UnknownNode") {
+    metadata.set(
+      ErrorInfo.trailer,
+      ErrorInfo.encode(code, rejected.value.message, { ...TaskSource.notRegistered, metadata: {} })
+    )
+  }
+  return { code, details: rejected.value.message, metadata }
 }
 
 type SubscribeCall = grpc.ServerWritableStream<WorkerProtocol.SubscribeRequest, WorkerProtocol.MasterMessage>
@@ -288,6 +313,9 @@ const serverCredentials = (tls: TlsOptions | undefined): Effect.Effect<grpc.Serv
 const digest = (text: string) => createHash("sha256").update(text).digest()
 
 const healthPath = "/grpc.health.v1.Health/"
+
+// How long a closing master lets the calls under way finish.
+const gracefulClose = Duration.seconds(1)
 
 // Checks the bearer token before any handler runs; `onRejected` hears of each refusal (never the token).
 const requireToken = (
@@ -342,7 +370,8 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     // Handlers run on the caller's runtime: its Clock and Random, its logger; streams in the master's scope.
     const runtime = yield* Effect.runtime<never>()
-    const scope = yield* Effect.scope
+    // The streams' scope closes after the server's graceful close (made below): their calls end with OK first.
+    const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
     const run = <A, E>(effect: Effect.Effect<A, E>, onExit: (exit: Exit.Exit<A, E>) => void): void => {
       Runtime.runCallback(runtime)(effect.pipe(Effect.annotateLogs({ module: "Master" })), { onExit })
     }
@@ -382,6 +411,8 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     // Writes the subscription's requests until it ends (replaced, or the server stopped); the call's end closes it.
     const subscribe = (call: SubscribeCall) => {
+      // Headers at once: a proxy waiting for them (nginx's grpc_read_timeout) would end a quiet stream.
+      call.sendMetadata(new grpc.Metadata())
       const fiber = Runtime.runFork(runtime)(
         Effect.scoped(
           Effect.flatMap(state.subscribe(call.request.node_key, call.request.generation), (requests) =>
@@ -427,10 +458,13 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
             maxRunners: request.max_runners,
             generation: request.generation
           }),
-          {}
+          { incarnation: state.incarnation }
         )),
       SendHeartbeat: unary<WorkerProtocol.HeartbeatRequest, WorkerProtocol.HeartbeatReply>("SendHeartbeat", (request) =>
-        Effect.as(state.heartbeat(request.node_key, request.running), {})),
+        Effect.map(state.heartbeat(request.node_key, request.running), (known) => ({
+          membership: known ? "MEMBER" : "NOT_MEMBER",
+          incarnation: state.incarnation
+        }))),
       Subscribe: subscribe
     }
 
@@ -475,6 +509,26 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
       yield* state.dropSubscriptions
     })
 
+    // On close: the streams end with OK and the calls under way may finish (within a second), as a master on
+    // SIGTERM does; then whatever is left is dropped.
+    const closeServer = Effect.gen(function*() {
+      const running = yield* Ref.get(server)
+      if (running === undefined) {
+        return
+      }
+      yield* state.dropSubscriptions
+      // Finalizers run uninterruptibly: the wait is made interruptible so its timeout can end it.
+      yield* Effect.async<void>((resume) =>
+        running.tryShutdown(() =>
+          resume(Effect.void)
+        )
+      ).pipe(
+        Effect.interruptible,
+        Effect.timeoutOption(gracefulClose),
+        Effect.zipRight(stopServer)
+      )
+    })
+
     const startServer = (port: number) =>
       Effect.gen(function*() {
         if ((yield* Ref.get(server)) !== undefined) {
@@ -497,8 +551,7 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     const port = yield* Effect.acquireRelease(
       lifecycle.withPermits(1)(startServer(requestedPort)),
-      () =>
-        lifecycle.withPermits(1)(stopServer)
+      () => lifecycle.withPermits(1)(closeServer)
     )
     const address = `${hostPart}:${port}`
 
@@ -519,7 +572,9 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
           }
         }),
       setFailureRate: state.setFailureRate,
-      cancel: state.cancel
+      cancel: state.cancel,
+      forget: state.forget,
+      incarnation: state.incarnation
     } satisfies Master
   })
 

@@ -6,6 +6,7 @@
  * - `GET /tasks`: every task with its status history; `GET /nodes`: every node
  * - `POST /stop`, `POST /restart`, `POST /serving {"serving": bool}`
  * - `POST /failure-rate {"rate": 0.3, "only"?: ["ReportStatus"]}`: fail that share of calls (of those methods) with UNAVAILABLE
+ * - `POST /forget {"node": key}`: forget the node, as a master that expired it does (`{"forgotten": bool}`)
  *
  * Serve it on any `@effect/platform` HTTP server, with a `Master` in context;
  * the `effect-grpc-resilience-master` command serves it on Node.
@@ -73,6 +74,14 @@ export const router = HttpRouter.empty.pipe(
       )
       yield* (yield* Master.Master).setFailureRate(rate, { only })
       return HttpServerResponse.empty()
+    })
+  ),
+  HttpRouter.post(
+    "/forget",
+    Effect.gen(function*() {
+      const { node } = yield* HttpServerRequest.schemaBodyJson(Schema.Struct({ node: Schema.String }))
+      const forgotten = yield* (yield* Master.Master).forget(node)
+      return yield* HttpServerResponse.json({ forgotten })
     })
   )
 )

@@ -63,12 +63,18 @@ export interface SimulatedMaster {
   readonly subscriptions: Effect.Effect<number>
   /** Ends the task `CANCELLED`, and tells the newest subscription of its node. */
   readonly cancel: (id: string) => Effect.Effect<MasterState.CancelOutcome, MasterState.MasterError>
-  /** The fraction (0 to 1) of calls failed with UNAVAILABLE from now on, drawn from `Random`. */
   /** Fails this share (0 to 1) of calls with UNAVAILABLE: of every call, or only of the methods named (`ReportStatus`). */
   readonly setFailureRate: (
     rate: number,
     options?: { readonly only?: ReadonlyArray<string> | undefined }
   ) => Effect.Effect<void, MasterState.MasterError>
+  /**
+   * Forgets the node, as `Master.forget` does: its subscriptions end with
+   * NODE_NOT_REGISTERED and its fetches are refused until it registers again.
+   *
+   * @since 0.3.0
+   */
+  readonly forget: (node: string) => Effect.Effect<boolean>
 }
 
 /**
@@ -101,7 +107,8 @@ export const make = (options: Options = {}): Effect.Effect<SimulatedMaster, Mast
       nodes: state.nodes,
       subscriptions: state.subscriptions,
       cancel: state.cancel,
-      setFailureRate: state.setFailureRate
+      setFailureRate: state.setFailureRate,
+      forget: state.forget
     }
     states.set(master, state)
     return master
@@ -122,7 +129,8 @@ const toGrpcError = (service: string, method: string) => (rejection: MasterState
     code: grpc.status[MasterState.canonicalCode[rejection.reason]],
     details: rejection.message,
     service,
-    method
+    method,
+    errorInfo: rejection.reason === "UnknownNode" ? { ...TaskSource.notRegistered, metadata: {} } : undefined
   })
 
 /**
@@ -197,13 +205,20 @@ export const taskSource = <
           })
         ).pipe(Effect.asVoid)
 
-      const heartbeat = (running: number) => call("node", "SendHeartbeat", state.heartbeat(nodeKey, running))
+      const heartbeat = (running: number) =>
+        Effect.map(
+          call("node", "SendHeartbeat", state.heartbeat(nodeKey, running)),
+          (member): TaskSource.HeartbeatAnswer => ({ member, incarnation: state.incarnation })
+        )
 
       const register = (generation: number) =>
-        call(
-          "node",
-          "Register",
-          state.register({ node: nodeKey, name: options.name ?? nodeKey, maxRunners, generation })
+        Effect.as(
+          call(
+            "node",
+            "Register",
+            state.register({ node: nodeKey, name: options.name ?? nodeKey, maxRunners, generation })
+          ),
+          { incarnation: state.incarnation }
         )
 
       // As the real source: the stream's client is looked up once, without a retry.
@@ -214,7 +229,10 @@ export const taskSource = <
               client,
               `${WorkerProtocol.serviceNames.node}/Subscribe`,
               Stream.unwrapScoped(
-                Effect.mapError(state.subscribe(nodeKey, generation), toGrpcError("node", "Subscribe"))
+                Effect.map(
+                  Effect.mapError(state.subscribe(nodeKey, generation), toGrpcError("node", "Subscribe")),
+                  Stream.mapError(toGrpcError("node", "Subscribe"))
+                )
               )
             ))
         )

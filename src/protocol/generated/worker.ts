@@ -29,6 +29,7 @@ export interface ProtoGrpcType {
       HeartbeatReply: MessageTypeDefinition<_worker_v1_HeartbeatReply, _worker_v1_HeartbeatReply__Output>
       HeartbeatRequest: MessageTypeDefinition<_worker_v1_HeartbeatRequest, _worker_v1_HeartbeatRequest__Output>
       MasterMessage: MessageTypeDefinition<_worker_v1_MasterMessage, _worker_v1_MasterMessage__Output>
+      Membership: EnumTypeDefinition
       /**
        * A worker node's membership: who it is, that it is alive, and what the master asks of it.
        */

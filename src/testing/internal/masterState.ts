@@ -116,7 +116,9 @@ export class MasterError extends Data.TaggedError("MasterError")<{
  * A worker's request the master refused; `message` is what the worker is told.
  *
  * - `InvalidArgument`: an empty key or id, a negative runner cap, a status a worker may not report.
- * - `UnknownTask`, `UnknownNode`: no such task; the node never registered.
+ * - `UnknownTask`: no such task.
+ * - `UnknownNode`: the node is not a member: it never registered, or the master forgot it. Answered with the
+ *   protocol's `NODE_NOT_REGISTERED` detail, so the worker registers again.
  * - `NotHandedOut`: a report for a task not handed out to that node.
  * - `InjectedFailure`: failed on purpose (`failureRate`).
  */
@@ -129,7 +131,7 @@ export class Rejection extends Data.TaggedError("Rejection")<{
 export const canonicalCode = {
   InvalidArgument: "INVALID_ARGUMENT",
   UnknownTask: "NOT_FOUND",
-  UnknownNode: "NOT_FOUND",
+  UnknownNode: "FAILED_PRECONDITION",
   NotHandedOut: "FAILED_PRECONDITION",
   InjectedFailure: "UNAVAILABLE"
 } as const satisfies Record<Rejection["reason"], string>
@@ -201,9 +203,12 @@ export interface MasterState {
   readonly injectFailure: (operation: string) => Effect.Effect<void, Rejection>
   /** Registers the node, or updates its registration (generation, name, cap). */
   readonly register: (registration: Registration) => Effect.Effect<void, Rejection>
-  readonly heartbeat: (node: string, running: number) => Effect.Effect<void, Rejection>
-  /** Hands the node its next task, which becomes `ASSIGNED` to it; none when nothing is pending for it. */
-  /** The next task for the node; a retry of a fetch (the same non-empty `fetchId`) gets the same task. */
+  /** Records a heartbeat of a registered node; false for a node that is not registered (nothing recorded). */
+  readonly heartbeat: (node: string, running: number) => Effect.Effect<boolean, Rejection>
+  /**
+   * The registered node's next task, which becomes `ASSIGNED` to it; none when nothing is pending for it. A
+   * retry of a fetch (the same non-empty `fetchId`) gets the same task. A node not registered is refused.
+   */
   readonly fetch: (node: string, fetchId?: string) => Effect.Effect<Option.Option<TaskInfo>, Rejection>
   /** Idempotent by `key`, forward only. */
   readonly report: (report: Report) => Effect.Effect<ReportOutcome, Rejection>
@@ -216,7 +221,16 @@ export interface MasterState {
   readonly subscribe: (
     node: string,
     generation: number
-  ) => Effect.Effect<Stream.Stream<MasterRequest>, Rejection, Scope.Scope>
+  ) => Effect.Effect<Stream.Stream<MasterRequest, Rejection>, Rejection, Scope.Scope>
+  /**
+   * Forgets the node, as a master that expired it or failed over would: its
+   * registration goes, its subscriptions end with `UnknownNode`, and its calls
+   * are refused until it registers again. Its tasks stay as they are. False
+   * when the node was not registered.
+   */
+  readonly forget: (node: string) => Effect.Effect<boolean>
+  /** New on every `make`: a master with empty memory has another. */
+  readonly incarnation: string
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -249,7 +263,7 @@ interface Subscription {
   readonly id: number
   readonly node: string
   readonly generation: number
-  readonly mailbox: Mailbox.Mailbox<MasterRequest>
+  readonly mailbox: Mailbox.Mailbox<MasterRequest, Rejection>
 }
 
 interface State {
@@ -471,7 +485,7 @@ const cancelTask =
   }
 
 // Adds a subscription of a registered node; one per node and generation, so it replaces the one it finds.
-const addSubscription = (node: string, generation: number, mailbox: Mailbox.Mailbox<MasterRequest>) =>
+const addSubscription = (node: string, generation: number, mailbox: Mailbox.Mailbox<MasterRequest, Rejection>) =>
 (
   state: State
 ): readonly [Rejection | { readonly sub: Subscription; readonly replaced: Subscription | undefined }, State] => {
@@ -532,6 +546,11 @@ const required = (field: string, value: string): Effect.Effect<string, Rejection
 const notRegistered = (node: string) =>
   new Rejection({ reason: "UnknownNode", message: `node ${node} is not registered; call Register first` })
 
+// The start of a master's memory: the wall clock (not `Clock`: a test's clock starts at 0 on every run) and 32
+// random bits, in base 36.
+const newIncarnation = (): string =>
+  `${Date.now().toString(36)}${globalThis.crypto.getRandomValues(new Uint32Array(1))[0]!.toString(36)}`
+
 /** An empty master. */
 export const make = (options: Options = {}): Effect.Effect<MasterState, MasterError> =>
   Effect.gen(function*() {
@@ -549,6 +568,8 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
       rate: yield* validRate(options.failureRate ?? defaults.failureRate)
     })
     const state = yield* Ref.make(emptyState)
+    // The master's memory starts here: task ids carry it, so a master started again never hands out an old id.
+    const incarnation = newIncarnation()
 
     const injectFailure = (operation: string) =>
       Effect.gen(function*() {
@@ -584,14 +605,21 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
             onSome: (record) =>
               [true, { ...s, nodes: HashMap.set(s.nodes, node, { ...record, lastHeartbeat: now, running }) }] as const
           }))
-        if (!known) return yield* notRegistered(node)
+        return known
       })
 
     const fetch = (node: string, fetchId = "") =>
       Effect.gen(function*() {
         yield* required("node_key", node)
         const now = yield* Clock.currentTimeMillis
-        const task = yield* Ref.modify(state, fetchTask(node, fetchId, now, redeliverAfter, maxHandOuts))
+        const task = yield* Ref.modify(
+          state,
+          (s) =>
+            HashMap.has(s.nodes, node)
+              ? fetchTask(node, fetchId, now, redeliverAfter, maxHandOuts)(s)
+              : [undefined, s] as const
+        )
+        if (task === undefined) return yield* notRegistered(node)
         yield* Effect.logDebug(`FetchTask ${node} ${fetchId || "(no fetch id)"}: ${
           Option.match(task, {
             onNone: () => "no task",
@@ -622,7 +650,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
     const subscribe = (node: string, generation: number) =>
       Effect.gen(function*() {
         yield* required("node_key", node)
-        const mailbox = yield* Mailbox.make<MasterRequest>()
+        const mailbox = yield* Mailbox.make<MasterRequest, Rejection>()
         const added = yield* Effect.acquireRelease(
           Ref.modify(state, addSubscription(node, generation, mailbox)),
           (added) => added instanceof Rejection ? Effect.void : Ref.update(state, removeSubscription(added.sub))
@@ -651,7 +679,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         if (!isInt32(priority)) return yield* invalid("priority", `expected an int32, got ${priority}`)
         const now = yield* Clock.currentTimeMillis
         return yield* Ref.modify(state, (s): readonly [string, State] => {
-          const id = `task-${s.taskCount + 1}`
+          const id = `task-${incarnation}-${s.taskCount + 1}`
           const record: TaskRecord = {
             id,
             seq: s.taskCount,
@@ -683,7 +711,26 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         )
     )
 
+    const forget = (node: string) =>
+      Effect.gen(function*() {
+        const before = yield* Ref.getAndUpdate(state, (s) => ({
+          ...s,
+          nodes: HashMap.remove(s.nodes, node),
+          subscriptions: HashMap.remove(s.subscriptions, node),
+          fetches: HashMap.remove(s.fetches, node)
+        }))
+        const subscriptions = Option.getOrElse(HashMap.get(before.subscriptions, node), HashMap.empty)
+        yield* Effect.forEach(HashMap.values(subscriptions), (sub) => sub.mailbox.fail(notRegistered(node)), {
+          discard: true
+        })
+        const known = HashMap.has(before.nodes, node)
+        if (known) yield* Effect.logInfo(`forgot node ${node}`)
+        return known
+      })
+
     return {
+      incarnation,
+      forget,
       enqueue,
       tasks: Effect.map(
         Ref.get(state),

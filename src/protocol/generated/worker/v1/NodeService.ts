@@ -29,14 +29,16 @@ export interface NodeServiceClient extends grpc.Client {
   register(argument: _worker_v1_RegisterRequest, callback: grpc.requestCallback<_worker_v1_RegisterReply__Output>): grpc.ClientUnaryCall;
   
   /**
-   * Tells the master the node is alive; two missed intervals mark it offline.
+   * Tells the master the node is alive; two missed intervals mark it offline. The reply says whether the node is a
+   * member; an unknown node is answered NOT_MEMBER, not refused.
    */
   SendHeartbeat(argument: _worker_v1_HeartbeatRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_HeartbeatReply__Output>): grpc.ClientUnaryCall;
   SendHeartbeat(argument: _worker_v1_HeartbeatRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_worker_v1_HeartbeatReply__Output>): grpc.ClientUnaryCall;
   SendHeartbeat(argument: _worker_v1_HeartbeatRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_HeartbeatReply__Output>): grpc.ClientUnaryCall;
   SendHeartbeat(argument: _worker_v1_HeartbeatRequest, callback: grpc.requestCallback<_worker_v1_HeartbeatReply__Output>): grpc.ClientUnaryCall;
   /**
-   * Tells the master the node is alive; two missed intervals mark it offline.
+   * Tells the master the node is alive; two missed intervals mark it offline. The reply says whether the node is a
+   * member; an unknown node is answered NOT_MEMBER, not refused.
    */
   sendHeartbeat(argument: _worker_v1_HeartbeatRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_HeartbeatReply__Output>): grpc.ClientUnaryCall;
   sendHeartbeat(argument: _worker_v1_HeartbeatRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_worker_v1_HeartbeatReply__Output>): grpc.ClientUnaryCall;
@@ -44,12 +46,18 @@ export interface NodeServiceClient extends grpc.Client {
   sendHeartbeat(argument: _worker_v1_HeartbeatRequest, callback: grpc.requestCallback<_worker_v1_HeartbeatReply__Output>): grpc.ClientUnaryCall;
   
   /**
-   * The master's messages to one connection generation of the node, until the call ends.
+   * The master's messages to one connection generation of the node, until the call ends. A node that is not
+   * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
+   * sends the response headers when it accepts the stream: a proxy that waits for them (nginx's grpc_read_timeout)
+   * would end a quiet stream.
    */
   Subscribe(argument: _worker_v1_SubscribeRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
   Subscribe(argument: _worker_v1_SubscribeRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
   /**
-   * The master's messages to one connection generation of the node, until the call ends.
+   * The master's messages to one connection generation of the node, until the call ends. A node that is not
+   * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
+   * sends the response headers when it accepts the stream: a proxy that waits for them (nginx's grpc_read_timeout)
+   * would end a quiet stream.
    */
   subscribe(argument: _worker_v1_SubscribeRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
   subscribe(argument: _worker_v1_SubscribeRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
@@ -66,12 +74,16 @@ export interface NodeServiceHandlers extends grpc.UntypedServiceImplementation {
   Register: grpc.handleUnaryCall<_worker_v1_RegisterRequest__Output, _worker_v1_RegisterReply>;
   
   /**
-   * Tells the master the node is alive; two missed intervals mark it offline.
+   * Tells the master the node is alive; two missed intervals mark it offline. The reply says whether the node is a
+   * member; an unknown node is answered NOT_MEMBER, not refused.
    */
   SendHeartbeat: grpc.handleUnaryCall<_worker_v1_HeartbeatRequest__Output, _worker_v1_HeartbeatReply>;
   
   /**
-   * The master's messages to one connection generation of the node, until the call ends.
+   * The master's messages to one connection generation of the node, until the call ends. A node that is not
+   * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
+   * sends the response headers when it accepts the stream: a proxy that waits for them (nginx's grpc_read_timeout)
+   * would end a quiet stream.
    */
   Subscribe: grpc.handleServerStreamingCall<_worker_v1_SubscribeRequest__Output, _worker_v1_MasterMessage>;
   

@@ -2,7 +2,17 @@
 
 
 export interface RegisterReply {
+  /**
+   * The master's incarnation: new on every start of the master (a restart with empty memory, a failover). Empty:
+   * the master does not say.
+   */
+  'incarnation'?: (string);
 }
 
 export interface RegisterReply__Output {
+  /**
+   * The master's incarnation: new on every start of the master (a restart with empty memory, a failover). Empty:
+   * the master does not say.
+   */
+  'incarnation': (string);
 }

@@ -3,6 +3,9 @@
 import type { Long } from '@grpc/proto-loader';
 
 export interface Task {
+  /**
+   * Never reused by the master, across its restarts too (see the top of this file).
+   */
   'id'?: (string);
   /**
    * JSON the worker decodes.
@@ -19,6 +22,9 @@ export interface Task {
 }
 
 export interface Task__Output {
+  /**
+   * Never reused by the master, across its restarts too (see the top of this file).
+   */
   'id': (string);
   /**
    * JSON the worker decodes.

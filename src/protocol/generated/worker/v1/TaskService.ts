@@ -12,14 +12,16 @@ import type { ReportStatusRequest as _worker_v1_ReportStatusRequest, ReportStatu
  */
 export interface TaskServiceClient extends grpc.Client {
   /**
-   * The next task for the node, or no task when there is nothing to do. Idempotent by fetch_id.
+   * The next task for the node, or no task when there is nothing to do. Idempotent by fetch_id. A node that is not
+   * registered is refused (FAILED_PRECONDITION with NODE_NOT_REGISTERED, see the top of this file).
    */
   FetchTask(argument: _worker_v1_FetchTaskRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
   FetchTask(argument: _worker_v1_FetchTaskRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
   FetchTask(argument: _worker_v1_FetchTaskRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
   FetchTask(argument: _worker_v1_FetchTaskRequest, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
   /**
-   * The next task for the node, or no task when there is nothing to do. Idempotent by fetch_id.
+   * The next task for the node, or no task when there is nothing to do. Idempotent by fetch_id. A node that is not
+   * registered is refused (FAILED_PRECONDITION with NODE_NOT_REGISTERED, see the top of this file).
    */
   fetchTask(argument: _worker_v1_FetchTaskRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
   fetchTask(argument: _worker_v1_FetchTaskRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_worker_v1_FetchTaskReply__Output>): grpc.ClientUnaryCall;
@@ -48,7 +50,8 @@ export interface TaskServiceClient extends grpc.Client {
  */
 export interface TaskServiceHandlers extends grpc.UntypedServiceImplementation {
   /**
-   * The next task for the node, or no task when there is nothing to do. Idempotent by fetch_id.
+   * The next task for the node, or no task when there is nothing to do. Idempotent by fetch_id. A node that is not
+   * registered is refused (FAILED_PRECONDITION with NODE_NOT_REGISTERED, see the top of this file).
    */
   FetchTask: grpc.handleUnaryCall<_worker_v1_FetchTaskRequest__Output, _worker_v1_FetchTaskReply>;
   
