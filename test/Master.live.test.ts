@@ -1,15 +1,24 @@
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as HttpServer from "@effect/platform/HttpServer"
 import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import { service as healthService } from "grpc-health-check"
+import { mkdtempSync, rmSync } from "node:fs"
+import { createServer } from "node:http"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import protobuf from "protobufjs"
 import * as ErrorInfo from "../src/internal/errorInfo.js"
 import * as Master from "../src/testing/Master.js"
+import * as MasterAdmin from "../src/testing/MasterAdmin.js"
 import * as WorkerProtocol from "../src/WorkerProtocol.js"
+import { admin } from "./e2e/processes.js"
 
 // A fresh connection per client, retried quickly, so a restarted master is reached at once.
 const clientOptions: grpc.ClientOptions = {
@@ -784,6 +793,53 @@ describe("Master (live loopback)", () => {
         // Nothing was left under way: the master closed without waiting out its grace period (1 s).
         assert.isBelow(closing, 900)
         assert.strictEqual(yield* master.subscriptions, 0)
+      }),
+    10_000
+  )
+
+  it.scopedLive(
+    "the admin API: GET /subscriptions counts the open streams, POST /cancel is Master.cancel",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const directory = yield* Effect.acquireRelease(
+          Effect.sync(() => mkdtempSync(join(tmpdir(), "admin-"))),
+          (directory) => Effect.sync(() => rmSync(directory, { recursive: true, force: true }))
+        )
+        const socket = join(directory, "admin.sock")
+        // A Unix socket, as the master command serves it: no TCP handle for the test after this one to wait for.
+        yield* Layer.launch(
+          HttpServer.serve(MasterAdmin.router).pipe(
+            Layer.provide(NodeHttpServer.layer(createServer, { path: socket })),
+            Layer.provide(Layer.succeed(Master.Master, master))
+          )
+        ).pipe(Effect.forkScoped)
+        const api = <A>(method: "GET" | "POST", path: string, body?: unknown) => admin<A>(socket, method, path, body)
+        yield* eventually(Effect.orElseSucceed(api("GET", "/subscriptions"), () => undefined), (r) => r !== undefined)
+
+        const { node, task } = yield* clients(master.address)
+        yield* register(node, "n1")
+        const stream = node.Subscribe({ node_key: "n1", generation: 1 })
+        const received: Array<WorkerProtocol.MasterMessage> = []
+        stream.on("data", (message: WorkerProtocol.MasterMessage) => received.push(message))
+        stream.on("error", () => {})
+        yield* Effect.addFinalizer(() => Effect.sync(() => stream.cancel()))
+        yield* eventually(api<{ open: number }>("GET", "/subscriptions").pipe(Effect.orDie), (r) => r.open === 1)
+
+        const { id } = yield* api<{ id: string }>("POST", "/tasks", { payload: {} })
+        yield* fetch(task, "n1")
+        assert.deepStrictEqual(yield* api("POST", "/cancel", { id }), { outcome: "Notified" })
+        yield* eventually(Effect.sync(() => received.length), (n) => n === 1)
+        assert.deepStrictEqual(received, [{ cancel_task: { task_id: id }, message: "cancel_task" }])
+        assert.strictEqual((yield* master.task(id)).status, "CANCELLED")
+        assert.deepStrictEqual(yield* api("POST", "/cancel", { id }), { outcome: "AlreadyEnded" })
+        const pending = yield* api<{ id: string }>("POST", "/tasks", { payload: {} })
+        assert.deepStrictEqual(yield* api("POST", "/cancel", pending), { outcome: "NotHandedOut" })
+        assert.match(
+          (yield* Effect.flip(api("POST", "/cancel", { id: "task-404" }))).message,
+          /: 404 task task-404 not found$/
+        )
+        assert.match((yield* Effect.flip(api("POST", "/cancel", { task: id }))).message, /^POST \/cancel: 400/)
       }),
     10_000
   )

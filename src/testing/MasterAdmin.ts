@@ -4,6 +4,10 @@
  *
  * - `POST /tasks` `{"payload": {...}, "priority"?: n, "node"?: key}` -> `{"id": "task-1"}`
  * - `GET /tasks`: every task with its status history; `GET /nodes`: every node
+ * - `GET /subscriptions` -> `{"open": n}`: how many `Subscribe` streams are open
+ * - `POST /cancel {"id": "task-1"}` -> `{"outcome": "Notified"}`: `Master.cancel`; the task ends
+ *   `CANCELLED` and the newest subscription of its node is told (`NotHandedOut`, `NoSubscription` or
+ *   `AlreadyEnded` otherwise); an unknown task is a 404
  * - `POST /stop`, `POST /restart`, `POST /serving {"serving": bool}`
  * - `POST /failure-rate {"rate": 0.3, "only"?: ["ReportStatus"]}`: fail that share of calls (of those methods) with UNAVAILABLE
  * - `POST /forget {"node": key}`: forget the node, as a master that expired it does (`{"forgotten": bool}`)
@@ -49,6 +53,26 @@ export const router = HttpRouter.empty.pipe(
   HttpRouter.get(
     "/nodes",
     Effect.flatMap(Master.Master, (master) => Effect.flatMap(master.nodes, (nodes) => HttpServerResponse.json(nodes)))
+  ),
+  HttpRouter.get(
+    "/subscriptions",
+    Effect.flatMap(
+      Master.Master,
+      (master) => Effect.flatMap(master.subscriptions, (open) => HttpServerResponse.json({ open }))
+    )
+  ),
+  HttpRouter.post(
+    "/cancel",
+    Effect.gen(function*() {
+      const { id } = yield* HttpServerRequest.schemaBodyJson(Schema.Struct({ id: Schema.String }))
+      return yield* (yield* Master.Master).cancel(id).pipe(
+        Effect.flatMap((outcome) => HttpServerResponse.json({ outcome })),
+        Effect.catchTag("MasterError", (error) =>
+          error.reason === "UnknownTask"
+            ? HttpServerResponse.text(error.message, { status: 404 })
+            : Effect.fail(error))
+      )
+    })
   ),
   HttpRouter.post(
     "/stop",
