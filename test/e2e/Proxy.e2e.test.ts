@@ -40,6 +40,9 @@ const restartBehindNginx = (signal: "SIGKILL" | "SIGTERM") =>
     yield* required
     const ring = yield* startRing()
     const before = yield* finishes(ring, "a task before the restart")
+    // A task that runs through the restart: the new master's ids never name it, so no new task is taken for it.
+    const survivor = yield* ring.enqueue({ hold: true })
+    yield* poll(Effect.sync(() => ring.runsOf(survivor).length), (n) => n === 1, "10 seconds", "the survivor runs")
 
     // The master goes away; nginx stays, and keeps the worker's connection open. The master stays away for 1 s
     // after the worker has seen it gone, and for as long as the next master process takes to start.
@@ -99,9 +102,80 @@ const restartBehindNginx = (signal: "SIGKILL" | "SIGTERM") =>
     assert.strictEqual(cancelled.history.at(-1)?.status, "CANCELLED", "the task ended CANCELLED")
 
     const after = yield* finishes(ring, "a task after the recovery")
-    ranOnce(ring, [before, held, after])
+    const third = yield* finishes(ring, "another task after the recovery")
+    for (const task of [after, third]) {
+      const history = (yield* ring.taskHistory(task)).history.map((change) => change.status)
+      assert.deepStrictEqual(history, ["PENDING", "ASSIGNED", "RUNNING", "FINISHED"], `${task.id} reported once`)
+    }
+    ranOnce(ring, [before, survivor, held, after, third])
+    assert.isUndefined(ring.runsOf(survivor)[0]!.ended, "the survivor still runs, taken for no new task")
+    assert.isFalse(ring.workerLines.some(({ message }) => message.includes("handed out again")))
     assert.isTrue(yield* ring.nginx.running, "nginx ran throughout")
   }).pipe(Effect.provide(NodeContext.layer))
+
+// The master forgets the node, and refuses its Register for a while: the window in which it is no member is long
+// enough for /readyz to show it, and no task may be fetched in it. The connection to nginx stays as it is.
+const forgottenBehindNginx = Effect.gen(function*() {
+  yield* required
+  const ring = yield* startRing()
+  const before = yield* finishes(ring, "a task before the forget")
+  const generation = yield* Effect.map(ring.connection.state, (state) => state._tag === "Ready" && state.generation)
+
+  yield* ring.api("POST", "/failure-rate", { rate: 1, only: ["Register"] })
+  assert.deepStrictEqual(yield* ring.api("POST", "/forget", { node: ring.nodeKey }), { forgotten: true })
+  yield* poll(ring.readyz, (status) => status === 503, "5 seconds", "/readyz 503 once the node is no member")
+  const held = yield* ring.enqueue({ hold: true })
+  yield* Effect.sleep("500 millis")
+  assert.strictEqual(yield* statusOf(ring, held), "PENDING", "nothing fetched while the node is no member")
+  assert.strictEqual(yield* ring.readyz, 503, "/readyz 503 while the node is no member")
+
+  yield* ring.api("POST", "/failure-rate", { rate: 0 })
+  const servableAt = Date.now()
+  const running = yield* poll(ring.taskHistory(held), (view) => view.status === "RUNNING", "10 seconds", "RUNNING")
+  const runningAt = running.history.find((change) => change.status === "RUNNING")!.at
+  console.log(`forget: the task RUNNING ${runningAt - servableAt} ms after the master took the node back`)
+  assert.isAtMost(runningAt - servableAt, 2_000, "RUNNING within 2 s of the master taking the node back")
+  yield* poll(ring.readyz, (status) => status === 200, "5 seconds", "/readyz 200 once a member again")
+
+  yield* ring.joined("10 seconds")
+  assert.strictEqual(yield* ring.cancel(held), "Notified", "the master told the node's new subscription")
+  yield* poll(
+    Effect.sync(() => ring.runsOf(held)[0]?.ended?.how),
+    (how) => how === "interrupted",
+    "2 seconds",
+    `the cancel of ${held.id} reached the worker`
+  )
+  const after = yield* finishes(ring, "a task after the rejoin")
+  ranOnce(ring, [before, held, after])
+  const now = yield* ring.connection.state
+  assert.isTrue(now._tag === "Ready" && now.generation === generation, "the same connection throughout")
+}).pipe(Effect.provide(NodeContext.layer))
+
+// Six forgets in a row, each once the node has been served again: every rejoin as quick as the first.
+const forgottenSixTimes = Effect.gen(function*() {
+  yield* required
+  const ring = yield* startRing()
+  const tasks: Array<RingTask> = [yield* finishes(ring, "a task before the forgets")]
+  const rejoins: Array<number> = []
+  for (let i = 1; i <= 6; i++) {
+    const forgotAt = Date.now()
+    yield* ring.api("POST", "/forget", { node: ring.nodeKey })
+    const task = yield* ring.enqueue()
+    const node = yield* poll(
+      Effect.map(ring.nodes, (nodes) => nodes.find((node) => node.key === ring.nodeKey)),
+      (node) => node !== undefined,
+      "10 seconds",
+      `registered again after forget ${i}`
+    )
+    rejoins.push(node!.registeredAt - forgotAt)
+    const done = yield* poll(ring.taskHistory(task), (view) => view.status === "FINISHED", "10 seconds", "FINISHED")
+    const runningAt = done.history.find((change) => change.status === "RUNNING")!.at
+    assert.isAtMost(runningAt - forgotAt, 2_000, `forget ${i}: the task queued meanwhile RUNNING within 2 s`)
+    tasks.push(task)
+  }
+  console.log(`six forgets: registered again after ${rejoins.map((ms) => `${ms} ms`).join(", ")}`)
+  ranOnce(ring, tasks)
+}).pipe(Effect.provide(NodeContext.layer))
 
 const proves = "/readyz 503 while it is down, a task queued at the new one RUNNING within 2 s of it serving, " +
   "a cancel after the recovery reaching the worker, no task run twice"
@@ -115,6 +189,17 @@ describe.skipIf(Nginx.unavailable !== undefined && !underCi)("a worker behind ng
   it.scopedLive(
     `the master stopped (SIGTERM) and started again with empty memory: ${proves}`,
     () => restartBehindNginx("SIGTERM"),
+    60_000
+  )
+  it.scopedLive(
+    "the master forgets the node, its connection kept: /readyz 503 and nothing fetched until it is a member again, " +
+      "then the task queued meanwhile RUNNING within 2 s, the cancel heard, no task run twice",
+    () => forgottenBehindNginx,
+    60_000
+  )
+  it.scopedLive(
+    "six forgets in a row: each time registered again and the task queued meanwhile RUNNING within 2 s",
+    () => forgottenSixTimes,
     60_000
   )
 })

@@ -76,6 +76,8 @@ export interface NodeView {
   readonly key: string
   readonly online: boolean
   readonly generation: number
+  /** Epoch millis of its last registration, from the master's clock. */
+  readonly registeredAt: number
 }
 
 export type CancelOutcome = "NotHandedOut" | "Notified" | "NoSubscription" | "AlreadyEnded"
