@@ -2,8 +2,9 @@
  * An embedded master for tests and demos: a real grpc-js server of the worker
  * protocol (`proto/worker.proto`) with an in-memory node registry and task
  * queue, and the standard `grpc.health.v1` service. It can be stopped,
- * restarted on the same port with its state kept, made to fail calls, and
- * asked to cancel a task.
+ * restarted on the same port with its state kept, made to fail calls, asked to
+ * cancel a task or to forget a node. Closing its scope is graceful: the streams
+ * end with OK and the calls under way get a second.
  *
  * Every handler runs as an Effect on the runtime captured by `make`, so the
  * master reads the caller's `Clock` and `Random` (a seeded `Random` makes
@@ -17,7 +18,12 @@
  *   unless the status moves forward, else `ACCEPTED`. A report for a task not
  *   handed out to that node is `FAILED_PRECONDITION`; workers report only
  *   RUNNING, FINISHED, ERROR or CANCELLED.
- * - `SendHeartbeat` and `Subscribe` need a registered node (`NOT_FOUND`).
+ * - `FetchTask` and `Subscribe` need a registered node: FAILED_PRECONDITION with the
+ *   protocol's NODE_NOT_REGISTERED detail. `SendHeartbeat` answers NOT_MEMBER for a
+ *   node it does not know, MEMBER otherwise; `Register` and heartbeats carry the
+ *   master's incarnation. `forget` drops a node as an expiring master would.
+ * - Task ids are `task-<incarnation>-<n>`: never one the master (or an earlier
+ *   process of it) handed out before.
  * - Empty `node_key`, `task_id` or `idempotency_key`, or an unknown status:
  *   `INVALID_ARGUMENT`; an unknown task: `NOT_FOUND`.
  * - With `token`: a call without `authorization: Bearer <token>` is

@@ -138,8 +138,9 @@ const toGrpcError = (service: string, method: string) => (rejection: MasterState
  * each call looks up its client through the connection (the lookup retried on
  * `Retry.lookup`, as in production), then crosses the simulated network on
  * that client's channel. `subscribe` streams the master's requests for that
- * node and generation until the channel drops (UNAVAILABLE); it needs the
- * node registered (`register`), as the real master does (NOT_FOUND).
+ * node and generation until the channel drops (UNAVAILABLE); like `fetch`, it
+ * needs the node registered (`register`), as the real master does
+ * (FAILED_PRECONDITION with NODE_NOT_REGISTERED).
  *
  * Calls are not retried and go through no breaker: a failure reaches the
  * caller as the first attempt's.
