@@ -418,6 +418,27 @@ describe("TaskHandler: membership (virtual time)", () => {
       assert.deepStrictEqual(yield* handler.running, [])
     }).pipe(Effect.provide(world()), Effect.withRandom(Random.fixed([0.5]))))
 
+  it.scoped("a failing report lists only the current generation's checks: none passed long ago", () =>
+    Effect.gen(function*() {
+      const network = yield* SimulatedNetwork.SimulatedNetwork
+      const conn = yield* Connection.Connection
+      yield* TestClock.adjust("6 seconds")
+      assert.isTrue((yield* conn.readiness.status).ready)
+      yield* network.cut
+      yield* TestClock.adjust("5 seconds")
+      const { ready, report } = yield* conn.readiness.status
+      assert.isFalse(ready)
+      assert.strictEqual(report.generation, 2, "the generation being established")
+      assert.strictEqual(report.checks.channel._tag, "Failed")
+      assert.deepStrictEqual(
+        [report.checks.registered._tag, report.checks.probe._tag, report.checks.member?._tag],
+        ["Pending", "Pending", "Pending"]
+      )
+      assert.strictEqual(report.checks.tasks?._tag, "Passed")
+      yield* network.restore
+      yield* TestClock.adjust("5 seconds")
+    }).pipe(Effect.provide(world()), Effect.withRandom(Random.fixed([0.5]))))
+
   it.scoped("six forgets in a row, 12 s apart: the sixth rejoin is as quick as the first", () =>
     Effect.gen(function*() {
       const handler = yield* TaskHandler.TaskHandler
