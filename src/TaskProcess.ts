@@ -33,9 +33,9 @@ import type * as Outbox from "./Outbox.js"
 export {
   /**
    * A process group a task started: `pgid`, the pid of its leader (the
-   * process that made it), and `start`, the leader's start time where the
-   * platform tells it (Linux: `/proc/<pid>/stat` field 22), which tells the
-   * leader from a later process given the same pid.
+   * process that made it), and where the platform tells them (Linux) `start`,
+   * the leader's start time (`/proc/<pid>/stat` field 22), and `boot`, the
+   * boot it ran in: they tell the leader from a later process given the same pid.
    *
    * @since 0.3.0
    * @category models
@@ -78,6 +78,8 @@ export class ProcessGroups extends Context.Tag("effect-grpc-resilience/ProcessGr
   readonly inspect: (pid: number) => Effect.Effect<
     Option.Option<{ readonly group?: number | undefined; readonly start?: string | undefined }>
   >
+  /** This boot's id, where the platform tells it: a group recorded in another boot ended with it. */
+  readonly boot: Effect.Effect<Option.Option<string>>
   /** The group's live processes now (the dead waiting for their parent left out); empty when it has none. */
   readonly members: (pgid: number) => Effect.Effect<ReadonlyArray<Member>>
   /** Sends the signal to every process of the group; false when there was none to send it to. */
@@ -143,7 +145,7 @@ export class ProcessGroupError extends Data.TaggedError("ProcessGroupError")<{
  * What ending a group came to.
  *
  * - `Ended`: it ran and it ended, on `SIGTERM` within the grace or on `SIGKILL` (`signal` says which).
- * - `Gone`: none of its processes ran.
+ * - `Gone`: none of its processes ran (or it was recorded in another boot).
  * - `Reused`: its pid belongs to another process now (another start time): left alone.
  * - `Leaderless`: its leader is gone and others of the group run: left alone, as they cannot be told from
  *   a later group given the same id.
@@ -198,6 +200,9 @@ export const defaults = {
 export const end = (group: ProcessGroup, options: EndOptions = {}): Effect.Effect<Outcome, never, ProcessGroups> =>
   Effect.gen(function*() {
     const os = yield* ProcessGroups
+    if (group.boot !== undefined && Option.exists(yield* os.boot, (boot) => boot !== group.boot)) {
+      return { group, result: "Gone" } as const
+    }
     const members = yield* os.members(group.pgid)
     if (members.length === 0) return { group, result: "Gone" } as const
     if (options.trust !== "group") {
@@ -340,9 +345,12 @@ export const record = (
     if (pid <= 1 || (found.value.group !== undefined && found.value.group !== pid)) {
       return yield* new ProcessGroupError({ reason: "NotLeader", pid })
     }
-    const group: ProcessGroup = found.value.start === undefined
-      ? { pgid: pid }
-      : { pgid: pid, start: found.value.start }
+    const boot = yield* os.boot
+    const group: ProcessGroup = {
+      pgid: pid,
+      ...(found.value.start === undefined ? {} : { start: found.value.start }),
+      ...(Option.isNone(boot) ? {} : { boot: boot.value })
+    }
     yield* task.record(group)
     return group
   })

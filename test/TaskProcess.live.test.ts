@@ -36,6 +36,8 @@ const stat = (pid: number) => {
     return Option.none()
   }
 }
+const boot = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()
+
 // Running: there, and not a zombie (this machine's init may never reap an orphan).
 const running = (pid: number) => Option.match(stat(pid), { onNone: () => false, onSome: (s) => s.state !== "Z" })
 
@@ -83,7 +85,7 @@ describe.skipIf(process.platform !== "linux")("TaskProcess on Node (live)", () =
       yield* Effect.sleep("300 millis")
       assert.isFalse(existsSync(marker), "the command did not run before its group was recorded")
       const held = Option.getOrThrow(stat(group.pgid))
-      assert.deepStrictEqual([held.group, held.start], [group.pgid, group.start])
+      assert.deepStrictEqual([held.group, held.start, boot], [group.pgid, group.start, group.boot])
       yield* Deferred.succeed(gate, undefined)
       const pid = yield* Fiber.join(fiber).pipe(Effect.timeout("10 seconds"))
       assert.isTrue(existsSync(marker), "the command ran once its group was recorded")
@@ -91,18 +93,26 @@ describe.skipIf(process.platform !== "linux")("TaskProcess on Node (live)", () =
       assert.deepStrictEqual(recorded, [group])
     }).pipe(Effect.provide(NodeTaskProcess.layer)))
 
-  it.scopedLive("a worker killed while the group is being recorded leaves the command never run", () =>
-    Effect.gen(function*() {
-      const directory = yield* temporary
-      const marker = join(directory, "ran")
-      const worker = child([marker], fileURLToPath(new URL("./fixtures/heldProcess.ts", import.meta.url)))
-      const pgid = Number((yield* line(worker, (l) => l.startsWith("held "))).split(" ")[1])
-      assert.isTrue(running(pgid), "held, before the kill")
-      yield* kill(worker)
-      yield* eventually(Effect.sync(() => running(pgid)), (r) => !r, "10 seconds", "the held command gone")
-      yield* Effect.sleep("300 millis")
-      assert.isFalse(existsSync(marker), "the command never ran")
-    }))
+  it.scopedLive(
+    "a worker killed while the group is being recorded leaves the command never run",
+    () =>
+      Effect.gen(function*() {
+        const directory = yield* temporary
+        const marker = join(directory, "ran")
+        const worker = yield* Effect.acquireRelease(
+          Effect.sync(() => child([marker], fileURLToPath(new URL("./fixtures/heldProcess.ts", import.meta.url)))),
+          (c) => Effect.sync(() => c.process.kill("SIGKILL"))
+        )
+        // A node process started with tsx: seconds on a loaded machine.
+        const pgid = Number((yield* line(worker, (l) => l.startsWith("held "), 60_000)).split(" ")[1])
+        assert.isTrue(running(pgid), "held, before the kill")
+        yield* kill(worker)
+        yield* eventually(Effect.sync(() => running(pgid)), (r) => !r, "10 seconds", "the held command gone")
+        yield* Effect.sleep("300 millis")
+        assert.isFalse(existsSync(marker), "the command never ran")
+      }),
+    90_000
+  )
 
   it.scopedLive("after a restart a recorded group still led by its process is ended; one whose pid has another start time is left running", () =>
     Effect.gen(function*() {
@@ -110,10 +120,14 @@ describe.skipIf(process.platform !== "linux")("TaskProcess on Node (live)", () =
       const pid = pidOf(sleep)
       const start = Option.getOrThrow(stat(pid)).start
       // The pid of a process recorded before, given to another process since: the start times differ.
-      const reused = yield* TaskProcess.endLeftBehind([{ pgid: pid, start: String(Number(start) - 1) }])
+      const reused = yield* TaskProcess.endLeftBehind([{ pgid: pid, start: String(Number(start) - 1), boot }])
       assert.deepStrictEqual(reused, Option.some("nothing it started was left running"))
       assert.isTrue(running(pid), "another process's pid is not signalled")
-      const ended = yield* TaskProcess.endLeftBehind([{ pgid: pid, start }])
+      // The same pid and start time, recorded in another boot: not this process either.
+      const before = yield* TaskProcess.endLeftBehind([{ pgid: pid, start, boot: "0-before-the-reboot" }])
+      assert.deepStrictEqual(before, Option.some("nothing it started was left running"))
+      assert.isTrue(running(pid), "a process of another boot's pid is not signalled")
+      const ended = yield* TaskProcess.endLeftBehind([{ pgid: pid, start, boot }])
       assert.deepStrictEqual(ended, Option.some(`its processes (group ${pid}) were ended`))
       assert.isFalse(running(pid), "the group is gone once it is reported ended")
       const gone = yield* TaskProcess.endLeftBehind([{ pgid: pid, start }])
@@ -139,7 +153,7 @@ describe.skipIf(process.platform !== "linux")("TaskProcess on Node (live)", () =
       const { recorded, task } = recorder()
       const leader = pidOf(yield* leftover)
       const group = yield* TaskProcess.record(leader).pipe(Effect.provideService(TaskProcess.RunningTask, task))
-      assert.deepStrictEqual(group, { pgid: leader, start: Option.getOrThrow(stat(leader)).start })
+      assert.deepStrictEqual(group, { pgid: leader, start: Option.getOrThrow(stat(leader)).start, boot })
       assert.deepStrictEqual(recorded, [group])
       const inOurs = yield* Effect.acquireRelease(
         Effect.sync(() => spawn("sleep", ["30"], { stdio: "ignore" })),

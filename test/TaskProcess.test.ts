@@ -40,6 +40,7 @@ const system = (processes: ReadonlyArray<Simulated>) => {
       start: () => Effect.dieMessage("not simulated"),
       inspect: (pid) =>
         Effect.sync(() => Option.map(Option.fromNullable(alive.get(pid)), (p) => ({ group: p.group, start: p.start }))),
+      boot: Effect.succeedSome("boot-2"),
       members: (pgid) => Effect.sync(() => members(pgid).map(({ pid, start }) => ({ pid, start }))),
       signal: (pgid, signal) =>
         Effect.gen(function*() {
@@ -96,13 +97,15 @@ describe("TaskProcess.end (virtual time)", () => {
     }).pipe(Effect.provide(os.layer))
   })
 
-  it.effect("a pid now another process's (another start time), a group gone, a group without its leader: left alone", () => {
+  it.effect("a pid now another process's (another start time or boot), a group gone, a group without its leader: left alone", () => {
     const os = system([leader(4242, "999", "ignores"), { pid: 5001, group: 5000, start: "100", onTerm: "ignores" }])
     return Effect.gen(function*() {
       assert.strictEqual((yield* ending({ pgid: 4242, start: "100" }, 5_000)).result, "Reused")
       assert.strictEqual((yield* ending({ pgid: 6000, start: "100" }, 5_000)).result, "Gone")
       assert.strictEqual((yield* ending({ pgid: 5000, start: "90" }, 5_000)).result, "Leaderless")
       assert.strictEqual((yield* ending({ pgid: 4242 }, 5_000)).result, "Unchecked")
+      // The same pid and start time in another boot: start times count from the boot.
+      assert.strictEqual((yield* ending({ pgid: 4242, start: "999", boot: "boot-1" }, 5_000)).result, "Gone")
       assert.deepStrictEqual(os.signals, [])
       assert.strictEqual(os.alive.size, 2)
     }).pipe(Effect.provide(os.layer))

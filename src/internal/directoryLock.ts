@@ -18,7 +18,7 @@ import * as GlobalValue from "effect/GlobalValue"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import { OutboxError } from "./outboxStore.js"
-import { isDead, procStat } from "./procStat.js"
+import { bootId, isDead, procStat } from "./procStat.js"
 
 /** A lock this process holds, and what its users keep beside it. */
 export interface Held {
@@ -43,12 +43,6 @@ interface Holder {
 
 // The locks of this process by file, shared by every copy of the module loaded.
 const held = GlobalValue.globalValue(Symbol.for("effect-grpc-resilience/DirectoryLock"), () => new Map<string, Entry>())
-
-const bootId = (fs: FileSystem.FileSystem) =>
-  fs.readFileString("/proc/sys/kernel/random/boot_id").pipe(
-    Effect.map((id) => Option.some(id.trim())),
-    Effect.orElseSucceed(() => Option.none<string>())
-  )
 
 const signalable = (pid: number): boolean => {
   try {

@@ -21,13 +21,16 @@ export interface Owner {
 
 /**
  * A process group a task started: its id (the pid of its first process, its
- * leader) and, where the platform tells it (Linux), the leader's start time,
- * which tells the leader from a later process that got the same pid.
+ * leader) and, where the platform tells them (Linux), the leader's start time
+ * and the boot it ran in, which tell the leader from a later process that got
+ * the same pid.
  */
 export const ProcessGroup = Schema.Struct({
   pgid: Schema.Int.pipe(Schema.greaterThan(1)),
   /** Clock ticks since boot (/proc/<pid>/stat, field 22); absent where the platform does not say. */
-  start: Schema.optional(Schema.String)
+  start: Schema.optional(Schema.String),
+  /** The boot (/proc/sys/kernel/random/boot_id): start times count from it, and its processes end with it. */
+  boot: Schema.optional(Schema.String)
 })
 
 /** A process group a task started. */

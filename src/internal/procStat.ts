@@ -1,8 +1,8 @@
 /**
- * Linux: what `/proc/<pid>/stat` says of a process, read through
- * `@effect/platform`'s `FileSystem`. The outbox lock uses it to tell a live
- * holder from a pid reused, and the process groups of tasks to tell their
- * leader from another process that got its pid.
+ * Linux: what `/proc/<pid>/stat` says of a process, and which boot this is,
+ * read through `@effect/platform`'s `FileSystem`. The outbox lock uses them to
+ * tell a live holder from a pid reused, and the process groups of tasks to
+ * tell their leader from another process that got its pid.
  *
  * @internal
  */
@@ -34,4 +34,11 @@ export const procStat = (fs: FileSystem.FileSystem, pid: number | "self"): Effec
         : Option.none()
     ),
     Effect.orElseSucceed(() => Option.none<ProcStat>())
+  )
+
+/** This boot's id (/proc/sys/kernel/random/boot_id): a pid and a start time name a process within one boot only. */
+export const bootId = (fs: FileSystem.FileSystem): Effect.Effect<Option.Option<string>> =>
+  fs.readFileString("/proc/sys/kernel/random/boot_id").pipe(
+    Effect.map((id) => Option.some(id.trim())),
+    Effect.orElseSucceed(() => Option.none<string>())
   )

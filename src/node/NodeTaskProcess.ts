@@ -28,7 +28,7 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as ChildProcess from "node:child_process"
 import type { Writable } from "node:stream"
-import { isDead, procStat } from "../internal/procStat.js"
+import { bootId, isDead, procStat } from "../internal/procStat.js"
 import * as TaskProcess from "../TaskProcess.js"
 
 // The holder: reads "run" from fd 3, then runs the command in its place (same pid, same start time, same group).
@@ -77,6 +77,7 @@ const stdio = (option: Command.Command.Input | Command.Command.Output) =>
 export const make = (fs: FileSystem.FileSystem): Effect.Effect<Context.Tag.Service<TaskProcess.ProcessGroups>> =>
   Effect.gen(function*() {
     const linux = Option.isSome(yield* procStat(fs, "self"))
+    const boot = yield* bootId(fs)
 
     const start = <E, R>(
       command: Command.Command,
@@ -139,10 +140,11 @@ export const make = (fs: FileSystem.FileSystem): Effect.Effect<Context.Tag.Servi
         gate.on("error", () => {})
 
         const stat = linux ? yield* procStat(fs, pid) : Option.none()
-        const group: TaskProcess.ProcessGroup = Option.match(stat, {
-          onNone: () => ({ pgid: pid }),
-          onSome: (s) => ({ pgid: pid, start: s.start })
-        })
+        const group: TaskProcess.ProcessGroup = {
+          pgid: pid,
+          ...Option.match(stat, { onNone: () => ({}), onSome: (s) => ({ start: s.start }) }),
+          ...Option.match(boot, { onNone: () => ({}), onSome: (id) => ({ boot: id }) })
+        }
         yield* beforeRun(group).pipe(Effect.onExit((done) =>
           Effect.sync(() => {
             if (Exit.isSuccess(done)) gate.end("run\n")
@@ -219,6 +221,7 @@ export const make = (fs: FileSystem.FileSystem): Effect.Effect<Context.Tag.Servi
     return TaskProcess.ProcessGroups.of({
       start,
       inspect,
+      boot: Effect.succeed(boot),
       members,
       signal: (pgid, signal) => Effect.sync(() => send(pgid, signal) === "sent")
     })
