@@ -130,6 +130,7 @@ const crashWhileSleeping = (beforeRestart: (recorded: Recorded) => Effect.Effect
     assert.isTrue(running(recorded.pgid), "the sleep outlived the killed worker")
 
     yield* beforeRestart(recorded)
+    const restartedAt = Date.now()
     const second = yield* startWorker
     const task = yield* poll(
       api<ReadonlyArray<TaskView>>("GET", "/tasks"),
@@ -139,6 +140,10 @@ const crashWhileSleeping = (beforeRestart: (recorded: Recorded) => Effect.Effect
     ).pipe(Effect.map((tasks) => tasks.find((t) => t.id === id)!))
     // Read at once: what is ended is ended before the report is stored.
     const sleepRunsAtTheReport = running(recorded.pgid)
+    console.log(
+      `task ${id}: group ${recorded.pgid} recorded; ERROR at the master ${Date.now() - restartedAt} ms after the ` +
+        `restart began, the sleep ${sleepRunsAtTheReport ? "still running" : "gone"}: ${task.history.at(-1)?.error}`
+    )
     yield* second.kill("SIGTERM")
     yield* poll(second.running, (r) => !r, "20 seconds", "the second worker stopped")
     const starts = [...first.lines, ...second.lines].filter((l) => l.message === `task ${id} started`).length
