@@ -270,11 +270,11 @@ export const endLeftBehind = (groups: ReadonlyArray<ProcessGroup>): Effect.Effec
         Effect.provideService(ProcessGroups, os.value)
       )
     for (const outcome of outcomes) {
-      yield* Effect.logWarning(
-        `process group ${outcome.group.pgid} (start ${outcome.group.start ?? "unknown"}): ${outcome.result}${
-          outcome.signal === undefined ? "" : ` on ${outcome.signal}`
-        }`
-      )
+      const line = `process group ${outcome.group.pgid} (start ${outcome.group.start ?? "unknown"}): ${outcome.result}${
+        outcome.signal === undefined ? "" : ` on ${outcome.signal}`
+      }`
+      // Nothing of it ran: said, not warned about.
+      yield* (outcome.result === "Gone" || outcome.result === "Reused" ? Effect.logInfo(line) : Effect.logWarning(line))
     }
     return Option.some(describe(outcomes))
   })
