@@ -1,7 +1,9 @@
 /**
  * An example worker: connects to its master, fetches tasks that are shell
- * commands, runs them with `@effect/platform`'s `Command`, and reports their
- * status through a durable outbox. Configured from the environment:
+ * commands, runs them with `@effect/platform`'s `Command` through
+ * `TaskProcess.start` (each in a process group of its own, recorded before it
+ * runs, and ended after a crash), and reports their status through a durable
+ * outbox. Configured from the environment:
  *
  *   MASTER_ADDRESS  the master, e.g. 127.0.0.1:9666 (required)
  *   NODE_KEY        this node's key (required)
@@ -24,8 +26,8 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { Connection, Credentials, GrpcChannel, Health, TaskHandler, TaskSource } from "../src/index.js"
-import { NodeHealth, NodeOutbox } from "../src/node/index.js"
+import { Connection, Credentials, GrpcChannel, Health, TaskHandler, TaskProcess, TaskSource } from "../src/index.js"
+import { NodeHealth, NodeOutbox, NodeTaskProcess } from "../src/node/index.js"
 import { Logging } from "./logging.js"
 
 // A task is a command and its arguments, like the `echo` spider of the original cluster test.
@@ -37,10 +39,11 @@ const ShellTask = Schema.Struct({
 const collect = <E>(stream: Stream.Stream<Uint8Array, E>) =>
   stream.pipe(Stream.decodeText(), Stream.runFold("", (all, chunk) => all + chunk))
 
-// Runs the command; its output is logged, a non-zero exit code fails the task with the tail of stderr.
+// Runs the command; its output is logged, a non-zero exit code fails the task with the tail of stderr. The
+// command's process group is recorded with the task before it runs: a worker killed meanwhile ends it at its restart.
 const runShell = (task: TaskHandler.Task<typeof ShellTask.Type>) =>
   Effect.gen(function*() {
-    const process = yield* Command.start(Command.make(task.payload.command, ...task.payload.args))
+    const process = yield* TaskProcess.start(Command.make(task.payload.command, ...task.payload.args))
     const [stdout, stderr, exitCode] = yield* Effect.all([
       collect(process.stdout),
       collect(process.stderr),
@@ -55,7 +58,8 @@ const runShell = (task: TaskHandler.Task<typeof ShellTask.Type>) =>
     return stdout
   }).pipe(
     Effect.scoped,
-    // A command that cannot be started (not found, not executable) is the task's failure, not the worker's.
+    // A command that cannot be run (exit code 127 or 126), or a process group that cannot be recorded, is the
+    // task's failure, not the worker's.
     Effect.mapError((error) =>
       error instanceof TaskHandler.TaskError
         ? error
@@ -78,7 +82,8 @@ const WorkerLive = Layer.unwrapEffect(
     return Layer.mergeAll(
       TaskHandler.layerConfig(TaskHandler.config, { connection: Master, payload: ShellTask, run: runShell }).pipe(
         Layer.provide(TaskSource.layerConfig(TaskSource.config, { connection: Master })),
-        Layer.provide(NodeOutbox.layerConfig())
+        Layer.provide(NodeOutbox.layerConfig()),
+        Layer.provide(NodeTaskProcess.layer)
       ),
       Option.isSome(healthPort) ? NodeHealth.layerConfig(Health.config, { connection: Master }) : Layer.empty
     ).pipe(Layer.provide(MasterLive))

@@ -14,9 +14,10 @@
  * directory synced); `effect-grpc-resilience/sqlite` has a SQLite store.
  *
  * The outbox also remembers which tasks run: the RUNNING record of a task is
- * kept, after it is delivered, until the task's final report is added. An
- * outbox opened after a crash lists the tasks that were running in
- * `unfinished`.
+ * kept, after it is delivered, until the task's final report is added, with
+ * the process groups the task started (`recordProcesses`). An outbox opened
+ * after a crash lists the tasks that were running in `unfinished`, and what
+ * each had started in `processes`.
  *
  * @since 0.1.0
  */
@@ -42,7 +43,7 @@ import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as OutboxFileSystem from "./internal/outboxFileSystem.js"
 import { OutboxError } from "./internal/outboxStore.js"
-import type { Owner, Records, StoredRecord } from "./internal/outboxStore.js"
+import type { Owner, ProcessGroup, Records, StoredRecord } from "./internal/outboxStore.js"
 import * as Metrics from "./Metrics.js"
 import * as Retry from "./Retry.js"
 import type * as TaskSource from "./TaskSource.js"
@@ -145,6 +146,18 @@ export interface Outbox {
   /** Does the outbox know the task: a report of it waits, or it was started and has no final report? */
   readonly tracks: (taskId: string) => Effect.Effect<boolean>
   /**
+   * Records the process groups a started task runs now with its RUNNING
+   * record, in place of those recorded before; returns once they are durable.
+   * Fails with `Closed` when the task has no RUNNING record, or its final
+   * report is stored.
+   */
+  readonly recordProcesses: (
+    taskId: string,
+    processes: ReadonlyArray<ProcessGroup>
+  ) => Effect.Effect<void, OutboxError>
+  /** The process groups recorded for a task started and not ended: for an unfinished one, what it left. */
+  readonly processes: (taskId: string) => Effect.Effect<ReadonlyArray<ProcessGroup>>
+  /**
    * The tasks recorded as started, with no final report, when the outbox
    * opened: they were running when the worker stopped. Their RUNNING reports
    * are queued again; adding a final report ends each.
@@ -203,12 +216,25 @@ export const tryAgain = (error: TaskSource.Failure): boolean =>
 // both are true: delivered, and ended (a final report is durable).
 interface Started {
   readonly sequence: number
+  readonly report: TaskSource.StatusReport
   delivered: boolean
   ended: boolean
+  processes: ReadonlyArray<ProcessGroup>
 }
 
-interface Request {
+// The writer's work, in the order it came: a report to add, or a started task's process groups to record.
+type Request = Add | Rewrite
+
+interface Add {
+  readonly _tag: "Add"
   readonly report: TaskSource.StatusReport
+  readonly done: Deferred.Deferred<void, OutboxError>
+}
+
+interface Rewrite {
+  readonly _tag: "Rewrite"
+  readonly taskId: string
+  readonly processes: ReadonlyArray<ProcessGroup>
   readonly done: Deferred.Deferred<void, OutboxError>
 }
 
@@ -258,8 +284,10 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
       if (record.report.status === "RUNNING") {
         started.set(record.report.taskId, {
           sequence: record.sequence,
+          report: record.report,
           delivered: false,
-          ended: ended.has(record.report.taskId)
+          ended: ended.has(record.report.taskId),
+          processes: record.processes ?? []
         })
       }
     }
@@ -293,17 +321,29 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
     // Adds are written by one fiber, in the order they came, as many at once as are waiting.
     const requests = yield* Queue.unbounded<Request>()
     let open = true
-    const closed = (report: TaskSource.StatusReport) =>
-      new OutboxError({ reason: "Closed", path: where, operation: `closed before report ${report.key} was stored` })
+    const closed = (request: Request) =>
+      new OutboxError({
+        reason: "Closed",
+        path: where,
+        operation: request._tag === "Add"
+          ? `closed before report ${request.report.key} was stored`
+          : `closed before the process groups of task ${request.taskId} were recorded`
+      })
 
-    const written = (batch: ReadonlyArray<Request>, appended: ReadonlyArray<StoredRecord>) =>
+    const written = (batch: ReadonlyArray<Add>, appended: ReadonlyArray<StoredRecord>) =>
       Effect.suspend(() => {
         const done: Array<number> = []
         for (const record of appended) {
           enqueue(record)
           const { status, taskId } = record.report
           if (status === "RUNNING") {
-            started.set(taskId, { sequence: record.sequence, delivered: false, ended: false })
+            started.set(taskId, {
+              sequence: record.sequence,
+              report: record.report,
+              delivered: false,
+              ended: false,
+              processes: []
+            })
             continue
           }
           const task = started.get(taskId)
@@ -323,8 +363,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         return Effect.zipRight(publish, forget(done))
       })
 
-    const writeBatch = Effect.flatMap(Queue.takeBetween(requests, 1, maxBatch), (chunk) => {
-      const batch = Chunk.toReadonlyArray(chunk)
+    const writeAdds = (batch: ReadonlyArray<Add>) => {
       const appended = batch.map((request): StoredRecord => ({ sequence: next++, report: request.report }))
       return records.append(appended).pipe(
         Effect.matchCauseEffect({
@@ -336,8 +375,61 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
                 Deferred.unsafeDone(request.done, Exit.failCause(cause))
               }
             })
-        }),
-        // A batch once taken is written, and its adds are answered, even when the outbox closes meanwhile.
+        })
+      )
+    }
+
+    // Here, in the writer, a RUNNING record is never rewritten while its task's final report is being stored,
+    // so it is never rewritten after it is removed.
+    const writeProcesses = (request: Rewrite) =>
+      Effect.suspend(() => {
+        const task = started.get(request.taskId)
+        if (task === undefined || task.ended) {
+          Deferred.unsafeDone(
+            request.done,
+            Exit.fail(
+              new OutboxError({
+                reason: "Closed",
+                path: where,
+                operation: `task ${request.taskId} has no RUNNING record open (never stored, or its final report ` +
+                  "is): its process groups cannot be recorded"
+              })
+            )
+          )
+          return Effect.void
+        }
+        const update = records.update ?? ((record: StoredRecord) =>
+          Effect.fail(
+            new OutboxError({
+              reason: "Unwritable",
+              path: where,
+              operation: `this store cannot rewrite record ${record.sequence}: process groups are not recorded`
+            })
+          ))
+        return update({ sequence: task.sequence, report: task.report, processes: request.processes }).pipe(
+          Effect.exit,
+          Effect.map((exit) => {
+            if (Exit.isSuccess(exit)) task.processes = request.processes
+            Deferred.unsafeDone(request.done, exit)
+          })
+        )
+      })
+
+    const writeBatch = Effect.flatMap(Queue.takeBetween(requests, 1, maxBatch), (chunk) => {
+      // In the order they came: adds side by side are written together, a rewrite on its own.
+      const segments: Array<Array<Add> | Rewrite> = []
+      for (const request of Chunk.toReadonlyArray(chunk)) {
+        const last = segments.at(-1)
+        if (request._tag === "Rewrite") segments.push(request)
+        else if (Array.isArray(last)) last.push(request)
+        else segments.push([request])
+      }
+      return Effect.forEach(
+        segments,
+        (segment) => (Array.isArray(segment) ? writeAdds(segment) : writeProcesses(segment)),
+        { discard: true }
+      ).pipe(
+        // A batch once taken is written, and its requests are answered, even when the outbox closes meanwhile.
         Effect.uninterruptible
       )
     })
@@ -348,7 +440,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         Effect.flatMap(Queue.takeAll(requests), (left) =>
           Effect.sync(() => {
             open = false
-            for (const request of left) Deferred.unsafeDone(request.done, Exit.fail(closed(request.report)))
+            for (const request of left) Deferred.unsafeDone(request.done, Exit.fail(closed(request)))
           }))
       ),
       log,
@@ -364,11 +456,25 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         if (report.status === "RUNNING" && running !== undefined) return Effect.void
         const waiting = writing.get(report.key)
         if (waiting !== undefined) return Deferred.await(waiting)
-        if (!open) return Effect.fail(closed(report))
         const done = Deferred.unsafeMake<void, OutboxError>(FiberId.none)
+        const request: Add = { _tag: "Add", report, done }
+        if (!open) return Effect.fail(closed(request))
         writing.set(report.key, done)
-        requests.unsafeOffer({ report, done })
+        requests.unsafeOffer(request)
         return Deferred.await(done)
+      })
+
+    const recordProcesses = (taskId: string, processes: ReadonlyArray<ProcessGroup>) =>
+      Effect.suspend(() => {
+        const request: Rewrite = {
+          _tag: "Rewrite",
+          taskId,
+          processes,
+          done: Deferred.unsafeMake<void, OutboxError>(FiberId.none)
+        }
+        if (!open) return Effect.fail(closed(request))
+        requests.unsafeOffer(request)
+        return Deferred.await(request.done)
       })
 
     // A report is done with: out of the queue, and its record out of the store unless it still marks a task started.
@@ -431,6 +537,8 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
       size: Effect.sync(() => queue.size),
       depth: depth.changes.pipe(Stream.changes),
       tracks: (taskId) => Effect.sync(() => queuedPerTask.has(taskId) || started.has(taskId)),
+      recordProcesses,
+      processes: (taskId) => Effect.sync(() => started.get(taskId)?.processes ?? []),
       unfinished,
       stats: Ref.get(stats),
       flush: depth.changes.pipe(Stream.filter((n) => n === 0), Stream.runHead, Effect.asVoid),
@@ -469,7 +577,7 @@ export const layerFileSystem = (
  * @category layers
  */
 export const layerMemory: Layer.Layer<OutboxStore> = Layer.sync(OutboxStore, () => {
-  const owners = new Map<string, Map<number, TaskSource.StatusReport>>()
+  const owners = new Map<string, Map<number, StoredRecord>>()
   const open = new Set<string>()
   return OutboxStore.of({
     open: (owner) =>
@@ -481,15 +589,15 @@ export const layerMemory: Layer.Layer<OutboxStore> = Layer.sync(OutboxStore, () 
         }
         open.add(id)
         yield* Effect.addFinalizer(() => Effect.sync(() => open.delete(id)))
-        const stored = owners.get(id) ?? new Map<number, TaskSource.StatusReport>()
+        const stored = owners.get(id) ?? new Map<number, StoredRecord>()
         owners.set(id, stored)
-        const initial = Array.from(stored, ([sequence, report]) => ({ sequence, report }))
-          .sort((a, b) => a.sequence - b.sequence)
+        const initial = Array.from(stored.values()).sort((a, b) => a.sequence - b.sequence)
         return {
           location,
           initial,
           setAside: 0,
-          append: (records) => Effect.sync(() => records.forEach((r) => stored.set(r.sequence, r.report))),
+          append: (records) => Effect.sync(() => records.forEach((r) => stored.set(r.sequence, r))),
+          update: (record) => Effect.sync(() => void stored.set(record.sequence, record)),
           remove: (sequences) => Effect.sync(() => sequences.forEach((sequence) => stored.delete(sequence)))
         } satisfies Records
       })

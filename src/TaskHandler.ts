@@ -39,6 +39,7 @@ import * as Metrics from "./Metrics.js"
 import * as Outbox from "./Outbox.js"
 import * as Readiness from "./Readiness.js"
 import * as Retry from "./Retry.js"
+import * as TaskProcess from "./TaskProcess.js"
 import * as TaskSource from "./TaskSource.js"
 
 /**
@@ -91,7 +92,10 @@ export interface WorkerStatus {
 export interface Options<P, I, R> {
   /** Decodes a task's JSON payload; a payload that does not decode is reported as an error. */
   readonly payload: Schema.Schema<P, I, never>
-  /** Runs one task. A failure or a defect is reported as status ERROR with its message. */
+  /**
+   * Runs one task. A failure or a defect is reported as status ERROR with its
+   * message. It is given the task's `TaskProcess.RunningTask`.
+   */
   readonly run: (task: Task<P>) => Effect.Effect<unknown, unknown, R>
   /** Default 20. */
   readonly maxRunners?: number | undefined
@@ -176,7 +180,11 @@ export const make = <P, I, R, C extends Connection.AnyTag = typeof Connection.Co
 ): Effect.Effect<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
-  Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | Scope.Scope | R
+  | Context.Tag.Identifier<C>
+  | TaskSource.TaskSource
+  | Outbox.OutboxStore
+  | Scope.Scope
+  | Exclude<R, TaskProcess.RunningTask>
 > =>
   Effect.gen(function*() {
     const conn: Connection.Connection = yield* (options.connection ?? Connection.Connection)
@@ -195,7 +203,7 @@ const makeFor = <P, I, R>(
 ): Effect.Effect<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
-  Outbox.OutboxStore | Scope.Scope | R
+  Outbox.OutboxStore | Scope.Scope | Exclude<R, TaskProcess.RunningTask>
 > =>
   Effect.gen(function*() {
     const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, defaults.maxRunners)
@@ -213,7 +221,7 @@ const makeFor = <P, I, R>(
     const drainGrace = yield* duration("drainGrace")
     const flushTimeout = yield* duration("flushTimeout")
 
-    const context = yield* Effect.context<R>()
+    const context = yield* Effect.context<Exclude<R, TaskProcess.RunningTask>>()
     const decode = Schema.decodeUnknownEither(Schema.parseJson(options.payload))
 
     // Not ready until the task handler runs: an outbox that does not open (a hung mount) holds readiness back.
@@ -315,6 +323,7 @@ const makeFor = <P, I, R>(
         yield* report(task.id, "RUNNING")
         yield* Effect.logInfo(`task ${task.id} started`)
         yield* options.run(task).pipe(
+          Effect.provideService(TaskProcess.RunningTask, TaskProcess.running(outbox, task.id)),
           Effect.provide(context),
           Effect.onExit((exit) => {
             if (Exit.isSuccess(exit)) {
@@ -421,12 +430,16 @@ const makeFor = <P, I, R>(
 
     const start = Effect.gen(function*() {
       const startedAt = yield* Clock.currentTimeMillis
-      // Recorded as started, never ended: the worker stopped while they ran. Reported once: the report ends the record.
-      for (const taskId of outbox.unfinished) {
-        yield* Effect.logWarning(`task ${taskId} was running when the worker stopped: reported ERROR`)
-        yield* count((s) => ({ failed: s.failed + 1 }))
-        yield* report(taskId, "ERROR", restartMessage)
-      }
+      // Recorded as started, never ended: the worker stopped while they ran. Reported once: the report ends the record,
+      // after what they started and left running is ended.
+      yield* Effect.forEach(outbox.unfinished, (taskId) =>
+        Effect.gen(function*() {
+          const left = yield* Effect.flatMap(outbox.processes(taskId), TaskProcess.endLeftBehind)
+          const message = Option.match(left, { onNone: () => restartMessage, onSome: (l) => `${restartMessage}; ${l}` })
+          yield* Effect.logWarning(`task ${taskId} was running when the worker stopped: reported ERROR (${message})`)
+          yield* count((s) => ({ failed: s.failed + 1 }))
+          yield* report(taskId, "ERROR", message)
+        }), { concurrency: "unbounded", discard: true })
       // The connection's own readiness: the node registers, and the task handler has started, only after it.
       const waited = yield* conn.changes.pipe(
         Stream.filter((state) => state._tag === "Ready"),
@@ -521,7 +534,7 @@ export const layer = <P, I, R, C extends Connection.AnyTag = typeof Connection.C
 ): Layer.Layer<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
-  Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | R
+  Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | Exclude<R, TaskProcess.RunningTask>
 > => Layer.scoped(TaskHandler, make(options))
 
 /**
@@ -565,5 +578,5 @@ export const layerConfig = <P, I, R, C extends Connection.AnyTag = typeof Connec
 ): Layer.Layer<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError | ConfigError.ConfigError,
-  Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | R
+  Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | Exclude<R, TaskProcess.RunningTask>
 > => Layer.scoped(TaskHandler, Effect.flatMap(Config.unwrap(timings), (read) => make<P, I, R, C>({ ...read, ...task })))

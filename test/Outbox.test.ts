@@ -1,8 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Random from "effect/Random"
 import * as TestClock from "effect/TestClock"
@@ -58,7 +60,7 @@ const memory = Layer.effect(
 )
 
 // A store whose records the test can read while an outbox has them open.
-const visible = () => {
+const visible = (options: { readonly updateTakes?: Duration.DurationInput } = {}) => {
   const owners = new Map<string, Map<number, TaskSource.StatusReport>>()
   const of = (who: Outbox.Owner) => {
     const id = `${who.node}@${who.master}`
@@ -79,6 +81,11 @@ const visible = () => {
             ),
             setAside: 0,
             append: (added) => Effect.sync(() => added.forEach((r) => records.set(r.sequence, r.report))),
+            update: (rewritten) =>
+              Effect.zipRight(
+                Effect.sleep(options.updateTakes ?? 0),
+                Effect.sync(() => void records.set(rewritten.sequence, rewritten.report))
+              ),
             remove: (sequences) => Effect.sync(() => sequences.forEach((sequence) => records.delete(sequence)))
           }
         })
@@ -191,6 +198,45 @@ describe("Outbox (virtual time)", () => {
       assert.deepStrictEqual(third, [])
     }).pipe(Effect.provide(store.layer))
   })
+
+  it.effect("process groups recorded behind the task's final report are refused: its RUNNING record never comes back", () => {
+    // A rewrite takes 3 s: one let through after the final report would outlast the RUNNING record's removal.
+    const store = visible({ updateTakes: "3 seconds" })
+    return Effect.gen(function*() {
+      const outbox = yield* Outbox.make({ deliver: master(1_000).deliver, ...owner })
+      yield* outbox.add(report("t1", "RUNNING"))
+      // Queued one behind the other, as a task's final report and a fiber it left behind would, before the RUNNING
+      // report is delivered (the master is down until 1 s): the RUNNING record goes once it is.
+      const final = yield* Effect.fork(outbox.add(report("t1", "FINISHED")))
+      const late = yield* Effect.fork(Effect.flip(outbox.recordProcesses("t1", [{ pgid: 4300, start: "2" }])))
+      yield* TestClock.adjust("10 seconds")
+      yield* Fiber.join(final)
+      assert.strictEqual((yield* Fiber.join(late)).reason, "Closed")
+      yield* outbox.flush
+      assert.deepStrictEqual(yield* store.keys(), [])
+    }).pipe(Effect.provide(store.layer), Effect.scoped, Effect.withRandom(Random.fixed([0.5])))
+  })
+
+  it.scoped("a store without `update` (written for 0.2.0) fails a record of process groups as Unwritable", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.make({ deliver: master(0).deliver, ...owner })
+      yield* outbox.add(report("t1", "RUNNING"))
+      const error = yield* Effect.flip(outbox.recordProcesses("t1", [{ pgid: 4242 }]))
+      assert.strictEqual(error.reason, "Unwritable")
+      assert.include(error.message, "process groups are not recorded")
+    }).pipe(Effect.provide(Layer.succeed(
+      Outbox.OutboxStore,
+      Outbox.OutboxStore.of({
+        open: () =>
+          Effect.succeed({
+            location: "old",
+            initial: [],
+            setAside: 0,
+            append: () => Effect.void,
+            remove: () => Effect.void
+          })
+      })
+    ))))
 
   it.effect("two owners in one store never touch each other's reports; one owner cannot be opened twice", () =>
     Effect.gen(function*() {

@@ -86,6 +86,75 @@ for (const store of stores) {
         assert.strictEqual(again.setAside, 0)
       }))
 
+    it.scopedLive("a RUNNING record rewritten with its task's process groups comes back with them, in its place", () =>
+      Effect.gen(function*() {
+        const location = store.location(yield* temporary())
+        const groups = [{ pgid: 4242, start: "123456" }, { pgid: 4250 }]
+        yield* withRecords(store, location, (records) =>
+          Effect.gen(function*() {
+            yield* records.append([record(1, "t1", "RUNNING"), record(2, "t2", "RUNNING"), record(3, "t3", "RUNNING")])
+            yield* records.update!({ ...record(1, "t1", "RUNNING"), processes: groups })
+            yield* records.update!({ ...record(2, "t2", "RUNNING"), processes: [{ pgid: 7, start: "1" }] })
+            // A rewrite replaces what was recorded before.
+            yield* records.update!({ ...record(2, "t2", "RUNNING"), processes: [] })
+          }))
+        const again = yield* withRecords(store, location, Effect.succeed)
+        assert.deepStrictEqual(again.initial, [
+          { ...record(1, "t1", "RUNNING"), processes: groups },
+          { ...record(2, "t2", "RUNNING"), processes: [] },
+          record(3, "t3", "RUNNING")
+        ])
+        assert.strictEqual(again.setAside, 0)
+      }))
+
+    it.scopedLive("records written by 0.2.0 read as before, and are rewritten with process groups", () =>
+      Effect.gen(function*() {
+        const location = store.location(yield* temporary())
+        yield* store.legacy(location, owner, [record(1, "t1", "RUNNING"), record(2, "t2", "FINISHED")])
+        yield* withRecords(store, location, (records) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(records.initial, [record(1, "t1", "RUNNING"), record(2, "t2", "FINISHED")])
+            assert.strictEqual(records.setAside, 0)
+            yield* records.update!({ ...record(1, "t1", "RUNNING"), processes: [{ pgid: 99, start: "5" }] })
+          }))
+        assert.deepStrictEqual((yield* withRecords(store, location, Effect.succeed)).initial, [
+          { ...record(1, "t1", "RUNNING"), processes: [{ pgid: 99, start: "5" }] },
+          record(2, "t2", "FINISHED")
+        ])
+      }))
+
+    it.scopedLive("an outbox keeps a started task's process groups with its RUNNING record until its final report", () =>
+      Effect.gen(function*() {
+        const location = store.location(yield* temporary())
+        const first = { pgid: 4242, start: "100" }
+        const second = { pgid: 4300, start: "200" }
+        yield* Effect.scoped(Effect.gen(function*() {
+          const outbox = yield* Outbox.make({ ...owner, deliver: () => Effect.void })
+          yield* outbox.add(report("a", "RUNNING"))
+          yield* outbox.add(report("b", "RUNNING"))
+          yield* outbox.flush
+          yield* outbox.recordProcesses("a", [first])
+          yield* outbox.recordProcesses("a", [first, second])
+          assert.deepStrictEqual(yield* outbox.processes("a"), [first, second])
+          yield* outbox.add(report("b", "FINISHED"))
+          const late = yield* Effect.flip(outbox.recordProcesses("b", [first]))
+          assert.strictEqual(late.reason, "Closed", "no process group is recorded for a task that has ended")
+          const never = yield* Effect.flip(outbox.recordProcesses("c", [first]))
+          assert.strictEqual(never.reason, "Closed", "nor for one never started")
+          yield* outbox.flush
+        })).pipe(Effect.provide(store.layer(location)))
+        // The worker stopped while "a" ran: after the restart its groups are known, until its final report.
+        yield* Effect.scoped(Effect.gen(function*() {
+          const outbox = yield* Outbox.make({ ...owner, deliver: () => Effect.void })
+          assert.deepStrictEqual(outbox.unfinished, ["a"])
+          assert.deepStrictEqual(yield* outbox.processes("a"), [first, second])
+          yield* outbox.add(report("a", "ERROR"))
+          yield* outbox.flush
+          assert.deepStrictEqual(yield* outbox.processes("a"), [])
+        })).pipe(Effect.provide(store.layer(location)))
+        assert.deepStrictEqual((yield* withRecords(store, location, Effect.succeed)).initial, [])
+      }))
+
     it.scopedLive("each owner's records are its own; an owner open already is Locked", () =>
       Effect.gen(function*() {
         const location = store.location(yield* temporary())

@@ -18,6 +18,7 @@ import * as GlobalValue from "effect/GlobalValue"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import { OutboxError } from "./outboxStore.js"
+import { bootId, isDead, procStat } from "./procStat.js"
 
 /** A lock this process holds, and what its users keep beside it. */
 export interface Held {
@@ -42,25 +43,6 @@ interface Holder {
 
 // The locks of this process by file, shared by every copy of the module loaded.
 const held = GlobalValue.globalValue(Symbol.for("effect-grpc-resilience/DirectoryLock"), () => new Map<string, Entry>())
-
-// Linux: a process's state (field 3 of /proc/<pid>/stat) and start time (field 22).
-const procStat = (fs: FileSystem.FileSystem, pid: number | "self") =>
-  fs.readFileString(`/proc/${pid}/stat`).pipe(
-    // The command name may hold spaces and parentheses: count the fields after its closing one.
-    Effect.map((stat) => stat.slice(stat.lastIndexOf(")") + 2).split(" ")),
-    Effect.map((fields) =>
-      fields[0] !== undefined && fields[19] !== undefined
-        ? Option.some({ state: fields[0], start: fields[19] })
-        : Option.none()
-    ),
-    Effect.orElseSucceed(() => Option.none<{ readonly state: string; readonly start: string }>())
-  )
-
-const bootId = (fs: FileSystem.FileSystem) =>
-  fs.readFileString("/proc/sys/kernel/random/boot_id").pipe(
-    Effect.map((id) => Option.some(id.trim())),
-    Effect.orElseSucceed(() => Option.none<string>())
-  )
 
 const signalable = (pid: number): boolean => {
   try {
@@ -94,7 +76,7 @@ const running = (fs: FileSystem.FileSystem, holder: Holder, me: Holder) =>
     if (!signalable(holder.pid)) return false
     const stat = yield* procStat(fs, holder.pid)
     if (Option.isNone(stat)) return true
-    if (stat.value.state === "Z" || stat.value.state === "X") return false
+    if (isDead(stat.value)) return false
     return holder.start === undefined || stat.value.start === holder.start
   })
 

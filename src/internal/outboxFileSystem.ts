@@ -12,7 +12,8 @@
  *
  * A record is written to a temporary file, synced, renamed into place, and
  * the directory synced: it is there whole or not at all, and durable once
- * `append` returns. Records written together share the directory sync.
+ * `append` returns. Records written together share the directory sync. A
+ * record rewritten (`update`) is renamed over the old one the same way.
  *
  * @internal
  */
@@ -245,6 +246,16 @@ export const make = (
             )
           )
 
+        // The same steps as an add: a kill between any two leaves the old record whole or the new one in place.
+        const update = (record: StoredRecord) =>
+          writeTemporary(temporaryOf(record.sequence), encode(toFields(record))).pipe(
+            Effect.zipRight(fs.rename(temporaryOf(record.sequence), fileOf(record.sequence))),
+            Effect.zipRight(syncDirectory),
+            Effect.mapError(unwritable(`cannot rewrite record ${record.sequence}`, fileOf(record.sequence))),
+            // The old record stays; only what was written beside it is taken back.
+            Effect.tapError(() => Effect.ignore(fs.remove(temporaryOf(record.sequence))))
+          )
+
         const remove = (sequences: ReadonlyArray<number>) =>
           Effect.forEach(sequences, (sequence) =>
             fs.remove(fileOf(sequence)).pipe(
@@ -252,7 +263,7 @@ export const make = (
               Effect.mapError(unwritable(`cannot remove record ${sequence}`, fileOf(sequence)))
             ), { concurrency: 8, discard: true })
 
-        return { location: dir, initial, setAside, append, remove } satisfies Records
+        return { location: dir, initial, setAside, append, update, remove } satisfies Records
       })
 
     return { open }

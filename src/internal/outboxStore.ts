@@ -1,7 +1,8 @@
 /**
  * What an outbox store is made of, shared by the stores and re-exported by
  * `Outbox`: the owner of a set of records, a record, an open set of records,
- * the error, and the record's encoding.
+ * the error, and the record's encoding (with the process groups a started
+ * task recorded, re-exported by `TaskProcess`).
  *
  * @internal
  */
@@ -18,11 +19,30 @@ export interface Owner {
   readonly master: string
 }
 
+/**
+ * A process group a task started: its id (the pid of its first process, its
+ * leader) and, where the platform tells them (Linux), the leader's start time
+ * and the boot it ran in, which tell the leader from a later process that got
+ * the same pid.
+ */
+export const ProcessGroup = Schema.Struct({
+  pgid: Schema.Int.pipe(Schema.greaterThan(1)),
+  /** Clock ticks since boot (/proc/<pid>/stat, field 22); absent where the platform does not say. */
+  start: Schema.optional(Schema.String),
+  /** The boot (/proc/sys/kernel/random/boot_id): start times count from it, and its processes end with it. */
+  boot: Schema.optional(Schema.String)
+})
+
+/** A process group a task started. */
+export interface ProcessGroup extends Schema.Schema.Type<typeof ProcessGroup> {}
+
 /** One record: a report and its place in the order of `add`. */
 export interface StoredRecord {
   /** A record with a smaller sequence was added first. */
   readonly sequence: number
   readonly report: TaskSource.StatusReport
+  /** A RUNNING record: the process groups its task started and recorded. Absent in records of 0.2.0. */
+  readonly processes?: ReadonlyArray<ProcessGroup> | undefined
 }
 
 /**
@@ -60,6 +80,14 @@ export interface Records {
   /** Stores the records; succeeds once every one of them is durable, fails having stored none. */
   readonly append: (records: ReadonlyArray<StoredRecord>) => Effect.Effect<void, OutboxError>
   /**
+   * Rewrites a record that is stored, under its sequence (a RUNNING record with
+   * the process groups its task started); succeeds once the new record is
+   * durable, and leaves the old one whole when it fails. The outbox never
+   * rewrites a record it may be removing. Optional, for the stores written
+   * for 0.2.0: without it no process group is recorded.
+   */
+  readonly update?: ((record: StoredRecord) => Effect.Effect<void, OutboxError>) | undefined
+  /**
    * Forgets the records. Need not be durable: a record that comes back (after
    * a power loss) is delivered again, which the master ignores by its key.
    */
@@ -72,12 +100,16 @@ export const RecordFields = Schema.Struct({
   key: Schema.String,
   taskId: Schema.String,
   status: Schema.Literal("RUNNING", "FINISHED", "ERROR", "CANCELLED"),
-  error: Schema.String
+  error: Schema.String,
+  // Optional: the records of 0.2.0 have none, and 0.2.0 reads these (it ignores a field it does not know).
+  processes: Schema.optional(Schema.Array(ProcessGroup))
 })
 
 export const toFields = (record: StoredRecord): typeof RecordFields.Type => ({
   sequence: record.sequence,
-  ...record.report
+  ...record.report,
+  ...(record.processes === undefined ? {} : { processes: record.processes })
 })
 
-export const fromFields = ({ sequence, ...report }: typeof RecordFields.Type): StoredRecord => ({ sequence, report })
+export const fromFields = ({ processes, sequence, ...report }: typeof RecordFields.Type): StoredRecord =>
+  processes === undefined ? { sequence, report } : { sequence, report, processes }

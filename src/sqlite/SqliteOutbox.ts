@@ -1,7 +1,9 @@
 /**
  * The outbox store in a SQLite database, through `@effect/sql-sqlite-node`
  * (better-sqlite3): one row per report in the table `outbox_record`, keyed by
- * owner (node, master) and sequence. The database runs in WAL mode with
+ * owner (node, master) and sequence; a RUNNING row holds, in its `processes`
+ * column, the process groups its task started (JSON; the column is added to
+ * a database of 0.2.0 when it opens). The database runs in WAL mode with
  * `synchronous = FULL`, so a commit is on the disk before `add` returns, and
  * in `EXCLUSIVE` locking mode: the process holds the database's lock for as
  * long as the layer, a second process fails at its start with `Locked`
@@ -29,7 +31,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { mkdirSync } from "node:fs"
 import { dirname, resolve } from "node:path"
-import { fromFields, RecordFields } from "../internal/outboxStore.js"
+import { fromFields, ProcessGroup, RecordFields } from "../internal/outboxStore.js"
 import * as Outbox from "../Outbox.js"
 
 /**
@@ -47,9 +49,18 @@ interface Row {
   readonly task_id: unknown
   readonly status: unknown
   readonly error: unknown
+  readonly processes: unknown
 }
 
-const decodeRow = Schema.decodeUnknownEither(RecordFields)
+// The process groups of a RUNNING record are a JSON array in their column; NULL when there are none.
+const RowFields = Schema.Struct({
+  ...RecordFields.fields,
+  processes: Schema.NullOr(Schema.parseJson(Schema.Array(ProcessGroup)))
+})
+const decodeRow = Schema.decodeUnknownEither(RowFields)
+const encodeProcesses = Schema.encodeSync(Schema.parseJson(Schema.Array(ProcessGroup)))
+const processesColumn = (record: Outbox.StoredRecord) =>
+  record.processes === undefined ? null : encodeProcesses(record.processes)
 
 // SQLite's answer when another connection holds the lock.
 const isBusy = (error: SqlError.SqlError) => {
@@ -57,7 +68,7 @@ const isBusy = (error: SqlError.SqlError) => {
   return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED"
 }
 
-// Placeholders per statement stay well under SQLite's limit (32,766): 7 per record. The outbox appends at
+// Placeholders per statement stay well under SQLite's limit (32,766): 8 per record. The outbox appends at
 // most 256 at once.
 const maxRows = 1_000
 
@@ -105,6 +116,7 @@ export const make = (
         task_id TEXT,
         status TEXT,
         error TEXT,
+        processes TEXT,
         PRIMARY KEY (node, master, sequence)
       )`,
       sql`CREATE TABLE IF NOT EXISTS outbox_damaged (
@@ -116,6 +128,14 @@ export const make = (
         set_aside_at INTEGER NOT NULL
       )`
     ]).pipe(
+      // A database of 0.2.0 has no column for process groups: added, empty (0.2.0 reads on, it names its columns).
+      Effect.zipRight(Effect.flatMap(
+        sql<{ readonly name: string }>`SELECT name FROM pragma_table_info('outbox_record')`,
+        (columns) =>
+          columns.some((column) => column.name === "processes")
+            ? Effect.void
+            : sql`ALTER TABLE outbox_record ADD COLUMN processes TEXT`
+      )),
       Effect.mapError((error) =>
         isBusy(error)
           ? new Outbox.OutboxError({
@@ -146,17 +166,18 @@ export const make = (
           const failAt = (reason: Outbox.OutboxError["reason"], operation: string) => (error: SqlError.SqlError) =>
             new Outbox.OutboxError({ reason, path: location, operation, cause: error.cause ?? error })
 
-          const rows = yield* sql<Row>`SELECT sequence, key, task_id, status, error FROM outbox_record
+          const rows = yield* sql<Row>`SELECT sequence, key, task_id, status, error, processes FROM outbox_record
             WHERE node = ${owner.node} AND master = ${owner.master} ORDER BY sequence`.pipe(
             Effect.mapError(failAt("Unreadable", "cannot read the records"))
           )
           const initial: Array<Outbox.StoredRecord> = []
           let setAside = 0
           for (const row of rows) {
-            const { error, key, sequence, status, task_id: taskId } = row
-            const decoded = decodeRow({ sequence, key, taskId, status, error })
+            const { error, key, processes, sequence, status, task_id: taskId } = row
+            const decoded = decodeRow({ sequence, key, taskId, status, error, processes })
             if (Either.isRight(decoded)) {
-              initial.push(fromFields(decoded.right))
+              const { processes, ...fields } = decoded.right
+              initial.push(fromFields(processes === null ? fields : { ...fields, processes }))
               continue
             }
             // A row this store did not write whole (another program, another version): set aside, alone.
@@ -186,7 +207,8 @@ export const make = (
                 key: record.report.key,
                 task_id: record.report.taskId,
                 status: record.report.status,
-                error: record.report.error
+                error: record.report.error,
+                processes: processesColumn(record)
               })))
             }`
           const append = (records: ReadonlyArray<Outbox.StoredRecord>) =>
@@ -204,6 +226,15 @@ export const make = (
                 ))
               )
 
+          // One statement, durable when it returns; the row is the record's, whoever added it.
+          const update = (record: Outbox.StoredRecord) =>
+            sql`UPDATE outbox_record SET key = ${record.report.key}, task_id = ${record.report.taskId},
+              status = ${record.report.status}, error = ${record.report.error}, processes = ${processesColumn(record)}
+              WHERE node = ${owner.node} AND master = ${owner.master} AND sequence = ${record.sequence}`.pipe(
+              Effect.asVoid,
+              Effect.mapError(failAt("Unwritable", `cannot rewrite record ${record.sequence}`))
+            )
+
           const remove = (sequences: ReadonlyArray<number>) =>
             Effect.forEach(chunks(sequences, 500), (chunk) =>
               sql`DELETE FROM outbox_record
@@ -213,7 +244,7 @@ export const make = (
               Effect.mapError(failAt("Unwritable", "cannot remove records"))
             )
 
-          return { location, initial, setAside, append, remove } satisfies Outbox.Records
+          return { location, initial, setAside, append, update, remove } satisfies Outbox.Records
         })
     })
   }).pipe(Effect.annotateLogs({ module: "SqliteOutbox" }))

@@ -147,7 +147,7 @@ describe("crash ring", () => {
         yield* poll(last.running, (running) => !running, "20 seconds", "the last worker stopped")
 
         const lines: ReadonlyArray<LogLine> = workers.flatMap((w) => w.lines)
-        const outcome = { finished: 0, errorAfterRestart: 0, otherError: 0, cancelled: 0 }
+        const outcome = { finished: 0, errorAfterRestart: 0, processesEnded: 0, otherError: 0, cancelled: 0 }
         for (const task of tasks) {
           const ends = task.history.filter((change) => terminal.includes(change.status))
           assert.strictEqual(
@@ -166,8 +166,11 @@ describe("crash ring", () => {
           const end = ends[0]!
           if (end.status === "FINISHED") outcome.finished += 1
           else if (end.status === "CANCELLED") outcome.cancelled += 1
-          else if (end.error === TaskHandler.restartMessage) outcome.errorAfterRestart += 1
-          else outcome.otherError += 1
+          else if (end.error?.startsWith(TaskHandler.restartMessage)) {
+            // The message goes on to say what was done with the command the task had started, if it had.
+            outcome.errorAfterRestart += 1
+            if (end.error.endsWith("were ended")) outcome.processesEnded += 1
+          } else outcome.otherError += 1
         }
         assert.strictEqual(tasks.length, count)
         assert.deepStrictEqual(
