@@ -1,12 +1,14 @@
 /**
  * Runs the benchmarks one after the other and writes what they found:
  * `bench/results.json`, `bench/RESULTS.md` and one SVG per benchmark
- * (`--quick`: small counts, written to `bench/quick/`, for CI). A missed
- * target is reported, not failed; only a benchmark that breaks fails the run.
+ * (`--quick`: small counts, written to `bench/quick/`, for CI; some of them
+ * by name: written to `bench/partial/`, so a full run's page stays whole). A
+ * missed target is reported, not failed; only a benchmark that breaks fails
+ * the run.
  *
- *   npm run bench            # everything, full counts (about 15 minutes)
- *   npm run bench:quick      # small counts (under 2 minutes)
- *   npm run bench -- overhead soak   # some of them
+ *   npm run bench            # everything, full counts (about 25 minutes)
+ *   npm run bench:quick      # small counts (under 3 minutes)
+ *   npm run bench -- membership crash   # some of them, into bench/partial/
  */
 import * as Effect from "effect/Effect"
 import { mkdirSync, writeFileSync } from "node:fs"
@@ -14,8 +16,10 @@ import { cpus, platform, release, totalmem } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { Bench, Result } from "./Bench.js"
+import { crash } from "./crash.js"
 import { fleet } from "./fleet.js"
 import { imports } from "./imports.js"
+import { membership } from "./membership.js"
 import { outbox } from "./outbox.js"
 import { overhead } from "./overhead.js"
 import { recovery } from "./recovery.js"
@@ -29,7 +33,9 @@ const all: ReadonlyArray<readonly [string, Bench]> = [
   ["soak", soak],
   ["fleet", fleet],
   ["recovery", recovery],
-  ["outbox", outbox]
+  ["outbox", outbox],
+  ["membership", membership],
+  ["crash", crash]
 ]
 
 const args = process.argv.slice(2)
@@ -43,7 +49,7 @@ if (unknown.length > 0) {
 const chosen = all.filter(([name]) => wanted.length === 0 || wanted.includes(name))
 
 const here = fileURLToPath(new URL(".", import.meta.url))
-const out = quick ? join(here, "quick") : here
+const out = quick ? join(here, "quick") : wanted.length > 0 ? join(here, "partial") : here
 mkdirSync(out, { recursive: true })
 
 const machine = {
