@@ -44,8 +44,8 @@
  * - The task handler looks the client up through `GetGrpcClient()` on every
  *   cycle, so a forced reset's new client is used (a handler that kept the old
  *   client would never recover).
- * - No `Register` / `Subscribe` by the worker service: the embedded master
- *   hands out tasks without them.
+ * - `Register` is sent once per new client, without waiting for its answer
+ *   (the seed's `register()`); no `Subscribe`.
  * - `grpc.use_local_subchannel_pool` is on, because a Go `ClientConn` never
  *   shares connections with another one, while grpc-js channels do by default.
  * - Which goroutine receives `Stop`'s single signal is drawn at random from
@@ -366,6 +366,12 @@ class GrpcClient {
       task: new WorkerProtocol.TaskServiceClient(this.env.address, grpc.credentials.createInsecure(), options),
       modelBase: new HealthClient(this.env.address, grpc.credentials.createInsecure(), options)
     }
+    new WorkerProtocol.NodeServiceClient(this.env.address, grpc.credentials.createInsecure(), options).Register(
+      { node_key: this.env.nodeKey, name: this.env.nodeKey, max_runners: 1, generation: 1 },
+      (error) => {
+        if (error) this.env.log(`register failed: ${error.message}`)
+      }
+    )
     this.healthCheckEnabled = true
     this.registered = true
   }

@@ -30,6 +30,14 @@ export const plain: Contender = {
         Effect.sync(() => {
           const counters = { fetches: 0, fetchFailures: 0, fetched: 0 }
           const client = new WorkerProtocol.TaskServiceClient(address, grpc.credentials.createInsecure())
+          // Registered once, at start, on the same channel: the master fetches only for nodes it knows, and the
+          // network faults here never make it forget one.
+          const node = new WorkerProtocol.NodeServiceClient(address, grpc.credentials.createInsecure(), {
+            channelOverride: client.getChannel()
+          })
+          node.Register({ node_key: nodeKey, name: nodeKey, max_runners: 1, generation: 1 }, (error) => {
+            if (error) log(`register failed: ${error.message}`)
+          })
           const report = (taskId: string, status: "RUNNING" | "FINISHED") =>
             client.ReportStatus(
               { task_id: taskId, node_key: nodeKey, status, idempotency_key: `${taskId}:${status}` },
