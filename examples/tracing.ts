@@ -35,7 +35,8 @@ const program = Effect.gen(function*() {
   yield* Effect.sleep("1 second")
   yield* master.restart
   yield* ready(2)
-  // A call is traced too, as a child of the caller's span.
+  // A call is traced too, as a child of the caller's span; the master fetches for registered nodes only.
+  yield* conn.call("node", "Register", { node_key: "n1", name: "n1", max_runners: 1, generation: 2 })
   yield* conn.call("task", "FetchTask", { node_key: "n1", fetch_id: "" }).pipe(Effect.withSpan("fetch once"))
 })
 

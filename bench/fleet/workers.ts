@@ -48,6 +48,10 @@ const startOne = (address: string, node: string, previous: boolean) =>
     )
     const conn = yield* Effect.provide(FleetWorker, context)
     yield* conn.readiness.await
+    // Registered once: the master fetches only for nodes it knows, and its restart here keeps its memory.
+    yield* conn.call("node", "Register", { node_key: node, name: node, max_runners: 1, generation: 1 }, {
+      idempotent: true
+    })
     yield* conn.call("task", "FetchTask", { node_key: node, fetch_id: `${node}-warm` }, { idempotent: true })
     workers.push({ node, scope, conn })
   })
