@@ -138,8 +138,8 @@ export const readinessJson = (status: Readiness.ReadinessStatus): ReadinessJson 
       channel: checkJson(report.checks.channel),
       registered: checkJson(report.checks.registered),
       probe: checkJson(report.checks.probe),
-      ...(report.checks.member === undefined ? {} : { member: checkJson(report.checks.member) }),
-      ...(report.checks.tasks === undefined ? {} : { tasks: checkJson(report.checks.tasks) })
+      ...(report.checks.tasks === undefined ? {} : { tasks: checkJson(report.checks.tasks) }),
+      ...(report.checks.member === undefined ? {} : { member: checkJson(report.checks.member) })
     }
   }
   if (status.ready) return { ready: true, report: json }

@@ -46,7 +46,7 @@ import { OutboxError } from "./internal/outboxStore.js"
 import type { Owner, ProcessGroup, Records, StoredRecord } from "./internal/outboxStore.js"
 import * as Metrics from "./Metrics.js"
 import * as Retry from "./Retry.js"
-import type * as TaskSource from "./TaskSource.js"
+import * as TaskSource from "./TaskSource.js"
 
 // -------------------------------------------------------------------------------------------------
 // Models
@@ -205,7 +205,8 @@ const refusals: ReadonlySet<grpc.status> = new Set([
  */
 export const tryAgain = (error: TaskSource.Failure): boolean =>
   error._tag === "GrpcError"
-    ? !refusals.has(error.code)
+    // A master that refuses a node it does not count as a member takes the report once the node joins again.
+    ? !refusals.has(error.code) || TaskSource.membershipOf(error) === "NotMember"
     : error._tag !== "ClientUnavailable" || error.reason !== "Closed"
 
 // -------------------------------------------------------------------------------------------------

@@ -129,13 +129,14 @@ export type ConnectionCheck = "channel" | "registered" | "probe"
 
 /**
  * The checks a worker holds readiness back on (see {@link Readiness}'s
- * `hold`): `member`, the master counts the node as a member; `tasks`, the task
- * handler has started (its outbox is open) and can store its reports.
+ * `hold`): `tasks`, the task handler has started (its outbox is open) and can
+ * store its reports; `member`, the master counts the node as a member. Listed
+ * in the order they come: the node registers once the task handler runs.
  *
  * @since 0.3.0
  * @category models
  */
-export type WorkerCheck = "member" | "tasks"
+export type WorkerCheck = "tasks" | "member"
 
 /**
  * The names of the checks, in the order a report lists them.
@@ -175,7 +176,7 @@ export interface ReadinessReport {
  * @since 0.3.0
  * @category constants
  */
-export const checkNames: ReadonlyArray<CheckName> = ["channel", "registered", "probe", "member", "tasks"]
+export const checkNames: ReadonlyArray<CheckName> = ["channel", "registered", "probe", "tasks", "member"]
 
 /**
  * The first check of a report that did not pass, if any.

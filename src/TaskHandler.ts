@@ -229,6 +229,8 @@ const makeFor = <P, I, R>(
       "tasks",
       Readiness.CheckResult.Failed({ message: "the task handler is starting: its outbox is not open yet" })
     )
+    // Not ready before the node has registered: held from the start, so no gap shows ready before it joined.
+    const setMember = yield* conn.readiness.hold("member", Readiness.CheckResult.Pending())
     const outbox = yield* Outbox.make({ deliver: source.report, node: source.nodeKey, master: conn.address })
     const runners = yield* FiberMap.make<string, void, never>()
     const stats = yield* SubscriptionRef.make<WorkerStatus>({
@@ -256,11 +258,12 @@ const makeFor = <P, I, R>(
         (s) =>
           Effect.zipRight(
             Metric.set(Metrics.outboxUnpersisted, s.unpersisted),
-            setTasks(
-              s.unpersisted === 0 ? Readiness.CheckResult.Passed() : Readiness.CheckResult.Failed({
-                message: `${s.unpersisted} reports could not be stored; held in memory until they are`
-              })
-            )
+            Effect.flatMap(Deferred.isDone(stopping), (stopped) =>
+              stopped ? Effect.void : setTasks(
+                s.unpersisted === 0 ? Readiness.CheckResult.Passed() : Readiness.CheckResult.Failed({
+                  message: `${s.unpersisted} reports could not be stored; held in memory until they are`
+                })
+              ))
           )
       )
     const holding = Effect.map(SubscriptionRef.get(stats), (s) => s.unpersisted > 0)
@@ -463,7 +466,8 @@ const makeFor = <P, I, R>(
         heartbeatInterval,
         running: FiberMap.size(runners),
         cancel,
-        onHeartbeatFailure: count((s) => ({ heartbeatFailures: s.heartbeatFailures + 1 }))
+        onHeartbeatFailure: count((s) => ({ heartbeatFailures: s.heartbeatFailures + 1 })),
+        setMember
       })
       yield* forkLoop("status", Effect.repeat(status, Schedule.spaced(statusInterval)))
       yield* forkLoop(

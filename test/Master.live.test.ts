@@ -786,12 +786,9 @@ describe("Master (live loopback)", () => {
         const stream = yield* subscribe(node, "n1")
         yield* eventually(master.subscriptions, (n) => n === 1)
 
-        const start = Date.now()
         yield* Scope.close(scope, Exit.void)
-        const closing = Date.now() - start
+        // Ended with OK, before the grace period's forced close (which would end it CANCELLED).
         assert.deepStrictEqual(yield* stream.ended, { code: "OK", error: undefined })
-        // Nothing was left under way: the master closed without waiting out its grace period (1 s).
-        assert.isBelow(closing, 900)
         assert.strictEqual(yield* master.subscriptions, 0)
       }),
     10_000

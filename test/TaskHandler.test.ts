@@ -512,6 +512,42 @@ describe("TaskHandler: membership (virtual time)", () => {
     )
   })
 
+  it.scoped("a heartbeat answered NOT_MEMBER, its stream still open: the node registers again at once", () => {
+    const logs = captureLogs()
+    let member = true
+    return Effect.gen(function*() {
+      yield* TestClock.adjust("6 seconds")
+      const joinedAt = yield* registeredAt
+      member = false
+      yield* TestClock.adjust("15 seconds")
+      const again = (yield* registeredAt)!
+      assert.isAbove(again, joinedAt!)
+      assert.isTrue(logs.lines.some((l) => l.message.includes("the master answered the heartbeat NOT_MEMBER")))
+      // At the first heartbeat (15 s after the handler started, at 50 ms): the node had been served, so no backoff.
+      assert.strictEqual(again, 15_050)
+    }).pipe(
+      Effect.provide(alteredWorld((source) => ({
+        heartbeat: (running) =>
+          Effect.map(source.heartbeat(running), (answer) => ({ ...answer, member: member ? answer.member : false }))
+      }))),
+      Effect.provide(logs.layer),
+      Effect.withRandom(Random.fixed([0.5]))
+    )
+  })
+
+  it("a report refused because the node is no member is kept and delivered again; other refusals are final", () => {
+    const refusal = (errorInfo?: typeof TaskSource.notRegistered) =>
+      new GrpcError({
+        code: 9,
+        details: "node not registered",
+        service: "task",
+        method: "ReportStatus",
+        errorInfo: errorInfo === undefined ? undefined : { ...errorInfo, metadata: {} }
+      })
+    assert.isTrue(Outbox.tryAgain(refusal(TaskSource.notRegistered)))
+    assert.isFalse(Outbox.tryAgain(refusal()))
+  })
+
   it.scoped("a master that predates the signal refuses fetches FAILED_PRECONDITION: the node registers again, at most once in 30 s", () => {
     let registers = 0
     const refused = new GrpcError({ code: 9, details: "node not registered", service: "task", method: "FetchTask" })

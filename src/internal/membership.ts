@@ -5,7 +5,8 @@
  * ends, a call is refused with NODE_NOT_REGISTERED, or a heartbeat answers
  * NOT_MEMBER or another incarnation. Then it registers again at once, on the
  * same connection. A join that fails is tried again on a backoff, which starts
- * over once the master has served the node as a member.
+ * over once the master has served the node as a member (after a stream that
+ * ended without the master's word, only if it also lived 10 s).
  *
  * Readiness is held back on `member` while the node is not one.
  */
@@ -37,6 +38,8 @@ export interface Options {
   readonly cancel: (taskId: string) => Effect.Effect<void>
   /** A heartbeat failed (it is logged here). */
   readonly onHeartbeatFailure: Effect.Effect<void>
+  /** Sets readiness's `member` check, held by the task handler from its start. */
+  readonly setMember: (result: Readiness.CheckResult) => Effect.Effect<void>
 }
 
 /** One registration: the calls made under it say so, and a refusal ends this one only, never a later one. */
@@ -67,9 +70,15 @@ const guessedRejoinEvery = 30_000
 
 interface Joined {
   readonly member: Member
-  /** Completed with the reason the registration ended. */
+  /** Completed, with the reason, when the master says the node is no member. */
   readonly ended: Deferred.Deferred<string>
+  /** When it was made, epoch millis. */
+  readonly at: number
 }
+
+// A stream that ends without the master's word (a proxy's timeout, a master going away) has the node register
+// again at once only when it lived this long; a shorter one is joined again on the backoff.
+const heldAfter = 10_000
 
 /** Starts the membership's loops in the current scope. */
 export const start = (options: Options): Effect.Effect<Membership, never, Scope.Scope> =>
@@ -80,7 +89,7 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
     const lastGuess = yield* Ref.make(Number.NEGATIVE_INFINITY)
     // The last registration the master served: a call made under it was answered.
     const lastServed = yield* Ref.make(0)
-    const setMember = yield* connection.readiness.hold("member", Readiness.CheckResult.Pending())
+    const { setMember } = options
 
     const end = (member: Member, why: string) =>
       Effect.flatMap(
@@ -109,6 +118,7 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
       Effect.gen(function*() {
         const delays = yield* Stepper.make(rejoin)
         let failedInARow = 0
+        yield* setMember(Readiness.CheckResult.Pending())
         while (true) {
           if (failedInARow > 0) yield* Effect.sleep(Option.getOrElse(yield* delays.next(undefined), () => 0))
           const registered = yield* Effect.either(source.register(generation))
@@ -122,7 +132,8 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
           const join = yield* Ref.updateAndGet(joins, (n) => n + 1)
           const now: Joined = {
             member: { generation, join, incarnation: registered.right.incarnation },
-            ended: yield* Deferred.make<string>()
+            ended: yield* Deferred.make<string>(),
+            at: yield* Clock.currentTimeMillis
           }
           yield* SubscriptionRef.set(joined, now)
           yield* setMember(Readiness.CheckResult.Passed())
@@ -137,12 +148,17 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
           )
           const first = yield* Effect.raceFirst(streamEnd, Deferred.await(now.ended))
           // The master's own word (a refusal, a heartbeat) says more than the stream's end it caused.
-          const why = yield* Option.getOrElse(yield* Deferred.poll(now.ended), () => Effect.succeed(first))
-          const wasServed = (yield* Ref.get(lastServed)) === join
+          const said = yield* Deferred.poll(now.ended)
+          const why = yield* Option.getOrElse(said, () => Effect.succeed(first))
+          const lived = (yield* Clock.currentTimeMillis) - now.at
+          const served = (yield* Ref.get(lastServed)) === join
           yield* SubscriptionRef.set(joined, undefined)
-          yield* setMember(Readiness.CheckResult.Failed({ message: `${why}; registering again` }))
           yield* Effect.logWarning(`${why}; registering again`)
-          if (wasServed) {
+          // Told it is no member: not ready until it is again. A stream that merely ended proves nothing either way.
+          if (Option.isSome(said)) {
+            yield* setMember(Readiness.CheckResult.Failed({ message: `${why}; registering again` }))
+          }
+          if (served && (Option.isSome(said) || lived >= heldAfter)) {
             failedInARow = 0
             yield* delays.reset
           } else {

@@ -2,10 +2,10 @@
  * The embedded master's admin API, JSON over HTTP, to drive a master from a
  * test or by hand:
  *
- * - `POST /tasks` `{"payload": {...}, "priority"?: n, "node"?: key}` -> `{"id": "task-1"}`
+ * - `POST /tasks` `{"payload": {...}, "priority"?: n, "node"?: key}` -> `{"id": "task-<incarnation>-1"}`
  * - `GET /tasks`: every task with its status history; `GET /nodes`: every node
  * - `GET /subscriptions` -> `{"open": n}`: how many `Subscribe` streams are open
- * - `POST /cancel {"id": "task-1"}` -> `{"outcome": "Notified"}`: `Master.cancel`; the task ends
+ * - `POST /cancel {"id": "..."}` -> `{"outcome": "Notified"}`: `Master.cancel`; the task ends
  *   `CANCELLED` and the newest subscription of its node is told (`NotHandedOut`, `NoSubscription` or
  *   `AlreadyEnded` otherwise); an unknown task is a 404
  * - `POST /stop`, `POST /restart`, `POST /serving {"serving": bool}`

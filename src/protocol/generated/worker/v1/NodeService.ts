@@ -48,16 +48,18 @@ export interface NodeServiceClient extends grpc.Client {
   /**
    * The master's messages to one connection generation of the node, until the call ends. A node that is not
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
-   * sends the response headers when it accepts the stream: a proxy that waits for them (nginx's grpc_read_timeout)
-   * would end a quiet stream.
+   * sends the response headers when it accepts the stream, and keeps the connection busy (HTTP/2 keepalive pings,
+   * every 20 s from the embedded master) more often than a proxy's read timeout (nginx's grpc_read_timeout, 60 s by
+   * default): a proxy that waits for headers or data would end a quiet stream.
    */
   Subscribe(argument: _worker_v1_SubscribeRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
   Subscribe(argument: _worker_v1_SubscribeRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
   /**
    * The master's messages to one connection generation of the node, until the call ends. A node that is not
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
-   * sends the response headers when it accepts the stream: a proxy that waits for them (nginx's grpc_read_timeout)
-   * would end a quiet stream.
+   * sends the response headers when it accepts the stream, and keeps the connection busy (HTTP/2 keepalive pings,
+   * every 20 s from the embedded master) more often than a proxy's read timeout (nginx's grpc_read_timeout, 60 s by
+   * default): a proxy that waits for headers or data would end a quiet stream.
    */
   subscribe(argument: _worker_v1_SubscribeRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
   subscribe(argument: _worker_v1_SubscribeRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
@@ -82,8 +84,9 @@ export interface NodeServiceHandlers extends grpc.UntypedServiceImplementation {
   /**
    * The master's messages to one connection generation of the node, until the call ends. A node that is not
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
-   * sends the response headers when it accepts the stream: a proxy that waits for them (nginx's grpc_read_timeout)
-   * would end a quiet stream.
+   * sends the response headers when it accepts the stream, and keeps the connection busy (HTTP/2 keepalive pings,
+   * every 20 s from the embedded master) more often than a proxy's read timeout (nginx's grpc_read_timeout, 60 s by
+   * default): a proxy that waits for headers or data would end a quiet stream.
    */
   Subscribe: grpc.handleServerStreamingCall<_worker_v1_SubscribeRequest__Output, _worker_v1_MasterMessage>;
   
