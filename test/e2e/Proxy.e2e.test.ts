@@ -125,9 +125,17 @@ const forgottenBehindNginx = Effect.gen(function*() {
   assert.deepStrictEqual(yield* ring.api("POST", "/forget", { node: ring.nodeKey }), { forgotten: true })
   yield* poll(ring.readyz, (status) => status === 503, "5 seconds", "/readyz 503 once the node is no member")
   const held = yield* ring.enqueue({ hold: true })
-  yield* Effect.sleep("500 millis")
+  // Longer than the 1 s fetch tick: a worker that fetched while no member would have a FetchTask in nginx's log.
+  const quietFrom = Date.now()
+  yield* Effect.sleep("1500 millis")
+  const quietTo = Date.now()
   assert.strictEqual(yield* statusOf(ring, held), "PENDING", "nothing fetched while the node is no member")
   assert.strictEqual(yield* ring.readyz, 503, "/readyz 503 while the node is no member")
+  const fetches = (yield* ring.nginx.accessLog).split("\n").filter((line) => {
+    const at = Number(line.split(" ")[0]) * 1000
+    return line.includes("/FetchTask") && at >= quietFrom && at <= quietTo
+  })
+  assert.deepStrictEqual(fetches, [], "no FetchTask while the node is no member")
 
   yield* ring.api("POST", "/failure-rate", { rate: 0 })
   const servableAt = Date.now()
