@@ -19,12 +19,20 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as Command from "@effect/platform/Command"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
-import { tmpdir } from "node:os"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import * as TaskHandler from "../src/TaskHandler.js"
-import { admin, type LogLine, poll, type Running, spawn, type TaskView, tsx } from "../test/e2e/processes.js"
+import {
+  admin,
+  freePort,
+  type LogLine,
+  poll,
+  type Running,
+  spawn,
+  type TaskView,
+  temporaryDirectory,
+  tsx
+} from "../test/e2e/processes.js"
 import type { Bench, Result, Table, Target } from "./Bench.js"
 import { bars, percentile } from "./plot.js"
 
@@ -42,18 +50,7 @@ const bounds = {
 /** After the kill, before the sleep is checked: as the end-to-end test waits. */
 const afterKillMs = 500
 
-const temporary = Effect.acquireRelease(
-  Effect.sync(() => mkdtempSync(join(tmpdir(), "bench-crash-"))),
-  (directory) => Effect.sync(() => rmSync(directory, { recursive: true, force: true }))
-)
-
-const freePort = Effect.async<number>((resume) => {
-  const server = createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    server.close(() => resume(Effect.succeed(typeof address === "object" && address ? address.port : 0)))
-  })
-})
+const temporary = temporaryDirectory("bench-crash-")
 
 interface Proc {
   readonly pid: number

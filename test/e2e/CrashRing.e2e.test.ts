@@ -19,13 +19,21 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as Command from "@effect/platform/Command"
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
-import { tmpdir } from "node:os"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import * as TaskHandler from "../../src/TaskHandler.js"
 import { type Child, child, kill, line, stores, type StoreUnderTest } from "../fixtures/outboxStores.js"
-import { admin, type LogLine, poll, type Running, spawn, type TaskView, tsx } from "./processes.js"
+import {
+  admin,
+  freePort,
+  type LogLine,
+  poll,
+  type Running,
+  spawn,
+  type TaskView,
+  temporaryDirectory,
+  tsx
+} from "./processes.js"
 
 const rounds = Number(process.env["CRASH_RING_ROUNDS"] ?? 30)
 const seed = Number(process.env["CRASH_RING_SEED"] ?? Date.now() % 1_000_000)
@@ -44,24 +52,13 @@ const seeded = (start: number) => {
 
 const terminal = ["FINISHED", "ERROR", "CANCELLED"]
 
-const temporary = Effect.acquireRelease(
-  Effect.sync(() => mkdtempSync(join(tmpdir(), "crash-ring-"))),
-  (directory) => Effect.sync(() => rmSync(directory, { recursive: true, force: true }))
-)
+const temporary = temporaryDirectory("crash-ring-")
 
 // Every file under `directory` whose name says it is an outbox record, damaged ones included.
 const records = (directory: string) =>
   existsSync(directory)
     ? readdirSync(directory, { recursive: true, encoding: "utf8" }).filter((name) => /\d{16}\.json/.test(name))
     : []
-
-const freePort = Effect.async<number>((resume) => {
-  const server = createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    server.close(() => resume(Effect.succeed(typeof address === "object" && address ? address.port : 0)))
-  })
-})
 
 const killNow = (worker: Running) =>
   Effect.gen(function*() {

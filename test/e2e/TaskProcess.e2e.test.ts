@@ -15,25 +15,12 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as Command from "@effect/platform/Command"
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
-import { tmpdir } from "node:os"
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import * as TaskHandler from "../../src/TaskHandler.js"
-import { admin, poll, type Running, spawn, type TaskView, tsx } from "./processes.js"
+import { admin, freePort, poll, type Running, spawn, type TaskView, temporaryDirectory, tsx } from "./processes.js"
 
-const temporary = Effect.acquireRelease(
-  Effect.sync(() => mkdtempSync(join(tmpdir(), "task-process-e2e-"))),
-  (directory) => Effect.sync(() => rmSync(directory, { recursive: true, force: true }))
-)
-
-const freePort = Effect.async<number>((resume) => {
-  const server = createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    server.close(() => resume(Effect.succeed(typeof address === "object" && address ? address.port : 0)))
-  })
-})
+const temporary = temporaryDirectory("task-process-e2e-")
 
 // /proc/<pid>/stat's state and start time, and the command line; undefined when the process is gone.
 const proc = (pid: number) => {

@@ -7,10 +7,30 @@ import * as Command from "@effect/platform/Command"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
+import { mkdtempSync, rmSync } from "node:fs"
 import { request } from "node:http"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 
 export const root = fileURLToPath(new URL("../..", import.meta.url))
+
+/** A directory of its own under the system's temporary one, removed with everything in it when the scope closes. */
+export const temporaryDirectory = (prefix: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => mkdtempSync(join(tmpdir(), prefix))),
+    (directory) => Effect.sync(() => rmSync(directory, { recursive: true, force: true }))
+  )
+
+/** A TCP port on 127.0.0.1 that was free a moment ago: for a process that binds it itself. */
+export const freePort = Effect.async<number>((resume) => {
+  const server = createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address()
+    server.close(() => resume(Effect.succeed(typeof address === "object" && address ? address.port : 0)))
+  })
+})
 
 export interface LogLine {
   readonly at: number
