@@ -23,8 +23,8 @@ import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import * as TaskHandler from "../src/TaskHandler.js"
 import {
-  admin,
-  freePort,
+  type ExampleMaster,
+  exampleMaster,
   type LogLine,
   poll,
   type Running,
@@ -118,27 +118,10 @@ const startRecord = (directory: string, taskId: string): Recorded | undefined =>
   return undefined
 }
 
-interface Master {
-  readonly port: number
-  readonly api: <A>(method: "GET" | "POST", path: string, body?: unknown) => Effect.Effect<A, Error>
-}
-
-// The example master for all the rounds, for as long as the scope.
+// The example master for all the rounds, for as long as the scope. The task is not handed out again while the
+// worker is down: it ends with the restart's report.
 const startMaster = (directory: string) =>
-  Effect.gen(function*() {
-    const socket = join(directory, "admin.sock")
-    const port = yield* freePort
-    yield* spawn(Command.make(...tsx("examples/master.ts")), {
-      MASTER_PORT: String(port),
-      ADMIN_SOCKET: socket,
-      LOG_FORMAT: "json",
-      // The task is not handed out again while the worker is down: it ends with the restart's report.
-      MASTER_REDELIVER_AFTER: "10 minutes"
-    })
-    const api = <A>(method: "GET" | "POST", path: string, body?: unknown) => admin<A>(socket, method, path, body)
-    yield* poll(api("GET", "/nodes"), () => true, bounds.admin, "the master's admin API")
-    return { port, api } satisfies Master
-  })
+  exampleMaster(directory, { MASTER_REDELIVER_AFTER: "10 minutes" }, bounds.admin)
 
 interface Round {
   readonly round: number
@@ -172,7 +155,7 @@ const lineAt = (lines: ReadonlyArray<LogLine>, from: number, test: (line: LogLin
 }
 
 // One round: a worker killed while its task runs `sleep 30`, started again, and the task's ERROR at the master.
-const crashOnce = (master: Master, directory: string, round: number) =>
+const crashOnce = (master: ExampleMaster, directory: string, round: number) =>
   Effect.gen(function*() {
     const what = `round ${round}`
     const outboxDir = join(directory, `outbox-${round}`)
@@ -183,7 +166,7 @@ const crashOnce = (master: Master, directory: string, round: number) =>
     // Last to run: whatever is left of the group is killed, however the round ended.
     yield* Effect.addFinalizer(() => Effect.sync(() => pgid > 0 && killGroup(pgid)))
     const startWorker = spawn(Command.make(...tsx("examples/worker.ts")), {
-      MASTER_ADDRESS: `127.0.0.1:${master.port}`,
+      MASTER_ADDRESS: master.address,
       NODE_KEY: `bench-crash-${round}`,
       OUTBOX_DIR: outboxDir,
       FETCH_INTERVAL: "200 millis",

@@ -24,8 +24,7 @@ import { join } from "node:path"
 import * as TaskHandler from "../../src/TaskHandler.js"
 import { type Child, child, kill, line, stores, type StoreUnderTest } from "../fixtures/outboxStores.js"
 import {
-  admin,
-  freePort,
+  exampleMaster,
   type LogLine,
   poll,
   type Running,
@@ -83,20 +82,12 @@ describe("crash ring", () => {
         const random = seeded(seed)
         console.log(`crash ring (worker): seed ${seed}, ${rounds} rounds`)
         const directory = yield* temporary
-        const socket = join(directory, "admin.sock")
         const outboxDir = join(directory, "outbox")
-        const port = yield* freePort
-        yield* spawn(Command.make(...tsx("examples/master.ts")), {
-          MASTER_PORT: String(port),
-          ADMIN_SOCKET: socket,
-          LOG_FORMAT: "json",
+        const { address, api } = yield* exampleMaster(directory, {
           // A hand-out lost with a killed worker goes out again soon; the master never gives a task up itself.
           MASTER_REDELIVER_AFTER: "2 seconds",
           MASTER_MAX_HAND_OUTS: "100000"
         })
-        const api = <A>(method: "GET" | "POST", path: string, body?: unknown) => admin<A>(socket, method, path, body)
-        yield* poll(api("GET", "/nodes"), () => true, "30 seconds", "the master's admin API")
-        const address = `127.0.0.1:${port}`
 
         const count = 150
         const ids: Array<string> = []

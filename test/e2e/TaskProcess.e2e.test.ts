@@ -18,7 +18,7 @@ import * as Effect from "effect/Effect"
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import * as TaskHandler from "../../src/TaskHandler.js"
-import { admin, freePort, poll, type Running, spawn, type TaskView, temporaryDirectory, tsx } from "./processes.js"
+import { exampleMaster, poll, type Running, spawn, type TaskView, temporaryDirectory, tsx } from "./processes.js"
 
 const temporary = temporaryDirectory("task-process-e2e-")
 
@@ -73,21 +73,12 @@ const startRecord = (directory: string, taskId: string): Recorded | undefined =>
 const crashWhileSleeping = (beforeRestart: (recorded: Recorded) => Effect.Effect<void>) =>
   Effect.gen(function*() {
     const directory = yield* temporary
-    const socket = join(directory, "admin.sock")
     const outboxDir = join(directory, "outbox")
-    const port = yield* freePort
-    yield* spawn(Command.make(...tsx("examples/master.ts")), {
-      MASTER_PORT: String(port),
-      ADMIN_SOCKET: socket,
-      LOG_FORMAT: "json",
-      // The task is not handed out again while the worker is down: it ends with the restart's report.
-      MASTER_REDELIVER_AFTER: "10 minutes"
-    })
-    const api = <A>(method: "GET" | "POST", path: string, body?: unknown) => admin<A>(socket, method, path, body)
-    yield* poll(api("GET", "/nodes"), () => true, "30 seconds", "the master's admin API")
+    // The task is not handed out again while the worker is down: it ends with the restart's report.
+    const { address, api } = yield* exampleMaster(directory, { MASTER_REDELIVER_AFTER: "10 minutes" })
     const { id } = yield* api<{ id: string }>("POST", "/tasks", { payload: { command: "sleep", args: ["30"] } })
     const startWorker = spawn(Command.make(...tsx("examples/worker.ts")), {
-      MASTER_ADDRESS: `127.0.0.1:${port}`,
+      MASTER_ADDRESS: address,
       NODE_KEY: "task-process",
       OUTBOX_DIR: outboxDir,
       FETCH_INTERVAL: "200 millis",

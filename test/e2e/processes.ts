@@ -137,3 +137,34 @@ export interface TaskView {
   readonly handedOut: number
   readonly history: ReadonlyArray<{ readonly status: string; readonly at: number; readonly error?: string }>
 }
+
+/** The example master as a process, its admin API over a Unix socket in `directory`. */
+export interface ExampleMaster {
+  /** `127.0.0.1:<port>`, what workers dial. */
+  readonly address: string
+  readonly api: <A = unknown>(method: "GET" | "POST", path: string, body?: unknown) => Effect.Effect<A, Error>
+}
+
+/**
+ * Starts `examples/master.ts` for as long as the scope, with `env` over its JSON logs and admin socket, and
+ * returns once its admin API answers (within `within`).
+ */
+export const exampleMaster = (
+  directory: string,
+  env: Record<string, string>,
+  within: Duration.DurationInput = "30 seconds"
+) =>
+  Effect.gen(function*() {
+    const socket = join(directory, "admin.sock")
+    const port = yield* freePort
+    yield* spawn(Command.make(...tsx("examples/master.ts")), {
+      MASTER_PORT: String(port),
+      ADMIN_SOCKET: socket,
+      LOG_FORMAT: "json",
+      ...env
+    })
+    const api = <A = unknown>(method: "GET" | "POST", path: string, body?: unknown) =>
+      admin<A>(socket, method, path, body)
+    yield* poll(api("GET", "/nodes"), () => true, within, "the master's admin API")
+    return { address: `127.0.0.1:${port}`, api } satisfies ExampleMaster
+  })
