@@ -6,6 +6,7 @@
  *
  * @since 0.1.0
  */
+import * as grpc from "@grpc/grpc-js"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -24,7 +25,6 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
-import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -99,15 +99,25 @@ export interface Options<P, I, R> {
   readonly run: (task: Task<P>) => Effect.Effect<unknown, unknown, R>
   /** Default 20. */
   readonly maxRunners?: number | undefined
-  /** Default 1 s. */
+  /**
+   * How long a fetch may wait at the master for a task (the master holds it until a task is queued). Keep it
+   * below the read timeout of any proxy between worker and master (nginx's is 60 s). Zero: no waiting; the
+   * worker asks every `fetchInterval`. Default 25 s.
+   */
+  readonly fetchWait?: Duration.DurationInput | undefined
+  /**
+   * How often the worker asks a master that answers at once (one that predates waiting fetches), and how long it
+   * pauses after a fetch failed. Default 1 s.
+   */
   readonly fetchInterval?: Duration.DurationInput | undefined
-  /** Default 15 s. */
+  /** How long a fetch may take beyond its wait, its retries included. Default 15 s. */
   readonly fetchTimeout?: Duration.DurationInput | undefined
   /** How long the start waits for readiness before it starts anyway, with a warning. Default 30 s. */
   readonly startupWait?: Duration.DurationInput | undefined
-  /** How often the runner count is logged and published. Default 5 s. */
-  readonly statusInterval?: Duration.DurationInput | undefined
-  /** Default 15 s. */
+  /**
+   * How often the node tells the master it is alive when nothing else does: a heartbeat is sent only when no
+   * fetch waits at the master and none was answered within it. Default 15 s.
+   */
   readonly heartbeatInterval?: Duration.DurationInput | undefined
   /** How long running tasks may finish on shutdown before they are interrupted. Default 30 s. */
   readonly drainGrace?: Duration.DurationInput | undefined
@@ -123,10 +133,10 @@ export interface Options<P, I, R> {
  */
 export const defaults = {
   maxRunners: 20,
+  fetchWait: Duration.seconds(25),
   fetchInterval: Duration.seconds(1),
   fetchTimeout: Duration.seconds(15),
   startupWait: Duration.seconds(30),
-  statusInterval: Duration.seconds(5),
   heartbeatInterval: Duration.seconds(15),
   drainGrace: Duration.seconds(30),
   flushTimeout: Duration.seconds(10)
@@ -154,6 +164,10 @@ export const TaskHandler: Context.TagClass<TaskHandler, "effect-grpc-resilience/
   .Tag(
     "effect-grpc-resilience/TaskHandler"
   )<TaskHandler, TaskHandler>()
+
+// The longest wait a fetch may ask for: the protocol carries milliseconds in 32 bits, and no proxy holds a quiet
+// call for longer.
+const maxFetchWait = Duration.minutes(10)
 
 // Storing a report again after the outbox could not: soon, then less often.
 const storeAgain = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
@@ -213,10 +227,15 @@ const makeFor = <P, I, R>(
         options[name] as Duration.DurationInput | undefined,
         defaults[name] as Duration.Duration
       )
+    const fetchWait = yield* Validate.option(
+      "fetchWait",
+      Validate.isDurationUpTo(maxFetchWait),
+      options.fetchWait,
+      defaults.fetchWait
+    )
     const fetchInterval = yield* duration("fetchInterval")
     const fetchTimeout = yield* duration("fetchTimeout")
     const startupWait = yield* duration("startupWait")
-    const statusInterval = yield* duration("statusInterval")
     const heartbeatInterval = yield* duration("heartbeatInterval")
     const drainGrace = yield* duration("drainGrace")
     const flushTimeout = yield* duration("flushTimeout")
@@ -257,7 +276,10 @@ const makeFor = <P, I, R>(
         SubscriptionRef.updateAndGet(stats, (s) => ({ ...s, unpersisted: s.unpersisted + change })),
         (s) =>
           Effect.zipRight(
-            Metric.set(Metrics.outboxUnpersisted, s.unpersisted),
+            Metric.set(Metrics.outboxUnpersisted, s.unpersisted).pipe(
+              // Nothing held any more: fetching goes on.
+              Effect.zipRight(s.unpersisted === 0 ? poke : Effect.void)
+            ),
             Effect.flatMap(Deferred.isDone(stopping), (stopped) =>
               stopped ? Effect.void : setTasks(
                 s.unpersisted === 0 ? Readiness.CheckResult.Passed() : Readiness.CheckResult.Failed({
@@ -355,60 +377,137 @@ const makeFor = <P, I, R>(
       }).pipe(
         Effect.annotateLogs({ fiber: "runner", task: incoming.id }),
         // A freed runner may fetch the next task at once.
-        Effect.ensuring(Effect.zipRight(FiberMap.size(runners), poke))
+        Effect.ensuring(Effect.zipRight(count((s) => ({ running: s.running - 1 })), poke))
       )
 
-    // One fetch, made as a member: at most one task, every failure logged and counted, and told to the membership.
-    const fetchOne = (membership: Membership.Membership, member: Membership.Member): Effect.Effect<boolean> =>
-      source.fetch.pipe(
-        Effect.timeoutFail({
-          duration: fetchTimeout,
-          onTimeout: () => new TaskError({ message: `fetch took longer than ${formatMillis(fetchTimeout)}` })
-        }),
-        Effect.tap(() => membership.served(member)),
-        Effect.matchEffect({
-          onFailure: (error) =>
-            Effect.logWarning(`fetch failed: ${errorMessage(error)}`).pipe(
-              Effect.zipRight(count((s) => ({ fetchFailures: s.fetchFailures + 1 }))),
-              Effect.zipRight(Metric.increment(Metrics.fetchFailures)),
-              Effect.zipRight(error._tag === "TaskError" ? Effect.void : membership.observe(member, error)),
-              Effect.as(false)
-            ),
-          onSuccess: Option.match({
-            onNone: () => Effect.succeed(false),
-            onSome: (incoming) =>
-              Effect.gen(function*() {
-                yield* count((s) => ({ fetched: s.fetched + 1 }))
-                const since = yield* Ref.getAndSet(reconnectedAt, undefined)
-                if (since !== undefined) {
-                  yield* Metric.update(
-                    Metrics.readyToFirstFetchSeconds,
-                    ((yield* Clock.currentTimeMillis) - since) / 1000
-                  )
-                }
-                yield* Effect.logInfo(`task ${incoming.id} fetched`)
-                // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
-                // nor when its reports still wait in the outbox.
-                const known = (yield* FiberMap.has(runners, incoming.id)) || (yield* outbox.tracks(incoming.id))
-                if (known) {
-                  yield* Effect.logWarning(`task ${incoming.id} was handed out again; it runs here already, not twice`)
-                  // The master will hand it out until it hears RUNNING: wait for the next tick, do not spin.
-                  return false
-                }
-                yield* FiberMap.run(runners, incoming.id, runTask(incoming))
-                return true
-              })
-          })
-        })
+    // Whether the master hears the node without a heartbeat: it holds a waiting fetch of the node (`waits`), or
+    // answered one within the heartbeat interval.
+    const fetching = yield* Ref.make({ waits: false, held: false, answeredAt: Number.NEGATIVE_INFINITY })
+    // The registration (`Member.join`) whose fetch the master last answered.
+    const answeredJoin = yield* Ref.make(0)
+    // After a reply too large for this worker, one task a fetch, until a fetch brings one: an oversized task in a
+    // batch would fail the tasks beside it.
+    const oneAtATime = yield* Ref.make(false)
+    const heardWithoutHeartbeat = Effect.zipWith(
+      Ref.get(fetching),
+      Clock.currentTimeMillis,
+      (f, now) => f.waits && (f.held || now - f.answeredAt < Duration.toMillis(heartbeatInterval))
+    )
+
+    // Ends when a fetch may no longer wait: the connection left the member's generation (a fetch waiting on a
+    // lost connection ends with the loss, not with its deadline), or a report could not be stored (no task is
+    // taken until it is).
+    const mustNotWait = (member: Membership.Member) =>
+      Effect.raceFirst(
+        conn.changes.pipe(
+          Stream.filter((state) => state._tag !== "Ready" || state.generation !== member.generation),
+          Stream.runHead
+        ),
+        stats.changes.pipe(Stream.filter((s) => s.unpersisted > 0), Stream.runHead)
       )
+
+    // Takes what one fetch brought: each task runs, once. How many it started.
+    const take = (tasks: ReadonlyArray<TaskSource.IncomingTask>) =>
+      Effect.gen(function*() {
+        let started = 0
+        for (const incoming of tasks) {
+          yield* count((s) => ({ fetched: s.fetched + 1 }))
+          yield* Effect.logDebug(`task ${incoming.id} fetched`)
+          // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
+          // nor when its reports still wait in the outbox.
+          const known = (yield* FiberMap.has(runners, incoming.id)) || (yield* outbox.tracks(incoming.id))
+          if (known) {
+            yield* Effect.logWarning(`task ${incoming.id} was handed out again; it runs here already, not twice`)
+            continue
+          }
+          yield* count((s) => ({ running: s.running + 1 }))
+          yield* FiberMap.run(runners, incoming.id, runTask(incoming))
+          started++
+        }
+        if (started > 0) {
+          const since = yield* Ref.getAndSet(reconnectedAt, undefined)
+          if (since !== undefined) {
+            yield* Metric.update(Metrics.readyToFirstFetchSeconds, ((yield* Clock.currentTimeMillis) - since) / 1000)
+          }
+        }
+        return started
+      })
+
+    /**
+     * One fetch, made as a member for the free runners, and what follows it:
+     * - `Again`: fetch again at once (it brought tasks, or the master held it for its whole wait);
+     * - `Pause`: fetch again after `fetchInterval` or a wake (no task from a master that answers at once, a
+     *   failure, a task handed out again);
+     * - `Wake`: wait for a wake (the connection left the member's generation, a report is held).
+     */
+    const fetchOne = (
+      membership: Membership.Membership,
+      member: Membership.Member,
+      free: number
+    ): Effect.Effect<"Again" | "Pause" | "Wake"> =>
+      Effect.gen(function*() {
+        const startedAt = yield* Clock.currentTimeMillis
+        const running = yield* FiberMap.size(runners)
+        // A registration's first fetch is answered at once: the answer shows the master serves the registration,
+        // and says whether it holds fetches.
+        const wait = member.join === (yield* Ref.get(answeredJoin)) ? fetchWait : Duration.zero
+        const timeout = Duration.sum(wait, fetchTimeout)
+        yield* Ref.update(fetching, (f) => ({ ...f, held: f.waits && Duration.greaterThan(wait, Duration.zero) }))
+        const max = (yield* Ref.get(oneAtATime)) ? 1 : free
+        const fetched = yield* source.fetch({ wait, max, running }).pipe(
+          Effect.timeoutFail({
+            duration: timeout,
+            onTimeout: () => new TaskError({ message: `fetch took longer than ${formatMillis(timeout)}` })
+          }),
+          Effect.either,
+          Effect.raceFirst(Effect.as(mustNotWait(member), undefined)),
+          Effect.ensuring(Ref.update(fetching, (f) => ({ ...f, held: false })))
+        )
+        if (fetched === undefined) return "Wake"
+        if (Either.isLeft(fetched)) {
+          const error = fetched.left
+          yield* Effect.logWarning(`fetch failed: ${errorMessage(error)}`)
+          yield* count((s) => ({ fetchFailures: s.fetchFailures + 1 }))
+          yield* Metric.increment(Metrics.fetchFailures)
+          if (error._tag === "GrpcError" && error.code === grpc.status.RESOURCE_EXHAUSTED) {
+            yield* Ref.set(oneAtATime, true)
+          }
+          if (error._tag !== "TaskError") {
+            yield* membership.observe(member, error)
+          }
+          return "Pause"
+        }
+        const answeredAt = yield* Clock.currentTimeMillis
+        yield* membership.served(member)
+        yield* Ref.set(answeredJoin, member.join)
+        const { tasks, waits } = fetched.right
+        yield* Ref.set(fetching, { waits, held: false, answeredAt })
+        if (tasks.length > 0) {
+          yield* Ref.set(oneAtATime, false)
+          // A task handed out again, and nothing new: the master hands it out until it hears RUNNING; do not spin.
+          return (yield* take(tasks)) > 0 ? "Again" : "Pause"
+        }
+        // No task: a master that held the fetch for its wait is asked again at once; one that answered sooner
+        // (it answers at once, or it is stopping) after the interval.
+        return waits && answeredAt - startedAt >= Duration.toMillis(wait) ? "Again" : "Pause"
+      })
 
     // Fetches while runners are free, the node is a member on the current generation (a generation's first fetch
-    // waits for its Register), no report is held, and the master has tasks.
-    const fetchWhileFree = (membership: Membership.Membership): Effect.Effect<void> =>
+    // waits for its Register) and no report is held; otherwise it waits for what it waits on: a runner freed, a
+    // registration, the held reports stored. Nothing ticks while the worker is busy, idle at a waiting master, or
+    // disconnected.
+    const fetchLoop = (membership: Membership.Membership): Effect.Effect<never> =>
       Effect.gen(function*() {
-        while ((yield* FiberMap.size(runners)) < maxRunners && !(yield* holding)) {
+        while (true) {
+          const free = maxRunners - (yield* FiberMap.size(runners))
           const member = yield* membership.current
-          if (Option.isNone(member) || !(yield* fetchOne(membership, member.value))) return
+          if (free <= 0 || (yield* holding) || Option.isNone(member)) {
+            yield* Queue.take(wake)
+            continue
+          }
+          const next = yield* fetchOne(membership, member.value, free)
+          if (next === "Pause") yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(fetchInterval))
+          else if (next === "Wake") yield* Queue.take(wake)
         }
       })
 
@@ -423,13 +522,6 @@ const makeFor = <P, I, R>(
             : Effect.logInfo(`the master cancels task ${taskId}, which is not running here`)
         )
       )
-
-    const status = Effect.gen(function*() {
-      const running = yield* FiberMap.size(runners)
-      yield* count(() => ({ running }))
-      const pending = yield* outbox.size
-      yield* Effect.logDebug(`running ${running}/${maxRunners}, ${pending} reports in the outbox`)
-    })
 
     const start = Effect.gen(function*() {
       const startedAt = yield* Clock.currentTimeMillis
@@ -465,11 +557,11 @@ const makeFor = <P, I, R>(
         source,
         heartbeatInterval,
         running: FiberMap.size(runners),
+        heardWithoutHeartbeat,
         cancel,
         onHeartbeatFailure: count((s) => ({ heartbeatFailures: s.heartbeatFailures + 1 })),
         setMember
       })
-      yield* forkLoop("status", Effect.repeat(status, Schedule.spaced(statusInterval)))
       yield* forkLoop(
         "ready",
         conn.changes.pipe(
@@ -479,15 +571,7 @@ const makeFor = <P, I, R>(
       )
       // Fetch at once on every registration: after a reconnection, and after the master forgot the node.
       yield* forkLoop("joined", Stream.runForEach(membership.joined, () => poke))
-      yield* forkLoop("tick", Effect.repeat(poke, Schedule.spaced(fetchInterval)))
-      yield* forkLoop(
-        "fetch",
-        Queue.take(wake).pipe(
-          Effect.zipRight(fetchWhileFree(membership)),
-          Effect.forever,
-          Effect.raceFirst(Deferred.await(stopping))
-        )
-      )
+      yield* forkLoop("fetch", Effect.raceFirst(fetchLoop(membership), Deferred.await(stopping)))
     })
     yield* setTasks(Readiness.CheckResult.Passed())
     yield* forkLoop("start", start)
@@ -543,7 +627,7 @@ export const layer = <P, I, R, C extends Connection.AnyTag = typeof Connection.C
 
 /**
  * What `TaskHandler` reads from the environment: `MAX_RUNNERS`,
- * `FETCH_INTERVAL`, `FETCH_TIMEOUT`, `STARTUP_WAIT`, `STATUS_INTERVAL`,
+ * `FETCH_WAIT`, `FETCH_INTERVAL`, `FETCH_TIMEOUT`, `STARTUP_WAIT`,
  * `HEARTBEAT_INTERVAL`, `DRAIN_GRACE` and `FLUSH_TIMEOUT`, each optional.
  *
  * @since 0.1.0
@@ -551,10 +635,10 @@ export const layer = <P, I, R, C extends Connection.AnyTag = typeof Connection.C
  */
 export const config = {
   maxRunners: Env.optional(Env.integer("MAX_RUNNERS", 1)),
+  fetchWait: Env.optional(Env.durationUpTo("FETCH_WAIT", maxFetchWait)),
   fetchInterval: Env.optional(Env.duration("FETCH_INTERVAL")),
   fetchTimeout: Env.optional(Env.duration("FETCH_TIMEOUT")),
   startupWait: Env.optional(Env.duration("STARTUP_WAIT")),
-  statusInterval: Env.optional(Env.duration("STATUS_INTERVAL")),
   heartbeatInterval: Env.optional(Env.duration("HEARTBEAT_INTERVAL")),
   drainGrace: Env.optional(Env.duration("DRAIN_GRACE")),
   flushTimeout: Env.optional(Env.duration("FLUSH_TIMEOUT"))

@@ -42,6 +42,34 @@ export interface IncomingTask {
 }
 
 /**
+ * What one fetch asks of the master.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface FetchRequest {
+  /** How long the master may hold the fetch for a task; zero: it answers at once. */
+  readonly wait: Duration.Duration
+  /** Up to this many tasks: the runners free now. */
+  readonly max: number
+  /** How many tasks the node runs now: a fetch tells the master as a heartbeat does. */
+  readonly running: number
+}
+
+/**
+ * What one fetch brought: its tasks (none when there is nothing to do), and
+ * whether the master holds a fetch for its wait. A master that answers at
+ * once (`waits` false) is asked again on the task handler's interval.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Fetched {
+  readonly tasks: ReadonlyArray<IncomingTask>
+  readonly waits: boolean
+}
+
+/**
  * The statuses a worker reports.
  *
  * @since 0.1.0
@@ -138,8 +166,8 @@ export type Failure = GrpcError.GrpcError | ClientUnavailable | Breaker.BreakerO
 export interface TaskSource {
   /** The key of the node this source fetches for, as the master knows it. */
   readonly nodeKey: string
-  /** The next task for this node, if any: one call. */
-  readonly fetch: Effect.Effect<Option.Option<IncomingTask>, Failure>
+  /** The node's next tasks: one call, which the master may hold for `wait` until a task is queued. */
+  readonly fetch: (request: FetchRequest) => Effect.Effect<Fetched, Failure>
   /** Delivers one status report; delivering it again changes nothing. */
   readonly report: (report: StatusReport) => Effect.Effect<void, Failure>
   /** Tells the master the node is alive and how many tasks it runs; the answer says if the node is a member. */
@@ -296,25 +324,34 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
     // `fetchAttemptTimeout` is retried, and its deadline has the link checked.
     const nonce = randomUUID()
     const sequence = yield* Ref.make(1)
-    const fetch = Ref.get(sequence).pipe(
-      Effect.flatMap((seq) =>
-        conn.call("task", "FetchTask", { node_key: nodeKey, fetch_id: `${nonce}/${seq}` }, {
-          idempotent: true,
-          timeout: fetchAttemptTimeout
-        })
-      ),
-      // Answered: the next fetch is a new one. Failed in a way that may have lost the answer: keep the id.
-      Effect.tap(() => Ref.update(sequence, (seq) => seq + 1)),
-      Effect.tapError((error) => (mayHaveLostTheAnswer(error) ? Effect.void : Ref.update(sequence, (seq) => seq + 1))),
-      Effect.map((reply) =>
-        Option.map(Option.fromNullable(reply.task), (task) => ({
-          id: task.id,
-          payload: task.payload,
-          priority: task.priority,
-          createdAt: Number(task.created_at_ms)
+    const fetch = (request: FetchRequest) =>
+      Ref.get(sequence).pipe(
+        Effect.flatMap((seq) =>
+          conn.call("task", "FetchTask", {
+            node_key: nodeKey,
+            fetch_id: `${nonce}/${seq}`,
+            wait_ms: Math.round(Duration.toMillis(request.wait)),
+            max_tasks: request.max,
+            running: request.running
+          }, {
+            idempotent: true,
+            // The master answers when a task is queued or the wait is over: its answer is due after the wait.
+            timeout: Duration.sum(request.wait, fetchAttemptTimeout)
+          })
+        ),
+        // Answered: the next fetch is a new one. Failed in a way that may have lost the answer: keep the id.
+        Effect.tap(() => Ref.update(sequence, (seq) => seq + 1)),
+        Effect.tapError((error) => mayHaveLostTheAnswer(error) ? Effect.void : Ref.update(sequence, (seq) => seq + 1)),
+        Effect.map((reply): Fetched => ({
+          tasks: [...(reply.task ? [reply.task] : []), ...reply.more_tasks].map((task) => ({
+            id: task.id,
+            payload: task.payload,
+            priority: task.priority,
+            createdAt: Number(task.created_at_ms)
+          })),
+          waits: reply.waits
         }))
       )
-    )
 
     const report = (report: StatusReport) =>
       conn.call("task", "ReportStatus", {

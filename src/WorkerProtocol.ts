@@ -27,6 +27,9 @@ import type { RegisterReply__Output } from "./protocol/generated/worker/v1/Regis
 import type { RegisterRequest__Output } from "./protocol/generated/worker/v1/RegisterRequest.js"
 import { ReportOutcome as ReportOutcomeValues } from "./protocol/generated/worker/v1/ReportOutcome.js"
 import type { ReportOutcome__Output } from "./protocol/generated/worker/v1/ReportOutcome.js"
+import type { ReportResult__Output } from "./protocol/generated/worker/v1/ReportResult.js"
+import type { ReportStatusesReply__Output } from "./protocol/generated/worker/v1/ReportStatusesReply.js"
+import type { ReportStatusesRequest__Output } from "./protocol/generated/worker/v1/ReportStatusesRequest.js"
 import type { ReportStatusReply__Output } from "./protocol/generated/worker/v1/ReportStatusReply.js"
 import type { ReportStatusRequest__Output } from "./protocol/generated/worker/v1/ReportStatusRequest.js"
 import type { SubscribeRequest__Output } from "./protocol/generated/worker/v1/SubscribeRequest.js"
@@ -170,7 +173,8 @@ export type FetchTaskRequest = FetchTaskRequest__Output
 export type Task = Task__Output
 
 /**
- * `task` is `null` when there is nothing to do.
+ * `task` is `null` when there is nothing to do; `more_tasks` holds the tasks after it; `waits` says the master
+ * holds a fetch for its `wait_ms`.
  *
  * @since 0.1.0
  * @category messages
@@ -188,6 +192,27 @@ export type ReportStatusRequest = ReportStatusRequest__Output
  * @category messages
  */
 export type ReportStatusReply = ReportStatusReply__Output
+
+/**
+ * @since 0.3.0
+ * @category messages
+ */
+export type ReportStatusesRequest = ReportStatusesRequest__Output
+
+/**
+ * What became of one report of a `ReportStatuses` call: its outcome, or the status code and message it was refused
+ * with.
+ *
+ * @since 0.3.0
+ * @category messages
+ */
+export type ReportResult = ReportResult__Output
+
+/**
+ * @since 0.3.0
+ * @category messages
+ */
+export type ReportStatusesReply = ReportStatusesReply__Output
 
 /**
  * A task's status, by its proto name.
@@ -234,7 +259,7 @@ export const ReportOutcome = ReportOutcomeValues
 export type NodeServiceClient = NodeServiceGenerated.NodeServiceClient
 
 /**
- * A grpc-js client of `worker.v1.TaskService` (`FetchTask`, `ReportStatus`).
+ * A grpc-js client of `worker.v1.TaskService` (`FetchTask`, `ReportStatus`, `ReportStatuses`).
  *
  * @since 0.1.0
  * @category clients
@@ -318,6 +343,6 @@ export const NodeService: NodeServiceDefinition = lazyDefinition<NodeServiceDefi
  * @category services
  */
 export const TaskService: TaskServiceDefinition = lazyDefinition<TaskServiceDefinition>(
-  { FetchTask: true, ReportStatus: true },
+  { FetchTask: true, ReportStatus: true, ReportStatuses: true },
   () => loaded().TaskService.service
 )

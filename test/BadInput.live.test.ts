@@ -98,7 +98,9 @@ describe("bad input from the network", () => {
               callback(null, {
                 task: handedOut++ < 3
                   ? { id: `t${handedOut}`, payload: JSON.stringify({ text: "go" }), priority: 0, created_at_ms: "0" }
-                  : null
+                  : null,
+                more_tasks: [],
+                waits: false
               }),
             ReportStatus: (
               call: grpc.ServerUnaryCall<WorkerProtocol.ReportStatusRequest, WorkerProtocol.ReportStatusReply>,

@@ -71,7 +71,7 @@ describe("configuration from the environment", () => {
         FETCH_INTERVAL: "2 seconds",
         FETCH_TIMEOUT: "20 seconds",
         STARTUP_WAIT: "1 minute",
-        STATUS_INTERVAL: "6 seconds",
+        FETCH_WAIT: "30 seconds",
         HEARTBEAT_INTERVAL: "16 seconds",
         DRAIN_GRACE: "5 seconds",
         FLUSH_TIMEOUT: "7 seconds"
@@ -151,15 +151,15 @@ describe("configuration from the environment", () => {
       assert.strictEqual(handler.maxRunners, 4)
       assert.deepStrictEqual(
         [
+          handler.fetchWait,
           handler.fetchInterval,
           handler.fetchTimeout,
           handler.startupWait,
-          handler.statusInterval,
           handler.heartbeatInterval,
           handler.drainGrace,
           handler.flushTimeout
         ].map(seconds),
-        [2, 20, 60, 6, 16, 5, 7]
+        [30, 2, 20, 60, 16, 5, 7]
       )
     }))
 

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -14,6 +15,13 @@ import * as TaskSource from "../src/TaskSource.js"
 import * as MasterState from "../src/testing/internal/masterState.js"
 import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
+
+// One fetch that does not wait, for one task: the first task it brought, if any.
+const fetchOne = (source: TaskSource.TaskSource) =>
+  Effect.map(
+    source.fetch({ wait: Duration.zero, max: 1, running: 0 }),
+    (fetched) => Option.fromNullable(fetched.tasks[0])
+  )
 
 // Connected at 50 ms (the simulated connect latency); the probe passes in the first readiness round.
 const world = (master: SimulatedMaster.Options = {}) =>
@@ -71,7 +79,7 @@ describe("SimulatedMaster (virtual time)", () => {
 
       // The first calls (a node fetches once registered) wait in the lookup for the connection: answered when it is
       // Ready, at 50 ms.
-      const first = yield* Effect.fork(Effect.zipRight(source.register(1), source.fetch))
+      const first = yield* Effect.fork(Effect.zipRight(source.register(1), fetchOne(source)))
       yield* TestClock.adjust("49 millis")
       assert.isTrue(yield* isPending(first))
       yield* TestClock.adjust("1 millis")
@@ -79,7 +87,7 @@ describe("SimulatedMaster (virtual time)", () => {
       assert.deepStrictEqual(own, Option.some({ id: e, payload: `{"n":"e"}`, priority: -1, createdAt: 0 }))
 
       const rest: Array<string | undefined> = []
-      for (let i = 0; i < 4; i++) rest.push(Option.getOrUndefined(yield* source.fetch)?.id)
+      for (let i = 0; i < 4; i++) rest.push(Option.getOrUndefined(yield* fetchOne(source))?.id)
       assert.deepStrictEqual(rest, [b, c, a, undefined])
 
       const info = yield* master.task(b)
@@ -101,7 +109,7 @@ describe("SimulatedMaster (virtual time)", () => {
       // Many fetches at once: each task handed out exactly once.
       const ids = new Set<string>()
       for (let i = 0; i < 20; i++) ids.add(yield* master.enqueue({ payload: "{}", priority: i % 3 }))
-      const got = yield* Effect.all(Array.from({ length: 30 }, () => source.fetch), { concurrency: "unbounded" })
+      const got = yield* Effect.all(Array.from({ length: 30 }, () => fetchOne(source)), { concurrency: "unbounded" })
       const handed = got.flatMap((task) => Option.isSome(task) ? [task.value.id] : [])
       assert.strictEqual(handed.length, 20)
       assert.deepStrictEqual(new Set(handed), ids)
@@ -115,11 +123,11 @@ describe("SimulatedMaster (virtual time)", () => {
       yield* source.register(1)
       // Fetched, never confirmed (the node could not take the reply): out again after each redeliverAfter.
       for (let n = 1; n <= 3; n++) {
-        assert.strictEqual(Option.getOrUndefined(yield* source.fetch)?.id, id)
+        assert.strictEqual(Option.getOrUndefined(yield* fetchOne(source))?.id, id)
         assert.strictEqual((yield* master.task(id)).handedOut, n)
         yield* TestClock.adjust("1 second")
       }
-      assert.isTrue(Option.isNone(yield* source.fetch), "not handed out a fourth time")
+      assert.isTrue(Option.isNone(yield* fetchOne(source)), "not handed out a fourth time")
       const given = yield* master.task(id)
       assert.strictEqual(given.status, "ERROR")
       assert.strictEqual(
@@ -137,8 +145,7 @@ describe("SimulatedMaster (virtual time)", () => {
       const state = yield* MasterState.make({ redeliverAfter: "1 second", maxHandOuts: 2 })
       yield* state.register({ node: "n1", name: "n1", maxRunners: 1, generation: 1 })
       const id = yield* state.enqueue({ payload: "{}" })
-      const fetched = (fetchId: string) =>
-        Effect.map(state.fetch("n1", fetchId), (task) => Option.getOrUndefined(task)?.id)
+      const fetched = (fetchId: string) => Effect.map(state.fetch({ node: "n1", fetchId }), (tasks) => tasks[0]?.id)
       // One fetch, retried five times (its answers lost): the same task each time, one delivery.
       for (let i = 0; i < 5; i++) {
         assert.strictEqual(yield* fetched("a/1"), id)
@@ -162,7 +169,7 @@ describe("SimulatedMaster (virtual time)", () => {
       const other = yield* master.enqueue({ payload: "{}", node: "n2" })
       yield* TestClock.adjust("50 millis")
       yield* source.register(1)
-      yield* source.fetch
+      yield* fetchOne(source)
       const send = (status: TaskSource.ReportedStatus, key: string, taskId = id) =>
         source.report({ key, taskId, status, error: status === "ERROR" ? "boom" : "" })
 
@@ -202,7 +209,7 @@ describe("SimulatedMaster (virtual time)", () => {
       yield* source.register(1)
       yield* network.cut
       yield* untilState(conn, "Reconnecting")
-      const fetch = yield* Effect.fork(source.fetch)
+      const fetch = yield* Effect.fork(fetchOne(source))
       yield* TestClock.adjust("500 millis")
       const id = yield* master.enqueue({ payload: `{"during":"outage"}` })
       yield* TestClock.adjust("500 millis")
@@ -228,7 +235,7 @@ describe("SimulatedMaster (virtual time)", () => {
       yield* TestClock.adjust("1 second")
       yield* network.cut
       yield* untilState(conn, "Reconnecting")
-      const fetch = yield* Effect.fork(Effect.flip(source.fetch))
+      const fetch = yield* Effect.fork(Effect.flip(fetchOne(source)))
       // Three lookups of 90 s (reconnecting), 2 s apart.
       yield* TestClock.adjust("273999 millis")
       assert.isTrue(yield* isPending(fetch))
@@ -267,7 +274,7 @@ describe("SimulatedMaster (virtual time)", () => {
       yield* TestClock.adjust(0)
       assert.strictEqual(yield* master.subscriptions, 1)
       const id = yield* master.enqueue({ payload: "{}" })
-      yield* source.fetch
+      yield* fetchOne(source)
       assert.strictEqual(yield* master.cancel(id), "Notified")
       yield* TestClock.adjust(0)
       assert.deepStrictEqual(sub.received, [{ _tag: "CancelTask", taskId: id }])
@@ -316,7 +323,7 @@ describe("SimulatedMaster (virtual time)", () => {
       assert.strictEqual(yield* master.subscriptions, 2)
       const cancelled = Effect.gen(function*() {
         const id = yield* master.enqueue({ payload: "{}" })
-        yield* source.fetch
+        yield* fetchOne(source)
         assert.strictEqual(yield* master.cancel(id), "Notified")
         yield* TestClock.adjust(0)
         return id
@@ -344,7 +351,7 @@ describe("SimulatedMaster (virtual time)", () => {
       const failures = yield* Effect.all([
         Effect.flip(source.register(1)),
         Effect.flip(source.heartbeat(0)),
-        Effect.flip(source.fetch),
+        Effect.flip(fetchOne(source)),
         Effect.flip(source.report({ key: "k", taskId: id, status: "RUNNING", error: "" }))
       ])
       assert.deepStrictEqual(failures.map(grpcFailure), [
@@ -358,7 +365,7 @@ describe("SimulatedMaster (virtual time)", () => {
 
       yield* master.setFailureRate(0)
       yield* source.register(1)
-      assert.strictEqual(Option.getOrUndefined(yield* source.fetch)?.id, id)
+      assert.strictEqual(Option.getOrUndefined(yield* fetchOne(source))?.id, id)
       assert.strictEqual((yield* Effect.flip(master.setFailureRate(1.5))).reason, "InvalidOption")
     }).pipe(Effect.provide(world())))
   it.effect("forget ends the node's subscription and refuses its fetch with NODE_NOT_REGISTERED until it registers again", () =>
@@ -368,7 +375,7 @@ describe("SimulatedMaster (virtual time)", () => {
       const { incarnation } = yield* source.register(1)
       assert.isNotEmpty(incarnation)
       const given = yield* master.enqueue({ payload: `{"n":"given"}` })
-      assert.strictEqual(Option.getOrUndefined(yield* source.fetch)?.id, given)
+      assert.strictEqual(Option.getOrUndefined(yield* fetchOne(source))?.id, given)
       const own = yield* master.enqueue({ payload: `{"n":"own"}`, node: "n1" })
       const sub = yield* collect(source.subscribe(1))
       yield* TestClock.adjust(0)
@@ -388,7 +395,7 @@ describe("SimulatedMaster (virtual time)", () => {
       assert.strictEqual(yield* master.subscriptions, 0)
       assert.deepStrictEqual(yield* master.nodes, [])
 
-      const fetched = yield* Effect.flip(source.fetch)
+      const fetched = yield* Effect.flip(fetchOne(source))
       assert.deepStrictEqual(grpcFailure(fetched), grpcFailure(ended))
       assert.deepStrictEqual(fetched instanceof GrpcError && [fetched.method, fetched.errorInfo], [
         "FetchTask",
@@ -406,7 +413,7 @@ describe("SimulatedMaster (virtual time)", () => {
       ])
       assert.deepStrictEqual(yield* source.register(1), { incarnation })
       assert.deepStrictEqual(yield* source.heartbeat(0), { member: true, incarnation })
-      assert.strictEqual(Option.getOrUndefined(yield* source.fetch)?.id, own)
+      assert.strictEqual(Option.getOrUndefined(yield* fetchOne(source))?.id, own)
       const again = yield* collect(source.subscribe(1))
       yield* TestClock.adjust(0)
       assert.strictEqual(yield* master.cancel(own), "Notified")

@@ -206,13 +206,13 @@ describe("TaskHandler (live loopback, embedded master)", () => {
         assert.deepStrictEqual((yield* west.tasks).map((t) => t.status), ["FINISHED", "FINISHED", "FINISHED"])
         yield* Scope.close(second.scope, Exit.void)
 
-        // Every "fetched" line names the master it came from and the node.
-        const fetched = (yield* Ref.get(lines)).filter((line) => /^task \S+ fetched$/.test(line.message))
+        // Every "started" line names the master its task came from and the node.
+        const started = (yield* Ref.get(lines)).filter((line) => /^task \S+ started$/.test(line.message))
         const byMaster = (address: string) =>
-          fetched.filter((line) => line.address === address).map((line) => line.message)
-        assert.deepStrictEqual(byMaster(east.address), [`task ${eastTask} fetched`])
-        assert.deepStrictEqual(byMaster(west.address).sort(), westTasks.map((id) => `task ${id} fetched`).sort())
-        assert.isTrue(fetched.every((line) => line.node === "w1"))
+          started.filter((line) => line.address === address).map((line) => line.message)
+        assert.deepStrictEqual(byMaster(east.address), [`task ${eastTask} started`])
+        assert.deepStrictEqual(byMaster(west.address).sort(), westTasks.map((id) => `task ${id} started`).sort())
+        assert.isTrue(started.every((line) => line.node === "w1"))
       }),
     40_000
   )

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -491,6 +492,13 @@ describe("TaskHandler: membership (virtual time)", () => {
       Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
     )
 
+  // A master that answers fetches at once, as one that predates waiting fetches does: it hears the node through
+  // heartbeats only.
+  const answersAtOnce = (source: TaskSource.TaskSource): Partial<TaskSource.TaskSource> => ({
+    fetch: (request) =>
+      Effect.map(source.fetch({ ...request, wait: Duration.zero }), (fetched) => ({ ...fetched, waits: false }))
+  })
+
   it.scoped("a heartbeat that answers another incarnation has the node register again", () => {
     const logs = captureLogs()
     let incarnation = "first"
@@ -498,12 +506,13 @@ describe("TaskHandler: membership (virtual time)", () => {
       yield* TestClock.adjust("6 seconds")
       const joinedAt = yield* registeredAt
       incarnation = "second"
-      // The next heartbeat is due 15 s after the handler started.
+      // The next heartbeat is due 15 s after the node registered (at 50 ms).
       yield* TestClock.adjust("15 seconds")
       assert.isAbove((yield* registeredAt)!, joinedAt!)
       assert.isTrue(logs.lines.some((l) => l.message.includes("the master restarted (incarnation second, was first)")))
     }).pipe(
       Effect.provide(alteredWorld((source) => ({
+        ...answersAtOnce(source),
         register: (generation) => Effect.as(source.register(generation), { incarnation }),
         heartbeat: (running) => Effect.as(source.heartbeat(running), { member: true, incarnation })
       }))),
@@ -523,10 +532,11 @@ describe("TaskHandler: membership (virtual time)", () => {
       const again = (yield* registeredAt)!
       assert.isAbove(again, joinedAt!)
       assert.isTrue(logs.lines.some((l) => l.message.includes("the master answered the heartbeat NOT_MEMBER")))
-      // At the first heartbeat (15 s after the handler started, at 50 ms): the node had been served, so no backoff.
+      // At the first heartbeat (15 s after the node registered, at 50 ms): the node had been served, so no backoff.
       assert.strictEqual(again, 15_050)
     }).pipe(
       Effect.provide(alteredWorld((source) => ({
+        ...answersAtOnce(source),
         heartbeat: (running) =>
           Effect.map(source.heartbeat(running), (answer) => ({ ...answer, member: member ? answer.member : false }))
       }))),
@@ -559,7 +569,7 @@ describe("TaskHandler: membership (virtual time)", () => {
     }).pipe(
       Effect.provide(alteredWorld((source) => ({
         register: (generation) => Effect.zipLeft(source.register(generation), Effect.sync(() => registers++)),
-        fetch: Effect.fail(refused)
+        fetch: () => Effect.fail(refused)
       }))),
       Effect.withRandom(Random.fixed([0.5]))
     )

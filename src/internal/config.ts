@@ -17,6 +17,10 @@ export const checked = <I, A>(base: Config.Config<I>, rule: Validate.Rule<I, A>)
 export const duration = (name: string): Config.Config<Duration.Duration> =>
   checked(Config.duration(name), Validate.isPositiveDuration)
 
+/** A finite duration from zero up to `max`. */
+export const durationUpTo = (name: string, max: Duration.Duration): Config.Config<Duration.Duration> =>
+  checked(Config.duration(name), Validate.isDurationUpTo(max))
+
 /** A whole number within bounds. */
 export const integer = (name: string, min: number, max = Number.MAX_SAFE_INTEGER): Config.Config<number> =>
   checked(Config.integer(name), Validate.isWholeNumber(min, max))

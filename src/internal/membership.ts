@@ -16,7 +16,6 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
-import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -34,6 +33,8 @@ export interface Options {
   readonly heartbeatInterval: Duration.Duration
   /** How many tasks run now: each heartbeat tells the master. */
   readonly running: Effect.Effect<number>
+  /** Whether the master hears the node without a heartbeat now (a fetch it holds, or one answered lately). */
+  readonly heardWithoutHeartbeat: Effect.Effect<boolean>
   /** The master asks for a task to be cancelled. */
   readonly cancel: (taskId: string) => Effect.Effect<void>
   /** A heartbeat failed (it is logged here). */
@@ -206,7 +207,23 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
         Stream.runForEach(() => setMember(Readiness.CheckResult.Pending()))
       )
     )
-    yield* forkLoop("heartbeat", Effect.repeat(heartbeat, Schedule.spaced(options.heartbeatInterval)))
+    // While the node is a member, every interval, unless the master heard the node otherwise; between
+    // registrations (a lost connection, a rejoin) it waits for the next one, and does not tick.
+    const awaitMember = Stream.merge(joined.changes, connection.changes).pipe(
+      Stream.mapEffect(() => current),
+      Stream.filter(Option.isSome),
+      Stream.runHead
+    )
+    yield* forkLoop(
+      "heartbeat",
+      Effect.forever(
+        awaitMember.pipe(
+          Effect.zipRight(Effect.sleep(options.heartbeatInterval)),
+          Effect.zipRight(options.heardWithoutHeartbeat),
+          Effect.flatMap((heard) => heard ? Effect.void : heartbeat)
+        )
+      )
+    )
 
     return {
       current,

@@ -61,6 +61,16 @@ export const isPositiveDuration: Rule<Duration.DurationInput, Duration.Duration>
         : Either.left(`${expectedDuration}, got ${Duration.format(duration)}`)
   })
 
+/** A finite duration from zero up to `max`. */
+export const isDurationUpTo = (max: Duration.Duration): Rule<Duration.DurationInput, Duration.Duration> => (input) =>
+  Option.match(Duration.decodeUnknown(input), {
+    onNone: () => Either.left(`expected a duration such as "25 seconds" or "0 millis", got ${JSON.stringify(input)}`),
+    onSome: (duration) =>
+      Duration.isFinite(duration) && Duration.lessThanOrEqualTo(duration, max)
+        ? Either.right(duration)
+        : Either.left(`expected a duration from 0 to ${Duration.format(max)}, got ${Duration.format(duration)}`)
+  })
+
 /** A whole number within bounds. */
 export const isWholeNumber = (min: number, max = Number.MAX_SAFE_INTEGER): Rule<number, number> => (input) =>
   Number.isInteger(input) && input >= min && input <= max

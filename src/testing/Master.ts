@@ -38,6 +38,7 @@ import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -281,6 +282,15 @@ const bind = (
   })
 
 // A refusal as a status; a node that is not a member is told so in the status details, as the protocol says.
+// A report as the worker sent it: whatever arrived, even a number for the status: the state checks it.
+const toReport = (request: WorkerProtocol.ReportStatusRequest): MasterState.Report => ({
+  taskId: request.task_id,
+  node: request.node_key,
+  status: request.status as MasterState.TaskStatus,
+  error: request.error,
+  key: request.idempotency_key
+})
+
 const toStatus = (cause: Cause.Cause<MasterState.Rejection>): grpc.StatusObject => {
   const rejected = Cause.failureOption(cause)
   const metadata = new grpc.Metadata()
@@ -403,17 +413,28 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     const unary =
       <Req, Res>(method: string, handle: (request: Req) => Effect.Effect<Res, MasterState.Rejection>) =>
-      (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void =>
+      (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void => {
         // A call the client gave up on before we got to it changes nothing: its reply would be lost.
-        call.cancelled ? undefined : run(
+        if (call.cancelled) {
+          return
+        }
+        const fiber = Runtime.runFork(runtime)(
           Effect.zipRight(
             state.injectFailure(method),
             Effect.suspend(() =>
               handle(call.request)
             )
-          ),
-          (exit) => Exit.isSuccess(exit) ? callback(null, exit.value) : callback(toStatus(exit.cause))
+          ).pipe(
+            Effect.annotateLogs({ module: "Master" })
+          )
         )
+        // A client that gives up (a waiting fetch whose worker went away) ends the wait.
+        call.on("cancelled", () => fiber.unsafeInterruptAsFork(fiber.id()))
+        fiber.addObserver((exit) => {
+          if (Exit.isSuccess(exit)) callback(null, exit.value)
+          else if (!Exit.isInterrupted(exit)) callback(toStatus(exit.cause))
+        })
+      }
 
     // Writes the subscription's requests until it ends (replaced, or the server stopped); the call's end closes it.
     const subscribe = (call: SubscribeCall) => {
@@ -476,31 +497,48 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     const taskHandlers: WorkerProtocol.TaskServiceHandlers = {
       FetchTask: unary<WorkerProtocol.FetchTaskRequest, WorkerProtocol.FetchTaskReply>("FetchTask", (request) =>
-        Effect.map(state.fetch(request.node_key, request.fetch_id), (task) => ({
-          task: Option.match(task, {
-            onNone: () =>
-              null,
-            onSome: (task) => ({
+        Effect.map(
+          state.fetch({
+            node: request.node_key,
+            fetchId: request.fetch_id,
+            wait: request.wait_ms,
+            maxTasks: request.max_tasks,
+            running: request.running
+          }),
+          (tasks) => {
+            const [first, ...more] = tasks.map((task) => ({
               id: task.id,
               payload: task.payload,
               priority: task.priority,
               created_at_ms: String(task.createdAt)
-            })
-          })
-        }))),
+            }))
+            return { task: first ?? null, more_tasks: more, waits: true }
+          }
+        )),
       ReportStatus: unary<WorkerProtocol.ReportStatusRequest, WorkerProtocol.ReportStatusReply>(
         "ReportStatus",
         (request) =>
+          Effect.map(state.report(toReport(request)), (outcome) => ({ outcome }))
+      ),
+      // Each report as ReportStatus takes it; a refusal of one is its result, not the call's.
+      ReportStatuses: unary<WorkerProtocol.ReportStatusesRequest, WorkerProtocol.ReportStatusesReply>(
+        "ReportStatuses",
+        (request) =>
           Effect.map(
-            state.report({
-              taskId: request.task_id,
-              node: request.node_key,
-              // Whatever arrived, even a number: the state checks it.
-              status: request.status as TaskStatus,
-              error: request.error,
-              key: request.idempotency_key
-            }),
-            (outcome) => ({ outcome })
+            Effect.forEach(request.reports, (report) =>
+              Effect.either(state.report(toReport(report)))),
+            (results) => ({
+              results: results.map((result) =>
+                Either.match(result, {
+                  onRight: (outcome) => ({ outcome, code: grpc.status.OK, message: "" }),
+                  onLeft: (rejection) => ({
+                    outcome: "REPORT_OUTCOME_UNSPECIFIED" as const,
+                    code: grpc.status[MasterState.canonicalCode[rejection.reason]],
+                    message: rejection.message
+                  })
+                })
+              )
+            })
           )
       )
     }
@@ -523,6 +561,8 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
         return
       }
       yield* state.dropSubscriptions
+      // The fetches it holds are answered (no task), so they need not wait out their wait.
+      yield* state.stopWaiting
       // Finalizers run uninterruptibly: the wait is made interruptible so its timeout can end it.
       yield* Effect.async<void>((resume) =>
         running.tryShutdown(() =>

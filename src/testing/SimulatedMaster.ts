@@ -14,10 +14,9 @@
  */
 import * as grpc from "@grpc/grpc-js"
 import * as Context from "effect/Context"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type * as Connection from "../Connection.js"
 import { GrpcError } from "../GrpcError.js"
@@ -183,15 +182,28 @@ export const taskSource = <
             Effect.zipRight(state.injectFailure(method), handle).pipe(Effect.mapError(toGrpcError(service, method)))
           ))
 
-      const fetch = Effect.map(
-        call("task", "FetchTask", state.fetch(nodeKey)),
-        Option.map((task): TaskSource.IncomingTask => ({
-          id: task.id,
-          payload: task.payload,
-          priority: task.priority,
-          createdAt: task.createdAt
-        }))
-      )
+      const fetch = (request: TaskSource.FetchRequest) =>
+        Effect.map(
+          call(
+            "task",
+            "FetchTask",
+            state.fetch({
+              node: nodeKey,
+              wait: Duration.toMillis(request.wait),
+              maxTasks: request.max,
+              running: request.running
+            })
+          ),
+          (tasks): TaskSource.Fetched => ({
+            tasks: tasks.map((task) => ({
+              id: task.id,
+              payload: task.payload,
+              priority: task.priority,
+              createdAt: task.createdAt
+            })),
+            waits: true
+          })
+        )
 
       const report = (report: TaskSource.StatusReport) =>
         call(

@@ -11,9 +11,11 @@
  */
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import { identity } from "effect/Function"
 import * as HashMap from "effect/HashMap"
 import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
@@ -69,7 +71,7 @@ export interface TaskInfo {
 export interface NodeInfo {
   readonly key: string
   readonly name: string
-  /** Heard from (registered or heartbeat) within two heartbeat intervals. */
+  /** Heard from (registered, a heartbeat, a fetch) within two heartbeat intervals, or a fetch of it is held. */
   readonly online: boolean
   /** The generation of its last registration. */
   readonly generation: number
@@ -78,7 +80,7 @@ export interface NodeInfo {
   readonly running: number
   /** Epoch millis of its last registration. */
   readonly registeredAt: number
-  /** Epoch millis of its last heartbeat. */
+  /** Epoch millis of its last heartbeat or fetch. */
   readonly lastHeartbeat: number | undefined
 }
 
@@ -144,6 +146,19 @@ export interface Registration {
   readonly generation: number
 }
 
+/** A worker's fetch. */
+export interface FetchRequest {
+  readonly node: string
+  /** The protocol's `fetch_id`: a retry has the same one. Empty or absent: no protection. */
+  readonly fetchId?: string | undefined
+  /** How long the master may hold the fetch for a task, in milliseconds. Default 0: it answers at once. */
+  readonly wait?: number | undefined
+  /** Up to this many tasks in one answer. Default 1. */
+  readonly maxTasks?: number | undefined
+  /** How many tasks the node runs now; absent: unchanged. */
+  readonly running?: number | undefined
+}
+
 /** One status report of a worker. */
 export interface Report {
   readonly taskId: string
@@ -206,10 +221,12 @@ export interface MasterState {
   /** Records a heartbeat of a registered node; false for a node that is not registered (nothing recorded). */
   readonly heartbeat: (node: string, running: number) => Effect.Effect<boolean, Rejection>
   /**
-   * The registered node's next task, which becomes `ASSIGNED` to it; none when nothing is pending for it. A
-   * retry of a fetch (the same non-empty `fetchId`) gets the same task. A node not registered is refused.
+   * The registered node's next tasks (up to `maxTasks`), which become `ASSIGNED` to it; when nothing is pending
+   * for it, it waits up to `wait` for a task, then answers none. A retry of a fetch (the same non-empty `fetchId`)
+   * gets the same tasks. A node not registered is refused, and a node forgotten while its fetch waits too. A
+   * fetch counts as a heartbeat, and a node with a fetch waiting is online.
    */
-  readonly fetch: (node: string, fetchId?: string) => Effect.Effect<Option.Option<TaskInfo>, Rejection>
+  readonly fetch: (request: FetchRequest) => Effect.Effect<ReadonlyArray<TaskInfo>, Rejection>
   /** Idempotent by `key`, forward only. */
   readonly report: (report: Report) => Effect.Effect<ReportOutcome, Rejection>
   /**
@@ -231,6 +248,8 @@ export interface MasterState {
   readonly forget: (node: string) => Effect.Effect<boolean>
   /** New on every `make`: a master with empty memory has another. */
   readonly incarnation: string
+  /** The master is stopping: the fetches it holds are answered now, and the next ones at once. */
+  readonly stopWaiting: Effect.Effect<void>
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -285,8 +304,8 @@ interface State {
 interface FetchLedger {
   readonly nonce: string
   readonly last: number
-  /** The most recent answers, by sequence: a task id, or null for "no task". */
-  readonly answers: ReadonlyArray<readonly [number, string | null]>
+  /** The most recent answers, by sequence: the ids of the tasks handed out, none for "no task". */
+  readonly answers: ReadonlyArray<readonly [number, ReadonlyArray<string>]>
 }
 
 const parseFetchId = (fetchId: string): { readonly nonce: string; readonly seq: number } | undefined => {
@@ -359,13 +378,14 @@ const nextTask = (state: State, node: string, now: number, redeliverAfter: numbe
   return best
 }
 
-// The task a fetch with this id was answered with, while it waits for the node to confirm it.
-const fetchedBefore = (state: State, node: string, fetchId: string): TaskRecord | undefined => {
-  if (fetchId === "") return undefined
+// The tasks a fetch with this id was answered with, while they wait for the node to confirm them.
+const fetchedBefore = (state: State, node: string, fetchId: string): ReadonlyArray<TaskRecord> => {
+  if (fetchId === "") return []
+  const found: Array<TaskRecord> = []
   for (const task of HashMap.values(state.tasks)) {
-    if (task.fetchId === fetchId && task.node === node && task.status === "ASSIGNED") return task
+    if (task.fetchId === fetchId && task.node === node && task.status === "ASSIGNED") found.push(task)
   }
-  return undefined
+  return found.sort((a, b) => a.seq - b.seq)
 }
 
 const handOut = (state: State, task: TaskRecord, node: string, fetchId: string, now: number, replay: boolean) => {
@@ -373,7 +393,53 @@ const handOut = (state: State, task: TaskRecord, node: string, fetchId: string, 
   const handedOut = { ...task, node, handedOut: task.handedOut + 1, handedOutAt: now, fetchId, deliveries }
   // A redelivery leaves the status, and the history, as they are.
   const assigned = task.status === "ASSIGNED" ? handedOut : change(handedOut, "ASSIGNED", now, node)
-  return [Option.some(toInfo(assigned)), putTask(state, assigned)] as const
+  return [toInfo(assigned), putTask(state, assigned)] as const
+}
+
+// Hands out each task in turn: the answer, in order, and the state after it.
+const handOutAll = (
+  state: State,
+  tasks: ReadonlyArray<TaskRecord>,
+  node: string,
+  fetchId: string,
+  now: number,
+  replay: boolean
+): readonly [ReadonlyArray<TaskInfo>, State] => {
+  let next = state
+  const infos: Array<TaskInfo> = []
+  for (const task of tasks) {
+    const [info, after] = handOut(next, task, node, fetchId, now, replay)
+    infos.push(info)
+    next = after
+  }
+  return [infos, next]
+}
+
+// Up to `max` of the node's next tasks, best first: each taken as `nextTask` would, as if the ones before it were
+// handed out already.
+const nextTasks = (state: State, node: string, now: number, redeliverAfter: number, max: number) => {
+  const taken: Array<TaskRecord> = []
+  let scratch = state
+  while (taken.length < max) {
+    const task = nextTask(scratch, node, now, redeliverAfter)
+    if (task === undefined) break
+    taken.push(task)
+    // Only to leave it out of the next pick: marked as handed out now.
+    scratch = putTask(scratch, { ...task, status: "ASSIGNED", node, handedOutAt: now })
+  }
+  return taken
+}
+
+// When the node's next hand-out that waits for its confirmation may go out again; undefined when none waits.
+const nextRedelivery = (state: State, node: string, redeliverAfter: number): number | undefined => {
+  let next: number | undefined
+  for (const task of HashMap.values(state.tasks)) {
+    if (task.status === "ASSIGNED" && task.node === node && task.handedOutAt !== undefined) {
+      const due = task.handedOutAt + redeliverAfter
+      if (next === undefined || due < next) next = due
+    }
+  }
+  return next
 }
 
 // The node's hand-outs due again that already went out to `maxHandOuts` distinct fetches end ERROR: it cannot
@@ -392,37 +458,52 @@ const giveUpUnconfirmed = (state: State, node: string, now: number, redeliverAft
   return next
 }
 
-const fetchTask =
-  (node: string, fetchId: string, now: number, redeliverAfter: number, maxHandOuts: number) =>
-  (current: State): readonly [Option.Option<TaskInfo>, State] => {
-    const state = giveUpUnconfirmed(current, node, now, redeliverAfter, maxHandOuts)
-    const id = parseFetchId(fetchId)
-    if (id === undefined) {
-      const again = fetchedBefore(state, node, fetchId)
-      if (again !== undefined) return handOut(state, again, node, fetchId, now, true)
-      const task = nextTask(state, node, now, redeliverAfter)
-      return task === undefined ? [Option.none(), state] : handOut(state, task, node, fetchId, now, false)
-    }
-    const ledger = Option.getOrUndefined(HashMap.get(state.fetches, node))
-    if (ledger !== undefined && ledger.nonce === id.nonce && id.seq <= ledger.last) {
-      const answered = ledger.answers.find(([seq]) => seq === id.seq)?.[1]
-      const task = answered ? Option.getOrUndefined(HashMap.get(state.tasks, answered)) : undefined
-      return task !== undefined && task.status === "ASSIGNED" && task.node === node
-        ? handOut(state, task, node, fetchId, now, true)
-        : [Option.none(), state]
-    }
-    const task = nextTask(state, node, now, redeliverAfter)
-    const answers = ledger !== undefined && ledger.nonce === id.nonce ? ledger.answers : []
-    const recorded: State = {
-      ...state,
-      fetches: HashMap.set(state.fetches, node, {
-        nonce: id.nonce,
-        last: id.seq,
-        answers: [...answers, [id.seq, task?.id ?? null] as const].slice(-32)
-      })
-    }
-    return task === undefined ? [Option.none(), recorded] : handOut(recorded, task, node, fetchId, now, false)
+/** One try of a fetch: the tasks, or none yet (`Wait`) while the fetch may still wait for one. */
+type FetchTry = ReadonlyArray<TaskInfo> | "Wait"
+
+// One try of a fetch. A fetch id seen before gets its answer again (the tasks it got, while unconfirmed). A new
+// fetch that finds no task and may still wait records nothing: a retry of it, or the same call tried again when
+// a task is queued, is the same fetch.
+const fetchTasks = (
+  node: string,
+  fetchId: string,
+  now: number,
+  settings: { readonly redeliverAfter: number; readonly maxHandOuts: number },
+  max: number,
+  final: boolean
+) =>
+(current: State): readonly [FetchTry, State] => {
+  const state = giveUpUnconfirmed(current, node, now, settings.redeliverAfter, settings.maxHandOuts)
+  const id = parseFetchId(fetchId)
+  if (id === undefined) {
+    const again = fetchedBefore(state, node, fetchId)
+    if (again.length > 0) return handOutAll(state, again, node, fetchId, now, true)
+    const tasks = nextTasks(state, node, now, settings.redeliverAfter, max)
+    if (tasks.length === 0) return [final ? [] : "Wait", state]
+    return handOutAll(state, tasks, node, fetchId, now, false)
   }
+  const ledger = Option.getOrUndefined(HashMap.get(state.fetches, node))
+  if (ledger !== undefined && ledger.nonce === id.nonce && id.seq <= ledger.last) {
+    const answered = ledger.answers.find(([seq]) => seq === id.seq)?.[1] ?? []
+    const tasks = answered.flatMap((taskId) => {
+      const task = Option.getOrUndefined(HashMap.get(state.tasks, taskId))
+      return task !== undefined && task.status === "ASSIGNED" && task.node === node ? [task] : []
+    })
+    return handOutAll(state, tasks, node, fetchId, now, true)
+  }
+  const tasks = nextTasks(state, node, now, settings.redeliverAfter, max)
+  if (tasks.length === 0 && !final) return ["Wait", state]
+  const answers = ledger !== undefined && ledger.nonce === id.nonce ? ledger.answers : []
+  const recorded: State = {
+    ...state,
+    fetches: HashMap.set(state.fetches, node, {
+      nonce: id.nonce,
+      last: id.seq,
+      answers: [...answers, [id.seq, tasks.map((task) => task.id)] as const].slice(-32)
+    })
+  }
+  return handOutAll(recorded, tasks, node, fetchId, now, false)
+}
 
 const reportStatus = (report: Report, now: number) => (state: State): readonly [ReportOutcome | Rejection, State] => {
   const task = Option.getOrUndefined(HashMap.get(state.tasks, report.taskId))
@@ -608,25 +689,77 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         return known
       })
 
-    const fetch = (node: string, fetchId = "") =>
-      Effect.gen(function*() {
-        yield* required("node_key", node)
-        const now = yield* Clock.currentTimeMillis
-        const task = yield* Ref.modify(
-          state,
-          (s) =>
-            HashMap.has(s.nodes, node)
-              ? fetchTask(node, fetchId, now, redeliverAfter, maxHandOuts)(s)
-              : [undefined, s] as const
-        )
-        if (task === undefined) return yield* notRegistered(node)
-        yield* Effect.logDebug(`FetchTask ${node} ${fetchId || "(no fetch id)"}: ${
-          Option.match(task, {
-            onNone: () => "no task",
-            onSome: (t) => `${t.id} (handed out ${t.handedOut} times)`
+    // Completed and replaced on every change that may give a waiting fetch its answer: a task queued, a node
+    // forgotten. A waiting fetch takes the current one before it looks, so no change between its look and its
+    // wait is missed.
+    const changed = yield* Ref.make(yield* Deferred.make<void>())
+    const signal = Effect.flatMap(
+      Effect.flatMap(Deferred.make<void>(), (next) => Ref.getAndSet(changed, next)),
+      (previous) => Deferred.succeed(previous, undefined)
+    )
+    // The fetches held now, by node: a node with one is alive.
+    const waiting = yield* Ref.make(HashMap.empty<string, number>())
+    // Set when the master stops: the fetches it holds are answered at once, and no new one waits.
+    const stopped = yield* Ref.make(false)
+    const holding = (node: string, change: number) =>
+      Ref.update(waiting, (m) => {
+        const n = Option.getOrElse(HashMap.get(m, node), () => 0) + change
+        return n === 0 ? HashMap.remove(m, node) : HashMap.set(m, node, n)
+      })
+    // A node's fetch is a heartbeat too: the node is alive, and runs this many tasks.
+    const heard = (node: string, running: number | undefined, now: number) =>
+      Ref.update(state, (s) =>
+        Option.match(HashMap.get(s.nodes, node), {
+          onNone: () => s,
+          onSome: (record) => ({
+            ...s,
+            nodes: HashMap.set(s.nodes, node, { ...record, lastHeartbeat: now, running: running ?? record.running })
           })
+        }))
+
+    const fetch = (request: FetchRequest) =>
+      Effect.gen(function*() {
+        const { node } = request
+        const fetchId = request.fetchId ?? ""
+        yield* required("node_key", node)
+        const max = Math.max(1, request.maxTasks ?? 1)
+        const wait = Math.max(0, request.wait ?? 0)
+        const start = yield* Clock.currentTimeMillis
+        const attempt = (final: boolean) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            Ref.modify(
+              state,
+              (s): readonly [FetchTry | undefined, State] =>
+                HashMap.has(s.nodes, node)
+                  ? fetchTasks(node, fetchId, now, { redeliverAfter, maxHandOuts }, max, final)(s)
+                  : [undefined, s]
+            ))
+        yield* heard(node, request.running, start)
+        const tasks = yield* Effect.gen(function*() {
+          while (true) {
+            const wake = yield* Ref.get(changed)
+            const now = yield* Clock.currentTimeMillis
+            const tried = yield* attempt(now - start >= wait || (yield* Ref.get(stopped)))
+            if (tried === undefined) return yield* notRegistered(node)
+            if (tried !== "Wait") return tried
+            // Until a change, the wait's end, or a hand-out of the node's that may go out again, whichever is first.
+            const due = nextRedelivery(yield* Ref.get(state), node, redeliverAfter)
+            const until = Math.min(start + wait, due === undefined ? Infinity : Math.max(due, now + 1))
+            yield* Effect.raceFirst(Deferred.await(wake), Effect.sleep(Math.max(0, until - now)))
+          }
+        }).pipe(
+          // Held: alive for as long as the call waits.
+          wait > 0
+            ? (held) => Effect.acquireUseRelease(holding(node, 1), () => held, () => holding(node, -1))
+            : identity
+        )
+        yield* heard(node, request.running, yield* Clock.currentTimeMillis)
+        yield* Effect.logDebug(`FetchTask ${node} ${fetchId || "(no fetch id)"}: ${
+          tasks.length === 0
+            ? "no task"
+            : tasks.map((t) => `${t.id} (handed out ${t.handedOut} times)`).join(", ")
         }`)
-        return task
+        return tasks
       })
 
     const report = (report: Report) =>
@@ -696,7 +829,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
             reportKeys: new Set()
           }
           return [id, putTask({ ...s, taskCount: s.taskCount + 1 }, record)]
-        })
+        }).pipe(Effect.zipLeft(signal))
       })
 
     const dropSubscriptions = Effect.flatMap(
@@ -723,6 +856,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         yield* Effect.forEach(HashMap.values(subscriptions), (sub) => sub.mailbox.fail(notRegistered(node)), {
           discard: true
         })
+        yield* signal
         const known = HashMap.has(before.nodes, node)
         if (known) yield* Effect.logInfo(`forgot node ${node}`)
         return known
@@ -730,6 +864,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
 
     return {
       incarnation,
+      stopWaiting: Effect.zipRight(Ref.set(stopped, true), signal),
       forget,
       enqueue,
       tasks: Effect.map(
@@ -745,10 +880,12 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
       nodes: Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const s = yield* Ref.get(state)
+        const held = yield* Ref.get(waiting)
         return Array.from(HashMap.values(s.nodes)).sort((a, b) => a.seq - b.seq).map(({ seq: _seq, ...node }) => ({
           ...node,
-          // Computed on read: no loop has to mark nodes offline.
-          online: now - Math.max(node.registeredAt, node.lastHeartbeat ?? 0) <= offlineAfter
+          // Computed on read: no loop has to mark nodes offline. A node whose fetch the master holds is alive.
+          online: HashMap.has(held, node.key) ||
+            now - Math.max(node.registeredAt, node.lastHeartbeat ?? 0) <= offlineAfter
         }))
       }),
       subscriptions: Effect.map(
