@@ -600,3 +600,119 @@ describe("TaskHandler: membership (virtual time)", () => {
       assert.isTrue(Option.isNone(yield* Fiber.poll(starting)), "the task handler is still starting")
     }).pipe(Effect.withRandom(Random.fixed([0.5]))))
 })
+
+describe("TaskHandler: waiting fetches (virtual time)", () => {
+  // The simulated master's task source, every call counted by method.
+  const counting = (calls: Record<string, number>) =>
+    Layer.effect(
+      TaskSource.TaskSource,
+      Effect.map(TaskSource.TaskSource, (source): TaskSource.TaskSource => {
+        const counted = <A, E>(method: string, effect: Effect.Effect<A, E>) =>
+          Effect.zipRight(Effect.sync(() => void (calls[method] = (calls[method] ?? 0) + 1)), effect)
+        return {
+          ...source,
+          fetch: (request) => counted("FetchTask", source.fetch(request)),
+          heartbeat: (running) => counted("SendHeartbeat", source.heartbeat(running)),
+          register: (generation) => counted("Register", source.register(generation))
+        }
+      })
+    )
+  const countedWorld = (
+    calls: Record<string, number>,
+    options: Partial<TaskHandler.Options<typeof Payload.Type, typeof Payload.Encoded, never>> = {}
+  ) =>
+    TaskHandler.layer({ payload: Payload, run: sleeping, ...options }).pipe(
+      Layer.provideMerge(counting(calls)),
+      Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+      Layer.provideMerge(simulatedConnection),
+      Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
+    )
+
+  it.scoped("an idle worker: one fetch held at a time, no heartbeat, online at the master all along", () => {
+    const calls: Record<string, number> = {}
+    return Effect.gen(function*() {
+      const master = yield* SimulatedMaster.SimulatedMaster
+      yield* TestClock.adjust("6 seconds")
+      const before = { ...calls }
+      for (let minute = 0; minute < 10; minute++) {
+        yield* TestClock.adjust("1 minute")
+        const [node] = yield* master.nodes
+        assert.isTrue(node?.online, `online after ${minute + 1} minutes`)
+      }
+      const fetches = (calls.FetchTask ?? 0) - (before.FetchTask ?? 0)
+      // A fetch held for its 25 s wait, then the next: 600 s / 25 s.
+      assert.isAtMost(fetches, 25)
+      assert.isAtLeast(fetches, 23)
+      assert.strictEqual((calls.SendHeartbeat ?? 0) - (before.SendHeartbeat ?? 0), 0, "no heartbeat")
+    }).pipe(Effect.provide(countedWorld(calls)), Effect.withRandom(Random.fixed([0.5])))
+  })
+
+  it.scoped("a task queued for an idle worker runs at once: the held fetch brings it", () =>
+    Effect.gen(function*() {
+      yield* TestClock.adjust("30 seconds")
+      const id = yield* enqueue(0)
+      yield* TestClock.adjust("1 second")
+      const info = yield* task(id)
+      assert.strictEqual(at(info, "RUNNING"), at(info, "PENDING"))
+    }).pipe(Effect.provide(world()), Effect.withRandom(Random.fixed([0.5]))))
+
+  it.scoped("free runners take several tasks in one fetch", () => {
+    const calls: Record<string, number> = {}
+    return Effect.gen(function*() {
+      const master = yield* SimulatedMaster.SimulatedMaster
+      yield* TestClock.adjust("6 seconds")
+      const before = calls.FetchTask ?? 0
+      // Queued while no fetch is held: the worker's runners are all busy.
+      const busy = yield* Effect.all(Array.from({ length: 4 }, () => enqueue(10)))
+      yield* TestClock.adjust("1 second")
+      const queued = yield* Effect.all(Array.from({ length: 4 }, () => enqueue(1)))
+      yield* TestClock.adjust("10 seconds")
+      for (const id of [...busy, ...queued]) assert.notStrictEqual((yield* task(id)).status, "PENDING")
+      // The four queued while all runners were busy came in one fetch, when the runners freed.
+      const handedOut = (yield* master.tasks).filter((t) => queued.includes(t.id)).map((t) => at(t, "ASSIGNED"))
+      assert.strictEqual(new Set(handedOut).size, 1)
+      // Each busy task was queued while a fetch was held, and came in it: four fetches, and one for the four after.
+      assert.isAtMost((calls.FetchTask ?? 0) - before, 5)
+    }).pipe(Effect.provide(countedWorld(calls, { maxRunners: 4 })), Effect.withRandom(Random.fixed([0.5])))
+  })
+
+  it.scoped("a master that answers at once is asked on the interval, and hears heartbeats", () => {
+    const calls: Record<string, number> = {}
+    return Effect.gen(function*() {
+      yield* TestClock.adjust("6 seconds")
+      const before = { ...calls }
+      yield* TestClock.adjust("1 minute")
+      const fetches = (calls.FetchTask ?? 0) - (before.FetchTask ?? 0)
+      assert.isAtLeast(fetches, 55)
+      assert.isAtMost(fetches, 61)
+      assert.isAtLeast((calls.SendHeartbeat ?? 0) - (before.SendHeartbeat ?? 0), 3)
+    }).pipe(
+      Effect.provide(
+        TaskHandler.layer({ payload: Payload, run: sleeping }).pipe(
+          Layer.provideMerge(
+            Layer.effect(
+              TaskSource.TaskSource,
+              Effect.map(TaskSource.TaskSource, (source): TaskSource.TaskSource => ({
+                ...source,
+                fetch: (request) =>
+                  Effect.sync(() => void (calls.FetchTask = (calls.FetchTask ?? 0) + 1)).pipe(
+                    Effect.zipRight(source.fetch({ ...request, wait: Duration.zero })),
+                    Effect.map((fetched) => ({ ...fetched, waits: false }))
+                  ),
+                heartbeat: (running) =>
+                  Effect.zipRight(
+                    Effect.sync(() => void (calls.SendHeartbeat = (calls.SendHeartbeat ?? 0) + 1)),
+                    source.heartbeat(running)
+                  )
+              }))
+            )
+          ),
+          Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+          Layer.provideMerge(simulatedConnection),
+          Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
+        )
+      ),
+      Effect.withRandom(Random.fixed([0.5]))
+    )
+  })
+})
