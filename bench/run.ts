@@ -17,6 +17,7 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { Bench, Result } from "./Bench.js"
 import { crash } from "./crash.js"
+import { dispatch } from "./dispatch.js"
 import { fleet } from "./fleet.js"
 import { imports } from "./imports.js"
 import { membership } from "./membership.js"
@@ -35,7 +36,8 @@ const all: ReadonlyArray<readonly [string, Bench]> = [
   ["recovery", recovery],
   ["outbox", outbox],
   ["membership", membership],
-  ["crash", crash]
+  ["crash", crash],
+  ["dispatch", dispatch]
 ]
 
 const args = process.argv.slice(2)

@@ -450,7 +450,8 @@ const makeFor = <P, I, R>(
         const running = yield* FiberMap.size(runners)
         // A registration's first fetch is answered at once: the answer shows the master serves the registration,
         // and says whether it holds fetches.
-        const wait = member.join === (yield* Ref.get(answeredJoin)) ? fetchWait : Duration.zero
+        const firstOfJoin = member.join !== (yield* Ref.get(answeredJoin))
+        const wait = firstOfJoin ? Duration.zero : fetchWait
         const timeout = Duration.sum(wait, fetchTimeout)
         yield* Ref.update(fetching, (f) => ({ ...f, held: f.waits && Duration.greaterThan(wait, Duration.zero) }))
         const max = (yield* Ref.get(oneAtATime)) ? 1 : free
@@ -489,7 +490,8 @@ const makeFor = <P, I, R>(
         }
         // No task: a master that held the fetch for its wait is asked again at once; one that answered sooner
         // (it answers at once, or it is stopping) after the interval.
-        return waits && answeredAt - startedAt >= Duration.toMillis(wait) ? "Again" : "Pause"
+        if (!waits || Duration.isZero(fetchWait)) return "Pause"
+        return firstOfJoin || answeredAt - startedAt >= Duration.toMillis(wait) ? "Again" : "Pause"
       })
 
     // Fetches while runners are free, the node is a member on the current generation (a generation's first fetch
