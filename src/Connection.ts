@@ -283,7 +283,12 @@ export const make = <S extends Services, R = never>(
     const credentials = options.credentials ??
       Option.getOrUndefined(yield* Effect.serviceOption(Credentials.Credentials)) ??
       grpc.credentials.createInsecure()
-    const supervisor = yield* labelled(Supervisor.start({
+    // One memory per connection: the longer keepalive a master asked for (too_many_pings) outlives the channel.
+    const withDialer = Effect.provideService(
+      GrpcChannel.Dialer,
+      yield* GrpcChannel.rememberKeepalive(yield* GrpcChannel.Dialer)
+    )
+    const supervisor = yield* withDialer(labelled(Supervisor.start({
       address,
       services,
       credentials,
@@ -293,7 +298,7 @@ export const make = <S extends Services, R = never>(
       probe,
       reconnectSchedule: options.reconnectSchedule ?? defaults.reconnectSchedule,
       rejectedSchedule: options.rejectedSchedule ?? defaults.rejectedSchedule
-    }))
+    })))
     const { check, snapshot, status } = supervisor
     const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
 
