@@ -65,7 +65,11 @@ export interface Options<S extends Services = Services, R = never> {
   readonly services: S
   /** Default: the `Credentials.Credentials` service when one is in context, else insecure. */
   readonly credentials?: grpc.ChannelCredentials | undefined
-  /** Merged over `GrpcChannel.defaultChannelOptions`. */
+  /**
+   * Merged over `GrpcChannel.defaultChannelOptions`. After the master ended a
+   * connection with GOAWAY too_many_pings, the next channels ping less often
+   * than `grpc.keepalive_time_ms` says (`GrpcChannel.rememberKeepalive`).
+   */
   readonly channelOptions?: grpc.ChannelOptions | undefined
   /** Spaces failed attempts; its input is the attempt's error. Default `Retry.reconnect`. */
   readonly reconnectSchedule?: Schedule.Schedule<unknown, ConnectError> | undefined
