@@ -65,7 +65,11 @@ export interface Options<S extends Services = Services, R = never> {
   readonly services: S
   /** Default: the `Credentials.Credentials` service when one is in context, else insecure. */
   readonly credentials?: grpc.ChannelCredentials | undefined
-  /** Merged over `GrpcChannel.defaultChannelOptions`. */
+  /**
+   * Merged over `GrpcChannel.defaultChannelOptions`. After the master ended a
+   * connection with GOAWAY too_many_pings, the next channels ping less often
+   * than `grpc.keepalive_time_ms` says (`GrpcChannel.rememberKeepalive`).
+   */
   readonly channelOptions?: grpc.ChannelOptions | undefined
   /** Spaces failed attempts; its input is the attempt's error. Default `Retry.reconnect`. */
   readonly reconnectSchedule?: Schedule.Schedule<unknown, ConnectError> | undefined
@@ -283,7 +287,12 @@ export const make = <S extends Services, R = never>(
     const credentials = options.credentials ??
       Option.getOrUndefined(yield* Effect.serviceOption(Credentials.Credentials)) ??
       grpc.credentials.createInsecure()
-    const supervisor = yield* labelled(Supervisor.start({
+    // One memory per connection: the longer keepalive a master asked for (too_many_pings) outlives the channel.
+    const withDialer = Effect.provideService(
+      GrpcChannel.Dialer,
+      yield* GrpcChannel.rememberKeepalive(yield* GrpcChannel.Dialer)
+    )
+    const supervisor = yield* withDialer(labelled(Supervisor.start({
       address,
       services,
       credentials,
@@ -293,7 +302,7 @@ export const make = <S extends Services, R = never>(
       probe,
       reconnectSchedule: options.reconnectSchedule ?? defaults.reconnectSchedule,
       rejectedSchedule: options.rejectedSchedule ?? defaults.rejectedSchedule
-    }))
+    })))
     const { check, snapshot, status } = supervisor
     const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
 

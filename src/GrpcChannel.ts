@@ -12,9 +12,12 @@ import * as grpc from "@grpc/grpc-js"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import { formatMillis } from "./internal/format.js"
 import { dialTarget } from "./internal/validate.js"
+import * as Metrics from "./Metrics.js"
 
 /**
  * The connectivity states of a gRPC channel, as the gRPC spec names them.
@@ -109,6 +112,15 @@ export interface GrpcChannel {
    * @since 0.2.0
    */
   readonly stage: Effect.Effect<Stage>
+  /**
+   * The keepalive interval grpc-js pings with on this channel now, in
+   * milliseconds: the dialed one, doubled for every GOAWAY "too_many_pings" the
+   * master sent on it. `undefined` when the channel does not say (a simulated
+   * one, or a grpc-js that keeps it elsewhere). Read when the channel closes.
+   *
+   * @since 0.3.0
+   */
+  readonly keepaliveTime?: Effect.Effect<number | undefined>
 }
 
 /**
@@ -135,21 +147,44 @@ export class Dialer extends Context.Tag("effect-grpc-resilience/GrpcChannel/Dial
 }>() {}
 
 /**
+ * How often a channel pings its master by default: every 5 minutes and 10 s.
+ *
+ * Servers on grpc-go or gRPC C-core (Python, C++, Ruby, PHP...) enforce a ping
+ * policy by default: a ping less than 5 minutes after the one before, with no
+ * headers or data sent by the server in between, is a strike, and the third
+ * strike ends the connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings".
+ * A worker busy with long tasks makes no other calls, so pings every 20 s got it
+ * there 80 s after its last call. grpc-js pings at most once per interval after
+ * the previous ping's answer, so a server sees them at least this far apart;
+ * the 10 s over 5 minutes are for two hosts' clocks that run at different rates.
+ *
+ * Keepalive is then not what finds a dead link quickly: the readiness probe
+ * (every 30 s, 2 s timeout) and every call's deadline do, at a call's cost; the
+ * master's own pings find a dead worker on its side.
+ *
+ * @since 0.3.0
+ * @category constants
+ */
+export const defaultKeepaliveTime = 310_000
+
+/**
  * Channel options every dialed channel gets unless the caller overrides them.
  *
  * - `grpc.use_local_subchannel_pool`: a new channel opens a new connection with
  *   a fresh backoff, instead of sharing a dead subchannel with the old one.
- * - keepalive every 20 s with a 5 s timeout, also without calls, so a
- *   half-open link is found even when the worker is idle.
+ * - keepalive every {@link defaultKeepaliveTime} (5 min 10 s) with a 5 s
+ *   timeout, only while a call is open: what servers on grpc-go or C-core accept
+ *   with their default policy, which counts every ping without an open call as
+ *   a strike (the worker's task stream is always open).
  *
  * @since 0.1.0
  * @category constants
  */
 export const defaultChannelOptions: grpc.ChannelOptions = {
   "grpc.use_local_subchannel_pool": 1,
-  "grpc.keepalive_time_ms": 20_000,
+  "grpc.keepalive_time_ms": defaultKeepaliveTime,
   "grpc.keepalive_timeout_ms": 5_000,
-  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.keepalive_permit_without_calls": 0,
   "grpc.enable_channelz": 0
 }
 
@@ -190,6 +225,7 @@ interface SubchannelInternals {
   readonly backoffTimeout?: { readonly stop?: unknown } | undefined
   continueConnecting?: unknown
   readonly connector?: { readonly session?: unknown; readonly shutdown?: unknown } | undefined
+  readonly keepaliveTime?: unknown
 }
 
 // The subchannels of the channel's own pool, or `undefined` when grpc-js does not show them.
@@ -217,6 +253,21 @@ const stageOf = (channel: grpc.ChannelInterface): Stage => {
   return subchannels.some((s) => s.connector?.session !== undefined && s.connector.session !== null)
     ? "Handshake"
     : "Connect"
+}
+
+/**
+ * The longest keepalive interval of the channel's subchannels. grpc-js 1.14
+ * makes no public sign of a GOAWAY "too_many_pings": its channel goes IDLE as
+ * for any GOAWAY, its calls fail with RESOURCE_EXHAUSTED as for any
+ * ENHANCE_YOUR_CALM, and the words "excess pings" go only to its global logger.
+ * What it does is double the interval of that subchannel, and only there; so
+ * that is what is read, as a number, and nothing is remembered when it is not one.
+ */
+const keepaliveOf = (channel: grpc.ChannelInterface): number | undefined => {
+  const times = (subchannelsOf(channel) ?? []).flatMap((s) =>
+    typeof s.keepaliveTime === "number" && s.keepaliveTime > 0 ? [s.keepaliveTime] : []
+  )
+  return times.length === 0 ? undefined : Math.max(...times)
 }
 
 /**
@@ -270,6 +321,7 @@ export const fromChannel = (channel: grpc.ChannelInterface): GrpcChannel => ({
   channel,
   failure: failureOf(channel),
   stage: Effect.sync(() => stageOf(channel)),
+  keepaliveTime: Effect.sync(() => keepaliveOf(channel)),
   state: Effect.sync(() => stateName(channel.getConnectivityState(false))),
   connect: Effect.sync(() => {
     channel.getConnectivityState(true)
@@ -339,3 +391,48 @@ export const layer: Layer.Layer<Dialer> = Layer.succeed(Dialer, {
       ([channel, ownPool]) => Effect.sync(() => (ownPool ? closeQuietly(channel.channel) : channel.channel.close()))
     ).pipe(Effect.map(([channel]) => channel))
 })
+
+/**
+ * Dials through `dialer`, each channel with the longest keepalive interval an
+ * earlier one ended with. grpc-js doubles a channel's interval when the master
+ * ends its connection with GOAWAY "too_many_pings", but a new channel starts
+ * again from the configured one, and a connection dials a new channel for
+ * every reconnection: without this, a master whose policy refuses the
+ * configured interval would end every connection the same way. A longer
+ * interval found is logged as a warning and counted in
+ * `grpc_resilience_keepalive_refusals_total`.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const rememberKeepalive = (dialer: Context.Tag.Service<Dialer>): Effect.Effect<Context.Tag.Service<Dialer>> =>
+  Effect.sync(() => {
+    let longest: number | undefined
+    return {
+      dial: (options) => {
+        const configured = { ...defaultChannelOptions, ...options.channelOptions }["grpc.keepalive_time_ms"]
+        // A keepalive turned off (absent, 0, -1) stays off.
+        if (typeof configured !== "number" || configured <= 0) return dialer.dial(options)
+        const dialed = Math.max(configured, longest ?? 0)
+        const channelOptions = dialed === configured
+          ? options.channelOptions
+          : { ...options.channelOptions, "grpc.keepalive_time_ms": dialed }
+        return Effect.tap(dialer.dial({ ...options, channelOptions }), (channel) => {
+          const keepaliveTime = channel.keepaliveTime
+          if (keepaliveTime === undefined) return Effect.void
+          // Read as the channel closes: grpc-js doubles the interval just after the channel has left READY.
+          return Effect.addFinalizer(() =>
+            Effect.flatMap(keepaliveTime, (now) => {
+              if (now === undefined || now <= dialed) return Effect.void
+              longest = Math.max(now, longest ?? 0)
+              return Effect.logWarning(
+                `the master ended the connection with GOAWAY too_many_pings: it refuses pings every ${
+                  formatMillis(dialed)
+                }; the next connections ping every ${formatMillis(longest)}`
+              ).pipe(Effect.zipRight(Metric.increment(Metrics.keepaliveRefusals)))
+            })
+          )
+        })
+      }
+    }
+  })

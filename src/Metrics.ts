@@ -54,6 +54,19 @@ export const connectionGeneration = gauge(
 )
 
 /**
+ * Connections the master ended with GOAWAY "too_many_pings": its ping policy
+ * refused the worker's keepalive. Each one doubles the interval of the
+ * connections after it.
+ *
+ * @since 0.3.0
+ * @category connection
+ */
+export const keepaliveRefusals = counter(
+  "grpc_resilience_keepalive_refusals_total",
+  "Connections the master ended with GOAWAY too_many_pings (keepalive more often than it allows)"
+)
+
+/**
  * @since 0.1.0
  * @category connection
  */

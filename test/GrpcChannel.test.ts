@@ -1,5 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
 import * as GrpcChannel from "../src/GrpcChannel.js"
+import * as Metrics from "../src/Metrics.js"
 
 // What grpc-js 1.14.7 wrote, word for word, in the details of a call on a channel in TRANSIENT_FAILURE.
 const said = (last: string) => `No connection established. Last error: ${last}. Resolution note: `
@@ -51,4 +55,48 @@ describe("GrpcChannel.classify", () => {
   for (const [name, detail, reason] of cases) {
     it(`${name}: ${reason}`, () => assert.strictEqual(GrpcChannel.classify(detail), reason))
   }
+})
+
+describe("GrpcChannel.rememberKeepalive", () => {
+  it.scoped("a channel starts at the longest interval an earlier one ended with; a keepalive turned off stays off", () =>
+    Effect.gen(function*() {
+      // A dialer whose channels say they ended with `endsWith` (what grpc-js does after a too_many_pings).
+      const dialed: Array<unknown> = []
+      let endsWith: number | undefined
+      const dialer = yield* GrpcChannel.rememberKeepalive({
+        dial: (options) =>
+          Effect.sync(() => {
+            dialed.push(options.channelOptions["grpc.keepalive_time_ms"])
+            return { keepaliveTime: Effect.sync(() => endsWith) } as unknown as GrpcChannel.GrpcChannel
+          })
+      })
+      const credentials = grpc.credentials.createInsecure()
+      const channel = (channelOptions: grpc.ChannelOptions, ending: number | undefined) =>
+        Effect.scoped(Effect.zipRight(
+          dialer.dial({ address: "master:9666", credentials, channelOptions }),
+          Effect.sync(() => {
+            endsWith = ending
+          })
+        ))
+      const refusals = Effect.map(Metric.value(Metrics.keepaliveRefusals), (state) => state.count)
+      const before = yield* refusals
+
+      // The default, refused once: grpc-js doubled it.
+      yield* channel({}, 2 * GrpcChannel.defaultKeepaliveTime)
+      // The next starts there, and ends there.
+      yield* channel({}, 2 * GrpcChannel.defaultKeepaliveTime)
+      // A configured interval longer still is kept; a channel that does not say changes nothing.
+      yield* channel({ "grpc.keepalive_time_ms": 3 * GrpcChannel.defaultKeepaliveTime }, undefined)
+      yield* channel({ "grpc.keepalive_time_ms": -1 }, undefined)
+      yield* channel({}, undefined)
+
+      assert.deepStrictEqual(dialed, [
+        undefined,
+        2 * GrpcChannel.defaultKeepaliveTime,
+        3 * GrpcChannel.defaultKeepaliveTime,
+        -1,
+        2 * GrpcChannel.defaultKeepaliveTime
+      ])
+      assert.strictEqual((yield* refusals) - before, 1)
+    }))
 })
