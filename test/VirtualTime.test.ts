@@ -1,0 +1,102 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Random from "effect/Random"
+import * as Scope from "effect/Scope"
+import * as TestClock from "effect/TestClock"
+import * as Connection from "../src/Connection.js"
+import { ConnectError } from "../src/ConnectionState.js"
+import * as GrpcChannel from "../src/GrpcChannel.js"
+import * as Readiness from "../src/Readiness.js"
+import * as Retry from "../src/Retry.js"
+import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
+import { withCountingClock } from "./fixtures/countingClock.js"
+import { EchoClient } from "./fixtures/echo.js"
+
+// The simulated network's default time from "connect" to the failure of a connection while the link is cut.
+const connectLatency = 50
+const outage = Duration.toMillis(Duration.minutes(60))
+
+// The most attempts the default reconnect schedule makes in `outage` of a cut link (host unreachable, a cheap
+// failure): every delay jittered to its shortest.
+const attemptsIn = (outage: number) =>
+  Effect.gen(function*() {
+    const error = new ConnectError({ reason: "HostUnreachable", message: "simulated" })
+    let state = Retry.reconnect.initial
+    let now = 0
+    let attempts = 0
+    while (now < outage) {
+      now += connectLatency
+      attempts++
+      const [next, delay] = yield* Retry.reconnect.step(now, error, state)
+      state = next
+      now += Duration.toMillis(delay)
+    }
+    return attempts
+  }).pipe(Effect.withRandom(Random.fixed([0])))
+
+// A connection over a fresh simulated network, in a scope of its own.
+const connection = Effect.gen(function*() {
+  const [network, dialer] = yield* SimulatedNetwork.make()
+  const scope = yield* Scope.make()
+  const conn = yield* Connection.make({
+    address: "master:9666",
+    services: { echo: EchoClient },
+    readiness: { probe: SimulatedNetwork.probe }
+  }).pipe(
+    Effect.provideService(GrpcChannel.Dialer, dialer),
+    Effect.provideService(SimulatedNetwork.SimulatedNetwork, network),
+    Scope.extend(scope)
+  )
+  return { network, conn, scope }
+})
+
+const quiet = Logger.withMinimumLogLevel(LogLevel.None)
+
+describe("Virtual time: what wakes the clock", () => {
+  it.effect(
+    "a 60-minute outage wakes the clock twice per reconnect attempt, and for nothing else",
+    () =>
+      withCountingClock((wakeups) =>
+        Effect.gen(function*() {
+          const attempts = yield* attemptsIn(outage)
+          // Each attempt: the simulated connect's failure after its latency, then the schedule's delay. Nothing in
+          // the connection may wake while it waits on either; the few are the outage's edges.
+          const bound = 2 * attempts + 5
+          const { conn, network } = yield* connection
+          yield* TestClock.adjust("1 second")
+          assert.strictEqual((yield* conn.state)._tag, "Ready")
+          yield* network.cut
+          yield* wakeups.reset
+          yield* TestClock.adjust(outage)
+          const count = yield* wakeups.count
+          assert.isAtMost(
+            count,
+            bound,
+            `wake-ups in a 60-minute outage: ${JSON.stringify([...yield* wakeups.byCaller])}`
+          )
+          // The outage was one: it is the schedule, not the network, that spaced the attempts.
+          assert.isAbove(count, attempts)
+          yield* network.restore
+          yield* TestClock.adjust("5 seconds")
+          assert.strictEqual((yield* conn.state)._tag, "Ready")
+        })
+      ).pipe(Effect.withRandom(Random.make(1)), quiet),
+    60_000
+  )
+
+  it.effect("Ready and idle for 60 minutes, the clock wakes for the probe and its timeout only", () =>
+    withCountingClock((wakeups) =>
+      Effect.gen(function*() {
+        const probes = outage / Duration.toMillis(Readiness.defaults.probeInterval)
+        const { conn } = yield* connection
+        yield* TestClock.adjust("1 second")
+        yield* wakeups.reset
+        yield* TestClock.adjust(outage)
+        assert.strictEqual((yield* conn.state)._tag, "Ready")
+        assert.isAtMost(yield* wakeups.count, 2 * probes + 2, JSON.stringify([...yield* wakeups.byCaller]))
+      })
+    ).pipe(quiet))
+})
