@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
@@ -9,6 +10,7 @@ import * as TestClock from "effect/TestClock"
 import * as Connection from "../src/Connection.js"
 import { ConnectError } from "../src/ConnectionState.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
+import * as Supervisor from "../src/internal/supervisor.js"
 import * as Readiness from "../src/Readiness.js"
 import * as Retry from "../src/Retry.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
@@ -99,4 +101,58 @@ describe("Virtual time: what wakes the clock", () => {
         assert.isAtMost(yield* wakeups.count, 2 * probes + 2, JSON.stringify([...yield* wakeups.byCaller]))
       })
     ).pipe(quiet))
+})
+
+describe("Virtual time: the probe while Ready", () => {
+  // A supervisor over the simulated network whose probe counts its runs.
+  const probed = Effect.gen(function*() {
+    const [network, dialer] = yield* SimulatedNetwork.make()
+    let probes = 0
+    const probe: Readiness.Probe = (target) =>
+      Effect.zipRight(
+        Effect.sync(() => probes++),
+        Effect.provideService(SimulatedNetwork.probe(target), SimulatedNetwork.SimulatedNetwork, network)
+      )
+    const started = yield* Supervisor.start({
+      address: "master:9666",
+      services: { echo: EchoClient },
+      credentials: grpc.credentials.createInsecure(),
+      channelOptions: {},
+      connectTimeout: Connection.defaults.connectTimeout,
+      readiness: { ...Readiness.defaults },
+      probe,
+      reconnectSchedule: Connection.defaults.reconnectSchedule,
+      rejectedSchedule: Connection.defaults.rejectedSchedule
+    }).pipe(Effect.provideService(GrpcChannel.Dialer, dialer))
+    return { supervisor: started, probes: Effect.sync(() => probes) }
+  })
+
+  it.scoped("a call answered within the probe interval puts the next probe off to an interval after it", () =>
+    Effect.gen(function*() {
+      const { probes, supervisor } = yield* probed
+      yield* TestClock.adjust("50 millis")
+      assert.strictEqual(yield* probes, 1, "readiness probed once")
+      yield* TestClock.adjust("20 seconds")
+      yield* supervisor.answered(1)
+      // 30 s after Ready: the answer at 20 s proved the link.
+      yield* TestClock.adjust("10 seconds")
+      assert.strictEqual(yield* probes, 1)
+      // 30 s after the answer: probed.
+      yield* TestClock.adjust("20 seconds")
+      assert.strictEqual(yield* probes, 2)
+      // An answer on another generation's link proves nothing about this one.
+      yield* supervisor.answered(2)
+      yield* TestClock.adjust("30 seconds")
+      assert.strictEqual(yield* probes, 3)
+    }).pipe(quiet))
+
+  it.scoped("a check asked for probes at once, answered call or not", () =>
+    Effect.gen(function*() {
+      const { probes, supervisor } = yield* probed
+      yield* TestClock.adjust("50 millis")
+      yield* supervisor.answered(1)
+      yield* supervisor.check
+      yield* TestClock.adjust("1 millis")
+      assert.strictEqual(yield* probes, 2)
+    }).pipe(quiet))
 })
