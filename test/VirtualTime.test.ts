@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Random from "effect/Random"
@@ -101,6 +102,33 @@ describe("Virtual time: what wakes the clock", () => {
         assert.isAtMost(yield* wakeups.count, 2 * probes + 2, JSON.stringify([...yield* wakeups.byCaller]))
       })
     ).pipe(quiet))
+})
+
+describe("Virtual time: a lookup waiting through an outage", () => {
+  it.effect("arms one timer for its deadline, whatever the attempts, and fails naming the last state", () =>
+    withCountingClock((wakeups) =>
+      Effect.gen(function*() {
+        const { conn, network } = yield* connection
+        yield* TestClock.adjust("1 second")
+        yield* network.cut
+        yield* TestClock.adjust("1 second")
+        yield* wakeups.reset
+        const lookup = yield* Effect.fork(Effect.either(conn.client("echo")))
+        yield* TestClock.adjust("89 seconds")
+        const byCaller = [...yield* wakeups.byCaller]
+        // The supervisor's are the attempts; the rest are the lookup's.
+        const lookups = byCaller.filter(([caller]) => !caller.startsWith("Connection/supervisor"))
+        assert.deepStrictEqual(lookups, [["unnamed 90000ms", 1]])
+        yield* TestClock.adjust("1 second")
+        const failed = yield* Fiber.join(lookup)
+        assert.strictEqual(failed._tag, "Left")
+        if (failed._tag === "Left") {
+          assert.strictEqual(failed.left.reason, "Timeout")
+          assert.strictEqual(failed.left.state._tag, "Reconnecting")
+          assert.isAbove((failed.left.state as { readonly attempt: number }).attempt, 20)
+        }
+      })
+    ).pipe(Effect.withRandom(Random.make(1)), quiet))
 })
 
 describe("Virtual time: the probe while Ready", () => {
