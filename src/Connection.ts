@@ -324,7 +324,7 @@ export const make = <S extends Services, R = never>(
             timeout: callOptions.timeout ?? callTimeout,
             metadata: callOptions.metadata,
             givenUp: link.lost
-          })
+          }).pipe(Effect.zipLeft(supervisor.answered(link.generation)))
         ),
         breaker.protect,
         Effect.tapError((error) =>

@@ -231,7 +231,12 @@ export interface Options<R = never> {
   readonly probeTimeout?: Duration.DurationInput | undefined
   /** The probe. Default: `grpc.health.v1.Health/Check` of the whole server (`healthProbe("")`). */
   readonly probe?: Probe<R> | undefined
-  /** While Ready, the probe runs this often to find a master that stopped answering. Default 30 s. */
+  /**
+   * While Ready, the probe runs this often to find a master that stopped
+   * answering; a call on the connection answered within the interval proves
+   * the link as well, and puts the next probe off to an interval after it.
+   * Default 30 s.
+   */
   readonly probeInterval?: Duration.DurationInput | undefined
 }
 

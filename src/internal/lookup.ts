@@ -47,6 +47,12 @@ const wait = (
             Effect.fail(new ClientUnavailable({ reason, service: key, state, waited: Duration.millis(now - start) }))
           )
         ))
+    // The deadline follows the state: long while reconnecting, short otherwise.
+    const limitOf = (state: ConnectionState) =>
+      state._tag === "Reconnecting" ? reconnectingLookupTimeout : lookupTimeout
+    // The wait is over when a link is published, the connection is closed or rejected, or the deadline changes.
+    const decides = (s: Supervisor.Snapshot, limit: Duration.Duration) =>
+      s.link !== undefined || s.state._tag === "Closed" || s.state._tag === "Rejected" || limitOf(s.state) !== limit
     let current = yield* SubscriptionRef.get(snapshot)
     if (!Object.hasOwn(services, key)) {
       return yield* unavailable("UnknownService", current.state)
@@ -62,21 +68,26 @@ const wait = (
       if (current.state._tag === "Rejected") {
         return yield* unavailable("Rejected", current.state)
       }
-      // The deadline follows the state: re-evaluated on every change during the wait.
-      const limit = current.state._tag === "Reconnecting" ? reconnectingLookupTimeout : lookupTimeout
+      const limit = limitOf(current.state)
       const remaining = start + Duration.toMillis(limit) - (yield* Clock.currentTimeMillis)
       if (remaining <= 0) {
         return yield* unavailable("Timeout", current.state)
       }
-      const seen = current
+      // One timer per deadline, not per state change: attempt after attempt of a reconnection keeps the deadline,
+      // and each would otherwise leave a timer behind for the clock to wake up to. The last state seen is kept for
+      // the error.
       const next = yield* snapshot.changes.pipe(
+        Stream.tap((s) =>
+          Effect.sync(() => {
+            current = s
+          })
+        ),
         Stream.filter((s) =>
-          s !== seen
+          decides(s, limit)
         ),
         Stream.runHead,
         Effect.timeoutOption(Duration.millis(remaining))
       )
       if (Option.isNone(next)) return yield* unavailable("Timeout", current.state)
-      current = Option.getOrElse(next.value, () => current)
     }
   })

@@ -2,8 +2,8 @@
  * The supervisor of a connection: one fiber in the connection's scope that
  * keeps one link to the master. It dials a channel, waits for READY within the
  * connect timeout, registers the service clients of a new generation, runs the
- * readiness checks, watches the Ready link (its channel, the periodic probe,
- * checks asked for), and on a loss starts over on the reconnect schedule; a
+ * readiness checks, watches the Ready link (its channel, the periodic probe
+ * unless a call answered since the last one, checks asked for), and on a loss starts over on the reconnect schedule; a
  * refusal of the worker's credentials waits on the slow schedule instead. It
  * publishes the state and the Ready link; `Connection` answers lookups and
  * calls from them.
@@ -85,6 +85,8 @@ export interface Supervisor {
   readonly check: Effect.Effect<void>
   /** The master refused a call for the worker's credentials. */
   readonly reject: (error: GrpcError.GrpcError) => Effect.Effect<void>
+  /** The master answered a call on the link of `generation`: proof enough of the link for one probe interval. */
+  readonly answered: (generation: number) => Effect.Effect<void>
 }
 
 const stateNames = ["Connecting", "Ready", "Reconnecting", "Rejected", "Closed"] as const
@@ -296,6 +298,10 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
         }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit)))
       }).pipe(Effect.withSpan("Connection.attempt", { attributes: { address, generation }, captureStackTrace: false }))
 
+    // The last call the master answered, and on which generation's link.
+    let lastAnswer: { readonly generation: number; readonly at: number } | undefined
+    const probeInterval = Duration.toMillis(readiness.probeInterval)
+
     // The last attempt's failure logged as a warning, so a long outage of one kind is not a warning a second.
     let warned: { readonly reason: string; readonly at: number } | undefined
     // Whether this outage has had a cheap failure: its master was refusing, so an accepted connection gets patience.
@@ -382,7 +388,23 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           })
         )
       )
-      const probed = Effect.raceFirst(Queue.take(checks), Effect.sleep(readiness.probeInterval)).pipe(
+      // The probe is due a probe interval after the last proof that the master answers on this link: its own last
+      // probe, or a call answered since. A requested check is due at once.
+      const due = Effect.gen(function*() {
+        let wait = probeInterval
+        while (true) {
+          const asked = yield* Effect.raceFirst(
+            Effect.as(Queue.take(checks), true),
+            Effect.as(Effect.sleep(wait), false)
+          )
+          if (asked) return
+          const now = yield* Clock.currentTimeMillis
+          const answer = lastAnswer
+          if (answer === undefined || answer.generation !== link.generation || now - answer.at >= probeInterval) return
+          wait = answer.at + probeInterval - now
+        }
+      })
+      const probed = due.pipe(
         Effect.zipRight(verify(link)),
         Effect.forever,
         Effect.flip
@@ -484,6 +506,10 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
       snapshot,
       status,
       check: Queue.offer(checks, undefined).pipe(Effect.asVoid),
-      reject: (error) => Queue.offer(rejections, error).pipe(Effect.asVoid)
+      reject: (error) => Queue.offer(rejections, error).pipe(Effect.asVoid),
+      answered: (generation) =>
+        Effect.map(Clock.currentTimeMillis, (at) => {
+          lastAnswer = { generation, at }
+        })
     } satisfies Supervisor
   })

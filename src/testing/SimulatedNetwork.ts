@@ -211,6 +211,10 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
         // Why the last connection failed, and how far a connecting one got.
         const failure = yield* Ref.make<GrpcChannel.Failure>({ reason: "Unrecognized", detail: "no connection failed" })
         const stage = yield* Ref.make<GrpcChannel.Stage>("Connect")
+        // When the connection under way settles by itself, or `undefined` once it hangs (a blackholed TCP
+        // handshake, a stalled master): a wait for it needs a timer only then, so a connect that fails or succeeds
+        // on time leaves no deadline behind for the clock to wake up to.
+        const settlesAt = yield* SubscriptionRef.make<number | undefined>(undefined)
         yield* Ref.update(dials, (n) => n + 1)
         yield* Effect.acquireRelease(
           Ref.update(open, (n) => n + 1),
@@ -222,6 +226,7 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
           yield* Effect.sleep(connectLatency)
           while (true) {
             // A blackholed TCP handshake hangs until the link changes.
+            if ((yield* Ref.get(link)) === "blackhole") yield* SubscriptionRef.set(settlesAt, undefined)
             const now = yield* link.changes.pipe(Stream.filter((l) => l !== "blackhole"), Stream.runHead)
             if (now._tag === "Some" && now.value !== "up") {
               const reason = yield* Ref.get(refusal)
@@ -233,6 +238,7 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
             }
             // A stalled master accepted the connection and sends no HTTP/2 settings until it recovers.
             yield* Ref.set(stage, "Handshake")
+            yield* SubscriptionRef.set(settlesAt, undefined)
             yield* Effect.raceFirst(
               master.changes.pipe(Stream.filter((m) => m !== "stalled"), Stream.runHead),
               link.changes.pipe(Stream.filter((l) => l !== "up"), Stream.runHead)
@@ -243,7 +249,15 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
           state,
           (s) => s === "IDLE" || s === "TRANSIENT_FAILURE" ? [true, "CONNECTING"] as const : [false, s] as const
         ).pipe(
-          Effect.flatMap((start) => start ? Effect.asVoid(Effect.forkIn(settle, scope)) : Effect.void)
+          Effect.flatMap((start) =>
+            start
+              ? Clock.currentTimeMillis.pipe(
+                Effect.flatMap((now) => SubscriptionRef.set(settlesAt, now + Duration.toMillis(connectLatency))),
+                Effect.zipRight(Effect.forkIn(settle, scope)),
+                Effect.asVoid
+              )
+              : Effect.void
+          )
         )
 
         // An open connection follows the link: dropped on a cut, kept until keepalive gives up on a blackhole.
@@ -272,15 +286,23 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
           target: dialOptions.address,
           state: SubscriptionRef.get(state),
           changes: state.changes.pipe(Stream.takeUntil((s) => s === "SHUTDOWN")),
-          next: (from, deadline) =>
-            Effect.flatMap(Clock.currentTimeMillis, (now) =>
-              state.changes.pipe(
-                Stream.filter((s) => s !== from || s === "SHUTDOWN"),
-                Stream.runHead,
-                Effect.map(Option.getOrElse((): GrpcChannel.ConnectivityState => "SHUTDOWN")),
-                Effect.timeoutOption(Math.max(0, deadline - now)),
-                Effect.map(Option.getOrUndefined)
-              )),
+          next: (from, deadline) => {
+            const changed = state.changes.pipe(
+              Stream.filter((s) => s !== from || s === "SHUTDOWN"),
+              Stream.runHead,
+              Effect.map(Option.getOrElse((): GrpcChannel.ConnectivityState => "SHUTDOWN"))
+            )
+            // The deadline's timer is armed only when the state may still be `from` at the deadline: at once for
+            // any state but CONNECTING, else when the connection hangs or would settle too late.
+            const late = settlesAt.changes.pipe(
+              Stream.filter((at) => from !== "CONNECTING" || at === undefined || at > deadline),
+              Stream.runHead,
+              Effect.zipRight(Clock.currentTimeMillis),
+              Effect.flatMap((now) => Effect.sleep(Math.max(0, deadline - now))),
+              Effect.as(undefined)
+            )
+            return Effect.raceFirst(changed, late)
+          },
           connect,
           channel: new SimulatedGrpcChannel(dialOptions.address, state),
           failure: Ref.get(failure),

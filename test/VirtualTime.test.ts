@@ -1,0 +1,187 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Random from "effect/Random"
+import * as Scope from "effect/Scope"
+import * as TestClock from "effect/TestClock"
+import * as Connection from "../src/Connection.js"
+import { ConnectError } from "../src/ConnectionState.js"
+import * as GrpcChannel from "../src/GrpcChannel.js"
+import * as Supervisor from "../src/internal/supervisor.js"
+import * as Readiness from "../src/Readiness.js"
+import * as Retry from "../src/Retry.js"
+import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
+import { withCountingClock } from "./fixtures/countingClock.js"
+import { EchoClient } from "./fixtures/echo.js"
+
+// The simulated network's default time from "connect" to the failure of a connection while the link is cut.
+const connectLatency = 50
+const outage = Duration.toMillis(Duration.minutes(60))
+
+// The most attempts the default reconnect schedule makes in `outage` of a cut link (host unreachable, a cheap
+// failure): every delay jittered to its shortest.
+const attemptsIn = (outage: number) =>
+  Effect.gen(function*() {
+    const error = new ConnectError({ reason: "HostUnreachable", message: "simulated" })
+    let state = Retry.reconnect.initial
+    let now = 0
+    let attempts = 0
+    while (now < outage) {
+      now += connectLatency
+      attempts++
+      const [next, delay] = yield* Retry.reconnect.step(now, error, state)
+      state = next
+      now += Duration.toMillis(delay)
+    }
+    return attempts
+  }).pipe(Effect.withRandom(Random.fixed([0])))
+
+// A connection over a fresh simulated network, in a scope of its own.
+const connection = Effect.gen(function*() {
+  const [network, dialer] = yield* SimulatedNetwork.make()
+  const scope = yield* Scope.make()
+  const conn = yield* Connection.make({
+    address: "master:9666",
+    services: { echo: EchoClient },
+    readiness: { probe: SimulatedNetwork.probe }
+  }).pipe(
+    Effect.provideService(GrpcChannel.Dialer, dialer),
+    Effect.provideService(SimulatedNetwork.SimulatedNetwork, network),
+    Scope.extend(scope)
+  )
+  return { network, conn, scope }
+})
+
+const quiet = Logger.withMinimumLogLevel(LogLevel.None)
+
+describe("Virtual time: what wakes the clock", () => {
+  it.effect(
+    "a 60-minute outage wakes the clock twice per reconnect attempt, and for nothing else",
+    () =>
+      withCountingClock((wakeups) =>
+        Effect.gen(function*() {
+          const attempts = yield* attemptsIn(outage)
+          // Each attempt: the simulated connect's failure after its latency, then the schedule's delay. Nothing in
+          // the connection may wake while it waits on either; the few are the outage's edges.
+          const bound = 2 * attempts + 5
+          const { conn, network } = yield* connection
+          yield* TestClock.adjust("1 second")
+          assert.strictEqual((yield* conn.state)._tag, "Ready")
+          yield* network.cut
+          yield* wakeups.reset
+          yield* TestClock.adjust(outage)
+          const count = yield* wakeups.count
+          assert.isAtMost(
+            count,
+            bound,
+            `wake-ups in a 60-minute outage: ${JSON.stringify([...yield* wakeups.byCaller])}`
+          )
+          // The outage was one: it is the schedule, not the network, that spaced the attempts.
+          assert.isAbove(count, attempts)
+          yield* network.restore
+          yield* TestClock.adjust("5 seconds")
+          assert.strictEqual((yield* conn.state)._tag, "Ready")
+        })
+      ).pipe(Effect.withRandom(Random.make(1)), quiet),
+    // About 2,000 TestClock steps: seconds alone, much longer beside the whole suite on a small machine.
+    300_000
+  )
+
+  it.effect("Ready and idle for 60 minutes, the clock wakes for the probe and its timeout only", () =>
+    withCountingClock((wakeups) =>
+      Effect.gen(function*() {
+        const probes = outage / Duration.toMillis(Readiness.defaults.probeInterval)
+        const { conn } = yield* connection
+        yield* TestClock.adjust("1 second")
+        yield* wakeups.reset
+        yield* TestClock.adjust(outage)
+        assert.strictEqual((yield* conn.state)._tag, "Ready")
+        assert.isAtMost(yield* wakeups.count, 2 * probes + 2, JSON.stringify([...yield* wakeups.byCaller]))
+      })
+    ).pipe(quiet))
+})
+
+describe("Virtual time: a lookup waiting through an outage", () => {
+  it.effect("arms one timer for its deadline, whatever the attempts, and fails naming the last state", () =>
+    withCountingClock((wakeups) =>
+      Effect.gen(function*() {
+        const { conn, network } = yield* connection
+        yield* TestClock.adjust("1 second")
+        yield* network.cut
+        yield* TestClock.adjust("1 second")
+        yield* wakeups.reset
+        const lookup = yield* Effect.fork(Effect.either(conn.client("echo")))
+        yield* TestClock.adjust("89 seconds")
+        const byCaller = [...yield* wakeups.byCaller]
+        // The supervisor's are the attempts; the rest are the lookup's.
+        const lookups = byCaller.filter(([caller]) => !caller.startsWith("Connection/supervisor"))
+        assert.deepStrictEqual(lookups, [["unnamed 90000ms", 1]])
+        yield* TestClock.adjust("1 second")
+        const failed = yield* Fiber.join(lookup)
+        assert.strictEqual(failed._tag, "Left")
+        if (failed._tag === "Left") {
+          assert.strictEqual(failed.left.reason, "Timeout")
+          assert.strictEqual(failed.left.state._tag, "Reconnecting")
+          assert.isAbove((failed.left.state as { readonly attempt: number }).attempt, 20)
+        }
+      })
+    ).pipe(Effect.withRandom(Random.make(1)), quiet))
+})
+
+describe("Virtual time: the probe while Ready", () => {
+  // A supervisor over the simulated network whose probe counts its runs.
+  const probed = Effect.gen(function*() {
+    const [network, dialer] = yield* SimulatedNetwork.make()
+    let probes = 0
+    const probe: Readiness.Probe = (target) =>
+      Effect.zipRight(
+        Effect.sync(() => probes++),
+        Effect.provideService(SimulatedNetwork.probe(target), SimulatedNetwork.SimulatedNetwork, network)
+      )
+    const started = yield* Supervisor.start({
+      address: "master:9666",
+      services: { echo: EchoClient },
+      credentials: grpc.credentials.createInsecure(),
+      channelOptions: {},
+      connectTimeout: Connection.defaults.connectTimeout,
+      readiness: { ...Readiness.defaults },
+      probe,
+      reconnectSchedule: Connection.defaults.reconnectSchedule,
+      rejectedSchedule: Connection.defaults.rejectedSchedule
+    }).pipe(Effect.provideService(GrpcChannel.Dialer, dialer))
+    return { supervisor: started, probes: Effect.sync(() => probes) }
+  })
+
+  it.scoped("a call answered within the probe interval puts the next probe off to an interval after it", () =>
+    Effect.gen(function*() {
+      const { probes, supervisor } = yield* probed
+      yield* TestClock.adjust("50 millis")
+      assert.strictEqual(yield* probes, 1, "readiness probed once")
+      yield* TestClock.adjust("20 seconds")
+      yield* supervisor.answered(1)
+      // 30 s after Ready: the answer at 20 s proved the link.
+      yield* TestClock.adjust("10 seconds")
+      assert.strictEqual(yield* probes, 1)
+      // 30 s after the answer: probed.
+      yield* TestClock.adjust("20 seconds")
+      assert.strictEqual(yield* probes, 2)
+      // An answer on another generation's link proves nothing about this one.
+      yield* supervisor.answered(2)
+      yield* TestClock.adjust("30 seconds")
+      assert.strictEqual(yield* probes, 3)
+    }).pipe(quiet))
+
+  it.scoped("a check asked for probes at once, answered call or not", () =>
+    Effect.gen(function*() {
+      const { probes, supervisor } = yield* probed
+      yield* TestClock.adjust("50 millis")
+      yield* supervisor.answered(1)
+      yield* supervisor.check
+      yield* TestClock.adjust("1 millis")
+      assert.strictEqual(yield* probes, 2)
+    }).pipe(quiet))
+})
