@@ -148,7 +148,9 @@ export interface ReconnectOptions {
    */
   readonly soonFraction?: number | undefined
   /**
-   * The longest delay after a cheap failure. Default 4 s.
+   * The longest delay after a cheap failure. Default 30 s, the long cap: a
+   * cheap failure never waits longer than a costly one would, and an outage of
+   * an hour is tried about 250 times, not 900.
    *
    * @since 0.2.0
    */
@@ -170,7 +172,7 @@ export const reconnectDefaults = {
   jitter: { min: 0.8, max: 1.2 },
   soon: Duration.millis(250),
   soonFraction: 0.03,
-  soonCap: Duration.seconds(4)
+  soonCap: Duration.seconds(30)
 } as const
 
 interface ReconnectState {
@@ -235,7 +237,7 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
  * The default reconnection schedule, by what each failure cost the master
  * ({@link reconnectCost}): after a cheap failure (refused, host unreachable,
  * name not resolved) the next attempt in 250 ms, or 3 % of the outage so far
- * when that is longer, up to 4 s; after a costly one (a connect timeout, a
+ * when that is longer, up to 30 s; after a costly one (a connect timeout, a
  * failed readiness, a TLS refusal), exponential from 500 ms, factor 2, capped
  * at 2 s during the first minute and at 30 s after it. Every delay is jittered
  * by 0.8 to 1.2; forever.

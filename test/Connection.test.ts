@@ -399,7 +399,7 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
       assert.strictEqual(yield* net.dials, dials + 1)
     }).pipe(noJitter))
 
-  it.effect("refused for two minutes: attempts 250 ms apart, then 3 % of the outage so far, up to 4 s", () =>
+  it.effect("refused for two minutes: attempts 250 ms apart, then 3 % of the outage so far", () =>
     Effect.gen(function*() {
       const { net } = yield* setup({ link: "down", cutFailure: "Refused" })
       const dialsAt = (at: number) => Effect.zipRight(Effect.flatMap(now, (t) => TestClock.adjust(at - t)), net.dials)

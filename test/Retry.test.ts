@@ -93,9 +93,9 @@ describe("Retry.reconnect, by what a failure cost the master", () => {
     }
   })
 
-  it.effect("after a cheap failure: 250 ms, then 3 % of the outage so far, up to 4 s", () =>
+  it.effect("after a cheap failure: 250 ms, then 3 % of the outage so far, up to 30 s", () =>
     Effect.gen(function*() {
-      const delays = yield* delaysFor(Retry.reconnect, Array.from({ length: 200 }, () => refused)).pipe(
+      const delays = yield* delaysFor(Retry.reconnect, Array.from({ length: 260 }, () => refused)).pipe(
         Effect.withRandom(Random.fixed([0.5]))
       )
       // Steps 250 ms apart until 3 % of the elapsed time passes 250 ms: the step at 8.5 s waits 255 ms.
@@ -104,10 +104,10 @@ describe("Retry.reconnect, by what a failure cost the master", () => {
       // Each later step waits 3 % of the time so far, until the cap.
       let at = 0
       for (const [i, delay] of delays.entries()) {
-        if (i >= 34) assert.strictEqual(delay, Math.min(4_000, Math.round(0.03 * at)), `step ${i} at ${at} ms`)
+        if (i >= 34) assert.strictEqual(delay, Math.min(30_000, Math.round(0.03 * at)), `step ${i} at ${at} ms`)
         at += delay
       }
-      assert.strictEqual(delays.at(-1), 4_000)
+      assert.strictEqual(delays.at(-1), 30_000)
     }))
 
   it.effect("after a costly failure: as if every failure had been costly, so a fleet refused for a while backs off at the cap", () =>
