@@ -382,9 +382,48 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
       Stream.unwrap(
         Effect.map(
           conn.client("node"),
-          (client) => Call.serverStream(client, "node", "Subscribe", { node_key: nodeKey, generation })
+          (client) => watchSilence(Call.serverStream(client, "node", "Subscribe", { node_key: nodeKey, generation }))
         )
       ).pipe(Stream.filterMap(toRequest))
+
+    // A master that writes keepalives on the stream promises one every `interval_ms`: twice that without a message
+    // is a dead link (a blackhole says nothing), and the connection is checked at once.
+    const watchSilence = (messages: Stream.Stream<WorkerProtocol.MasterMessage, GrpcError.GrpcError>) =>
+      Stream.unwrapScoped(Effect.map(Stream.toPull(messages), (pull) => {
+        let promised: number | undefined
+        const next = Effect.suspend(() => {
+          const interval = promised
+          if (interval === undefined) return pull
+          return Effect.flatMap(
+            Effect.timeoutOption(pull, 2 * interval),
+            Option.match({
+              onSome: Effect.succeed,
+              onNone: () =>
+                Effect.zipRight(
+                  conn.check,
+                  Effect.fail(Option.some(
+                    new GrpcError.GrpcError({
+                      code: grpc.status.UNAVAILABLE,
+                      details: `the stream was silent for ${
+                        2 * interval
+                      } ms; the master promised a keepalive every ${interval} ms`,
+                      service: "node",
+                      method: "Subscribe"
+                    })
+                  ))
+                )
+            })
+          )
+        })
+        return Stream.repeatEffectChunkOption(Effect.tap(next, (chunk) =>
+          Effect.sync(() => {
+            for (const message of chunk) {
+              if (message.message === "keepalive" && (message.keepalive?.interval_ms ?? 0) > 0) {
+                promised = message.keepalive!.interval_ms
+              }
+            }
+          })))
+      }))
 
     return { nodeKey, fetch, report, heartbeat, register, subscribe } satisfies TaskSource
   })

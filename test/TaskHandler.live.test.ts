@@ -20,6 +20,7 @@ import * as NodeOutbox from "../src/node/NodeOutbox.js"
 import * as Outbox from "../src/Outbox.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
+import * as FaultProxy from "../src/testing/FaultProxy.js"
 import * as Master from "../src/testing/Master.js"
 import { eventually } from "./fixtures/poll.js"
 
@@ -213,6 +214,43 @@ describe("TaskHandler (live loopback, embedded master)", () => {
         assert.deepStrictEqual(byMaster(east.address), [`task ${eastTask} started`])
         assert.deepStrictEqual(byMaster(west.address).sort(), westTasks.map((id) => `task ${id} started`).sort())
         assert.isTrue(started.every((line) => line.node === "w1"))
+      }),
+    40_000
+  )
+
+  it.scopedLive(
+    "an idle worker behind a blackhole: the silence of its stream, not a fetch's deadline, tells it the link is dead",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port: master.port } })
+        const lines = yield* Ref.make<Array<string>>([])
+        const capture = Logger.make(({ message }) =>
+          Effect.runSync(
+            Ref.update(lines, (all) => [...all, Array.isArray(message) ? message.join(" ") : String(message)])
+          )
+        )
+        const { context } = yield* startWorker(
+          worker(proxy.address, () => Effect.void).pipe(Layer.provide(Logger.replace(Logger.defaultLogger, capture)))
+        )
+        const conn = yield* Effect.provide(Connection.Connection, context)
+        yield* conn.readiness.await
+        // Idle: its fetch is held at the master, answered only after 25 s.
+        yield* Effect.sleep("1 second")
+        yield* proxy.blackhole
+        yield* eventually(conn.state, (state) => state._tag !== "Ready", "15 seconds", "the worker noticed")
+        const said = (yield* Ref.get(lines)).find((line) => line.includes("silent"))
+        assert.isDefined(said, "the stream's silence is named")
+        assert.include(said!, "the master promised a keepalive every 2000 ms")
+        // The link comes back: a task queued meanwhile runs.
+        const id = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
+        yield* proxy.pass
+        yield* eventually(
+          master.task(id),
+          (t) => t.status === "FINISHED",
+          "15 seconds",
+          "the task ran after the blackhole"
+        )
       }),
     40_000
   )

@@ -149,6 +149,11 @@ export interface Options {
   readonly token?: Redacted.Redacted<string> | undefined
   /** With `token`, leave `grpc.health.v1.Health` open to calls without it. Default false. */
   readonly healthWithoutToken?: boolean | undefined
+  /**
+   * How often a `Keepalive` is written on each `Subscribe` stream, so a worker notices a dead link by the
+   * silence (see `proto/worker.proto`). Zero: none. Default 2 s.
+   */
+  readonly subscribeKeepalive?: Duration.DurationInput | undefined
 }
 
 /**
@@ -178,12 +183,13 @@ export const defaults = {
   heartbeatInterval: Duration.seconds(15),
   redeliverAfter: Duration.seconds(10),
   maxHandOuts: 5,
-  failureRate: 0
+  failureRate: 0,
+  subscribeKeepalive: Duration.seconds(2)
 } as const
 
 /**
- * Server options that accept the workers' keepalive pings (every 20 s, also
- * without calls). grpc-js 1.14 servers enforce no ping policy; the options say
+ * Server options that accept the workers' keepalive pings (every 5 min 10 s by
+ * default, only while a call is open, and whatever a user configures). grpc-js 1.14 servers enforce no ping policy; the options say
  * the same to servers that do, and a server replacing this one must keep them.
  *
  * Channelz is never disabled: grpc-js 1.14's `forceShutdown` destroys only the
@@ -381,6 +387,13 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
       maxHandOuts: options.maxHandOuts ?? defaults.maxHandOuts,
       failureRate: options.failureRate ?? defaults.failureRate
     })
+    const keepaliveMs = Math.round(Duration.toMillis(
+      yield* MasterState.checked(
+        "subscribeKeepalive",
+        Validate.isDurationUpTo(Duration.minutes(10)),
+        options.subscribeKeepalive ?? defaults.subscribeKeepalive
+      )
+    ))
     const credentials = yield* serverCredentials(options.tls)
     const hostPart = host.includes(":") ? `[${host}]` : host
 
@@ -438,8 +451,16 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     // Writes the subscription's requests until it ends (replaced, or the server stopped); the call's end closes it.
     const subscribe = (call: SubscribeCall) => {
-      // Headers at once: a proxy waiting for them (nginx's grpc_read_timeout) would end a quiet stream.
+      // Headers at once: a proxy waiting for them (nginx's grpc_read_timeout) would end a quiet stream. Then a
+      // keepalive at once and every interval: the worker takes silence as a dead link.
       call.sendMetadata(new grpc.Metadata())
+      const keepalive = { keepalive: { interval_ms: keepaliveMs } }
+      const beat = keepaliveMs > 0
+        ? setInterval(() => {
+          if (!call.cancelled) call.write(keepalive)
+        }, keepaliveMs)
+        : undefined
+      if (keepaliveMs > 0) call.write(keepalive)
       const fiber = Runtime.runFork(runtime)(
         Effect.scoped(
           Effect.flatMap(state.subscribe(call.request.node_key, call.request.generation), (requests) =>
@@ -467,8 +488,10 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
         ),
         { scope }
       )
-      const close = () =>
+      const close = () => {
+        clearInterval(beat)
         fiber.unsafeInterruptAsFork(fiber.id())
+      }
       call.on("cancelled", close)
       call.on("close", close)
       if (call.cancelled) {

@@ -6,6 +6,7 @@ import type { FetchTaskReply as _worker_v1_FetchTaskReply, FetchTaskReply__Outpu
 import type { FetchTaskRequest as _worker_v1_FetchTaskRequest, FetchTaskRequest__Output as _worker_v1_FetchTaskRequest__Output } from './worker/v1/FetchTaskRequest.js';
 import type { HeartbeatReply as _worker_v1_HeartbeatReply, HeartbeatReply__Output as _worker_v1_HeartbeatReply__Output } from './worker/v1/HeartbeatReply.js';
 import type { HeartbeatRequest as _worker_v1_HeartbeatRequest, HeartbeatRequest__Output as _worker_v1_HeartbeatRequest__Output } from './worker/v1/HeartbeatRequest.js';
+import type { Keepalive as _worker_v1_Keepalive, Keepalive__Output as _worker_v1_Keepalive__Output } from './worker/v1/Keepalive.js';
 import type { MasterMessage as _worker_v1_MasterMessage, MasterMessage__Output as _worker_v1_MasterMessage__Output } from './worker/v1/MasterMessage.js';
 import type { NodeServiceClient as _worker_v1_NodeServiceClient, NodeServiceDefinition as _worker_v1_NodeServiceDefinition } from './worker/v1/NodeService.js';
 import type { RegisterReply as _worker_v1_RegisterReply, RegisterReply__Output as _worker_v1_RegisterReply__Output } from './worker/v1/RegisterReply.js';
@@ -31,6 +32,7 @@ export interface ProtoGrpcType {
       FetchTaskRequest: MessageTypeDefinition<_worker_v1_FetchTaskRequest, _worker_v1_FetchTaskRequest__Output>
       HeartbeatReply: MessageTypeDefinition<_worker_v1_HeartbeatReply, _worker_v1_HeartbeatReply__Output>
       HeartbeatRequest: MessageTypeDefinition<_worker_v1_HeartbeatRequest, _worker_v1_HeartbeatRequest__Output>
+      Keepalive: MessageTypeDefinition<_worker_v1_Keepalive, _worker_v1_Keepalive__Output>
       MasterMessage: MessageTypeDefinition<_worker_v1_MasterMessage, _worker_v1_MasterMessage__Output>
       Membership: EnumTypeDefinition
       /**

@@ -48,18 +48,22 @@ export interface NodeServiceClient extends grpc.Client {
   /**
    * The master's messages to one connection generation of the node, until the call ends. A node that is not
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
-   * sends the response headers when it accepts the stream, and keeps the connection busy (HTTP/2 keepalive pings,
-   * every 20 s from the embedded master) more often than a proxy's read timeout (nginx's grpc_read_timeout, 60 s by
-   * default): a proxy that waits for headers or data would end a quiet stream.
+   * sends the response headers when it accepts the stream. It may write a `Keepalive` at once and then at least
+   * every `interval_ms` it names (the embedded master: every 2 s): a worker that has had one and then hears nothing
+   * on the stream for twice that interval takes its connection as dead (a blackholed link sends no error) and checks
+   * it at once, with no call of its own and no HTTP/2 ping, which default server ping policies would refuse as often.
+   * A stream with data is never quiet for a proxy's read timeout (nginx's grpc_read_timeout, 60 s by default).
    */
   Subscribe(argument: _worker_v1_SubscribeRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
   Subscribe(argument: _worker_v1_SubscribeRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
   /**
    * The master's messages to one connection generation of the node, until the call ends. A node that is not
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
-   * sends the response headers when it accepts the stream, and keeps the connection busy (HTTP/2 keepalive pings,
-   * every 20 s from the embedded master) more often than a proxy's read timeout (nginx's grpc_read_timeout, 60 s by
-   * default): a proxy that waits for headers or data would end a quiet stream.
+   * sends the response headers when it accepts the stream. It may write a `Keepalive` at once and then at least
+   * every `interval_ms` it names (the embedded master: every 2 s): a worker that has had one and then hears nothing
+   * on the stream for twice that interval takes its connection as dead (a blackholed link sends no error) and checks
+   * it at once, with no call of its own and no HTTP/2 ping, which default server ping policies would refuse as often.
+   * A stream with data is never quiet for a proxy's read timeout (nginx's grpc_read_timeout, 60 s by default).
    */
   subscribe(argument: _worker_v1_SubscribeRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
   subscribe(argument: _worker_v1_SubscribeRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
@@ -84,9 +88,11 @@ export interface NodeServiceHandlers extends grpc.UntypedServiceImplementation {
   /**
    * The master's messages to one connection generation of the node, until the call ends. A node that is not
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
-   * sends the response headers when it accepts the stream, and keeps the connection busy (HTTP/2 keepalive pings,
-   * every 20 s from the embedded master) more often than a proxy's read timeout (nginx's grpc_read_timeout, 60 s by
-   * default): a proxy that waits for headers or data would end a quiet stream.
+   * sends the response headers when it accepts the stream. It may write a `Keepalive` at once and then at least
+   * every `interval_ms` it names (the embedded master: every 2 s): a worker that has had one and then hears nothing
+   * on the stream for twice that interval takes its connection as dead (a blackholed link sends no error) and checks
+   * it at once, with no call of its own and no HTTP/2 ping, which default server ping policies would refuse as often.
+   * A stream with data is never quiet for a proxy's read timeout (nginx's grpc_read_timeout, 60 s by default).
    */
   Subscribe: grpc.handleServerStreamingCall<_worker_v1_SubscribeRequest__Output, _worker_v1_MasterMessage>;
   
