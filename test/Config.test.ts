@@ -248,7 +248,7 @@ describe("configuration from the environment", () => {
         "RECONNECT_BASE must not exceed RECONNECT_SHORT_CAP"
       )
       assert.include(
-        yield* failure(Retry.reconnectConfig, { RECONNECT_SOON: "5 seconds" }),
+        yield* failure(Retry.reconnectConfig, { RECONNECT_SOON: "31 seconds" }),
         "RECONNECT_SOON must not exceed RECONNECT_SOON_CAP"
       )
     }))

@@ -143,7 +143,10 @@ const subscribe = (c: WorkerProtocol.NodeServiceClient, node_key: string, genera
       let status: grpc.StatusObject | undefined
       let error: grpc.ServiceError | undefined
       let end = false
-      stream.on("data", (message: WorkerProtocol.MasterMessage) => received.push(message))
+      // Keepalives are counted apart: the master's requests are what these tests follow.
+      stream.on("data", (message: WorkerProtocol.MasterMessage) => {
+        if (message.message !== "keepalive") received.push(message)
+      })
       stream.on("error", (e: grpc.ServiceError) => (error = e))
       stream.on("end", () => (end = true))
       stream.on("status", (s: grpc.StatusObject) => (status = s))
@@ -384,7 +387,10 @@ describe("Master (live loopback)", () => {
             Effect.sync(() => {
               const stream = node.Subscribe({ node_key: "n1", generation })
               const received: Array<WorkerProtocol.MasterMessage> = []
-              stream.on("data", (message: WorkerProtocol.MasterMessage) => received.push(message))
+              // Keepalives are counted apart: the master's requests are what these tests follow.
+              stream.on("data", (message: WorkerProtocol.MasterMessage) => {
+                if (message.message !== "keepalive") received.push(message)
+              })
               stream.on("error", () => {}) // CANCELLED when we end it
               return { stream, received }
             }),
@@ -616,6 +622,22 @@ describe("Master (live loopback)", () => {
     10_000
   )
 
+  it.scopedLive("a Subscribe stream has a keepalive at once, naming its interval, and one every interval after", () =>
+    Effect.gen(function*() {
+      const master = yield* Master.make({ subscribeKeepalive: "200 millis" })
+      const { node } = yield* clients(master.address)
+      yield* register(node, "n1")
+      const stream = node.Subscribe({ node_key: "n1", generation: 1 })
+      const keepalives: Array<number> = []
+      stream.on("data", (message: WorkerProtocol.MasterMessage) => {
+        if (message.message === "keepalive") keepalives.push(message.keepalive!.interval_ms)
+      })
+      stream.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => stream.cancel()))
+      yield* eventually(Effect.sync(() => keepalives.length), (n) => n >= 3)
+      assert.deepStrictEqual(keepalives.slice(0, 3), [200, 200, 200])
+    }))
+
   it.scopedLive(
     "a node that is not registered is refused FetchTask with FAILED_PRECONDITION and NODE_NOT_REGISTERED in the trailer",
     () =>
@@ -818,7 +840,10 @@ describe("Master (live loopback)", () => {
         yield* register(node, "n1")
         const stream = node.Subscribe({ node_key: "n1", generation: 1 })
         const received: Array<WorkerProtocol.MasterMessage> = []
-        stream.on("data", (message: WorkerProtocol.MasterMessage) => received.push(message))
+        // Keepalives are counted apart: the master's requests are what these tests follow.
+        stream.on("data", (message: WorkerProtocol.MasterMessage) => {
+          if (message.message !== "keepalive") received.push(message)
+        })
         stream.on("error", () => {})
         yield* Effect.addFinalizer(() => Effect.sync(() => stream.cancel()))
         yield* eventually(api<{ open: number }>("GET", "/subscriptions").pipe(Effect.orDie), (r) => r.open === 1)

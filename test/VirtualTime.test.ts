@@ -2,18 +2,25 @@ import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Random from "effect/Random"
+import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import * as Connection from "../src/Connection.js"
 import { ConnectError } from "../src/ConnectionState.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Supervisor from "../src/internal/supervisor.js"
+import * as Outbox from "../src/Outbox.js"
 import * as Readiness from "../src/Readiness.js"
 import * as Retry from "../src/Retry.js"
+import * as TaskHandler from "../src/TaskHandler.js"
+import * as TaskSource from "../src/TaskSource.js"
+import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 import { withCountingClock } from "./fixtures/countingClock.js"
 import { EchoClient } from "./fixtures/echo.js"
@@ -103,6 +110,51 @@ describe("Virtual time: what wakes the clock", () => {
         assert.isAtMost(yield* wakeups.count, 2 * probes + 2, JSON.stringify([...yield* wakeups.byCaller]))
       })
     ).pipe(quiet))
+})
+
+describe("Virtual time: a whole worker", () => {
+  // A task handler, its connection, a simulated network and master: what a user's worker test builds.
+  const worker = TaskHandler.layer({ payload: Schema.Unknown, run: () => Effect.void }).pipe(
+    Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+    Layer.provideMerge(
+      Connection.layer({
+        address: "master:9666",
+        services: TaskSource.services,
+        readiness: { probe: SimulatedNetwork.probe }
+      })
+    ),
+    Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
+  )
+
+  it.effect(
+    "a 60-minute outage: the task handler adds nothing to the connection's wake-ups but the outage's edges",
+    () =>
+      withCountingClock((wakeups) =>
+        Effect.gen(function*() {
+          const attempts = yield* attemptsIn(outage)
+          // The connection's bound; the task handler's fetch, heartbeat and membership loops wait on the
+          // connection's changes, so they add only a few wake-ups as the outage begins.
+          const bound = 2 * attempts + 10
+          const scope = yield* Scope.make()
+          const context = yield* Layer.buildWithScope(worker, scope)
+          const network = yield* Effect.provide(SimulatedNetwork.SimulatedNetwork, context)
+          const conn = yield* Effect.provide(Connection.Connection, context)
+          yield* TestClock.adjust("6 seconds")
+          assert.isTrue((yield* conn.readiness.status).ready)
+          yield* network.cut
+          yield* wakeups.reset
+          yield* TestClock.adjust(outage)
+          const count = yield* wakeups.count
+          assert.isAtMost(count, bound, `wake-ups: ${JSON.stringify([...yield* wakeups.byCaller])}`)
+          // An hour in, the next attempt is up to the cap (30 s, jittered up to 36 s) away.
+          yield* network.restore
+          yield* TestClock.adjust("40 seconds")
+          assert.isTrue((yield* conn.readiness.status).ready)
+          yield* Scope.close(scope, Exit.void)
+        })
+      ).pipe(Effect.withRandom(Random.make(1)), quiet),
+    300_000
+  )
 })
 
 describe("Virtual time: a lookup waiting through an outage", () => {
