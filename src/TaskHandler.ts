@@ -394,17 +394,14 @@ const makeFor = <P, I, R>(
       (f, now) => f.waits && (f.held || now - f.answeredAt < Duration.toMillis(heartbeatInterval))
     )
 
-    // Ends when a fetch may no longer wait: the connection left the member's generation (a fetch waiting on a
-    // lost connection ends with the loss, not with its deadline), or a report could not be stored (no task is
-    // taken until it is).
-    const mustNotWait = (member: Membership.Member) =>
-      Effect.raceFirst(
-        conn.changes.pipe(
-          Stream.filter((state) => state._tag !== "Ready" || state.generation !== member.generation),
-          Stream.runHead
-        ),
-        stats.changes.pipe(Stream.filter((s) => s.unpersisted > 0), Stream.runHead)
-      )
+    // Completed, and replaced, whenever a fetch may no longer wait: the connection left Ready (a fetch waiting on
+    // a lost connection ends with the loss, not with its deadline), or a report could not be stored (no task is
+    // taken until it is). A fetch races the one it took before it started: a Deferred, quick to give up on.
+    const mayNotWait = yield* Ref.make(yield* Deferred.make<void>())
+    const endWaiting = Effect.flatMap(
+      Effect.flatMap(Deferred.make<void>(), (next) => Ref.getAndSet(mayNotWait, next)),
+      (previous) => Deferred.succeed(previous, undefined)
+    )
 
     // Takes what one fetch brought: each task runs, once. How many it started.
     const take = (tasks: ReadonlyArray<TaskSource.IncomingTask>) =>
@@ -443,7 +440,8 @@ const makeFor = <P, I, R>(
     const fetchOne = (
       membership: Membership.Membership,
       member: Membership.Member,
-      free: number
+      free: number,
+      guard: Deferred.Deferred<void>
     ): Effect.Effect<"Again" | "Pause" | "Wake"> =>
       Effect.gen(function*() {
         const startedAt = yield* Clock.currentTimeMillis
@@ -461,7 +459,7 @@ const makeFor = <P, I, R>(
             onTimeout: () => new TaskError({ message: `fetch took longer than ${formatMillis(timeout)}` })
           }),
           Effect.either,
-          Effect.raceFirst(Effect.as(mustNotWait(member), undefined)),
+          Effect.raceFirst(Effect.as(Deferred.await(guard), undefined)),
           Effect.ensuring(Ref.update(fetching, (f) => ({ ...f, held: false })))
         )
         if (fetched === undefined) return "Wake"
@@ -501,13 +499,15 @@ const makeFor = <P, I, R>(
     const fetchLoop = (membership: Membership.Membership): Effect.Effect<never> =>
       Effect.gen(function*() {
         while (true) {
+          // Taken before the look: a change after the look still ends the fetch.
+          const guard = yield* Ref.get(mayNotWait)
           const free = maxRunners - (yield* FiberMap.size(runners))
           const member = yield* membership.current
           if (free <= 0 || (yield* holding) || Option.isNone(member)) {
             yield* Queue.take(wake)
             continue
           }
-          const next = yield* fetchOne(membership, member.value, free)
+          const next = yield* fetchOne(membership, member.value, free, guard)
           if (next === "Pause") yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(fetchInterval))
           else if (next === "Wake") yield* Queue.take(wake)
         }
@@ -573,6 +573,13 @@ const makeFor = <P, I, R>(
       )
       // Fetch at once on every registration: after a reconnection, and after the master forgot the node.
       yield* forkLoop("joined", Stream.runForEach(membership.joined, () => poke))
+      yield* forkLoop(
+        "fetch",
+        Stream.merge(
+          conn.changes.pipe(Stream.filter((state) => state._tag !== "Ready")),
+          stats.changes.pipe(Stream.filter((s) => s.unpersisted > 0))
+        ).pipe(Stream.runForEach(() => endWaiting))
+      )
       yield* forkLoop("fetch", Effect.raceFirst(fetchLoop(membership), Deferred.await(stopping)))
     })
     yield* setTasks(Readiness.CheckResult.Passed())
