@@ -22,10 +22,12 @@ import type { Bench, Table, Target } from "./Bench.js"
 import { pinning, start } from "./child.js"
 import { bars, percentile } from "./plot.js"
 
-type Contender = "waiting fetch" | "fetch every 1 s (0.2)"
-const contenders: ReadonlyArray<readonly [Contender, string]> = [
-  ["waiting fetch", "25 seconds"],
-  ["fetch every 1 s (0.2)", "0 millis"]
+type Contender = "waiting fetch" | "waiting fetch, no stream keepalive" | "fetch every 1 s (0.2)"
+// Each: the worker's fetchWait, and the master's Subscribe keepalive (undefined: its default, 2 s).
+const contenders: ReadonlyArray<readonly [Contender, string, string | undefined]> = [
+  ["waiting fetch", "25 seconds", undefined],
+  ["waiting fetch, no stream keepalive", "25 seconds", "0 millis"],
+  ["fetch every 1 s (0.2)", "0 millis", "0 millis"]
 ]
 
 interface Mark {
@@ -53,12 +55,15 @@ const total = (calls: Record<string, number>) => Object.values(calls).reduce((a,
 
 const workersCore = pinning.cores > 1 ? 1 : undefined
 
-const measure = (contender: Contender, fetchWait: string, quick: boolean) =>
+const measure = (contender: Contender, fetchWait: string, keepalive: string | undefined, quick: boolean) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     return yield* Effect.gen(function*() {
       // One idle worker: dispatch latency, then its calls while idle.
-      const master = yield* start(new URL("./dispatch/master.ts", import.meta.url), { core: 0 })
+      const master = yield* start(new URL("./dispatch/master.ts", import.meta.url), {
+        core: 0,
+        ...(keepalive === undefined ? {} : { env: { SUBSCRIBE_KEEPALIVE: keepalive } })
+      })
       const { port } = yield* master.ask<{ port: number }>({ cmd: "port" })
       const address = `127.0.0.1:${port}`
       const worker = yield* start(new URL("./dispatch/workers.ts", import.meta.url), { core: workersCore })
@@ -114,11 +119,11 @@ const ms = (n: number) => (Number.isFinite(n) ? `${n.toFixed(0)} ms` : "never")
 export const dispatch: Bench = ({ quick }) =>
   Effect.gen(function*() {
     const results: Array<Measured> = []
-    for (const [contender, fetchWait] of contenders) {
+    for (const [contender, fetchWait, keepalive] of contenders) {
       yield* Console.log(`  dispatch: ${contender}`)
-      results.push(yield* measure(contender, fetchWait, quick))
+      results.push(yield* measure(contender, fetchWait, keepalive, quick))
     }
-    const [waiting, ticking] = results as [Measured, Measured]
+    const [waiting, , ticking] = results as [Measured, Measured, Measured]
     const p = (m: Measured, q: number) => percentile(m.dispatchMs, q)
     const dispatchTable: Table = {
       title: "A task queued for an idle worker: PENDING to RUNNING (the master's clock)",
@@ -172,7 +177,7 @@ export const dispatch: Bench = ({ quick }) =>
         quick ? 10 : 60
       } s idle, counted by the master's server interceptor; then ${waiting.fleet.workers} idle workers and the master's CPU over ${
         quick ? 5 : 30
-      } s. Contenders: the waiting fetch (default, 25 s wait) and a fetch every second (fetchWait 0, as 0.2).`,
+      } s. Contenders: the waiting fetch (default, 25 s wait, the master's Subscribe keepalive every 2 s), the same without the keepalive, and a fetch every second (fetchWait 0, no keepalive, as 0.2).`,
       tables: [dispatchTable, idleTable, fleetTable],
       targets,
       svg: bars({

@@ -5,6 +5,7 @@
  * and queues tasks when asked.
  */
 import * as grpc from "@grpc/grpc-js"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Logger from "effect/Logger"
@@ -22,7 +23,13 @@ const counting: grpc.ServerInterceptor = (method, call) => {
 const { make } = await import("../../src/testing/Master.js")
 const scope = Effect.runSync(Scope.make())
 const master = await Effect.runPromise(
-  make({ serverOptions: { interceptors: [counting] } }).pipe(
+  make({
+    serverOptions: { interceptors: [counting] },
+    // The Subscribe keepalive's interval, when a round measures the master without it ("0 millis").
+    ...(process.env["SUBSCRIBE_KEEPALIVE"]
+      ? { subscribeKeepalive: process.env["SUBSCRIBE_KEEPALIVE"] as Duration.DurationInput }
+      : {})
+  }).pipe(
     Scope.extend(scope),
     Logger.withMinimumLogLevel(LogLevel.None)
   )
