@@ -250,7 +250,12 @@ const makeFor = <P, I, R>(
     )
     // Not ready before the node has registered: held from the start, so no gap shows ready before it joined.
     const setMember = yield* conn.readiness.hold("member", Readiness.CheckResult.Pending())
-    const outbox = yield* Outbox.make({ deliver: source.report, node: source.nodeKey, master: conn.address })
+    const outbox = yield* Outbox.make({
+      deliver: source.report,
+      deliverAll: source.reportAll,
+      node: source.nodeKey,
+      master: conn.address
+    })
     const runners = yield* FiberMap.make<string, void, never>()
     const stats = yield* SubscriptionRef.make<WorkerStatus>({
       running: 0,
