@@ -24,6 +24,7 @@ import { outbox } from "./outbox.js"
 import { overhead } from "./overhead.js"
 import { recovery } from "./recovery.js"
 import { soak } from "./soak.js"
+import { throughput } from "./throughput.js"
 import { virtualTime } from "./virtualTime.js"
 
 const all: ReadonlyArray<readonly [string, Bench]> = [
@@ -35,7 +36,8 @@ const all: ReadonlyArray<readonly [string, Bench]> = [
   ["recovery", recovery],
   ["outbox", outbox],
   ["membership", membership],
-  ["crash", crash]
+  ["crash", crash],
+  ["throughput", throughput]
 ]
 
 const args = process.argv.slice(2)
