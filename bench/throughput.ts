@@ -5,7 +5,7 @@
  * core of its own where it can be) and runs them all; a round ends when
  * every task has ended and every report is delivered. Rounds: 20 and 100
  * runners, the file-system outbox (every report durable before it is
- * delivered) and the memory outbox as a reference. Contenders, in one run:
+ * delivered), and the SQLite and memory outboxes as references. Contenders, in one run:
  * the library's defaults, and the same code configured as 0.2 worked (one
  * task a fetch, fetches that do not wait, one report a call: see
  * `throughput/worker.ts`). Each round has fresh processes.
@@ -22,7 +22,7 @@ const contenders = [
 
 interface Round {
   readonly contender: (typeof contenders)[number]["key"]
-  readonly outbox: "filesystem" | "memory"
+  readonly outbox: "filesystem" | "sqlite" | "memory"
   readonly runners: number
 }
 
@@ -78,11 +78,12 @@ const fixed = (n: number, digits = 2) => n.toFixed(digits)
 
 export const throughput: Bench = ({ quick }) =>
   Effect.gen(function*() {
-    const count = quick ? 500 : 2000
+    const count = quick ? 200 : 2000
     const rounds: ReadonlyArray<Round> = contenders.flatMap(({ key }) =>
       (quick ? [["filesystem", 20], ["filesystem", 100]] as const : [
         ["filesystem", 20],
         ["filesystem", 100],
+        ["sqlite", 100],
         ["memory", 20],
         ["memory", 100]
       ] as const).map(([outbox, runners]) => ({ contender: key, outbox, runners }))

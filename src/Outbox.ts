@@ -545,7 +545,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
 
     // The next reports to deliver, oldest first, and at most one of each task: a task's reports reach the master
     // in order even when one of a batch is tried again on its own.
-    const nextBatch = (): ReadonlyArray<StoredRecord> => {
+    const nextBatch = (max: number): ReadonlyArray<StoredRecord> => {
       const batch: Array<StoredRecord> = []
       const tasks = new Set<string>()
       let bytes = 0
@@ -553,7 +553,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         const { error, key, taskId } = record.report
         if (tasks.has(taskId)) continue
         bytes += key.length + taskId.length + error.length
-        if (batch.length === maxDelivery || (batch.length > 0 && bytes > maxDeliveryBytes)) break
+        if (batch.length === max || (batch.length > 0 && bytes > maxDeliveryBytes)) break
         tasks.add(taskId)
         batch.push(record)
       }
@@ -600,7 +600,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
 
     const deliverHead = Effect.gen(function*() {
       yield* nonEmpty.await
-      const batch = nextBatch()
+      const batch = nextBatch(options.deliverAll === undefined ? 1 : maxDelivery)
       if (batch.length === 0) {
         nonEmpty.unsafeClose()
         return
