@@ -156,7 +156,7 @@ describe.skipIf(unavailable !== undefined && !underCi)("a full disk, for real", 
             start: (next) =>
               next({
                 onReceiveMetadata: (metadata, pass) =>
-                  refusing && /\/ReportStatuses?$/.test(method.path)
+                  refusing && /\/ReportStatus(es)?$/.test(method.path)
                     ? call.sendStatus({ code: grpc.status.UNAVAILABLE, details: "refusing reports" })
                     : pass(metadata)
               })
