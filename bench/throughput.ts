@@ -31,6 +31,8 @@ interface Measure extends Round {
   readonly workerCpuMsPerTask: number
   readonly masterCpuMsPerTask: number
   readonly seconds: number
+  /** Hand-outs per task: above 1, tasks went out again (a RUNNING report later than the master's redelivery). */
+  readonly handOuts: number
 }
 
 export const runRound = (round: Round, count: number) =>
@@ -54,7 +56,7 @@ export const runRound = (round: Round, count: number) =>
       contender: round.contender
     })
     const after = yield* master.ask<{ cpuMs: number }>({ cmd: "mark" })
-    const { finished } = yield* master.ask<{ finished: number }>({ cmd: "finished" })
+    const { finished, handedOut } = yield* master.ask<{ finished: number; handedOut: number }>({ cmd: "finished" })
     if (finished !== count) {
       return yield* Effect.fail(new Error(`throughput: ${finished} of ${count} tasks FINISHED at the master`))
     }
@@ -62,6 +64,7 @@ export const runRound = (round: Round, count: number) =>
     const measure: Measure = {
       ...round,
       seconds: run.ms / 1000,
+      handOuts: handedOut / count,
       tasksPerSecond: count / (run.ms / 1000),
       workerCpuMsPerTask: run.cpuMs / count,
       masterCpuMsPerTask: (after.cpuMs - before.cpuMs) / count
@@ -69,7 +72,7 @@ export const runRound = (round: Round, count: number) =>
     yield* Effect.logInfo(
       `throughput ${round.contender} ${round.outbox} ${round.runners} runners: ${Math.round(measure.tasksPerSecond)}` +
         ` tasks/s, worker ${measure.workerCpuMsPerTask.toFixed(2)} ms CPU/task, master ` +
-        `${measure.masterCpuMsPerTask.toFixed(2)} ms CPU/task`
+        `${measure.masterCpuMsPerTask.toFixed(2)} ms CPU/task, ${measure.handOuts.toFixed(2)} hand-outs a task`
     )
     return measure
   }))
@@ -107,7 +110,16 @@ export const throughput: Bench = ({ quick }) =>
         "Fresh processes every round.",
       tables: [{
         title: "Tasks per second and CPU per task",
-        columns: ["contender", "outbox", "runners", "tasks/s", "worker CPU ms/task", "master CPU ms/task", "seconds"],
+        columns: [
+          "contender",
+          "outbox",
+          "runners",
+          "tasks/s",
+          "worker CPU ms/task",
+          "master CPU ms/task",
+          "hand-outs/task",
+          "seconds"
+        ],
         rows: measures.map((m) => [
           nameOf(m.contender),
           m.outbox,
@@ -115,6 +127,7 @@ export const throughput: Bench = ({ quick }) =>
           Math.round(m.tasksPerSecond),
           fixed(m.workerCpuMsPerTask),
           fixed(m.masterCpuMsPerTask),
+          fixed(m.handOuts),
           fixed(m.seconds, 1)
         ])
       }],

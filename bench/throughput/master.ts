@@ -30,7 +30,10 @@ serve(async (request) => {
       return { at: now(), cpuMs: cpuMs() }
     case "finished": {
       const tasks = await run(master.tasks)
-      return { finished: tasks.filter((task) => task.status === "FINISHED").length, tasks: tasks.length }
+      return {
+        finished: tasks.filter((task) => task.status === "FINISHED").length,
+        handedOut: tasks.reduce((sum, task) => sum + task.handedOut, 0)
+      }
     }
     case "close":
       await Effect.runPromise(Scope.close(scope, Exit.void))
