@@ -35,7 +35,7 @@ interface Measure extends Round {
   readonly handOuts: number
 }
 
-export const runRound = (round: Round, count: number) =>
+const runRound = (round: Round, count: number) =>
   Effect.scoped(Effect.gen(function*() {
     const master = yield* start(new URL("./throughput/master.ts", import.meta.url), {
       core: pinning.available ? 0 : undefined
