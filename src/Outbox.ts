@@ -9,9 +9,9 @@
  *
  * The store keeps one record per report with a sequence number: the order of
  * `add` is the order of delivery of each task's reports, across restarts
- * too, and adding or removing a record costs the same at any depth. Each outbox is scoped to its owner, a
- * node and the master it reports to: two outboxes in one store never touch
- * each other's records. `layerFileSystem` is the default store (one file per
+ * too, and adding or removing a record costs the same at any depth. Each
+ * outbox is scoped to its owner, a node and the master it reports to: two
+ * outboxes in one store never touch each other's records. `layerFileSystem` is the default store (one file per
  * record, written to a temporary file, synced, renamed into place and the
  * directory synced); `effect-grpc-resilience/sqlite` has a SQLite store.
  *
