@@ -81,7 +81,7 @@ const fixed = (n: number, digits = 2) => n.toFixed(digits)
 
 export const throughput: Bench = ({ quick }) =>
   Effect.gen(function*() {
-    const count = quick ? 200 : 2000
+    const count = quick ? 100 : 2000
     const rounds: ReadonlyArray<Round> = contenders.flatMap(({ key }) =>
       (quick ? [["filesystem", 20], ["filesystem", 100]] as const : [
         ["filesystem", 20],
