@@ -73,6 +73,8 @@ export const start = (
     readonly core: number | undefined
     readonly heapMb?: number | undefined
     readonly env?: Record<string, string>
+    /** Discard its stdout: a process that logs as a user's does, without filling the benchmark's output. */
+    readonly quiet?: boolean | undefined
   }
 ): Effect.Effect<Child, Error, Scope.Scope> =>
   Effect.acquireRelease(
@@ -88,15 +90,13 @@ export const start = (
           path
         ]
         const pinned = pinning.available && options.core !== undefined
+        const stdio = ["ignore", options.quiet === true ? "ignore" : "inherit", "inherit", "ipc"] as const
         const child: ChildProcess = pinned
           ? spawn("taskset", ["-c", String(options.core), process.execPath, ...node], {
-            stdio: ["ignore", "inherit", "inherit", "ipc"],
+            stdio: [...stdio],
             env: { ...process.env, ...options.env }
           })
-          : spawn(process.execPath, node, {
-            stdio: ["ignore", "inherit", "inherit", "ipc"],
-            env: { ...process.env, ...options.env }
-          })
+          : spawn(process.execPath, node, { stdio: [...stdio], env: { ...process.env, ...options.env } })
         let pending: ((reply: unknown) => void) | undefined
         let failed: ((error: Error) => void) | undefined
         child.on("message", (message: unknown) => {

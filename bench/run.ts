@@ -2,7 +2,8 @@
  * Runs the benchmarks one after the other and writes what they found:
  * `bench/results.json`, `bench/RESULTS.md` and one SVG per benchmark
  * (`--quick`: small counts, written to `bench/quick/`, for CI; some of them
- * by name: written to `bench/partial/`, so a full run's page stays whole). A
+ * by name: written to `bench/partial/`, so a full run's page stays whole, below
+ * the results kept there of the benchmarks not run this time). A
  * missed target is reported, not failed; only a benchmark that breaks fails
  * the run.
  *
@@ -11,7 +12,7 @@
  *   npm run bench -- membership crash   # some of them, into bench/partial/
  */
 import * as Effect from "effect/Effect"
-import { mkdirSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { cpus, platform, release, totalmem } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -25,6 +26,7 @@ import { outbox } from "./outbox.js"
 import { overhead } from "./overhead.js"
 import { recovery } from "./recovery.js"
 import { soak } from "./soak.js"
+import { throughput } from "./throughput.js"
 import { virtualTime } from "./virtualTime.js"
 
 const all: ReadonlyArray<readonly [string, Bench]> = [
@@ -37,7 +39,8 @@ const all: ReadonlyArray<readonly [string, Bench]> = [
   ["outbox", outbox],
   ["membership", membership],
   ["crash", crash],
-  ["dispatch", dispatch]
+  ["dispatch", dispatch],
+  ["throughput", throughput]
 ]
 
 const args = process.argv.slice(2)
@@ -64,16 +67,37 @@ const machine = {
 }
 const command = `npm run ${quick ? "bench:quick" : "bench"}${wanted.length > 0 ? ` -- ${wanted.join(" ")}` : ""}`
 
-const markdown = (results: ReadonlyArray<Result>, failures: ReadonlyArray<string>) => {
+// One run's results, as results.json keeps them (without the SVGs).
+interface Run {
+  readonly machine: typeof machine
+  readonly command: string
+  readonly results: ReadonlyArray<Omit<Result, "svg">>
+}
+
+// A partial run keeps, below its own, the results of the benchmarks it did not run, each with the run that made
+// them: running one benchmark by name does not drop another's figures from bench/partial/.
+const earlierRuns = (): ReadonlyArray<Run> => {
+  if (quick || wanted.length === 0 || !existsSync(join(out, "results.json"))) return []
+  const found = JSON.parse(readFileSync(join(out, "results.json"), "utf8")) as Run & {
+    readonly earlier?: ReadonlyArray<Run>
+  }
+  return [found, ...(found.earlier ?? [])].flatMap((run) => {
+    const results = run.results.filter((result) => !wanted.includes(result.name))
+    return results.length === 0 ? [] : [{ machine: run.machine, command: run.command, results }]
+  })
+}
+
+const produced = (run: Pick<Run, "machine" | "command">) =>
+  `Produced by \`${run.command}\` on ${run.machine.date.slice(0, 10)}: ${run.machine.cores} cores ` +
+  `(${run.machine.cpu}), ${run.machine.memory}, Node ${run.machine.node}, ${run.machine.os}. The machine is ` +
+  "shared: absolute times are noise, the comparisons made within one run are the result."
+
+// One run's part of the page: where it ran, its targets, then each benchmark's tables.
+const section = (run: Run, failures: ReadonlyArray<string>): Array<string> => {
   const cell = (value: string | number) => String(value).replace(/\|/g, "\\|")
+  const results = run.results
   const lines: Array<string> = []
-  lines.push(`# Benchmark results${quick ? " (quick: small counts, not the numbers to quote)" : ""}`, "")
-  lines.push(
-    `Produced by \`${command}\` on ${machine.date.slice(0, 10)}: ${machine.cores} cores (${machine.cpu}), ` +
-      `${machine.memory}, Node ${machine.node}, ${machine.os}. The machine is shared: absolute times are noise, ` +
-      "the comparisons made within one run are the result.",
-    ""
-  )
+  lines.push(produced(run), "")
   lines.push("| benchmark | target | measured | |", "| --- | --- | --- | --- |")
   for (const result of results) {
     for (const target of result.targets) {
@@ -102,8 +126,16 @@ const markdown = (results: ReadonlyArray<Result>, failures: ReadonlyArray<string
     for (const note of result.notes ?? []) lines.push(`- ${note}`)
     if ((result.notes ?? []).length > 0) lines.push("")
   }
-  return lines.join("\n")
+  return lines
 }
+
+const markdown = (run: Run, failures: ReadonlyArray<string>, earlier: ReadonlyArray<Run>): string =>
+  [
+    `# Benchmark results${quick ? " (quick: small counts, not the numbers to quote)" : ""}`,
+    "",
+    ...section(run, failures),
+    ...earlier.flatMap((e) => ["---", "", "Kept from an earlier partial run:", "", ...section(e, [])])
+  ].join("\n")
 
 const main = Effect.gen(function*() {
   const results: Array<Result> = []
@@ -126,15 +158,17 @@ const main = Effect.gen(function*() {
     }
     console.log(`bench ${name}: done in ${seconds} s`)
   }
+  const earlier = earlierRuns()
+  const kept = results.map(({ svg: _svg, ...rest }) => rest)
   writeFileSync(
     join(out, "results.json"),
     JSON.stringify(
-      { machine, command, quick, results: results.map(({ svg: _svg, ...rest }) => rest), failures },
+      { machine, command, quick, results: kept, failures, ...(earlier.length > 0 ? { earlier } : {}) },
       null,
       2
     )
   )
-  writeFileSync(join(out, "RESULTS.md"), markdown(results, failures))
+  writeFileSync(join(out, "RESULTS.md"), markdown({ machine, command, results: kept }, failures, earlier))
   console.log(`results written to ${join(out, "RESULTS.md")}`)
   console.log(`${results.length} benchmarks ran, ${failures.length} broke`)
   if (failures.length > 0) process.exitCode = 1

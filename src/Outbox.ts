@@ -1,15 +1,17 @@
 /**
  * The outbox of status reports. `add` returns once the report is durable in
- * the store; the report is then delivered in order, one at a time, retried
- * across disconnects for as long as it takes, and removed once the master has
- * it. The idempotency key of a report never changes, so the master applies it
- * once however often it arrives.
+ * the store (adds made at the same time are written together); the report is
+ * then delivered in order, several in one call when the task source can
+ * (`TaskSource.reportAll`), retried across disconnects for as long as it
+ * takes, and removed once the master has it. A task's reports reach the
+ * master in the order they were added. The idempotency key of a report never
+ * changes, so the master applies it once however often it arrives.
  *
  * The store keeps one record per report with a sequence number: the order of
- * `add` is the order of delivery, across restarts too, and adding or removing
- * a record costs the same at any depth. Each outbox is scoped to its owner, a
- * node and the master it reports to: two outboxes in one store never touch
- * each other's records. `layerFileSystem` is the default store (one file per
+ * `add` is the order of delivery of each task's reports, across restarts
+ * too, and adding or removing a record costs the same at any depth. Each
+ * outbox is scoped to its owner, a node and the master it reports to: two
+ * outboxes in one store never touch each other's records. `layerFileSystem` is the default store (one file per
  * record, written to a temporary file, synced, renamed into place and the
  * directory synced); `effect-grpc-resilience/sqlite` has a SQLite store.
  *
@@ -30,10 +32,12 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import type * as Schedule from "effect/Schedule"
@@ -177,6 +181,17 @@ export interface Outbox {
 export interface Options extends Owner {
   /** Delivers one report to the master. */
   readonly deliver: (report: TaskSource.StatusReport) => Effect.Effect<void, TaskSource.Failure>
+  /**
+   * Delivers several reports in one call, each with its result (`TaskSource.reportAll`). Optional: without it,
+   * reports are delivered one a call with `deliver`.
+   *
+   * @since 0.3.0
+   */
+  readonly deliverAll?:
+    | ((
+      reports: ReadonlyArray<TaskSource.StatusReport>
+    ) => Effect.Effect<ReadonlyArray<TaskSource.ReportResult>, TaskSource.Failure>)
+    | undefined
   /** Spaces the retries of a report. Default: exponential from 500 ms, x2, capped at 10 s, jittered, forever. */
   readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
 }
@@ -185,6 +200,14 @@ const defaultRetry = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
 
 // The adds waiting to be written are written together, up to this many: one directory sync, one commit.
 const maxBatch = 256
+
+// The reports delivered in one call, at most: this many, and about this many bytes of their text, well under
+// the 4 MiB a gRPC server takes by default.
+const maxDelivery = 256
+const maxDeliveryBytes = 1024 * 1024
+
+// A call over a message size limit is never taken, however often it is tried: its reports go one a call instead.
+const tooLarge = (error: TaskSource.Failure): boolean => error._tag === "GrpcError" && error.tooLarge !== undefined
 
 // The master says this report can never apply: only these drop it. Everything else is tried again.
 const refusals: ReadonlySet<grpc.status> = new Set([
@@ -478,50 +501,114 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         return Deferred.await(request.done)
       })
 
-    // A report is done with: out of the queue, and its record out of the store unless it still marks a task started.
-    const settle = (record: StoredRecord) =>
+    // Reports done with: out of the queue, and their records out of the store unless one still marks a task started.
+    const settle = (settled: ReadonlyArray<StoredRecord>) =>
       Effect.suspend(() => {
-        dequeue(record)
-        if (queue.size === 0) nonEmpty.unsafeClose()
-        const task = record.report.status === "RUNNING" ? started.get(record.report.taskId) : undefined
-        let done: ReadonlyArray<number> = [record.sequence]
-        if (task !== undefined && task.sequence === record.sequence) {
-          task.delivered = true
-          if (task.ended) started.delete(record.report.taskId)
-          else done = []
+        const done: Array<number> = []
+        for (const record of settled) {
+          dequeue(record)
+          const task = record.report.status === "RUNNING" ? started.get(record.report.taskId) : undefined
+          if (task !== undefined && task.sequence === record.sequence) {
+            task.delivered = true
+            if (!task.ended) continue
+            started.delete(record.report.taskId)
+          }
+          done.push(record.sequence)
         }
+        if (queue.size === 0) nonEmpty.unsafeClose()
         return Effect.zipRight(publish, forget(done))
       })
 
+    const schedule = options.retry ?? defaultRetry
+    const retried = (error: TaskSource.Failure) =>
+      tryAgain(error) ? Ref.update(stats, (s) => ({ ...s, retries: s.retries + 1 })) : Effect.void
+    const refused = (record: StoredRecord, error: TaskSource.Failure) =>
+      error._tag === "GrpcError"
+        ? Effect.logError(
+          `the master refused report ${record.report.key} (task ${record.report.taskId} ${record.report.status}) ` +
+            `for good: ${error.message}`
+        ).pipe(Effect.zipRight(Ref.update(stats, (s) => ({ ...s, rejected: s.rejected + 1 }))))
+        // The connection is closed: the report stays in the store for the next start.
+        : Effect.never
+
+    // One report on its own: retried while worth it, dropped once refused for good.
+    const deliverOne = (record: StoredRecord) =>
+      options.deliver(record.report).pipe(
+        Effect.tapError(retried),
+        Effect.retry({ schedule, while: tryAgain }),
+        Effect.matchEffect({
+          onSuccess: () =>
+            Effect.zipRight(Ref.update(stats, (s) => ({ ...s, delivered: s.delivered + 1 })), settle([record])),
+          onFailure: (error) => Effect.zipRight(refused(record, error), settle([record]))
+        })
+      )
+
+    // The next reports to deliver, oldest first, and at most one of each task: a task's reports reach the master
+    // in order even when one of a batch is tried again on its own.
+    const nextBatch = (max: number): ReadonlyArray<StoredRecord> => {
+      const batch: Array<StoredRecord> = []
+      const tasks = new Set<string>()
+      let bytes = 0
+      for (const record of queue.values()) {
+        const { error, key, taskId } = record.report
+        if (tasks.has(taskId)) continue
+        bytes += key.length + taskId.length + error.length
+        if (batch.length === max || (batch.length > 0 && bytes > maxDeliveryBytes)) break
+        tasks.add(taskId)
+        batch.push(record)
+      }
+      return batch
+    }
+
+    // A batch in one call, its retries as one report's. Each report's result is its own: taken, refused for good
+    // (dropped, as one report alone), or worth another try (delivered on its own). When the call cannot be made
+    // to work (refused for good as a whole, too large, not answered report by report), each goes on its own.
+    const deliverBatch = (
+      deliverAll: NonNullable<Options["deliverAll"]>,
+      batch: ReadonlyArray<StoredRecord>
+    ) =>
+      deliverAll(batch.map((record) => record.report)).pipe(
+        Effect.tapError(retried),
+        Effect.retry({ schedule, while: (error) => tryAgain(error) && !tooLarge(error) }),
+        Effect.option,
+        Effect.flatMap((results) => {
+          if (Option.isNone(results) || results.value.length !== batch.length) {
+            return Effect.forEach(batch, deliverOne, { discard: true })
+          }
+          const taken: Array<StoredRecord> = []
+          const dropped: Array<readonly [StoredRecord, TaskSource.Failure]> = []
+          const again: Array<StoredRecord> = []
+          results.value.forEach((result, i) => {
+            const record = batch[i]!
+            if (Either.isRight(result)) taken.push(record)
+            else if (tryAgain(result.left)) again.push(record)
+            else dropped.push([record, result.left])
+          })
+          return Effect.all([
+            Ref.update(
+              stats,
+              (s) => ({ ...s, delivered: s.delivered + taken.length, retries: s.retries + again.length })
+            ),
+            settle(taken),
+            Effect.forEach(dropped, ([record, error]) => Effect.zipRight(refused(record, error), settle([record])), {
+              discard: true
+            }),
+            Effect.forEach(again, deliverOne, { discard: true })
+          ], { discard: true })
+        })
+      )
+
     const deliverHead = Effect.gen(function*() {
       yield* nonEmpty.await
-      const head = queue.values().next()
-      if (head.done === true) {
+      const batch = nextBatch(options.deliverAll === undefined ? 1 : maxDelivery)
+      if (batch.length === 0) {
         nonEmpty.unsafeClose()
         return
       }
-      const record = head.value
-      yield* options.deliver(record.report).pipe(
-        Effect.tapError((error) =>
-          tryAgain(error) ? Ref.update(stats, (s) => ({ ...s, retries: s.retries + 1 })) : Effect.void
-        ),
-        Effect.retry({ schedule: options.retry ?? defaultRetry, while: tryAgain }),
-        Effect.matchEffect({
-          onSuccess: () =>
-            Effect.zipRight(Ref.update(stats, (s) => ({ ...s, delivered: s.delivered + 1 })), settle(record)),
-          onFailure: (error) =>
-            error._tag === "GrpcError"
-              ? Effect.logError(
-                `the master refused report ${record.report.key} (task ${record.report.taskId} ${record.report.status}) ` +
-                  `for good: ${error.message}`
-              ).pipe(
-                Effect.zipRight(Ref.update(stats, (s) => ({ ...s, rejected: s.rejected + 1 }))),
-                Effect.zipRight(settle(record))
-              )
-              // The connection is closed: the report stays in the store for the next start.
-              : Effect.never
-        })
-      )
+      if (options.deliverAll === undefined || batch.length === 1) {
+        return yield* deliverOne(batch[0]!)
+      }
+      yield* deliverBatch(options.deliverAll, batch)
     })
 
     yield* deliverHead.pipe(

@@ -250,7 +250,12 @@ const makeFor = <P, I, R>(
     )
     // Not ready before the node has registered: held from the start, so no gap shows ready before it joined.
     const setMember = yield* conn.readiness.hold("member", Readiness.CheckResult.Pending())
-    const outbox = yield* Outbox.make({ deliver: source.report, node: source.nodeKey, master: conn.address })
+    const outbox = yield* Outbox.make({
+      deliver: source.report,
+      deliverAll: source.reportAll,
+      node: source.nodeKey,
+      master: conn.address
+    })
     const runners = yield* FiberMap.make<string, void, never>()
     const stats = yield* SubscriptionRef.make<WorkerStatus>({
       running: 0,
@@ -315,9 +320,15 @@ const makeFor = <P, I, R>(
         Effect.catchAll((error) => lost(stored, error.message))
       )
 
+    // The counter of each final status, tagged once rather than at every report.
+    const ended = {
+      FINISHED: Metric.increment(Metric.tagged(Metrics.tasks, "status", "FINISHED")),
+      ERROR: Metric.increment(Metric.tagged(Metrics.tasks, "status", "ERROR")),
+      CANCELLED: Metric.increment(Metric.tagged(Metrics.tasks, "status", "CANCELLED"))
+    }
     const report = (taskId: string, status: TaskSource.ReportedStatus, error = "") =>
       Effect.zipRight(
-        status === "RUNNING" ? Effect.void : Metric.increment(Metric.tagged(Metrics.tasks, "status", status)),
+        status === "RUNNING" ? Effect.void : ended[status],
         persist({ key: `${taskId}:${status}`, taskId, status, error })
       )
 
@@ -346,7 +357,8 @@ const makeFor = <P, I, R>(
           createdAt: incoming.createdAt
         }
         yield* report(task.id, "RUNNING")
-        yield* Effect.logInfo(`task ${task.id} started`)
+        // One line a task at Info, when it ends: at thousands of tasks a second, a line is a cost of its own.
+        yield* Effect.logDebug(`task ${task.id} started`)
         yield* options.run(task).pipe(
           Effect.provideService(TaskProcess.RunningTask, TaskProcess.running(outbox, task.id)),
           Effect.provide(context),

@@ -12,6 +12,7 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
@@ -92,6 +93,15 @@ export interface StatusReport {
 }
 
 /**
+ * What became of one report of a {@link TaskSource} `reportAll`: taken
+ * (`Right`), or failed as `report` would have failed with it alone (`Left`).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type ReportResult = Either.Either<void, Failure>
+
+/**
  * What the master may ask of a node while it is joined.
  *
  * @since 0.1.0
@@ -170,6 +180,15 @@ export interface TaskSource {
   readonly fetch: (request: FetchRequest) => Effect.Effect<Fetched, Failure>
   /** Delivers one status report; delivering it again changes nothing. */
   readonly report: (report: StatusReport) => Effect.Effect<void, Failure>
+  /**
+   * Delivers several reports in one call: one result per report, in their order; a failure of the call is the
+   * failure of each. Optional: without it, the outbox delivers one report a call with `report`.
+   *
+   * @since 0.3.0
+   */
+  readonly reportAll?:
+    | ((reports: ReadonlyArray<StatusReport>) => Effect.Effect<ReadonlyArray<ReportResult>, Failure>)
+    | undefined
   /** Tells the master the node is alive and how many tasks it runs; the answer says if the node is a member. */
   readonly heartbeat: (running: number) => Effect.Effect<HeartbeatAnswer, Failure>
   /** Registers the node for one connection generation; registering again changes nothing. */
@@ -353,14 +372,79 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
         }))
       )
 
+    const reportRequest = (report: StatusReport) => ({
+      task_id: report.taskId,
+      node_key: nodeKey,
+      status: report.status,
+      error: report.error,
+      idempotency_key: report.key
+    })
+
     const report = (report: StatusReport) =>
-      conn.call("task", "ReportStatus", {
-        task_id: report.taskId,
-        node_key: nodeKey,
-        status: report.status,
-        error: report.error,
-        idempotency_key: report.key
-      }, { idempotent: true }).pipe(Effect.asVoid)
+      conn.call("task", "ReportStatus", reportRequest(report), { idempotent: true }).pipe(Effect.asVoid)
+
+    // Each report a call, in order. After a failure that every call would meet now (the master out of reach, the
+    // node not a member) the reports left fail with it, unsent.
+    const oneByOne = (reports: ReadonlyArray<StatusReport>) =>
+      Effect.gen(function*() {
+        const results: Array<ReportResult> = []
+        let unreachable: Failure | undefined
+        for (const each of reports) {
+          if (unreachable !== undefined) {
+            results.push(Either.left(unreachable))
+            continue
+          }
+          const result = yield* Effect.either(report(each))
+          if (
+            Either.isLeft(result) && (mayHaveLostTheAnswer(result.left) || membershipOf(result.left) === "NotMember")
+          ) {
+            unreachable = result.left
+          }
+          results.push(result)
+        }
+        return results
+      })
+
+    const toResult = (result: WorkerProtocol.ReportResult): ReportResult =>
+      result.code === grpc.status.OK
+        ? Either.void
+        : Either.left(
+          new GrpcError.GrpcError({
+            code: result.code,
+            details: result.message,
+            service: "task",
+            method: "ReportStatuses"
+          })
+        )
+
+    // A master that predates ReportStatuses answers UNIMPLEMENTED (and one that answers it wrongly is not trusted
+    // with it): from then on, for this source's lifetime, reports go one a call.
+    let batches = true
+    const oneByOneFromNowOn = (reports: ReadonlyArray<StatusReport>, why: string) =>
+      Effect.logWarning(`the master ${why}: status reports are sent one a call from now on`).pipe(
+        Effect.annotateLogs({ module: "TaskSource", node: nodeKey }),
+        Effect.zipRight(Effect.sync(() => (batches = false))),
+        Effect.zipRight(oneByOne(reports))
+      )
+    const reportAll = (reports: ReadonlyArray<StatusReport>): Effect.Effect<ReadonlyArray<ReportResult>, Failure> =>
+      Effect.suspend(() =>
+        batches
+          ? conn.call("task", "ReportStatuses", { reports: reports.map(reportRequest) }, { idempotent: true }).pipe(
+            Effect.flatMap((reply) =>
+              reply.results.length === reports.length
+                ? Effect.succeed(reply.results.map(toResult))
+                : oneByOneFromNowOn(
+                  reports,
+                  `answered ${reply.results.length} results to ${reports.length} reports in one ReportStatuses call`
+                )
+            ),
+            Effect.catchIf(
+              (error) => error._tag === "GrpcError" && error.code === grpc.status.UNIMPLEMENTED,
+              () => oneByOneFromNowOn(reports, "does not implement ReportStatuses")
+            )
+          )
+          : oneByOne(reports)
+      )
 
     const heartbeat = (running: number) =>
       conn.call("node", "SendHeartbeat", { node_key: nodeKey, running }, { idempotent: true }).pipe(
@@ -425,7 +509,7 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
           })))
       }))
 
-    return { nodeKey, fetch, report, heartbeat, register, subscribe } satisfies TaskSource
+    return { nodeKey, fetch, report, reportAll, heartbeat, register, subscribe } satisfies TaskSource
   })
 
 /**

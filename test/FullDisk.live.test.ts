@@ -149,14 +149,14 @@ describe.skipIf(unavailable !== undefined && !underCi)("a full disk, for real", 
           return yield* Effect.dieMessage(`under CI the full-disk tests must run: ${unavailable}`)
         }
         const mounted = yield* tmpfs
-        // ReportStatus fails while `refusing`: reports pile up in the outbox, on the small disk.
+        // ReportStatus and ReportStatuses fail while `refusing`: reports pile up in the outbox, on the small disk.
         let refusing = true
         const refuseReports: grpc.ServerInterceptor = (method, call) =>
           new grpc.ServerInterceptingCall(call, {
             start: (next) =>
               next({
                 onReceiveMetadata: (metadata, pass) =>
-                  refusing && method.path.endsWith("/ReportStatus")
+                  refusing && /\/ReportStatus(es)?$/.test(method.path)
                     ? call.sendStatus({ code: grpc.status.UNAVAILABLE, details: "refusing reports" })
                     : pass(metadata)
               })

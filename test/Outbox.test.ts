@@ -3,6 +3,7 @@ import * as grpc from "@grpc/grpc-js"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -329,4 +330,79 @@ describe("Outbox (virtual time)", () => {
       const error = yield* Effect.flip(outbox.add(report("late", "FINISHED")))
       assert.strictEqual(error.reason, "Closed")
     }).pipe(Effect.provide(Outbox.layerMemory)))
+
+  it.effect(
+    "a batch: each report's result is its own (taken, refused for good and dropped, NODE_NOT_REGISTERED kept and " +
+      "delivered again); a task's reports never share a batch, and reach the master in order",
+    () =>
+      Effect.gen(function*() {
+        // Stored while the master is out of reach: the next outbox finds them all queued.
+        yield* Effect.scoped(Effect.gen(function*() {
+          const outbox = yield* Outbox.make({ deliver: () => Effect.never, ...owner })
+          for (const r of [report("a", "RUNNING"), report("a", "FINISHED"), report("bad", "FINISHED")]) {
+            yield* outbox.add(r)
+          }
+          yield* outbox.add(report("lost", "FINISHED"))
+          yield* outbox.add(report("c", "FINISHED"))
+        }))
+        const notMember = new GrpcError.GrpcError({
+          code: grpc.status.FAILED_PRECONDITION,
+          details: "node not registered",
+          service: "task",
+          method: "ReportStatuses",
+          errorInfo: { domain: "worker.v1", reason: "NODE_NOT_REGISTERED", metadata: {} }
+        })
+        const batches: Array<ReadonlyArray<string>> = []
+        const received: Array<string> = []
+        const alone: Array<string> = []
+        const outbox = yield* Effect.scoped(Effect.gen(function*() {
+          const outbox = yield* Outbox.make({
+            ...owner,
+            deliver: (r) => Effect.sync(() => void (alone.push(r.key), received.push(r.key))),
+            deliverAll: (reports) =>
+              Effect.sync(() => {
+                batches.push(reports.map((r) => r.key))
+                return reports.map((r): TaskSource.ReportResult => {
+                  if (r.taskId === "bad") return Either.left(invalid)
+                  if (r.taskId === "lost") return Either.left(notMember)
+                  received.push(r.key)
+                  return Either.void
+                })
+              })
+          })
+          yield* TestClock.adjust(0)
+          yield* outbox.flush
+          return outbox
+        }))
+        // a:FINISHED waits for the next batch, where it is alone: a report alone goes on its own.
+        assert.deepStrictEqual(batches, [["a:RUNNING", "bad:FINISHED", "lost:FINISHED", "c:FINISHED"]])
+        assert.deepStrictEqual(alone, ["lost:FINISHED", "a:FINISHED"])
+        assert.deepStrictEqual(received, ["a:RUNNING", "c:FINISHED", "lost:FINISHED", "a:FINISHED"])
+        assert.deepStrictEqual(yield* outbox.stats, { delivered: 4, rejected: 1, retries: 1, setAside: 0 })
+        assert.deepStrictEqual(yield* stored(), [])
+      }).pipe(Effect.provide(memory))
+  )
+
+  it.effect("a batch call that fails is tried again whole; one refused for good as a whole goes one report a call", () =>
+    Effect.gen(function*() {
+      yield* Effect.scoped(Effect.gen(function*() {
+        const outbox = yield* Outbox.make({ deliver: () => Effect.never, ...owner })
+        yield* outbox.add(report("a", "FINISHED"))
+        yield* outbox.add(report("b", "FINISHED"))
+      }))
+      let calls = 0
+      const received: Array<string> = []
+      const outbox = yield* Outbox.make({
+        ...owner,
+        deliver: (r) => Effect.sync(() => void received.push(r.key)),
+        // Down once, then a refusal of the call itself, which says nothing of each report.
+        deliverAll: () => Effect.suspend(() => Effect.fail(calls++ === 0 ? unavailable : invalid))
+      })
+      yield* TestClock.adjust(0)
+      yield* TestClock.adjust("1 minute")
+      yield* outbox.flush
+      assert.strictEqual(calls, 2)
+      assert.deepStrictEqual(received, ["a:FINISHED", "b:FINISHED"])
+      assert.deepStrictEqual(yield* outbox.stats, { delivered: 2, rejected: 0, retries: 1, setAside: 0 })
+    }).pipe(Effect.scoped, Effect.provide(memory)))
 })

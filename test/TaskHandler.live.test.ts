@@ -207,13 +207,13 @@ describe("TaskHandler (live loopback, embedded master)", () => {
         assert.deepStrictEqual((yield* west.tasks).map((t) => t.status), ["FINISHED", "FINISHED", "FINISHED"])
         yield* Scope.close(second.scope, Exit.void)
 
-        // Every "started" line names the master its task came from and the node.
-        const started = (yield* Ref.get(lines)).filter((line) => /^task \S+ started$/.test(line.message))
+        // Every "finished" line (a task's one line at Info) names the master its task came from and the node.
+        const finished = (yield* Ref.get(lines)).filter((line) => /^task \S+ finished$/.test(line.message))
         const byMaster = (address: string) =>
-          started.filter((line) => line.address === address).map((line) => line.message)
-        assert.deepStrictEqual(byMaster(east.address), [`task ${eastTask} started`])
-        assert.deepStrictEqual(byMaster(west.address).sort(), westTasks.map((id) => `task ${id} started`).sort())
-        assert.isTrue(started.every((line) => line.node === "w1"))
+          finished.filter((line) => line.address === address).map((line) => line.message)
+        assert.deepStrictEqual(byMaster(east.address), [`task ${eastTask} finished`])
+        assert.deepStrictEqual(byMaster(west.address).sort(), westTasks.map((id) => `task ${id} finished`).sort())
+        assert.isTrue(finished.every((line) => line.node === "w1"))
       }),
     40_000
   )

@@ -225,6 +225,7 @@ export const make = (
                 ),
               { concurrency: 8, discard: true }
             )
+            // Side by side too: the directory sync after them makes every one durable, whatever their order.
             yield* Effect.forEach(
               records,
               (record) =>
@@ -233,7 +234,7 @@ export const make = (
                     unwritable(`cannot rename record ${record.sequence} into place`, fileOf(record.sequence))
                   )
                 ),
-              { discard: true }
+              { concurrency: 8, discard: true }
             )
             yield* syncDirectory
           }).pipe(

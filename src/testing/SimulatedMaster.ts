@@ -40,7 +40,7 @@ export interface Options {
   readonly redeliverAfter?: Duration.DurationInput | undefined
   /** A task handed out this many times, never confirmed, ends `ERROR`: the node cannot take it. Default 5. */
   readonly maxHandOuts?: number | undefined
-  /** The fraction (0 to 1) of Register, SendHeartbeat, FetchTask and ReportStatus calls failed with UNAVAILABLE. Default 0. */
+  /** The fraction (0 to 1) of Register, SendHeartbeat, FetchTask, ReportStatus and ReportStatuses calls failed with UNAVAILABLE. Default 0. */
   readonly failureRate?: number | undefined
 }
 
@@ -205,18 +205,29 @@ export const taskSource = <
           })
         )
 
+      const toReport = (report: TaskSource.StatusReport): MasterState.Report => ({
+        taskId: report.taskId,
+        node: nodeKey,
+        status: report.status,
+        error: report.error,
+        key: report.key
+      })
+
       const report = (report: TaskSource.StatusReport) =>
+        call("task", "ReportStatus", state.report(toReport(report))).pipe(Effect.asVoid)
+
+      // As the embedded master's ReportStatuses: each report as ReportStatus takes it, a refusal of one its result.
+      const reportAll = (reports: ReadonlyArray<TaskSource.StatusReport>) =>
         call(
           "task",
-          "ReportStatus",
-          state.report({
-            taskId: report.taskId,
-            node: nodeKey,
-            status: report.status,
-            error: report.error,
-            key: report.key
-          })
-        ).pipe(Effect.asVoid)
+          "ReportStatuses",
+          Effect.forEach(reports, (each) =>
+            state.report(toReport(each)).pipe(
+              Effect.asVoid,
+              Effect.mapError(toGrpcError("task", "ReportStatuses")),
+              Effect.either
+            ))
+        )
 
       const heartbeat = (running: number) =>
         Effect.map(
@@ -250,6 +261,6 @@ export const taskSource = <
             ))
         )
 
-      return { nodeKey, fetch, report, heartbeat, register, subscribe } satisfies TaskSource.TaskSource
+      return { nodeKey, fetch, report, reportAll, heartbeat, register, subscribe } satisfies TaskSource.TaskSource
     })
   )

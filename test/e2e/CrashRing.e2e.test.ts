@@ -116,7 +116,10 @@ describe("crash ring", () => {
           if (mode === "down" && !down) yield* api("POST", "/stop")
           if (mode !== "down" && down) yield* api("POST", "/restart")
           down = mode === "down"
-          yield* api("POST", "/failure-rate", { rate: mode === "refusing" ? 1 : 0.5, only: ["ReportStatus"] })
+          yield* api("POST", "/failure-rate", {
+            rate: mode === "refusing" ? 1 : 0.5,
+            only: ["ReportStatus", "ReportStatuses"]
+          })
           const worker = yield* startWorker
           // Every third round the kill waits until the worker holds the outbox's lock: its successor has a stale
           // lock to take over, however slowly a loaded machine starts workers.
