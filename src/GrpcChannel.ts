@@ -158,9 +158,11 @@ export class Dialer extends Context.Tag("effect-grpc-resilience/GrpcChannel/Dial
  * the previous ping's answer, so a server sees them at least this far apart;
  * the 10 s over 5 minutes are for two hosts' clocks that run at different rates.
  *
- * Keepalive is then not what finds a dead link quickly: the readiness probe
- * (every 30 s, 2 s timeout) and every call's deadline do, at a call's cost; the
- * master's own pings find a dead worker on its side.
+ * Keepalive is then not what finds a dead link quickly: the master's
+ * `Keepalive` messages on the `Subscribe` stream do (their silence, at no call's
+ * cost), and the readiness probe (every 30 s unless a call was answered, 2 s
+ * timeout) and every call's deadline; the master's own pings find a dead worker
+ * on its side.
  *
  * @since 0.3.0
  * @category constants

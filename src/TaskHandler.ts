@@ -1,6 +1,6 @@
 /**
  * The worker's task loop. It waits for readiness at start (bounded), fetches
- * tasks on a tick and at once when the connection becomes ready, runs them
+ * tasks for its free runners with fetches that wait at the master, runs them
  * under a runner cap, reports every status through the outbox, keeps the node
  * joined to the master, and drains on shutdown.
  *
@@ -357,8 +357,8 @@ const makeFor = <P, I, R>(
           createdAt: incoming.createdAt
         }
         yield* report(task.id, "RUNNING")
-        // One line a task at Info, when it ends: at thousands of tasks a second, a line is a cost of its own.
-        yield* Effect.logDebug(`task ${task.id} started`)
+        // Its start and its end at Info: an operator (and the process-level tests) can tell a task ran once.
+        yield* Effect.logInfo(`task ${task.id} started`)
         yield* options.run(task).pipe(
           Effect.provideService(TaskProcess.RunningTask, TaskProcess.running(outbox, task.id)),
           Effect.provide(context),
@@ -400,10 +400,15 @@ const makeFor = <P, I, R>(
     // After a reply too large for this worker, one task a fetch, until a fetch brings one: an oversized task in a
     // batch would fail the tasks beside it.
     const oneAtATime = yield* Ref.make(false)
-    const heardWithoutHeartbeat = Effect.zipWith(
+    const heardFor = Effect.zipWith(
       Ref.get(fetching),
       Clock.currentTimeMillis,
-      (f, now) => f.waits && (f.held || now - f.answeredAt < Duration.toMillis(heartbeatInterval))
+      (f, now) =>
+        !f.waits
+          ? 0
+          : f.held
+          ? Duration.toMillis(heartbeatInterval)
+          : f.answeredAt + Duration.toMillis(heartbeatInterval) - now
     )
 
     // Completed, and replaced, whenever a fetch may no longer wait: the connection left Ready (a fetch waiting on
@@ -513,7 +518,9 @@ const makeFor = <P, I, R>(
         while (true) {
           // Taken before the look: a change after the look still ends the fetch.
           const guard = yield* Ref.get(mayNotWait)
-          const free = maxRunners - (yield* FiberMap.size(runners))
+          // From the count, not the runner map: a runner ending pokes after its count went down, and may still
+          // be in the map for a moment.
+          const free = maxRunners - (yield* SubscriptionRef.get(stats)).running
           const member = yield* membership.current
           if (free <= 0 || (yield* holding) || Option.isNone(member)) {
             yield* Queue.take(wake)
@@ -571,7 +578,7 @@ const makeFor = <P, I, R>(
         source,
         heartbeatInterval,
         running: FiberMap.size(runners),
-        heardWithoutHeartbeat,
+        heardFor,
         cancel,
         onHeartbeatFailure: count((s) => ({ heartbeatFailures: s.heartbeatFailures + 1 })),
         setMember

@@ -261,6 +261,10 @@ const mayHaveLostTheAnswer = (error: Failure): boolean =>
   error.code === grpc.status.CANCELLED ||
   (error.code === grpc.status.INTERNAL && error.rstCode !== undefined)
 
+// How long a stream whose master promised a keepalive every `interval` ms may be silent: two intervals, and a
+// second for a worker's event loop held up a moment.
+const silenceAfter = (interval: number) => 2 * interval + 1_000
+
 // A message this worker does not know is skipped.
 const toRequest = (message: WorkerProtocol.MasterMessage): Option.Option<MasterRequest> =>
   message.message === "cancel_task" && message.cancel_task
@@ -470,33 +474,33 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
         )
       ).pipe(Stream.filterMap(toRequest))
 
-    // A master that writes keepalives on the stream promises one every `interval_ms`: twice that without a message
-    // is a dead link (a blackhole says nothing), and the connection is checked at once.
+    // A master that writes keepalives on the stream promises one every `interval_ms`: twice that (and a second)
+    // without a message is a dead link (a blackhole says nothing), and the connection is checked at once.
     const watchSilence = (messages: Stream.Stream<WorkerProtocol.MasterMessage, GrpcError.GrpcError>) =>
       Stream.unwrapScoped(Effect.map(Stream.toPull(messages), (pull) => {
         let promised: number | undefined
+        const silent = (interval: number) =>
+          Effect.zipRight(
+            conn.check,
+            Effect.fail(Option.some(
+              new GrpcError.GrpcError({
+                code: grpc.status.UNAVAILABLE,
+                details: `the stream was silent for ${
+                  silenceAfter(interval)
+                } ms; the master promised a keepalive every ${interval} ms`,
+                service: "node",
+                method: "Subscribe"
+              })
+            ))
+          )
         const next = Effect.suspend(() => {
           const interval = promised
           if (interval === undefined) return pull
+          // A second over two intervals: a timer firing after the event loop was held up a moment runs before the
+          // socket is read, and must not take the keepalive waiting there for silence.
           return Effect.flatMap(
-            Effect.timeoutOption(pull, 2 * interval),
-            Option.match({
-              onSome: Effect.succeed,
-              onNone: () =>
-                Effect.zipRight(
-                  conn.check,
-                  Effect.fail(Option.some(
-                    new GrpcError.GrpcError({
-                      code: grpc.status.UNAVAILABLE,
-                      details: `the stream was silent for ${
-                        2 * interval
-                      } ms; the master promised a keepalive every ${interval} ms`,
-                      service: "node",
-                      method: "Subscribe"
-                    })
-                  ))
-                )
-            })
+            Effect.timeoutOption(pull, silenceAfter(interval)),
+            Option.match({ onSome: Effect.succeed, onNone: () => silent(interval) })
           )
         })
         return Stream.repeatEffectChunkOption(Effect.tap(next, (chunk) =>

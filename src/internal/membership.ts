@@ -33,8 +33,11 @@ export interface Options {
   readonly heartbeatInterval: Duration.Duration
   /** How many tasks run now: each heartbeat tells the master. */
   readonly running: Effect.Effect<number>
-  /** Whether the master hears the node without a heartbeat now (a fetch it holds, or one answered lately). */
-  readonly heardWithoutHeartbeat: Effect.Effect<boolean>
+  /**
+   * For how much longer, in milliseconds, the master hears the node without a heartbeat (a fetch it holds, one
+   * answered lately); zero or less: a heartbeat is due.
+   */
+  readonly heardFor: Effect.Effect<number>
   /** The master asks for a task to be cancelled. */
   readonly cancel: (taskId: string) => Effect.Effect<void>
   /** A heartbeat failed (it is logged here). */
@@ -214,13 +217,18 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
       Stream.filter(Option.isSome),
       Stream.runHead
     )
+    // A heartbeat is due an interval after the master last heard the node, so it never goes much longer unheard.
+    const untilDue: Effect.Effect<void> = Effect.flatMap(
+      options.heardFor,
+      (heard) => heard <= 0 ? Effect.void : Effect.zipRight(Effect.sleep(heard), untilDue)
+    )
     yield* forkLoop(
       "heartbeat",
       Effect.forever(
         awaitMember.pipe(
           Effect.zipRight(Effect.sleep(options.heartbeatInterval)),
-          Effect.zipRight(options.heardWithoutHeartbeat),
-          Effect.flatMap((heard) => heard ? Effect.void : heartbeat)
+          Effect.zipRight(untilDue),
+          Effect.zipRight(heartbeat)
         )
       )
     )

@@ -689,14 +689,29 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         return known
       })
 
-    // Completed and replaced on every change that may give a waiting fetch its answer: a task queued, a node
-    // forgotten. A waiting fetch takes the current one before it looks, so no change between its look and its
-    // wait is missed.
-    const changed = yield* Ref.make(yield* Deferred.make<void>())
-    const signal = Effect.flatMap(
-      Effect.flatMap(Deferred.make<void>(), (next) => Ref.getAndSet(changed, next)),
-      (previous) => Deferred.succeed(previous, undefined)
-    )
+    // Per node, completed and dropped on every change that may give the node's waiting fetch its answer: a task
+    // queued for it (a task for any node signals every node), the node forgotten, the master stopping. A waiting
+    // fetch takes its node's before it looks, so no change between its look and its wait is missed.
+    const changed = yield* Ref.make(HashMap.empty<string, Deferred.Deferred<void>>())
+    const changeOf = (node: string) =>
+      Effect.flatMap(Deferred.make<void>(), (fresh) =>
+        Ref.modify(changed, (m) =>
+          Option.match(HashMap.get(m, node), {
+            onSome: (found) => [found, m] as const,
+            onNone: () => [fresh, HashMap.set(m, node, fresh)] as const
+          })))
+    const signal = (node?: string | undefined) =>
+      Effect.flatMap(
+        Ref.modify(
+          changed,
+          (m): readonly [ReadonlyArray<Deferred.Deferred<void>>, HashMap.HashMap<string, Deferred.Deferred<void>>] => {
+            if (node === undefined) return [Array.from(HashMap.values(m)), HashMap.empty()]
+            const found = Option.getOrUndefined(HashMap.get(m, node))
+            return found === undefined ? [[], m] : [[found], HashMap.remove(m, node)]
+          }
+        ),
+        (woken): Effect.Effect<void> => Effect.forEach(woken, (d) => Deferred.succeed(d, undefined), { discard: true })
+      )
     // The fetches held now, by node: a node with one is alive.
     const waiting = yield* Ref.make(HashMap.empty<string, number>())
     // Set when the master stops: the fetches it holds are answered at once, and no new one waits.
@@ -737,7 +752,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         yield* heard(node, request.running, start)
         const tasks = yield* Effect.gen(function*() {
           while (true) {
-            const wake = yield* Ref.get(changed)
+            const wake = yield* changeOf(node)
             const now = yield* Clock.currentTimeMillis
             const tried = yield* attempt(now - start >= wait || (yield* Ref.get(stopped)))
             if (tried === undefined) return yield* notRegistered(node)
@@ -753,7 +768,6 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
             ? (held) => Effect.acquireUseRelease(holding(node, 1), () => held, () => holding(node, -1))
             : identity
         )
-        yield* heard(node, request.running, yield* Clock.currentTimeMillis)
         yield* Effect.logDebug(`FetchTask ${node} ${fetchId || "(no fetch id)"}: ${
           tasks.length === 0
             ? "no task"
@@ -775,6 +789,8 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
           return yield* new Rejection({ reason: "InvalidArgument", message })
         }
         const now = yield* Clock.currentTimeMillis
+        // Every call of a node is a sign of life.
+        yield* heard(report.node, undefined, now)
         const outcome = yield* Ref.modify(state, reportStatus(report, now))
         if (outcome instanceof Rejection) return yield* outcome
         return outcome
@@ -829,7 +845,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
             reportKeys: new Set()
           }
           return [id, putTask({ ...s, taskCount: s.taskCount + 1 }, record)]
-        }).pipe(Effect.zipLeft(signal))
+        }).pipe(Effect.zipLeft(signal(task.node === "" ? undefined : task.node)))
       })
 
     const dropSubscriptions = Effect.flatMap(
@@ -856,7 +872,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         yield* Effect.forEach(HashMap.values(subscriptions), (sub) => sub.mailbox.fail(notRegistered(node)), {
           discard: true
         })
-        yield* signal
+        yield* signal(node)
         const known = HashMap.has(before.nodes, node)
         if (known) yield* Effect.logInfo(`forgot node ${node}`)
         return known
@@ -864,7 +880,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
 
     return {
       incarnation,
-      stopWaiting: Effect.zipRight(Ref.set(stopped, true), signal),
+      stopWaiting: Effect.zipRight(Ref.set(stopped, true), signal()),
       forget,
       enqueue,
       tasks: Effect.map(

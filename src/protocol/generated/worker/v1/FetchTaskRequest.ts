@@ -8,6 +8,8 @@ export interface FetchTaskRequest {
    * same id for every retry of one fetch. An id the master has seen gets the answer its fetch got (the task
    * again while unconfirmed), never a new task: a reply lost on the way back or a request arriving late loses
    * no task. Another non-empty id is matched as is; empty: no protection. A retry gets every task its fetch got.
+   * An id is fixed by its first answer: a call with an id whose first call is still held waits too, and whichever
+   * is answered first gives both their answer (the tasks, or no task when the wait ends).
    */
   'fetch_id'?: (string);
   /**
@@ -33,6 +35,8 @@ export interface FetchTaskRequest__Output {
    * same id for every retry of one fetch. An id the master has seen gets the answer its fetch got (the task
    * again while unconfirmed), never a new task: a reply lost on the way back or a request arriving late loses
    * no task. Another non-empty id is matched as is; empty: no protection. A retry gets every task its fetch got.
+   * An id is fixed by its first answer: a call with an id whose first call is still held waits too, and whichever
+   * is answered first gives both their answer (the tasks, or no task when the wait ends).
    */
   'fetch_id': (string);
   /**

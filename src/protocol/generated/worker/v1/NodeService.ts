@@ -50,7 +50,7 @@ export interface NodeServiceClient extends grpc.Client {
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
    * sends the response headers when it accepts the stream. It may write a `Keepalive` at once and then at least
    * every `interval_ms` it names (the embedded master: every 2 s): a worker that has had one and then hears nothing
-   * on the stream for twice that interval takes its connection as dead (a blackholed link sends no error) and checks
+   * on the stream for twice that interval and a second takes its connection as dead (a blackholed link sends no error) and checks
    * it at once, with no call of its own and no HTTP/2 ping, which default server ping policies would refuse as often.
    * A stream with data is never quiet for a proxy's read timeout (nginx's grpc_read_timeout, 60 s by default).
    */
@@ -61,7 +61,7 @@ export interface NodeServiceClient extends grpc.Client {
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
    * sends the response headers when it accepts the stream. It may write a `Keepalive` at once and then at least
    * every `interval_ms` it names (the embedded master: every 2 s): a worker that has had one and then hears nothing
-   * on the stream for twice that interval takes its connection as dead (a blackholed link sends no error) and checks
+   * on the stream for twice that interval and a second takes its connection as dead (a blackholed link sends no error) and checks
    * it at once, with no call of its own and no HTTP/2 ping, which default server ping policies would refuse as often.
    * A stream with data is never quiet for a proxy's read timeout (nginx's grpc_read_timeout, 60 s by default).
    */
@@ -90,7 +90,7 @@ export interface NodeServiceHandlers extends grpc.UntypedServiceImplementation {
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
    * sends the response headers when it accepts the stream. It may write a `Keepalive` at once and then at least
    * every `interval_ms` it names (the embedded master: every 2 s): a worker that has had one and then hears nothing
-   * on the stream for twice that interval takes its connection as dead (a blackholed link sends no error) and checks
+   * on the stream for twice that interval and a second takes its connection as dead (a blackholed link sends no error) and checks
    * it at once, with no call of its own and no HTTP/2 ping, which default server ping policies would refuse as often.
    * A stream with data is never quiet for a proxy's read timeout (nginx's grpc_read_timeout, 60 s by default).
    */
