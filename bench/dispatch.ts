@@ -60,7 +60,7 @@ const measure = (contender: Contender, fetchWait: string, keepalive: string | un
     const scope = yield* Scope.make()
     return yield* Effect.gen(function*() {
       // One idle worker: dispatch latency, then its calls while idle.
-      const master = yield* start(new URL("./dispatch/master.ts", import.meta.url), {
+      const master = yield* start(new URL("./master.ts", import.meta.url), {
         core: 0,
         ...(keepalive === undefined ? {} : { env: { SUBSCRIBE_KEEPALIVE: keepalive } })
       })

@@ -37,7 +37,7 @@ interface Measure extends Round {
 
 const runRound = (round: Round, count: number) =>
   Effect.scoped(Effect.gen(function*() {
-    const master = yield* start(new URL("./throughput/master.ts", import.meta.url), {
+    const master = yield* start(new URL("./master.ts", import.meta.url), {
       core: pinning.available ? 0 : undefined
     })
     const { port } = yield* master.ask<{ port: number }>({ cmd: "port" })
@@ -56,7 +56,11 @@ const runRound = (round: Round, count: number) =>
       contender: round.contender
     })
     const after = yield* master.ask<{ cpuMs: number }>({ cmd: "mark" })
-    const { finished, handedOut } = yield* master.ask<{ finished: number; handedOut: number }>({ cmd: "finished" })
+    const { tasks } = yield* master.ask<{ tasks: ReadonlyArray<{ status: string; handedOut: number }> }>({
+      cmd: "tasks"
+    })
+    const finished = tasks.filter((task) => task.status === "FINISHED").length
+    const handedOut = tasks.reduce((sum, task) => sum + task.handedOut, 0)
     if (finished !== count) {
       return yield* Effect.fail(new Error(`throughput: ${finished} of ${count} tasks FINISHED at the master`))
     }

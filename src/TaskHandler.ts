@@ -274,6 +274,15 @@ const makeFor = <P, I, R>(
     const poke = Queue.offer(wake, undefined)
     const stopping = yield* Deferred.make<void>()
 
+    // Completed, and replaced, whenever a fetch may no longer wait: the connection left Ready (a fetch waiting on
+    // a lost connection ends with the loss, not with its deadline), or a report could not be stored (no task is
+    // taken until it is). A fetch races the one it took before it started: a Deferred, quick to give up on.
+    const mayNotWait = yield* Ref.make(yield* Deferred.make<void>())
+    const endWaiting = Effect.flatMap(
+      Effect.flatMap(Deferred.make<void>(), (next) => Ref.getAndSet(mayNotWait, next)),
+      (previous) => Deferred.succeed(previous, undefined)
+    )
+
     // A report that could not be stored is held here, counted, and stored again until it is; meanwhile no
     // task is fetched. The retries are interruptible: a drain can end them, and says the report is lost.
     const held = (change: number) =>
@@ -282,8 +291,8 @@ const makeFor = <P, I, R>(
         (s) =>
           Effect.zipRight(
             Metric.set(Metrics.outboxUnpersisted, s.unpersisted).pipe(
-              // Nothing held any more: fetching goes on.
-              Effect.zipRight(s.unpersisted === 0 ? poke : Effect.void)
+              // Nothing held any more: fetching goes on. One held: a waiting fetch ends, no task is taken.
+              Effect.zipRight(s.unpersisted === 0 ? poke : endWaiting)
             ),
             Effect.flatMap(Deferred.isDone(stopping), (stopped) =>
               stopped ? Effect.void : setTasks(
@@ -409,15 +418,6 @@ const makeFor = <P, I, R>(
           : f.held
           ? Duration.toMillis(heartbeatInterval)
           : f.answeredAt + Duration.toMillis(heartbeatInterval) - now
-    )
-
-    // Completed, and replaced, whenever a fetch may no longer wait: the connection left Ready (a fetch waiting on
-    // a lost connection ends with the loss, not with its deadline), or a report could not be stored (no task is
-    // taken until it is). A fetch races the one it took before it started: a Deferred, quick to give up on.
-    const mayNotWait = yield* Ref.make(yield* Deferred.make<void>())
-    const endWaiting = Effect.flatMap(
-      Effect.flatMap(Deferred.make<void>(), (next) => Ref.getAndSet(mayNotWait, next)),
-      (previous) => Deferred.succeed(previous, undefined)
     )
 
     // Takes what one fetch brought: each task runs, once. How many it started.
@@ -594,10 +594,7 @@ const makeFor = <P, I, R>(
       yield* forkLoop("joined", Stream.runForEach(membership.joined, () => poke))
       yield* forkLoop(
         "fetch",
-        Stream.merge(
-          conn.changes.pipe(Stream.filter((state) => state._tag !== "Ready")),
-          stats.changes.pipe(Stream.filter((s) => s.unpersisted > 0))
-        ).pipe(Stream.runForEach(() => endWaiting))
+        conn.changes.pipe(Stream.filter((state) => state._tag !== "Ready"), Stream.runForEach(() => endWaiting))
       )
       yield* forkLoop("fetch", Effect.raceFirst(fetchLoop(membership), Deferred.await(stopping)))
     })

@@ -94,7 +94,7 @@ describe("Virtual time: what wakes the clock", () => {
           assert.strictEqual((yield* conn.state)._tag, "Ready")
         })
       ).pipe(Effect.withRandom(Random.make(1)), quiet),
-    // About 2,000 TestClock steps: seconds alone, much longer beside the whole suite on a small machine.
+    // About 540 TestClock steps: seconds alone, much longer beside the whole suite on a small machine.
     300_000
   )
 

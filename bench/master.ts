@@ -1,8 +1,8 @@
 /**
- * The dispatch benchmark's master: the embedded master (`Master.make`) alone in
- * its own process, as a user's master runs. It counts every call it receives,
- * by method (a server interceptor, before any handler), reports its CPU time,
- * and queues tasks when asked.
+ * The master of the dispatch and throughput benchmarks: the embedded master
+ * (`Master.make`) alone in its own process, as a user's master runs. It counts
+ * every call it receives, by method (a server interceptor, before any handler),
+ * reports its CPU time, queues tasks when asked, and tells each task's story.
  */
 import * as grpc from "@grpc/grpc-js"
 import type * as Duration from "effect/Duration"
@@ -11,7 +11,7 @@ import * as Exit from "effect/Exit"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Scope from "effect/Scope"
-import { cpuMs, now, serve } from "../child.js"
+import { cpuMs, now, serve } from "./child.js"
 
 const calls: Record<string, number> = {}
 const counting: grpc.ServerInterceptor = (method, call) => {
@@ -20,7 +20,7 @@ const counting: grpc.ServerInterceptor = (method, call) => {
   return new grpc.ServerInterceptingCall(call)
 }
 
-const { make } = await import("../../src/testing/Master.js")
+const { make } = await import("../src/testing/Master.js")
 const scope = Effect.runSync(Scope.make())
 const master = await Effect.runPromise(
   make({
@@ -48,13 +48,14 @@ serve(async (request) => {
       }
       return { ids }
     }
-    // Each task's PENDING and RUNNING times, on the master's clock.
+    // Each task's status, hand-outs, and PENDING and RUNNING times on the master's clock.
     case "tasks": {
       const tasks = await run(master.tasks)
       return {
         tasks: tasks.map((task) => ({
           id: task.id,
           status: task.status,
+          handedOut: task.handedOut,
           pending: task.history.find((change) => change.status === "PENDING")?.at,
           running: task.history.find((change) => change.status === "RUNNING")?.at
         }))
