@@ -9,7 +9,7 @@
  *   NODE_KEY        this node's key (required)
  *   MAX_RUNNERS     tasks at once (default 20)
  *   OUTBOX_DIR      where undelivered reports wait (default .outbox)
- *   ... and every other variable of the README's configuration table (timings, TLS, token).
+ *   ... and every other variable of docs/configuration.md's table (timings, TLS, token).
  *   LOG_FORMAT      logfmt (one line per entry, the default), json or pretty
  *   HEALTH_PORT     serve /healthz, /readyz and /metrics on this port (off when unset)
  *   HEALTH_HOST     the address the health endpoint binds (default 0.0.0.0)
@@ -70,7 +70,7 @@ const runShell = (task: TaskHandler.Task<typeof ShellTask.Type>) =>
 // The worker's connection to its master, typed by the worker protocol's services.
 class Master extends Connection.Tag("example/Master", TaskSource.services)<Master>() {}
 
-// Every option comes from the environment (see the README's table); a bad value stops the start, naming the variable.
+// Every option comes from the environment (see docs/configuration.md); a bad value stops the start, naming the variable.
 const WorkerLive = Layer.unwrapEffect(
   Effect.gen(function*() {
     const healthPort = yield* Config.option(Config.port("HEALTH_PORT"))

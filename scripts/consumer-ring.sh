@@ -69,14 +69,15 @@ size() {
 
 core_has_no_node_peer() { ! test -e "$work/core/node_modules/@effect/platform-node"; }
 
-# Every ```ts block of the README as a module of its own; the ones marked <!-- consumer: FILE --> under that name.
+# Every ```ts block of the README and of docs/ as a module of its own; the ones marked <!-- consumer: FILE -->
+# under that name.
 extract_blocks() {
   local dir="$work/node"
   mkdir -p "$dir/readme"
   node --input-type=module -e '
     import { readFileSync, writeFileSync } from "node:fs"
-    const [readme, out] = process.argv.slice(1)
-    const text = readFileSync(readme, "utf8")
+    const [out, ...pages] = process.argv.slice(1)
+    const text = pages.map((page) => readFileSync(page, "utf8")).join("\n")
     const pattern = /(?:<!-- consumer: (\S+) -->\n)?```ts\n([\s\S]*?)```/g
     let n = 0
     for (const match of text.matchAll(pattern)) {
@@ -86,7 +87,7 @@ extract_blocks() {
     }
     if (n === 0) throw new Error("no ts blocks in the README")
     console.log(`${n} blocks`)
-  ' "$root/README.md" "$dir/readme"
+  ' "$dir/readme" "$root/README.md" "$root"/docs/*.md
   cat >"$dir/tsconfig.json" <<'JSON'
 {
   "compilerOptions": {
@@ -198,8 +199,8 @@ step "the Node consumer has one effect, one grpc-js" single_copies node
 step "size of the Node consumer" size node
 step "tools for the checks: typescript, @types/node, vitest, @effect/vitest" \
   bash -c "cd '$work/node' && npm install --prefer-offline --no-audit --no-fund --loglevel=error -D typescript@$(version typescript) @types/node@$(version @types/node) vitest@$(version vitest) @effect/vitest@$(version @effect/vitest)"
-step "the README's TypeScript blocks are extracted" extract_blocks
-step "every README block type-checks under strict settings against the package" typecheck
+step "the TypeScript blocks of the README and docs/ are extracted" extract_blocks
+step "every block type-checks under strict settings against the package" typecheck
 step "the README's test block passes" test_block
 step "the README's worker runs a task, the master is killed and restarted, it runs another, SIGTERM stops it" run_worker
 step "next to effect 4 the install fails with npm's peer-dependency error naming effect" refuses_effect_4

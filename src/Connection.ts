@@ -26,10 +26,12 @@ import * as Credentials from "./Credentials.js"
 import * as GrpcChannel from "./GrpcChannel.js"
 import * as GrpcError from "./GrpcError.js"
 import * as Env from "./internal/config.js"
+import * as LogLines from "./internal/logLines.js"
 import * as Lookup from "./internal/lookup.js"
 import * as Supervisor from "./internal/supervisor.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidOption } from "./InvalidOption.js"
+import * as Metrics from "./Metrics.js"
 import * as Readiness from "./Readiness.js"
 import * as Retry from "./Retry.js"
 
@@ -256,6 +258,7 @@ export const make = <S extends Services, R = never>(
   options: Options<S, R>
 ): Effect.Effect<Connection<S>, InvalidOption, GrpcChannel.Dialer | Scope.Scope | R> =>
   Effect.gen(function*() {
+    yield* LogLines.oneLineUnlessTerminal
     const address = yield* Validate.address("address", options.address)
     const services = yield* validServices(options.services)
     const connectTimeout = yield* Validate.positiveDuration(
@@ -282,6 +285,7 @@ export const make = <S extends Services, R = never>(
     const callTimeout = yield* Validate.positiveDuration("callTimeout", options.callTimeout, defaults.callTimeout)
     // Every metric of this connection carries its master's address: two connections are two series.
     const labelled = Effect.tagMetrics("address", address)
+    yield* labelled(Metrics.atZero(Metrics.connectionSeries))
     const breaker = yield* labelled(Breaker.make(options.breaker))
     // Given credentials first, then a Credentials layer in context (TLS, a token), else insecure.
     const credentials = options.credentials ??

@@ -196,3 +196,53 @@ export const oneHot = (
   Effect.forEach(states, (state) => Metric.set(Metric.tagged(gauge, "state", state), state === current ? 1 : 0), {
     discard: true
   })
+
+/**
+ * Makes every series of `metrics` exist under the current metric labels,
+ * without writing to it: a counter at 0, a histogram with no observation. A
+ * series appears in a scrape only once it exists, and an alert on the rate of
+ * a counter that has never moved would have nothing to read.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const atZero = (metrics: ReadonlyArray<Metric.Metric<any, any, unknown>>): Effect.Effect<void> =>
+  Effect.forEach(metrics, (metric) => Metric.value(metric), { discard: true })
+
+const lookupReasons = ["Timeout", "Closed", "Rejected", "UnknownService"] as const
+
+/**
+ * The series a connection writes, each at 0 from the connection's start
+ * (under its `address` label).
+ *
+ * @since 0.3.0
+ * @category connection
+ */
+export const connectionSeries: ReadonlyArray<Metric.Metric<any, any, unknown>> = [
+  connectionAttempts,
+  connectionSuccesses,
+  keepaliveRefusals,
+  registrationSeconds,
+  readinessSeconds,
+  readinessTimeouts,
+  lookupWaitSeconds,
+  ...lookupReasons.map((reason) => Metric.tagged(lookupFailures, "reason", reason))
+]
+
+/**
+ * The series a task handler writes, each at 0 from its start (under its
+ * `address` and `node` labels), the lookups its fibers make included.
+ *
+ * @since 0.3.0
+ * @category tasks
+ */
+export const taskHandlerSeries: ReadonlyArray<Metric.Metric<any, any, unknown>> = [
+  readyToFirstFetchSeconds,
+  ...(["FINISHED", "ERROR", "CANCELLED"] as const).map((status) => Metric.tagged(tasks, "status", status)),
+  fetchFailures,
+  outboxDepth,
+  outboxUnpersisted,
+  startupSeconds,
+  lookupWaitSeconds,
+  ...lookupReasons.map((reason) => Metric.tagged(lookupFailures, "reason", reason))
+]

@@ -204,7 +204,7 @@ export const make = <P, I, R, C extends Connection.AnyTag = typeof Connection.Co
     const conn: Connection.Connection = yield* (options.connection ?? Connection.Connection)
     const source = yield* TaskSource.TaskSource
     // Every line and every series of this task handler names its master and its node: two in one app are told apart.
-    return yield* makeFor(options, conn, source).pipe(
+    return yield* Effect.zipRight(Metrics.atZero(Metrics.taskHandlerSeries), makeFor(options, conn, source)).pipe(
       Effect.annotateLogs({ module: "TaskHandler", address: conn.address, node: source.nodeKey }),
       Effect.tagMetrics({ address: conn.address, node: source.nodeKey })
     )

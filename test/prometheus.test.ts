@@ -290,12 +290,12 @@ describe("Prometheus text format", () => {
       [
         "# HELP effect_fiber_lifetime_seconds How long fibers ran, from start to end",
         "# TYPE effect_fiber_lifetime_seconds histogram",
-        "effect_fiber_lifetime_seconds_bucket{address=\"a\",le=\"0.001\"} 1",
-        "effect_fiber_lifetime_seconds_bucket{address=\"a\",le=\"0.01\"} 3",
-        "effect_fiber_lifetime_seconds_bucket{address=\"a\",le=\"1\"} 3",
-        "effect_fiber_lifetime_seconds_bucket{address=\"a\",le=\"+Inf\"} 4",
-        "effect_fiber_lifetime_seconds_sum{address=\"a\"} 2.5105",
-        "effect_fiber_lifetime_seconds_count{address=\"a\"} 4",
+        "effect_fiber_lifetime_seconds_bucket{le=\"0.001\"} 1",
+        "effect_fiber_lifetime_seconds_bucket{le=\"0.01\"} 3",
+        "effect_fiber_lifetime_seconds_bucket{le=\"1\"} 3",
+        "effect_fiber_lifetime_seconds_bucket{le=\"+Inf\"} 4",
+        "effect_fiber_lifetime_seconds_sum 2.5105",
+        "effect_fiber_lifetime_seconds_count 4",
         "# HELP wait Wait",
         "# TYPE wait histogram",
         "wait_bucket{time_unit=\"milliseconds\",le=\"10\"} 0",
@@ -316,7 +316,7 @@ describe("Prometheus text format", () => {
       const types = lines.filter((line) => line.startsWith("# TYPE")).map((line) => line.slice("# TYPE ".length))
       assert.deepStrictEqual(types, [
         "effect_fiber_active gauge",
-        "effect_fiber_failures_total counter",
+        "effect_fiber_failed_or_interrupted_total counter",
         "effect_fiber_lifetime_seconds histogram",
         "effect_fiber_started_total counter",
         "effect_fiber_successes_total counter"
@@ -329,6 +329,45 @@ describe("Prometheus text format", () => {
         lines.some((line) => /^effect_fiber_lifetime_seconds_bucket\{(?:.*,)?le="0\.0005"\} \d+$/.test(line))
       )
     }))
+
+  it("Effect's runtime series are the process's: summed across the fibers' labels, failures named with interruptions", () => {
+    const text = Prometheus.format(registryWith((registry) => {
+      for (const [address, started, failed] of [["a", 3, 1], ["b", 4, 2]] as const) {
+        registry.getCounter(
+          MetricKey.counter("effect_fiber_started", { incremental: true }).pipe(
+            MetricKey.tagged("address", address)
+          )
+        ).update(started)
+        registry.getCounter(
+          MetricKey.counter("effect_fiber_failures", { incremental: true }).pipe(
+            MetricKey.tagged("address", address),
+            MetricKey.tagged("node", "n")
+          )
+        ).update(failed)
+        registry.getGauge(MetricKey.gauge("effect_fiber_active").pipe(MetricKey.tagged("address", address))).update(2)
+      }
+      registry.getCounter(MetricKey.counter("tasks", { incremental: true }).pipe(MetricKey.tagged("address", "a")))
+        .update(1)
+    }))
+    assert.strictEqual(
+      text,
+      [
+        "# HELP effect_fiber_active Fibers of the Effect runtime started and not yet ended",
+        "# TYPE effect_fiber_active gauge",
+        "effect_fiber_active 4",
+        "# HELP effect_fiber_failed_or_interrupted_total Fibers that ended with a failure or an interruption (most interruptions are fibers stopped on purpose)",
+        "# TYPE effect_fiber_failed_or_interrupted_total counter",
+        "effect_fiber_failed_or_interrupted_total 3",
+        "# HELP effect_fiber_started_total Fibers the Effect runtime started",
+        "# TYPE effect_fiber_started_total counter",
+        "effect_fiber_started_total 7",
+        "# HELP tasks_total tasks (an Effect metric without a description)",
+        "# TYPE tasks_total counter",
+        "tasks_total{address=\"a\"} 1",
+        ""
+      ].join("\n")
+    )
+  })
 
   it("an empty snapshot is an empty text", () => {
     assert.strictEqual(Prometheus.format([]), "")

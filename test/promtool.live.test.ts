@@ -77,6 +77,32 @@ describe.skipIf(unavailable !== undefined && !underCi)("promtool check metrics",
           Stream.runHead,
           Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("Ready within 10 s") })
         )
+        // Before anything happened: every series an alert on a rate reads is there, at 0; Effect's are the process's.
+        const fresh = (yield* scrape(health.url)).split("\n")
+        // A series at 0, its labels in any order.
+        const atZero = (name: string, labels: Record<string, string>) =>
+          fresh.some((line) =>
+            line.startsWith(`${name}{`) && line.endsWith("} 0") &&
+            line.slice(name.length + 1, -3).split(",").length === Object.keys(labels).length &&
+            Object.entries(labels).every(([key, value]) => line.includes(`${key}="${value}"`))
+          )
+        const address = master.address
+        const node = { address, node: "promtool" }
+        const expected: ReadonlyArray<readonly [string, Record<string, string>]> = [
+          ["grpc_resilience_tasks_total", { ...node, status: "FINISHED" }],
+          ["grpc_resilience_tasks_total", { ...node, status: "ERROR" }],
+          ["grpc_resilience_tasks_total", { ...node, status: "CANCELLED" }],
+          ["grpc_resilience_fetch_failures_total", node],
+          ["grpc_resilience_lookup_failures_total", { address, reason: "Timeout" }],
+          ["grpc_resilience_lookup_failures_total", { ...node, reason: "Timeout" }],
+          ["grpc_resilience_readiness_timeouts_total", { address }],
+          ["grpc_resilience_keepalive_refusals_total", { address }]
+        ]
+        assert.deepStrictEqual(expected.filter(([name, labels]) => !atZero(name, labels)), [])
+        const runtime = fresh.filter((line) => line.startsWith("effect_fiber_"))
+        assert.isAtLeast(runtime.length, 5)
+        assert.deepStrictEqual(runtime.filter((line) => /address=|node=/.test(line)), [])
+        assert.isFalse(fresh.some((line) => line.startsWith("effect_fiber_failures")), "interruptions are not failures")
         const id = yield* master.enqueue({ payload: JSON.stringify({ n: 1 }) })
         yield* eventually(master.task(id), (task) => task.status === "FINISHED", "10 seconds", `task ${id} finished`)
         // The FINISHED report is counted when the master's reply is back: a moment after the master has it.
@@ -100,6 +126,7 @@ describe.skipIf(unavailable !== undefined && !underCi)("promtool check metrics",
             "grpc_resilience_tasks_total counter",
             "grpc_resilience_outbox_depth gauge",
             "effect_fiber_started_total counter",
+            "effect_fiber_failed_or_interrupted_total counter",
             "effect_fiber_active gauge",
             "effect_fiber_lifetime_seconds histogram"
           ]
@@ -123,7 +150,7 @@ describe.skipIf(unavailable !== undefined && !underCi)("promtool check metrics",
           const keyType = metric.keyType
           if (MetricKeyType.isHistogramKey(keyType)) return Metric.update(tagged, 0.25)
           if (MetricKeyType.isCounterKey(keyType)) {
-            // Served as counters (the README's table says so) only because they are incremental.
+            // Served as counters (docs/operations.md's table says so) only because they are incremental.
             assert.isTrue(keyType.incremental, "the library's counters only go up")
             return Metric.increment(tagged)
           }

@@ -7,6 +7,7 @@
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricKey from "effect/MetricKey"
 import * as MetricKeyType from "effect/MetricKeyType"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as MetricPair from "effect/MetricPair"
 import * as MetricState from "effect/MetricState"
 import * as Option from "effect/Option"
@@ -87,14 +88,86 @@ export const familyName = (name: string, type: Type): string => {
   return total && sanitized.length > "_total".length ? sanitized.slice(0, -"_total".length) : sanitized
 }
 
-// Effect's runtime records these for every fiber (RuntimeMetrics is on by default), without descriptions.
-const runtimeHelp: ReadonlyMap<string, string> = new Map([
-  ["effect_fiber_started", "Fibers the Effect runtime started"],
-  ["effect_fiber_active", "Fibers of the Effect runtime started and not yet ended"],
-  ["effect_fiber_successes", "Fibers that ended with a success"],
-  ["effect_fiber_failures", "Fibers that ended with a failure"],
-  ["effect_fiber_lifetimes", "How long fibers ran, from start to end"]
+// Effect's runtime records these for every fiber (RuntimeMetrics is on by default), without descriptions, under
+// the metric labels of the fiber counted; each is served under the name and the description here.
+const runtimeMetrics: ReadonlyMap<string, { readonly name: string; readonly help: string }> = new Map([
+  ["effect_fiber_started", { name: "effect_fiber_started", help: "Fibers the Effect runtime started" }],
+  ["effect_fiber_active", {
+    name: "effect_fiber_active",
+    help: "Fibers of the Effect runtime started and not yet ended"
+  }],
+  ["effect_fiber_successes", { name: "effect_fiber_successes", help: "Fibers that ended with a success" }],
+  // Effect counts an interrupted fiber here, and interrupting is how a program stops the fibers it no longer needs.
+  ["effect_fiber_failures", {
+    name: "effect_fiber_failed_or_interrupted",
+    help: "Fibers that ended with a failure or an interruption (most interruptions are fibers stopped on purpose)"
+  }],
+  ["effect_fiber_lifetimes", { name: "effect_fiber_lifetimes", help: "How long fibers ran, from start to end" }]
 ])
+
+const sumStates = (a: MetricState.MetricState.Untyped, b: MetricState.MetricState.Untyped) => {
+  if (MetricState.isCounterState(a) && MetricState.isCounterState(b)) {
+    return MetricState.counter((a.count as number) + (b.count as number))
+  }
+  if (MetricState.isGaugeState(a) && MetricState.isGaugeState(b)) {
+    return MetricState.gauge((a.value as number) + (b.value as number))
+  }
+  if (MetricState.isHistogramState(a) && MetricState.isHistogramState(b) && a.buckets.length === b.buckets.length) {
+    return MetricState.histogram({
+      buckets: a.buckets.map(([bound, count], i) => [bound, count + b.buckets[i]![1]] as const),
+      count: a.count + b.count,
+      min: Math.min(a.min, b.min),
+      max: Math.max(a.max, b.max),
+      sum: a.sum + b.sum
+    })
+  }
+  return a
+}
+
+const renamed = (key: MetricKey.MetricKey.Untyped, name: string, tags: ReadonlyArray<MetricLabel.MetricLabel>) => {
+  const description = Option.getOrUndefined(key.description)
+  const type = key.keyType
+  const base: MetricKey.MetricKey.Untyped = MetricKeyType.isCounterKey(type)
+    ? MetricKey.counter(name, { description, incremental: type.incremental })
+    : MetricKeyType.isHistogramKey(type)
+    ? MetricKey.histogram(name, type.boundaries, description)
+    : MetricKey.gauge(name, { description })
+  return MetricKey.taggedWithLabels(base, tags)
+}
+
+/**
+ * Effect's runtime series are the process's: the labels of the fibers they
+ * count (a connection's `address`, a task handler's `node`) are dropped and the
+ * series that differ only by them summed; each gets its name from
+ * `runtimeMetrics`.
+ */
+const perProcess = (
+  snapshot: ReadonlyArray<MetricPair.MetricPair.Untyped>
+): ReadonlyArray<MetricPair.MetricPair.Untyped> => {
+  const merged = new Map<string, MetricPair.MetricPair.Untyped>()
+  const others: Array<MetricPair.MetricPair.Untyped> = []
+  for (const pair of snapshot) {
+    const runtime = runtimeMetrics.get(pair.metricKey.name)
+    if (runtime === undefined) {
+      others.push(pair)
+      continue
+    }
+    const kept = pair.metricKey.tags.filter((tag) => tag.key === "time_unit")
+    const id = `${runtime.name}${kept.map((tag) => `,${tag.value}`).join("")}`
+    const before = merged.get(id)
+    merged.set(
+      id,
+      before === undefined
+        ? MetricPair.unsafeMake(renamed(pair.metricKey, runtime.name, kept), pair.metricState)
+        : MetricPair.unsafeMake(before.metricKey, sumStates(before.metricState, pair.metricState))
+    )
+  }
+  return [...others, ...merged.values()]
+}
+
+const runtimeHelp: ReadonlyMap<string, string> = new Map(
+  [...runtimeMetrics.values()].map(({ help, name }) => [name, help])
+)
 
 /**
  * Effect's fiber lifetimes histogram, in milliseconds under a `time_unit` tag,
@@ -219,8 +292,10 @@ const byKey = <A>([a]: readonly [string, A], [b]: readonly [string, A]) => (a < 
  * frequencies are counters with a `key` label; histograms are cumulative
  * `_bucket{le=...}` lines ending at `+Inf`, `_sum` and `_count`; summaries are
  * `{quantile=...}` lines (`NaN` before any value), `_sum` and `_count`.
- * Effect's fiber lifetimes histogram, in milliseconds, is served in seconds as
- * `effect_fiber_lifetime_seconds`. A metric whose family name is taken by one
+ * Effect's runtime series are the process's, without the labels of the
+ * fibers they count; its failures, which count interruptions, are served as
+ * `effect_fiber_failed_or_interrupted_total`, and its fiber lifetimes
+ * histogram, in milliseconds, in seconds as `effect_fiber_lifetime_seconds`. A metric whose family name is taken by one
  * of another type, or whose tag set repeats a series, is left out with a
  * comment line, since a scraper refuses the whole text for it.
  *
@@ -230,7 +305,7 @@ const byKey = <A>([a]: readonly [string, A], [b]: readonly [string, A]) => (a < 
 export const format = (snapshot: ReadonlyArray<MetricPair.MetricPair.Untyped>): string => {
   const families = new Map<string, Family>()
   const skipped: Array<string> = []
-  for (const original of snapshot) {
+  for (const original of perProcess(snapshot)) {
     const pair = lifetimesInSeconds(original)
     const key = pair.metricKey
     const labels: Labels = new Map(key.tags.map((tag) => [labelName(tag.key), tag.value]))
