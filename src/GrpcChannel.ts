@@ -312,13 +312,8 @@ const failureOf = (channel: grpc.ChannelInterface): Effect.Effect<Failure> =>
     return Effect.sync(() => call?.cancelWithStatus(grpc.status.CANCELLED, "not needed"))
   })
 
-/**
- * Wraps a grpc-js channel in the port. The channel is owned by the caller.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const fromChannel = (channel: grpc.ChannelInterface): GrpcChannel => ({
+// Wraps a grpc-js channel in the port. The channel is owned by the caller.
+const fromChannel = (channel: grpc.ChannelInterface): GrpcChannel => ({
   target: channel.getTarget(),
   channel,
   failure: failureOf(channel),

@@ -122,13 +122,8 @@ const checkJson = (result: Readiness.CheckResult): CheckJson =>
     Failed: ({ message }) => ({ status: "failed", message }) as const
   })
 
-/**
- * The `/readyz` body of a readiness status.
- *
- * @since 0.1.0
- * @category encoding
- */
-export const readinessJson = (status: Readiness.ReadinessStatus): ReadinessJson => {
+// The `/readyz` body of a readiness status.
+const readinessJson = (status: Readiness.ReadinessStatus): ReadinessJson => {
   const { report } = status
   const json: ReportJson = {
     generation: report.generation,
