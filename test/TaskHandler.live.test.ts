@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -28,6 +29,9 @@ const Payload = Schema.Struct({ n: Schema.Number })
 
 class East extends Connection.Tag("test/East", TaskSource.services)<East>() {}
 class West extends Connection.Tag("test/West", TaskSource.services)<West>() {}
+// The app's own tags for its two task handlers, so it reaches each.
+class EastTasks extends Context.Tag("test/EastTasks")<EastTasks, TaskHandler.TaskHandler>() {}
+class WestTasks extends Context.Tag("test/WestTasks")<WestTasks, TaskHandler.TaskHandler>() {}
 
 // A worker process's layers, against a master's address.
 const worker = <R>(
@@ -171,12 +175,12 @@ describe("TaskHandler (live loopback, embedded master)", () => {
         const gate = yield* Deferred.make<void>()
         const app = (run: () => Effect.Effect<unknown>) =>
           Layer.mergeAll(
-            TaskHandler.layer({ connection: East, payload: Payload, run, flushTimeout: "200 millis" }).pipe(
-              Layer.provide(TaskSource.layer({ connection: East, nodeKey: "w1" }))
-            ),
-            TaskHandler.layer({ connection: West, payload: Payload, run: () => Effect.void }).pipe(
-              Layer.provide(TaskSource.layer({ connection: West, nodeKey: "w1" }))
-            )
+            Layer.scoped(
+              EastTasks,
+              TaskHandler.make({ connection: East, payload: Payload, run, flushTimeout: "200 millis" })
+            ).pipe(Layer.provide(TaskSource.layer({ connection: East, nodeKey: "w1" }))),
+            Layer.scoped(WestTasks, TaskHandler.make({ connection: West, payload: Payload, run: () => Effect.void }))
+              .pipe(Layer.provide(TaskSource.layer({ connection: West, nodeKey: "w1" })))
           ).pipe(
             Layer.provide(East.layer({ address: east.address })),
             Layer.provide(West.layer({ address: west.address })),
@@ -193,6 +197,14 @@ describe("TaskHandler (live loopback, embedded master)", () => {
         yield* Deferred.succeed(gate, undefined)
         const westTasks = yield* Effect.forEach([1, 2, 3], (n) => west.enqueue({ payload: JSON.stringify({ n }) }))
         yield* allEnded(west, "10 seconds")
+        // The app reaches each task handler under its own tag: East's one task, West's three.
+        const finishedBy = (handler: TaskHandler.TaskHandler) => Effect.map(handler.status, (status) => status.finished)
+        const [eastHandler, westHandler] = [
+          Context.get(first.context, EastTasks),
+          Context.get(first.context, WestTasks)
+        ]
+        yield* eventually(finishedBy(westHandler), (n) => n === 3, "5 seconds", "West's handler counts its 3 tasks")
+        assert.strictEqual(yield* finishedBy(eastHandler), 1)
         yield* Scope.close(first.scope, Exit.void)
 
         // After the restart East's owed report is delivered: West's records never replaced it.
