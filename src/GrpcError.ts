@@ -45,6 +45,76 @@ const rstStream = /^Received RST_STREAM with code (\d+)/
 const overLimit = /^(?:Received|Sent) message larger than max \((\d+) vs\.? (\d+)\)/
 
 /**
+ * What a status code from the master means to a worker: one row a code, read
+ * by everything that judges a failure (`Retry.isTransient`, the outbox, the
+ * fetch, the membership, the connection).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface StatusMeaning {
+  /**
+   * Worth another try: `"yes"`; `"idempotent"`, only for a call that may run
+   * twice; `"reset"`, only from a reset stream (`rstCode`); `"no"`.
+   */
+  readonly retry: "yes" | "idempotent" | "reset" | "no"
+  /** The call may have done its work and its answer got lost (`"reset"`: only from a reset stream). */
+  readonly answerMayBeLost: boolean | "reset"
+  /** The master refuses this request for good: a status report failed so is dropped, not tried again. */
+  readonly refusal: boolean
+  /** The master refused the worker's credentials: the connection goes `Rejected`, on its slow schedule. */
+  readonly rejection: boolean
+  /** From a master without `NODE_NOT_REGISTERED`, the node may not be a member (it joins again, at most every 30 s). */
+  readonly maybeNotMember: boolean
+}
+
+const row = (
+  retry: StatusMeaning["retry"],
+  answerMayBeLost: StatusMeaning["answerMayBeLost"],
+  refusal: boolean,
+  rejection: boolean,
+  maybeNotMember: boolean
+): StatusMeaning => ({ retry, answerMayBeLost, refusal, rejection, maybeNotMember })
+
+/**
+ * The table of {@link StatusMeaning}s. RESOURCE_EXHAUSTED is transient
+ * unless the error is `tooLarge` (the same message will be over the limit
+ * again); CANCELLED is a server going away, since the library never surfaces
+ * its own cancellations.
+ *
+ * @since 0.3.0
+ * @category classification
+ */
+export const statusCodes: { readonly [Code in grpc.status]: StatusMeaning } = {
+  // The columns: retry, answerMayBeLost, refusal, rejection, maybeNotMember.
+  [grpc.status.OK]: row("no", false, false, false, false),
+  [grpc.status.CANCELLED]: row("yes", true, false, false, false),
+  [grpc.status.UNKNOWN]: row("no", false, false, false, false),
+  [grpc.status.INVALID_ARGUMENT]: row("no", false, true, false, false),
+  [grpc.status.DEADLINE_EXCEEDED]: row("idempotent", true, false, false, false),
+  [grpc.status.NOT_FOUND]: row("no", false, true, false, true),
+  [grpc.status.ALREADY_EXISTS]: row("no", false, true, false, false),
+  [grpc.status.PERMISSION_DENIED]: row("no", false, false, true, false),
+  [grpc.status.RESOURCE_EXHAUSTED]: row("yes", false, false, false, false),
+  [grpc.status.FAILED_PRECONDITION]: row("no", false, true, false, true),
+  [grpc.status.ABORTED]: row("yes", false, false, false, false),
+  [grpc.status.OUT_OF_RANGE]: row("no", false, true, false, false),
+  [grpc.status.UNIMPLEMENTED]: row("no", false, true, false, false),
+  [grpc.status.INTERNAL]: row("reset", "reset", false, false, false),
+  [grpc.status.UNAVAILABLE]: row("yes", true, false, false, false),
+  [grpc.status.DATA_LOSS]: row("no", false, false, false, false),
+  [grpc.status.UNAUTHENTICATED]: row("no", false, false, true, false)
+}
+
+/**
+ * The row of a code; a code outside gRPC's 17 means nothing (no retry, no refusal).
+ *
+ * @since 0.3.0
+ * @category classification
+ */
+export const meaningOf = (code: grpc.status): StatusMeaning => statusCodes[code] ?? statusCodes[grpc.status.UNKNOWN]
+
+/**
  * Did the master refuse the worker's credentials (UNAUTHENTICATED,
  * PERMISSION_DENIED)? Such a refusal is not transient: the connection goes
  * `Rejected` and waits on its slow schedule.
@@ -52,8 +122,7 @@ const overLimit = /^(?:Received|Sent) message larger than max \((\d+) vs\.? (\d+
  * @since 0.1.0
  * @category predicates
  */
-export const isRejection = (code: grpc.status): boolean =>
-  code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED
+export const isRejection = (code: grpc.status): boolean => meaningOf(code).rejection
 
 export type {
   /**

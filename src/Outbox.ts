@@ -25,7 +25,6 @@
  */
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
-import * as grpc from "@grpc/grpc-js"
 import * as Chunk from "effect/Chunk"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -45,6 +44,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as GrpcError from "./GrpcError.js"
 import * as OutboxFileSystem from "./internal/outboxFileSystem.js"
 import { OutboxError } from "./internal/outboxStore.js"
 import type { Owner, ProcessGroup, Records, StoredRecord } from "./internal/outboxStore.js"
@@ -209,16 +209,6 @@ const maxDeliveryBytes = 1024 * 1024
 // A call over a message size limit is never taken, however often it is tried: its reports go one a call instead.
 const tooLarge = (error: TaskSource.Failure): boolean => error._tag === "GrpcError" && error.tooLarge !== undefined
 
-// The master says this report can never apply: only these drop it. Everything else is tried again.
-const refusals: ReadonlySet<grpc.status> = new Set([
-  grpc.status.INVALID_ARGUMENT,
-  grpc.status.NOT_FOUND,
-  grpc.status.FAILED_PRECONDITION,
-  grpc.status.OUT_OF_RANGE,
-  grpc.status.ALREADY_EXISTS,
-  grpc.status.UNIMPLEMENTED
-])
-
 /**
  * Is a report that failed this way worth another try? Yes, unless the master
  * refused it for good: a lost report is worse than a late one.
@@ -229,7 +219,8 @@ const refusals: ReadonlySet<grpc.status> = new Set([
 export const tryAgain = (error: TaskSource.Failure): boolean =>
   error._tag === "GrpcError"
     // A master that refuses a node it does not count as a member takes the report once the node joins again.
-    ? !refusals.has(error.code) || TaskSource.membershipOf(error) === "NotMember"
+    // Only a refusal for good drops it (GrpcError.statusCodes); everything else is tried again.
+    ? !GrpcError.meaningOf(error.code).refusal || TaskSource.membershipOf(error) === "NotMember"
     : error._tag !== "ClientUnavailable" || error.reason !== "Closed"
 
 // -------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as Interval from "effect/ScheduleInterval"
+import * as GrpcError from "./GrpcError.js"
 import * as Env from "./internal/config.js"
 import { errorMessage, formatMillis } from "./internal/format.js"
 import * as Metrics from "./Metrics.js"
@@ -29,14 +30,6 @@ export interface CallTraits {
   /** Repeating the call has no further effect: DEADLINE_EXCEEDED may then be retried. */
   readonly idempotent?: boolean | undefined
 }
-
-const transientCodes: ReadonlySet<grpc.status> = new Set([
-  grpc.status.UNAVAILABLE,
-  grpc.status.RESOURCE_EXHAUSTED,
-  grpc.status.ABORTED,
-  // Our own cancellations are never surfaced: a CANCELLED that reaches us is a server going away mid-call.
-  grpc.status.CANCELLED
-])
 
 const field = (error: unknown, name: string): unknown =>
   Predicate.hasProperty(error, name) ? (error as Record<string, unknown>)[name] : undefined
@@ -58,12 +51,18 @@ const field = (error: unknown, name: string): unknown =>
 export const isTransient = (error: unknown, traits: CallTraits = {}): boolean => {
   switch (field(error, "_tag")) {
     case "GrpcError": {
-      const code = field(error, "code") as grpc.status
       // A message over a size limit is RESOURCE_EXHAUSTED too, and will be over it again.
-      if (code === grpc.status.RESOURCE_EXHAUSTED && field(error, "tooLarge") !== undefined) return false
-      if (transientCodes.has(code)) return true
-      if (code === grpc.status.DEADLINE_EXCEEDED) return traits.idempotent === true
-      if (code === grpc.status.INTERNAL) return typeof field(error, "rstCode") === "number"
+      if (field(error, "tooLarge") !== undefined) return false
+      switch (GrpcError.meaningOf(field(error, "code") as grpc.status).retry) {
+        case "yes":
+          return true
+        case "idempotent":
+          return traits.idempotent === true
+        case "reset":
+          return typeof field(error, "rstCode") === "number"
+        case "no":
+          return false
+      }
       return false
     }
     case "ClientUnavailable":

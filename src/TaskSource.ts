@@ -155,8 +155,7 @@ export const notRegistered = { domain: "worker.v1", reason: "NODE_NOT_REGISTERED
 export const membershipOf = (error: Failure): "NotMember" | "MaybeNotMember" | "Unrelated" => {
   if (error._tag !== "GrpcError") return "Unrelated"
   if (GrpcError.hasReason(error, notRegistered.domain, notRegistered.reason)) return "NotMember"
-  return error.errorInfo === undefined &&
-      (error.code === grpc.status.FAILED_PRECONDITION || error.code === grpc.status.NOT_FOUND)
+  return error.errorInfo === undefined && GrpcError.meaningOf(error.code).maybeNotMember
     ? "MaybeNotMember"
     : "Unrelated"
 }
@@ -254,12 +253,11 @@ export const defaults = {
 
 // Failures after which the master may have handed a task out and the reply went astray. Any other failure
 // is an answer (an error, or a reply this worker cannot take, such as one too large): the fetch is over.
-const mayHaveLostTheAnswer = (error: Failure): boolean =>
-  error._tag !== "GrpcError" ||
-  error.code === grpc.status.UNAVAILABLE ||
-  error.code === grpc.status.DEADLINE_EXCEEDED ||
-  error.code === grpc.status.CANCELLED ||
-  (error.code === grpc.status.INTERNAL && error.rstCode !== undefined)
+const mayHaveLostTheAnswer = (error: Failure): boolean => {
+  if (error._tag !== "GrpcError") return true
+  const lost = GrpcError.meaningOf(error.code).answerMayBeLost
+  return lost === "reset" ? error.rstCode !== undefined : lost
+}
 
 // How long a stream whose master promised a keepalive every `interval` ms may be silent: two intervals, and a
 // second for a worker's event loop held up a moment.
