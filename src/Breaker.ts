@@ -17,6 +17,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberHandle from "effect/FiberHandle"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -63,6 +64,14 @@ export class BreakerOpen extends Data.TaggedError("BreakerOpen")<{
       : "circuit breaker half-open, its trial call is under way"
   }
 }
+
+/**
+ * Is this a `BreakerOpen`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isBreakerOpen = (u: unknown): u is BreakerOpen => Predicate.isTagged(u, "BreakerOpen")
 
 /**
  * @since 0.1.0

@@ -6,6 +6,7 @@
  */
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
+import * as Predicate from "effect/Predicate"
 import type * as GrpcChannel from "./GrpcChannel.js"
 import { formatMillis } from "./internal/format.js"
 import type * as Readiness from "./Readiness.js"
@@ -132,6 +133,22 @@ export class ClientUnavailable extends Data.TaggedError("ClientUnavailable")<{
     }, connection ${this.state._tag}`
   }
 }
+
+/**
+ * Is this a `ClientUnavailable`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isClientUnavailable = (u: unknown): u is ClientUnavailable => Predicate.isTagged(u, "ClientUnavailable")
+
+/**
+ * Is this a `ConnectError`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isConnectError = (u: unknown): u is ConnectError => Predicate.isTagged(u, "ConnectError")
 
 /**
  * The state in a few words, for log lines.

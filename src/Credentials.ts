@@ -25,6 +25,7 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import { checkServerIdentity } from "node:tls"
 import * as Env from "./internal/config.js"
@@ -73,6 +74,14 @@ export interface Options {
    */
   readonly allowInsecureToken?: boolean | undefined
 }
+
+/**
+ * Is this a `CredentialsError`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isCredentialsError = (u: unknown): u is CredentialsError => Predicate.isTagged(u, "CredentialsError")
 
 /**
  * The credentials, as a service, for code that builds its connection from the context.

@@ -7,6 +7,7 @@
  */
 import * as grpc from "@grpc/grpc-js"
 import * as Data from "effect/Data"
+import * as Predicate from "effect/Predicate"
 import * as ErrorInfo from "./internal/errorInfo.js"
 
 /**
@@ -36,6 +37,14 @@ export class GrpcError extends Data.TaggedError("GrpcError")<{
     return `${this.service}.${this.method} failed with ${grpc.status[this.code] ?? this.code}: ${this.details}`
   }
 }
+
+/**
+ * Is this a `GrpcError`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isGrpcError = (u: unknown): u is GrpcError => Predicate.isTagged(u, "GrpcError")
 
 // grpc-js keeps the RST_STREAM code on its internal status but drops it before the client sees the
 // error; its details are the one place left, so it is read here, once, into a typed field.

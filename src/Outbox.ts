@@ -46,7 +46,7 @@ import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as GrpcError from "./GrpcError.js"
 import * as OutboxFileSystem from "./internal/outboxFileSystem.js"
-import { OutboxError } from "./internal/outboxStore.js"
+import { isOutboxError, OutboxError } from "./internal/outboxStore.js"
 import type { Owner, ProcessGroup, Records, StoredRecord } from "./internal/outboxStore.js"
 import * as Metrics from "./Metrics.js"
 import * as Retry from "./Retry.js"
@@ -70,6 +70,13 @@ export const StoredReport = Schema.Struct({
 })
 
 export {
+  /**
+   * Is this an `OutboxError`?
+   *
+   * @since 0.3.0
+   * @category guards
+   */
+  isOutboxError,
   /**
    * A store could not do what the outbox asked; `path` says where.
    *

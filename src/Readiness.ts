@@ -18,6 +18,7 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
@@ -61,6 +62,14 @@ export class ChannelNotReady extends Data.TaggedError("ChannelNotReady")<{
 }
 
 /**
+ * Is this a `ChannelNotReady`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isChannelNotReady = (u: unknown): u is ChannelNotReady => Predicate.isTagged(u, "ChannelNotReady")
+
+/**
  * Check 2 failed: some service clients are not registered for the generation.
  *
  * @since 0.1.0
@@ -74,6 +83,14 @@ export class NotRegistered extends Data.TaggedError("NotRegistered")<{
     return `generation ${this.generation} has no client for ${this.missing.join(", ")}`
   }
 }
+
+/**
+ * Is this a `NotRegistered`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isNotRegistered = (u: unknown): u is NotRegistered => Predicate.isTagged(u, "NotRegistered")
 
 /**
  * Check 3 failed: the master did not answer the probe.
@@ -171,6 +188,14 @@ export interface ReadinessReport {
 }
 
 /**
+ * Is this a `ProbeFailed`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isProbeFailed = (u: unknown): u is ProbeFailed => Predicate.isTagged(u, "ProbeFailed")
+
+/**
  * Every check name, in the order a report lists them.
  *
  * @since 0.3.0
@@ -217,6 +242,14 @@ export class ReadinessTimeout extends Data.TaggedError("ReadinessTimeout")<{
     return `readiness checks did not complete within ${Duration.format(this.bound)}: ${describeFailure(this.report)}`
   }
 }
+
+/**
+ * Is this a `ReadinessTimeout`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isReadinessTimeout = (u: unknown): u is ReadinessTimeout => Predicate.isTagged(u, "ReadinessTimeout")
 
 /**
  * @since 0.1.0

@@ -23,6 +23,7 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
+import * as Predicate from "effect/Predicate"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
@@ -84,6 +85,14 @@ export interface WorkerStatus {
   /** Reports the outbox could not store (disk full, read-only): kept in memory and stored again until it can. */
   readonly unpersisted: number
 }
+
+/**
+ * Is this a `TaskError`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isTaskError = (u: unknown): u is TaskError => Predicate.isTagged(u, "TaskError")
 
 /**
  * @since 0.1.0

@@ -26,6 +26,7 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import type * as Scope from "effect/Scope"
 import { type OutboxError, ProcessGroup } from "./internal/outboxStore.js"
 import type * as Outbox from "./Outbox.js"
@@ -140,6 +141,14 @@ export class ProcessGroupError extends Data.TaggedError("ProcessGroupError")<{
       : `process ${this.pid} does not lead a process group of its own: start it detached`
   }
 }
+
+/**
+ * Is this a `ProcessGroupError`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isProcessGroupError = (u: unknown): u is ProcessGroupError => Predicate.isTagged(u, "ProcessGroupError")
 
 /**
  * What ending a group came to.

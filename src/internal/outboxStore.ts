@@ -8,6 +8,7 @@
  */
 import * as Data from "effect/Data"
 import type * as Effect from "effect/Effect"
+import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import type * as TaskSource from "../TaskSource.js"
 
@@ -65,6 +66,14 @@ export class OutboxError extends Data.TaggedError("OutboxError")<{
     return `outbox ${this.path}: ${this.operation}${this.cause === undefined ? "" : `: ${describe(this.cause)}`}`
   }
 }
+
+/**
+ * Is this a `OutboxError`?
+ *
+ * @since 0.3.0
+ * @category guards
+ */
+export const isOutboxError = (u: unknown): u is OutboxError => Predicate.isTagged(u, "OutboxError")
 
 const describe = (cause: unknown): string =>
   typeof cause === "object" && cause !== null && "message" in cause ? String(cause.message) : String(cause)
