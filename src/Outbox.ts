@@ -203,7 +203,7 @@ export interface Options extends Owner {
   readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
 }
 
-const defaultRetry = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
+const defaultRetry = Retry.untilDone
 
 // The adds waiting to be written are written together, up to this many: one directory sync, one commit.
 const maxBatch = 256

@@ -263,6 +263,19 @@ export const backoff = (options: {
   pipe(Schedule.exponential(options.base, options.factor ?? 2), capped(options.cap), Schedule.jittered, wholeMillis)
 
 /**
+ * 500 ms, doubling to 10 s, jittered, forever: the wait between tries of what
+ * a worker keeps until it is done (storing a report again, delivering it
+ * again, joining the master again).
+ *
+ * @since 0.3.0
+ * @category schedules
+ */
+export const untilDone: Schedule.Schedule<Duration.Duration, unknown> = backoff({
+  base: "500 millis",
+  cap: "10 seconds"
+})
+
+/**
  * The shape of the client lookup retry.
  *
  * @since 0.1.0

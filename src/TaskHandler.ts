@@ -179,7 +179,7 @@ export const TaskHandler: Context.TagClass<TaskHandler, "effect-grpc-resilience/
 const maxFetchWait = Duration.minutes(10)
 
 // Storing a report again after the outbox could not: soon, then less often.
-const storeAgain = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
+const storeAgain = Retry.untilDone
 
 /**
  * The error of a task that was running when its worker stopped (a crash, a

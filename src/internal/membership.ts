@@ -67,7 +67,7 @@ export interface Membership {
 }
 
 // Joining again after a join that failed: soon, then less often.
-const rejoin = Retry.backoff({ base: "500 millis", cap: "10 seconds" })
+const rejoin = Retry.untilDone
 
 // A refusal without the protocol's detail (a master that predates it) has the node register again at most this often.
 const guessedRejoinEvery = 30_000

@@ -11,6 +11,7 @@ import type * as Effect from "effect/Effect"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import type * as TaskSource from "../TaskSource.js"
+import { errorMessage } from "./format.js"
 
 /** Whose records these are: the node that reports and the master it reports to. */
 export interface Owner {
@@ -63,20 +64,17 @@ export class OutboxError extends Data.TaggedError("OutboxError")<{
   readonly cause?: unknown
 }> {
   override get message() {
-    return `outbox ${this.path}: ${this.operation}${this.cause === undefined ? "" : `: ${describe(this.cause)}`}`
+    return `outbox ${this.path}: ${this.operation}${this.cause === undefined ? "" : `: ${errorMessage(this.cause)}`}`
   }
 }
 
 /**
- * Is this a `OutboxError`?
+ * Is this an `OutboxError`?
  *
  * @since 0.3.0
  * @category guards
  */
 export const isOutboxError = (u: unknown): u is OutboxError => Predicate.isTagged(u, "OutboxError")
-
-const describe = (cause: unknown): string =>
-  typeof cause === "object" && cause !== null && "message" in cause ? String(cause.message) : String(cause)
 
 /** One owner's records in a store, open for a scope. */
 export interface Records {
