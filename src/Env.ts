@@ -43,13 +43,15 @@ export const layer = (options?: Options): Layer.Layer<never> => Layer.setConfigP
 
 /**
  * Builds a layer (and all it builds) reading the environment under a prefix, without touching what other layers
- * read: `Layer.mergeAll(East.pipe(Env.prefixed("EAST_")), West.pipe(Env.prefixed("WEST_")))`.
+ * read: `Layer.mergeAll(East.pipe(Env.prefixed("EAST_")), West.pipe(Env.prefixed("WEST_")))`. The environment is
+ * the current {@link provider}'s (after its own prefix), or `process.env` when the program set none.
  *
  * @since 0.3.0
  * @category combinators
  */
 export const prefixed = (prefix: string) => <A, E, R>(self: Layer.Layer<A, E, R>): Layer.Layer<A, E, R> =>
-  Layer.locallyEffect(self, Effect.withConfigProvider(Cfg.fromEnv({ prefix })))
+  // Fresh: built apart from the same layers elsewhere in the app, which read without the prefix.
+  Layer.locallyEffect(Layer.fresh(self), Cfg.withPrefix(prefix))
 
 /**
  * Reads a config as every `layerConfig` does: from the current provider, or from the environment in CONSTANT_CASE

@@ -310,3 +310,58 @@ describe("configuration from the environment", () => {
       assert.include(yield* failure(TaskSource.config, {}), "NODE_KEY")
     }))
 })
+
+describe("configuration under a prefix, and what it says", () => {
+  const noDial = Layer.succeed(GrpcChannel.Dialer, { dial: () => Effect.die("no dial expected") })
+
+  it.effect("a prefix reads its own variables; every error names them, a rule's and a group's included", () =>
+    Effect.gen(function*() {
+      const east = { EAST_MASTER_ADDRESS: "127.0.0.1:9666", EAST_CALL_TIMEOUT: "2 seconds", CALL_TIMEOUT: "9 seconds" }
+      const read = yield* Env.read(Connection.config).pipe(env(east, "EAST_"))
+      assert.strictEqual(read.address, "127.0.0.1:9666")
+      assert.strictEqual(Duration.toSeconds(Duration.decode(read.callTimeout!)), 2)
+      const bad = yield* Effect.flip(Env.read(Connection.config)).pipe(
+        env(
+          { EAST_MASTER_ADDRESS: "127.0.0.1:9666", EAST_CALL_TIMEOUT: "often", EAST_CALL_RETRY_BASE: "5 seconds" },
+          "EAST"
+        )
+      )
+      assert.include(String(bad), "Invalid data at EAST_CALL_TIMEOUT: \"expected a duration such as 10 seconds")
+      assert.include(String(bad), "EAST_CALL_RETRY_BASE (5s) must not exceed EAST_CALL_RETRY_CAP (2s)")
+      assert.notInclude(String(bad), "Invalid data at :")
+      const missing = yield* Effect.flip(Env.read(TaskSource.config)).pipe(env({}, "WEST_"))
+      assert.strictEqual(String(missing), "(Missing data at WEST_NODE_KEY: \"WEST_NODE_KEY is required\")")
+      const cert = yield* Effect.flip(Env.read(Credentials.config)).pipe(
+        env({ WEST_MASTER_CERT_FILE: "package.json" }, "WEST_")
+      )
+      assert.include(String(cert), "Invalid data at WEST_MASTER_CERT_FILE")
+      assert.include(String(cert), "set WEST_MASTER_KEY_FILE too")
+      assert.include(
+        yield* failure(Credentials.config, { MASTER_TOKEN: "abc" }),
+        "MASTER_ALLOW_INSECURE_TOKEN=true"
+      )
+    }))
+
+  it.effect("Env.prefixed builds one layer under its prefix, and no other", () =>
+    Effect.gen(function*() {
+      const vars = { MASTER_ADDRESS: "127.0.0.1:1", EAST_MASTER_ADDRESS: "127.0.0.1:2" }
+      const seen: Array<string> = []
+      const probe = Layer.effectDiscard(
+        Effect.map(Env.read(Connection.config.address), (value) => void seen.push(value))
+      )
+      yield* Layer.build(Layer.mergeAll(probe, probe.pipe(Env.prefixed("EAST_")))).pipe(Effect.scoped, env(vars))
+      assert.deepStrictEqual(seen.sort(), ["127.0.0.1:1", "127.0.0.1:2"])
+    }))
+
+  it.effect("Env.check, provided first, stops a missing NODE_KEY before the connection dials", () =>
+    Effect.gen(function*() {
+      const error = yield* Layer.build(
+        TaskSource.layerConfig().pipe(
+          Layer.provide(Connection.layerConfig({ services: TaskSource.services })),
+          Layer.provide(noDial),
+          Layer.provide(Env.check(Connection.config, TaskSource.config))
+        )
+      ).pipe(Effect.scoped, Effect.flip, env({ MASTER_ADDRESS: "127.0.0.1:9666" }))
+      assert.strictEqual(String(error), "(Missing data at NODE_KEY: \"NODE_KEY is required\")")
+    }))
+})

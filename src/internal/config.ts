@@ -117,8 +117,25 @@ export const fromEnv = (options: EnvOptions = {}): ConfigProvider.ConfigProvider
     flattened: flat
   })
   namers.set(provider, name)
+  sources.set(provider, { prefix, env })
   return provider
 }
+
+const sources = new WeakMap<ConfigProvider.ConfigProvider, EnvOptions>()
+
+/**
+ * Runs an effect reading under a further prefix: the environment this provider reads (the current one, or
+ * `process.env` when the program set none) with the prefix after its own; a provider of another kind nested under
+ * the prefix's name.
+ */
+export const withPrefix = (prefix: string) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.configProviderWith((current) => {
+    const source = current === effectDefault ? {} : sources.get(current)
+    const next = source === undefined
+      ? ConfigProvider.nested(current, normalizePrefix(prefix).replace(/_$/, ""))
+      : fromEnv({ env: source.env, prefix: normalizePrefix(source.prefix) + normalizePrefix(prefix) })
+    return Effect.withConfigProvider(self, next)
+  })
 
 // The provider a program has when it sets none: Effect's reading of `process.env` by the names as written.
 const effectDefault = Effect.runSync(Effect.configProviderWith(Effect.succeed))
