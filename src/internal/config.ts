@@ -6,6 +6,8 @@
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
 import * as ConfigProvider from "effect/ConfigProvider"
+import * as Context from "effect/Context"
+import * as DefaultServices from "effect/DefaultServices"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -138,7 +140,7 @@ export const withPrefix = (prefix: string) => <A, E, R>(self: Effect.Effect<A, E
   })
 
 // The provider a program has when it sets none: Effect's reading of `process.env` by the names as written.
-const effectDefault = Effect.runSync(Effect.configProviderWith(Effect.succeed))
+const effectDefault = Context.get(DefaultServices.liveServices, ConfigProvider.ConfigProvider)
 
 /**
  * Reads a config as every `layerConfig` does: from the current provider, or from the environment in CONSTANT_CASE
