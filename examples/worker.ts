@@ -26,7 +26,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { Connection, Credentials, GrpcChannel, Health, TaskHandler, TaskProcess, TaskSource } from "../src/index.js"
+import { Connection, Credentials, Env, GrpcChannel, TaskHandler, TaskProcess, TaskSource } from "../src/index.js"
 import { NodeHealth, NodeOutbox, NodeTaskProcess } from "../src/node/index.js"
 import { Logging } from "./logging.js"
 
@@ -70,23 +70,27 @@ const runShell = (task: TaskHandler.Task<typeof ShellTask.Type>) =>
 // The worker's connection to its master, typed by the worker protocol's services.
 class Master extends Connection.Tag("example/Master", TaskSource.services)<Master>() {}
 
-// Every option comes from the environment (see docs/configuration.md); a bad value stops the start, naming the variable.
+// Every option comes from the environment (see docs/configuration.md); a bad or missing value stops the start before
+// anything dials or listens, naming the variable.
 const WorkerLive = Layer.unwrapEffect(
   Effect.gen(function*() {
     const healthPort = yield* Config.option(Config.port("HEALTH_PORT"))
     // One connection for the task handler and the health endpoint, with TLS and a token when MASTER_* say so.
-    const MasterLive = Master.layerConfig(Connection.config(TaskSource.services)).pipe(
+    const MasterLive = Master.layerConfig().pipe(
       Layer.provide(GrpcChannel.layer),
       Layer.provide(Credentials.layerConfig())
     )
     return Layer.mergeAll(
-      TaskHandler.layerConfig(TaskHandler.config, { connection: Master, payload: ShellTask, run: runShell }).pipe(
-        Layer.provide(TaskSource.layerConfig(TaskSource.config, { connection: Master })),
+      TaskHandler.layerConfig({ connection: Master, payload: ShellTask, run: runShell }).pipe(
+        Layer.provide(TaskSource.layerConfig({ connection: Master })),
         Layer.provide(NodeOutbox.layerConfig()),
         Layer.provide(NodeTaskProcess.layer)
       ),
-      Option.isSome(healthPort) ? NodeHealth.layerConfig(Health.config, { connection: Master }) : Layer.empty
-    ).pipe(Layer.provide(MasterLive))
+      Option.isSome(healthPort) ? NodeHealth.layerConfig({ connection: Master }) : Layer.empty
+    ).pipe(
+      Layer.provide(MasterLive),
+      Layer.provide(Env.check(Connection.config, Credentials.config, TaskSource.config, TaskHandler.config))
+    )
   })
 )
 

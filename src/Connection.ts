@@ -25,7 +25,7 @@ import { ClientUnavailable, ConnectError, ConnectionState } from "./ConnectionSt
 import * as Credentials from "./Credentials.js"
 import * as GrpcChannel from "./GrpcChannel.js"
 import * as GrpcError from "./GrpcError.js"
-import * as Env from "./internal/config.js"
+import * as Cfg from "./internal/config.js"
 import * as LogLines from "./internal/logLines.js"
 import * as Lookup from "./internal/lookup.js"
 import * as Supervisor from "./internal/supervisor.js"
@@ -430,81 +430,79 @@ export const layer = <S extends Services, R = never>(
   Layer.scopedContext(Effect.map(make(options), toContext))
 
 /**
- * The connection's options from the environment, for the given services:
- * `MASTER_ADDRESS` (required), `CONNECT_TIMEOUT`, `LOOKUP_TIMEOUT`,
- * `RECONNECTING_LOOKUP_TIMEOUT`, `CALL_TIMEOUT`, `BREAKER_THRESHOLD`,
- * `BREAKER_HALF_OPEN_BASE` / `_CAP`, `REJECTED_RETRY_BASE` / `_CAP`,
- * `MAX_MESSAGE_BYTES` (the largest message accepted from the master),
- * `KEEPALIVE_TIME` / `KEEPALIVE_TIMEOUT`, the schedules' shapes
- * (`RECONNECT_*`: `Retry.reconnectConfig`; `CALL_RETRY*` / `CALL_RETRIES`:
- * `Retry.callConfig`; `LOOKUP_RETR*`: `Retry.lookupConfig`) and the readiness
- * options (`Readiness.config`). A bad value fails with a `ConfigError` that
- * names the variable.
+ * The connection's options as `Config` reads them (all but its services and credentials), under camelCase names
+ * that the environment holds in CONSTANT_CASE: `masterAddress` (`MASTER_ADDRESS`, required), `connectTimeout`,
+ * `lookupTimeout`, `reconnectingLookupTimeout`, `callTimeout`, `breakerThreshold`, `breakerHalfOpenBase` / `Cap`,
+ * `rejectedRetryBase` / `Cap`, `maxMessageBytes` (the largest message accepted from the master), `keepaliveTime` /
+ * `keepaliveTimeout`, the schedules' shapes (`reconnect*`: `Retry.reconnectConfig`; `callRetry*` / `callRetries`:
+ * `Retry.callConfig`; `lookupRetr*`: `Retry.lookupConfig`) and the readiness options (`Readiness.config`). A
+ * record: spread it to override one, `{ ...Connection.config, address: Config.succeed("master:9666") }`.
  *
  * @since 0.1.0
  * @category config
  */
-export const config = <S extends Services>(services: S): Config.Config<Options<S>> =>
-  Config.map(
+export const config = {
+  address: Cfg.address("masterAddress", "The master: host:port, [v6]:port or a gRPC target URI."),
+  connectTimeout: Cfg.optional(Cfg.duration("connectTimeout", "How long one connection attempt waits for READY.")),
+  lookupTimeout: Cfg.optional(Cfg.duration("lookupTimeout", "How long a client lookup waits while not reconnecting.")),
+  reconnectingLookupTimeout: Cfg.optional(
+    Cfg.duration("reconnectingLookupTimeout", "How long a client lookup waits while reconnecting.")
+  ),
+  callTimeout: Cfg.optional(Cfg.duration("callTimeout", "The deadline of one call attempt.")),
+  breaker: Config.all({
+    threshold: Cfg.optional(
+      Cfg.integer("breakerThreshold", "Consecutive transient failures that open the breaker.", 1)
+    ),
+    halfOpenAfter: Retry.backoffConfig("breakerHalfOpen", Breaker.halfOpenBackoff, "an open breaker's wait")
+  }),
+  rejectedSchedule: Retry.backoffConfig(
+    "rejectedRetry",
+    rejectedBackoff,
+    "the wait after the master refused the credentials"
+  ),
+  channelOptions: Config.map(
     Config.all({
-      address: Env.address("MASTER_ADDRESS"),
-      connectTimeout: Env.optional(Env.duration("CONNECT_TIMEOUT")),
-      lookupTimeout: Env.optional(Env.duration("LOOKUP_TIMEOUT")),
-      reconnectingLookupTimeout: Env.optional(Env.duration("RECONNECTING_LOOKUP_TIMEOUT")),
-      callTimeout: Env.optional(Env.duration("CALL_TIMEOUT")),
-      breakerThreshold: Env.optional(Env.integer("BREAKER_THRESHOLD", 1)),
-      halfOpenAfter: Retry.backoffConfig("BREAKER_HALF_OPEN", Breaker.halfOpenBackoff),
-      rejectedSchedule: Retry.backoffConfig("REJECTED_RETRY", rejectedBackoff),
-      maxMessageBytes: Env.optional(Env.integer("MAX_MESSAGE_BYTES", 1024)),
-      keepaliveTime: Env.optional(Env.duration("KEEPALIVE_TIME")),
-      keepaliveTimeout: Env.optional(Env.duration("KEEPALIVE_TIMEOUT")),
-      reconnect: Retry.reconnectConfig,
-      call: Retry.callConfig,
-      lookup: Retry.lookupConfig,
-      readiness: Readiness.config
+      maxMessageBytes: Cfg.optional(
+        Cfg.integer("maxMessageBytes", "The largest message accepted from the master.", 1024)
+      ),
+      keepaliveTime: Cfg.optional(Cfg.duration("keepaliveTime", "The HTTP/2 ping interval while a call is open.")),
+      keepaliveTimeout: Cfg.optional(
+        Cfg.duration("keepaliveTimeout", "How long an unanswered ping takes to drop the link.")
+      )
     }),
-    (
-      {
-        breakerThreshold,
-        call,
-        halfOpenAfter,
-        keepaliveTime,
-        keepaliveTimeout,
-        lookup,
-        maxMessageBytes,
-        reconnect,
-        ...rest
-      }
-    ) => ({
-      ...rest,
-      services,
-      reconnectSchedule: Retry.reconnectWith(reconnect),
-      callSchedule: Retry.callWith(call),
-      lookupSchedule: Retry.lookupWith(lookup),
-      breaker: { threshold: breakerThreshold, halfOpenAfter },
-      channelOptions: {
-        // A larger message from the master fails its call with RESOURCE_EXHAUSTED instead of filling memory.
-        ...(maxMessageBytes === undefined ? {} : { "grpc.max_receive_message_length": maxMessageBytes }),
-        ...(keepaliveTime === undefined
-          ? {}
-          : { "grpc.keepalive_time_ms": Math.round(Duration.toMillis(keepaliveTime)) }),
-        ...(keepaliveTimeout === undefined
-          ? {}
-          : { "grpc.keepalive_timeout_ms": Math.round(Duration.toMillis(keepaliveTimeout)) })
-      }
+    ({ keepaliveTime, keepaliveTimeout, maxMessageBytes }): grpc.ChannelOptions => ({
+      // A larger message from the master fails its call with RESOURCE_EXHAUSTED instead of filling memory.
+      ...(maxMessageBytes === undefined ? {} : { "grpc.max_receive_message_length": maxMessageBytes }),
+      ...(keepaliveTime === undefined
+        ? {}
+        : { "grpc.keepalive_time_ms": Math.round(Duration.toMillis(keepaliveTime)) }),
+      ...(keepaliveTimeout === undefined
+        ? {}
+        : { "grpc.keepalive_timeout_ms": Math.round(Duration.toMillis(keepaliveTimeout)) })
     })
-  )
+  ),
+  reconnectSchedule: Config.map(Retry.reconnectConfig, Retry.reconnectWith),
+  callSchedule: Config.map(Retry.callConfig, Retry.callWith),
+  lookupSchedule: Config.map(Retry.lookupConfig, Retry.lookupWith),
+  readiness: Readiness.config
+} satisfies Config.Config.Wrap<TagOptions<Services>>
 
 /**
- * The connection and its readiness as a layer, with the options read from `Config`.
+ * The connection and its readiness as a layer, with its services given in code and its options read from
+ * `config` (default {@link config}): from the current `ConfigProvider`, or from the environment in CONSTANT_CASE
+ * when the program set none (`Env.layer({ prefix: "EAST_" })` reads `EAST_MASTER_ADDRESS`, ...). A bad or
+ * missing value fails the layer before it dials, with a `ConfigError` naming the variable.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerConfig = <S extends Services, R = never>(
-  config: Config.Config.Wrap<Options<S, R>>
+  code: { readonly services: S },
+  options: Config.Config.Wrap<TagOptions<S, R>> = config
 ): Layer.Layer<Connection | Readiness.Readiness, InvalidOption | ConfigError.ConfigError, GrpcChannel.Dialer | R> =>
-  Layer.scopedContext(Effect.map(Effect.flatMap(Config.unwrap(config), make), toContext))
+  Layer.scopedContext(
+    Effect.map(Effect.flatMap(Cfg.read(options), (read) => make<S, R>({ ...read, ...code })), toContext)
+  )
 
 /**
  * A connection tag: the identifier type `Self` and a {@link Connection} typed
@@ -548,9 +546,9 @@ export interface TagClass<Self, Id extends string, S extends Services>
   readonly services: S
   /** Builds the connection for as long as the layer's scope. */
   readonly layer: <R = never>(options: TagOptions<S, R>) => Layer.Layer<Self, InvalidOption, GrpcChannel.Dialer | R>
-  /** {@link TagClass.layer} with the options read from `Config`. */
+  /** {@link TagClass.layer} with the options read from `Config`: {@link layerConfig}, the services the tag's. */
   readonly layerConfig: <R = never>(
-    config: Config.Config.Wrap<TagOptions<S, R>>
+    config?: Config.Config.Wrap<TagOptions<S, R>>
   ) => Layer.Layer<Self, InvalidOption | ConfigError.ConfigError, GrpcChannel.Dialer | R>
 }
 
@@ -578,7 +576,7 @@ export const Tag =
     return Object.assign(tag, {
       services,
       layer: <R = never>(options: TagOptions<S, R>) => Layer.scoped(tag, build(options)),
-      layerConfig: <R = never>(config: Config.Config.Wrap<TagOptions<S, R>>) =>
-        Layer.scoped(tag, Effect.flatMap(Config.unwrap(config), build))
+      layerConfig: <R = never>(options: Config.Config.Wrap<TagOptions<S, R>> = config) =>
+        Layer.scoped(tag, Effect.flatMap(Cfg.read(options), build))
     })
   }

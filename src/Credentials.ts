@@ -20,15 +20,16 @@
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as grpc from "@grpc/grpc-js"
 import * as Config from "effect/Config"
-import type * as ConfigError from "effect/ConfigError"
+import * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import { checkServerIdentity } from "node:tls"
-import * as Env from "./internal/config.js"
+import * as Cfg from "./internal/config.js"
 
 /**
  * Credentials that could not be made.
@@ -254,40 +255,83 @@ export const make = (
   })
 
 /**
- * The options from the environment, each variable optional; a bad value (an
- * empty one included) fails with a `ConfigError` naming its variable:
+ * The options as `Config` reads them, each optional; a bad value (an empty one included) fails with a
+ * `ConfigError` naming its variable, and so do options that cannot go together (a certificate without its key,
+ * a token without TLS):
  *
  * | variable | option |
  * | --- | --- |
- * | `MASTER_CA_FILE` | `ca` |
- * | `MASTER_CERT_FILE` | `cert` |
- * | `MASTER_KEY_FILE` | `key` |
- * | `MASTER_TOKEN` | `token` (redacted) |
- * | `MASTER_SERVER_NAME` | `serverName` |
- * | `MASTER_TLS` | `tls` (`true` / `false`) |
- * | `MASTER_ALLOW_INSECURE_TOKEN` | `allowInsecureToken` (`true` / `false`) |
+ * | `MASTER_CA_FILE` (`masterCaFile`) | `ca` |
+ * | `MASTER_CERT_FILE` (`masterCertFile`) | `cert` |
+ * | `MASTER_KEY_FILE` (`masterKeyFile`) | `key` |
+ * | `MASTER_TOKEN` (`masterToken`) | `token` (redacted) |
+ * | `MASTER_SERVER_NAME` (`masterServerName`) | `serverName` |
+ * | `MASTER_TLS` (`masterTls`) | `tls` (`true` / `false`) |
+ * | `MASTER_ALLOW_INSECURE_TOKEN` (`masterAllowInsecureToken`) | `allowInsecureToken` (`true` / `false`) |
  *
  * @since 0.1.0
  * @category config
  */
-export const config: Config.Config<Options> = Config.all({
-  ca: Env.optional(Env.readableFile("MASTER_CA_FILE")),
-  cert: Env.optional(Env.readableFile("MASTER_CERT_FILE")),
-  key: Env.optional(Env.readableFile("MASTER_KEY_FILE")),
-  // Checked as a plain string so the error keeps the variable's name; the message never quotes the value.
-  token: Env.optional(
-    Config.string("MASTER_TOKEN").pipe(
-      Config.validate({
-        message: "expected a bearer token: non-empty, no spaces, line breaks or non-ASCII characters",
-        validation: validToken
-      }),
-      Config.map(Redacted.make)
+export const config: Config.Config<Options> = Config.mapOrFail(
+  Config.all({
+    ca: Cfg.optional(Cfg.readableFile("masterCaFile", "CA certificates (PEM) the master's certificate must chain to.")),
+    cert: Cfg.optional(Cfg.readableFile("masterCertFile", "This worker's certificate chain (PEM), for mutual TLS.")),
+    key: Cfg.optional(Cfg.readableFile("masterKeyFile", "This worker's private key (PEM), for mutual TLS.")),
+    // Checked as a plain string so the error keeps the variable's name; the message never quotes the value.
+    token: Cfg.optional(
+      Config.string("masterToken").pipe(
+        Config.validate({
+          message: "expected a bearer token: non-empty, no spaces, line breaks or non-ASCII characters",
+          validation: validToken
+        }),
+        Config.map(Redacted.make),
+        Config.withDescription("The bearer token sent on every call.")
+      )
+    ),
+    serverName: Cfg.optional(
+      Config.withDescription(
+        Config.nonEmptyString("masterServerName"),
+        "The name the master's certificate is checked against."
+      )
+    ),
+    tls: Cfg.optional(Config.withDescription(Config.boolean("masterTls"), "TLS with the system's roots.")),
+    allowInsecureToken: Cfg.optional(
+      Config.withDescription(
+        Config.boolean("masterAllowInsecureToken"),
+        "Allow the token without TLS (loopback, sidecars, tests)."
+      )
     )
-  ),
-  serverName: Env.optional(Config.nonEmptyString("MASTER_SERVER_NAME")),
-  tls: Env.optional(Config.boolean("MASTER_TLS")),
-  allowInsecureToken: Env.optional(Config.boolean("MASTER_ALLOW_INSECURE_TOKEN"))
-})
+  }),
+  (options) => {
+    // The rules of `make`, here so that the error names the variables.
+    const invalid = (name: string, message: string) => Either.left(ConfigError.InvalidData([name], message))
+    if (options.cert !== undefined && options.key === undefined) {
+      return invalid("masterCertFile", `a certificate needs its key: set ${Cfg.ref("masterKeyFile")} too`)
+    }
+    if (options.key !== undefined && options.cert === undefined) {
+      return invalid("masterKeyFile", `a key needs its certificate: set ${Cfg.ref("masterCertFile")} too`)
+    }
+    const tls = options.tls ??
+      (options.ca !== undefined || options.cert !== undefined || options.serverName !== undefined)
+    if (!tls && (options.ca !== undefined || options.cert !== undefined || options.serverName !== undefined)) {
+      return invalid(
+        "masterTls",
+        `is false, yet ${Cfg.ref("masterCaFile")}, ${Cfg.ref("masterCertFile")} or ${
+          Cfg.ref("masterServerName")
+        } asks for TLS`
+      )
+    }
+    if (!tls && options.token !== undefined && options.allowInsecureToken !== true) {
+      return invalid(
+        "masterToken",
+        `a token without TLS would be readable on the network: set ${Cfg.ref("masterCaFile")} (or ${
+          Cfg.ref("masterTls")
+        }=true), or ${Cfg.ref("masterAllowInsecureToken")}=true for a private link`
+      )
+    }
+    return Either.right(options)
+  }
+)
 
 /**
  * The credentials as a layer.
@@ -307,4 +351,15 @@ export const layer = (options: Options = {}): Layer.Layer<Credentials, Credentia
 export const layerConfig = (
   options: Config.Config.Wrap<Options> = config
 ): Layer.Layer<Credentials, CredentialsError | ConfigError.ConfigError, FileSystem.FileSystem> =>
-  Layer.effect(Credentials, Effect.flatMap(Config.unwrap(options), make))
+  Layer.effect(
+    Credentials,
+    Effect.gen(function*() {
+      const read = yield* Cfg.read(options)
+      // A flag that does nothing without another value: said, not silently ignored.
+      if (read.allowInsecureToken === true && read.token === undefined) {
+        const [flag, token] = [yield* Cfg.nameOf(["masterAllowInsecureToken"]), yield* Cfg.nameOf(["masterToken"])]
+        yield* Effect.logWarning(`${flag} is set without ${token}: it does nothing`)
+      }
+      return yield* make(read)
+    })
+  )

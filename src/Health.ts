@@ -270,15 +270,21 @@ export const serve = <C extends Connection.AnyTag = never>(
   )
 
 /**
- * The options from the environment: `HEALTH_PORT` (default 9090) and
- * `HEALTH_HOST` (default `0.0.0.0`). A bad value is a `ConfigError` naming the
- * variable. Spread it to override one: `{ ...Health.config, port: Config.succeed(0) }`.
+ * The options as `Config` reads them: `healthPort` (`HEALTH_PORT`, default 9090) and `healthHost` (`HEALTH_HOST`,
+ * default `0.0.0.0`). A bad value is a `ConfigError` naming the variable. Spread it to override one:
+ * `{ ...Health.config, port: Config.succeed(0) }`.
  *
  * @since 0.1.0
  * @category config
  */
 export const config = {
-  port: Config.port("HEALTH_PORT").pipe(Config.withDefault(defaults.port)),
+  port: Config.port("healthPort").pipe(
+    Config.withDefault(defaults.port),
+    Config.withDescription("The health endpoint's port.")
+  ),
   // An empty HEALTH_HOST counts as unset.
-  host: Config.nonEmptyString("HEALTH_HOST").pipe(Config.withDefault(defaults.host))
+  host: Config.nonEmptyString("healthHost").pipe(
+    Config.withDefault(defaults.host),
+    Config.withDescription("The address the health endpoint listens on.")
+  )
 } satisfies Config.Config.Wrap<Options>

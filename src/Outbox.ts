@@ -45,6 +45,7 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as GrpcError from "./GrpcError.js"
+import * as Cfg from "./internal/config.js"
 import * as OutboxFileSystem from "./internal/outboxFileSystem.js"
 import { isOutboxError, OutboxError } from "./internal/outboxStore.js"
 import type { Owner, ProcessGroup, Records, StoredRecord } from "./internal/outboxStore.js"
@@ -691,18 +692,22 @@ export const layerMemory: Layer.Layer<OutboxStore> = Layer.sync(OutboxStore, () 
 })
 
 /**
- * Where the file-system store keeps its records, from the environment:
- * `OUTBOX_DIR` (default `.outbox`).
+ * Where the file-system store keeps its records, as `Config` reads it: `outboxDir` (`OUTBOX_DIR`, default
+ * `.outbox`).
  *
  * @since 0.2.0
  * @category config
  */
 export const config = {
-  directory: Config.withDefault(Config.nonEmptyString("OUTBOX_DIR"), ".outbox")
+  directory: Config.nonEmptyString("outboxDir").pipe(
+    Config.withDefault(".outbox"),
+    Config.withDescription("Where undelivered status reports wait.")
+  )
 } satisfies Config.Config.Wrap<{ readonly directory: string }>
 
 /**
- * The store on the file system, in the directory read from `Config` (default {@link config}: `OUTBOX_DIR`).
+ * The store on the file system, in the directory read from `Config` (default {@link config}: `OUTBOX_DIR`), as
+ * every `layerConfig` reads it (`Env.read`).
  *
  * @since 0.1.0
  * @category layers
@@ -710,4 +715,4 @@ export const config = {
 export const layerConfig = (
   options: Config.Config.Wrap<{ readonly directory: string }> = config
 ): Layer.Layer<OutboxStore, OutboxError | ConfigError.ConfigError, FileSystem.FileSystem | Path.Path> =>
-  Layer.unwrapEffect(Effect.map(Config.unwrap(options), ({ directory }) => layerFileSystem(directory)))
+  Layer.unwrapEffect(Effect.map(Cfg.read(options), ({ directory }) => layerFileSystem(directory)))

@@ -27,7 +27,7 @@ import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as HealthCheck from "grpc-health-check"
 import type * as GrpcChannel from "./GrpcChannel.js"
 import * as GrpcError from "./GrpcError.js"
-import * as Env from "./internal/config.js"
+import * as Cfg from "./internal/config.js"
 import { lazy, requireLazily } from "./internal/lazy.js"
 import * as Validate from "./internal/validate.js"
 import type { InvalidOption } from "./InvalidOption.js"
@@ -643,17 +643,25 @@ export {
 }
 
 /**
- * The readiness options from the environment: `READINESS_INTERVAL`,
- * `READINESS_BOUND`, `PROBE_TIMEOUT`, `PROBE_INTERVAL` and `PROBE_SERVICE`
- * (the health service name the default probe checks), each optional.
+ * The readiness options as `Config` reads them, each optional: `readinessInterval`, `readinessBound`,
+ * `probeTimeout`, `probeInterval` and `probeService` (the health service name the default probe checks); in the
+ * environment `READINESS_INTERVAL`, ... A record: spread it to override one.
  *
  * @since 0.1.0
  * @category config
  */
-export const config: Config.Config<Options> = Config.all({
-  interval: Env.optional(Env.duration("READINESS_INTERVAL")),
-  bound: Env.optional(Env.duration("READINESS_BOUND")),
-  probeTimeout: Env.optional(Env.duration("PROBE_TIMEOUT")),
-  probeInterval: Env.optional(Env.duration("PROBE_INTERVAL")),
-  probe: Env.optional(Config.map(Config.string("PROBE_SERVICE"), healthProbe))
-})
+export const config = {
+  interval: Cfg.optional(Cfg.duration("readinessInterval", "The time between readiness rounds.")),
+  bound: Cfg.optional(Cfg.duration("readinessBound", "The bound of the wait for readiness.")),
+  probeTimeout: Cfg.optional(Cfg.duration("probeTimeout", "One probe's timeout.")),
+  probeInterval: Cfg.optional(Cfg.duration("probeInterval", "How often the probe runs while ready.")),
+  probe: Cfg.optional(
+    Config.map(
+      Config.withDescription(
+        Config.string("probeService"),
+        "The health service name the probe checks (empty: the whole server)."
+      ),
+      healthProbe
+    )
+  )
+} satisfies Config.Config.Wrap<Options>

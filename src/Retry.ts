@@ -16,7 +16,7 @@ import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as Interval from "effect/ScheduleInterval"
 import * as GrpcError from "./GrpcError.js"
-import * as Env from "./internal/config.js"
+import * as Cfg from "./internal/config.js"
 import { errorMessage, formatMillis } from "./internal/format.js"
 import * as Metrics from "./Metrics.js"
 
@@ -438,95 +438,97 @@ export const transient: {
 )
 
 /**
- * The reconnection schedule's shape from the environment: `RECONNECT_BASE`,
- * `RECONNECT_FACTOR`, `RECONNECT_SHORT_CAP`, `RECONNECT_SHORT_PHASE`,
- * `RECONNECT_LONG_CAP`, `RECONNECT_JITTER` (a fraction: 0.2 is 0.8 to 1.2),
- * `RECONNECT_SOON`, `RECONNECT_SOON_FRACTION` and `RECONNECT_SOON_CAP`, each optional.
+ * The reconnection schedule's shape: `reconnectBase`, `reconnectFactor`, `reconnectShortCap`,
+ * `reconnectShortPhase`, `reconnectLongCap`, `reconnectJitter` (a fraction: 0.2 is 0.8 to 1.2), `reconnectSoon`,
+ * `reconnectSoonFraction` and `reconnectSoonCap`, each optional (in the environment `RECONNECT_BASE`, ...).
  *
  * @since 0.1.0
  * @category config
  */
 export const reconnectConfig: Config.Config<ReconnectOptions> = pipe(
   Config.all({
-    base: Env.optional(Env.duration("RECONNECT_BASE")),
-    factor: Env.optional(Env.number("RECONNECT_FACTOR", 1, 10)),
-    shortCap: Env.optional(Env.duration("RECONNECT_SHORT_CAP")),
-    shortPhase: Env.optional(Env.duration("RECONNECT_SHORT_PHASE")),
-    longCap: Env.optional(Env.duration("RECONNECT_LONG_CAP")),
-    jitter: Env.optional(
-      Config.map(Env.number("RECONNECT_JITTER", 0, 0.99), (spread) => ({ min: 1 - spread, max: 1 + spread }))
+    base: Cfg.optional(Cfg.duration("reconnectBase", "The first reconnection delay after a costly failure.")),
+    factor: Cfg.optional(Cfg.number("reconnectFactor", "How much each reconnection delay grows.", 1, 10)),
+    shortCap: Cfg.optional(Cfg.duration("reconnectShortCap", "The reconnection delay's cap while an outage is young.")),
+    shortPhase: Cfg.optional(Cfg.duration("reconnectShortPhase", "How long an outage is young.")),
+    longCap: Cfg.optional(Cfg.duration("reconnectLongCap", "The reconnection delay's cap after that.")),
+    jitter: Cfg.optional(
+      Config.map(
+        Cfg.number("reconnectJitter", "The spread of each delay (0.2: from 0.8 to 1.2 times).", 0, 0.99),
+        (spread) => ({ min: 1 - spread, max: 1 + spread })
+      )
     ),
-    soon: Env.optional(Env.duration("RECONNECT_SOON")),
-    soonFraction: Env.optional(Env.number("RECONNECT_SOON_FRACTION", 0, 1)),
-    soonCap: Env.optional(Env.duration("RECONNECT_SOON_CAP"))
+    soon: Cfg.optional(Cfg.duration("reconnectSoon", "The shortest delay after a cheap failure.")),
+    soonFraction: Cfg.optional(
+      Cfg.number("reconnectSoonFraction", "The share of the outage so far a cheap failure's delay grows with.", 0, 1)
+    ),
+    soonCap: Cfg.optional(Cfg.duration("reconnectSoonCap", "The cap of a cheap failure's delay."))
   }),
   (config) =>
-    Env.firstWithinCap(config, ["RECONNECT_BASE", "RECONNECT_SHORT_CAP"], (o) => [o.base, o.shortCap], [
+    Cfg.firstWithinCap(config, ["reconnectBase", "reconnectShortCap"], (o) => [o.base, o.shortCap], [
       reconnectDefaults.base,
       reconnectDefaults.shortCap
     ]),
   (config) =>
-    Env.firstWithinCap(config, ["RECONNECT_SHORT_CAP", "RECONNECT_LONG_CAP"], (o) => [o.shortCap, o.longCap], [
+    Cfg.firstWithinCap(config, ["reconnectShortCap", "reconnectLongCap"], (o) => [o.shortCap, o.longCap], [
       reconnectDefaults.shortCap,
       reconnectDefaults.longCap
     ]),
   (config) =>
-    Env.firstWithinCap(config, ["RECONNECT_SOON", "RECONNECT_SOON_CAP"], (o) => [o.soon, o.soonCap], [
+    Cfg.firstWithinCap(config, ["reconnectSoon", "reconnectSoonCap"], (o) => [o.soon, o.soonCap], [
       reconnectDefaults.soon,
       reconnectDefaults.soonCap
     ])
 )
 
 /**
- * The client lookup retry's shape from the environment: `LOOKUP_RETRIES` and
- * `LOOKUP_RETRY_INTERVAL`, each optional.
+ * The client lookup retry's shape: `lookupRetries` and `lookupRetryInterval`, each optional.
  *
  * @since 0.1.0
  * @category config
  */
 export const lookupConfig: Config.Config<LookupOptions> = Config.all({
-  retries: Env.optional(Env.integer("LOOKUP_RETRIES", 0, 100)),
-  interval: Env.optional(Env.duration("LOOKUP_RETRY_INTERVAL"))
+  retries: Cfg.optional(Cfg.integer("lookupRetries", "Retries of a client lookup that timed out.", 0, 100)),
+  interval: Cfg.optional(Cfg.duration("lookupRetryInterval", "The time between a lookup's retries."))
 })
 
 /**
- * The call retry's shape from the environment: `CALL_RETRIES` (0: no retry),
- * `CALL_RETRY_BASE` and `CALL_RETRY_CAP`, each optional.
+ * The call retry's shape: `callRetries` (0: no retry), `callRetryBase` and `callRetryCap`, each optional.
  *
  * @since 0.1.0
  * @category config
  */
-export const callConfig: Config.Config<CallRetryOptions> = Env.firstWithinCap(
+export const callConfig: Config.Config<CallRetryOptions> = Cfg.firstWithinCap(
   Config.all({
-    retries: Env.optional(Env.integer("CALL_RETRIES", 0, 100)),
-    base: Env.optional(Env.duration("CALL_RETRY_BASE")),
-    cap: Env.optional(Env.duration("CALL_RETRY_CAP"))
+    retries: Cfg.optional(Cfg.integer("callRetries", "Retries of a failed call (0: none).", 0, 100)),
+    base: Cfg.optional(Cfg.duration("callRetryBase", "The first delay before a call is retried.")),
+    cap: Cfg.optional(Cfg.duration("callRetryCap", "The longest delay before a call is retried."))
   }),
-  ["CALL_RETRY_BASE", "CALL_RETRY_CAP"],
+  ["callRetryBase", "callRetryCap"],
   (o) => [o.base, o.cap],
   [callDefaults.base, callDefaults.cap]
 )
 
 /**
- * A {@link backoff} whose first delay and cap come from two variables,
- * `<prefix>_BASE` and `<prefix>_CAP`: `undefined` when both are absent (the
- * caller's default schedule stands), the given shape's defaults for the one
- * absent, and a `ConfigError` naming both when the first exceeds the cap.
+ * A {@link backoff} whose first delay and cap come from two options, `<name>Base` and `<name>Cap`: `undefined`
+ * when both are absent (the caller's default schedule stands), the given shape's defaults for the one absent, and
+ * a `ConfigError` naming both when the first exceeds the cap.
  *
  * @since 0.1.0
  * @category config
  */
 export const backoffConfig = (
-  prefix: string,
-  defaults: { readonly base: Duration.Duration; readonly cap: Duration.Duration }
+  name: string,
+  defaults: { readonly base: Duration.Duration; readonly cap: Duration.Duration },
+  what = "the backoff"
 ): Config.Config<Schedule.Schedule<Duration.Duration, unknown> | undefined> =>
   Config.map(
-    Env.firstWithinCap(
+    Cfg.firstWithinCap(
       Config.all({
-        base: Env.optional(Env.duration(`${prefix}_BASE`)),
-        cap: Env.optional(Env.duration(`${prefix}_CAP`))
+        base: Cfg.optional(Cfg.duration(`${name}Base`, `The first delay of ${what}.`)),
+        cap: Cfg.optional(Cfg.duration(`${name}Cap`, `The longest delay of ${what}.`))
       }),
-      [`${prefix}_BASE`, `${prefix}_CAP`],
+      [`${name}Base`, `${name}Cap`],
       (o) => [o.base, o.cap],
       [defaults.base, defaults.cap]
     ),

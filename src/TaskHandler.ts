@@ -31,7 +31,7 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Connection from "./Connection.js"
-import * as Env from "./internal/config.js"
+import * as Cfg from "./internal/config.js"
 import { errorMessage, formatMillis } from "./internal/format.js"
 import { forkLoop } from "./internal/loop.js"
 import * as Membership from "./internal/membership.js"
@@ -106,7 +106,7 @@ export interface Options<P, I, R> {
    * message. It is given the task's `TaskProcess.RunningTask`.
    */
   readonly run: (task: Task<P>) => Effect.Effect<unknown, unknown, R>
-  /** Default 20. */
+  /** Default: the task source's runner cap (`TaskSource.NodeOptions.maxRunners`), else 20. */
   readonly maxRunners?: number | undefined
   /**
    * How long a fetch may wait at the master for a task (the master holds it until a task is queued). Keep it
@@ -229,7 +229,11 @@ const makeFor = <P, I, R>(
   Outbox.OutboxStore | Scope.Scope | Exclude<R, TaskProcess.RunningTask>
 > =>
   Effect.gen(function*() {
-    const maxRunners = yield* Validate.integer("maxRunners", options.maxRunners, defaults.maxRunners)
+    const maxRunners = yield* Validate.integer(
+      "maxRunners",
+      options.maxRunners,
+      source.maxRunners ?? defaults.maxRunners
+    )
     const duration = (name: keyof typeof defaults & keyof Options<P, I, R>) =>
       Validate.positiveDuration(
         name,
@@ -660,22 +664,27 @@ export const layer = <P, I, R, C extends Connection.AnyTag = typeof Connection.C
 > => Layer.scoped(TaskHandler, make(options))
 
 /**
- * What `TaskHandler` reads from the environment: `MAX_RUNNERS`,
- * `FETCH_WAIT`, `FETCH_INTERVAL`, `FETCH_TIMEOUT`, `STARTUP_WAIT`,
- * `HEARTBEAT_INTERVAL`, `DRAIN_GRACE` and `FLUSH_TIMEOUT`, each optional.
+ * The task handler's timings as `Config` reads them, each optional: `fetchWait`, `fetchInterval`, `fetchTimeout`,
+ * `startupWait`, `heartbeatInterval`, `drainGrace` and `flushTimeout` (in the environment `FETCH_WAIT`, ...). Its
+ * runner cap is the task source's (`TaskSource.config`'s `maxRunners`). A record: spread it to override one.
  *
  * @since 0.1.0
  * @category config
  */
 export const config = {
-  maxRunners: Env.optional(Env.integer("MAX_RUNNERS", 1)),
-  fetchWait: Env.optional(Env.durationUpTo("FETCH_WAIT", maxFetchWait)),
-  fetchInterval: Env.optional(Env.duration("FETCH_INTERVAL")),
-  fetchTimeout: Env.optional(Env.duration("FETCH_TIMEOUT")),
-  startupWait: Env.optional(Env.duration("STARTUP_WAIT")),
-  heartbeatInterval: Env.optional(Env.duration("HEARTBEAT_INTERVAL")),
-  drainGrace: Env.optional(Env.duration("DRAIN_GRACE")),
-  flushTimeout: Env.optional(Env.duration("FLUSH_TIMEOUT"))
+  fetchWait: Cfg.optional(
+    Cfg.durationUpTo("fetchWait", maxFetchWait, "How long a fetch may wait at the master for a task.")
+  ),
+  fetchInterval: Cfg.optional(
+    Cfg.duration("fetchInterval", "The time between fetches from a master that answers at once.")
+  ),
+  fetchTimeout: Cfg.optional(Cfg.duration("fetchTimeout", "One fetch's bound beyond its wait.")),
+  startupWait: Cfg.optional(Cfg.duration("startupWait", "How long the start waits for readiness.")),
+  heartbeatInterval: Cfg.optional(
+    Cfg.duration("heartbeatInterval", "The time between heartbeats when the master hears nothing else.")
+  ),
+  drainGrace: Cfg.optional(Cfg.duration("drainGrace", "Running tasks' time to finish on shutdown.")),
+  flushTimeout: Cfg.optional(Cfg.duration("flushTimeout", "The outbox's time to deliver on shutdown."))
 } satisfies Config.Config.Wrap<Timings>
 
 /**
@@ -687,18 +696,18 @@ export const config = {
 export type Timings = Omit<Options<never, never, never>, "payload" | "run">
 
 /**
- * The task handler as a layer, with its timings read from `Config` (pass
- * {@link config}, the environment, or a record of your own) and the task's
- * schema, handler and connection given in code.
+ * The task handler as a layer, with what only code can say given in code (the task's schema, its handler, the
+ * connection) and its timings read from `config` (default {@link config}; see `Connection.layerConfig` for where
+ * it is read from).
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerConfig = <P, I, R, C extends Connection.AnyTag = typeof Connection.Connection>(
-  timings: Config.Config.Wrap<Timings>,
-  task: Pick<Options<P, I, R>, "payload" | "run"> & Connection.Using<C>
+  code: Pick<Options<P, I, R>, "payload" | "run"> & Connection.Using<C>,
+  timings: Config.Config.Wrap<Timings> = config
 ): Layer.Layer<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError | ConfigError.ConfigError,
   Context.Tag.Identifier<C> | TaskSource.TaskSource | Outbox.OutboxStore | Exclude<R, TaskProcess.RunningTask>
-> => Layer.scoped(TaskHandler, Effect.flatMap(Config.unwrap(timings), (read) => make<P, I, R, C>({ ...read, ...task })))
+> => Layer.scoped(TaskHandler, Effect.flatMap(Cfg.read(timings), (read) => make<P, I, R, C>({ ...read, ...code })))

@@ -23,7 +23,7 @@ import * as Call from "./Call.js"
 import * as Connection from "./Connection.js"
 import type { ClientUnavailable } from "./ConnectionState.js"
 import * as GrpcError from "./GrpcError.js"
-import * as Env from "./internal/config.js"
+import * as Cfg from "./internal/config.js"
 import * as Validate from "./internal/validate.js"
 import * as WorkerProtocol from "./WorkerProtocol.js"
 
@@ -194,6 +194,13 @@ export interface TaskSource {
   readonly register: (generation: number) => Effect.Effect<Registration, Failure>
   /** The master's requests to the node on one connection generation, until the stream ends. */
   readonly subscribe: (generation: number) => Stream.Stream<MasterRequest, Failure>
+  /**
+   * The node's runner cap, as the master is told: a task handler on this source runs as many at once unless
+   * told otherwise.
+   *
+   * @since 0.3.0
+   */
+  readonly maxRunners?: number | undefined
 }
 
 /**
@@ -511,7 +518,7 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
           })))
       }))
 
-    return { nodeKey, fetch, report, reportAll, heartbeat, register, subscribe } satisfies TaskSource
+    return { nodeKey, maxRunners, fetch, report, reportAll, heartbeat, register, subscribe } satisfies TaskSource
   })
 
 /**
@@ -525,27 +532,31 @@ export const layer = <C extends ConnectionTag<any> | typeof Connection.Connectio
 ): Layer.Layer<TaskSource, Validate.InvalidOption, Context.Tag.Identifier<C>> => Layer.effect(TaskSource, make(options))
 
 /**
- * The node's identity from the environment: `NODE_KEY` (required), `NODE_NAME`,
- * `MAX_RUNNERS` and `FETCH_ATTEMPT_TIMEOUT`.
+ * The node's options as `Config` reads them: `nodeKey` (`NODE_KEY`, required), `nodeName`, `maxRunners` (which the
+ * task handler on this source follows) and `fetchAttemptTimeout`. A record: spread it to override one.
  *
  * @since 0.1.0
  * @category config
  */
 export const config = {
-  nodeKey: Config.nonEmptyString("NODE_KEY"),
-  name: Env.optional(Config.nonEmptyString("NODE_NAME")),
-  maxRunners: Env.optional(Env.integer("MAX_RUNNERS", 1)),
-  fetchAttemptTimeout: Env.optional(Env.duration("FETCH_ATTEMPT_TIMEOUT"))
+  nodeKey: Config.withDescription(Config.nonEmptyString("nodeKey"), "This node's key, unique among the master's."),
+  name: Cfg.optional(Config.withDescription(Config.nonEmptyString("nodeName"), "This node's name (default: its key).")),
+  maxRunners: Cfg.optional(Cfg.integer("maxRunners", "Tasks at once, as the master is told.", 1)),
+  fetchAttemptTimeout: Cfg.optional(
+    Cfg.duration("fetchAttemptTimeout", "One FetchTask attempt's deadline beyond its wait.")
+  )
 } satisfies Config.Config.Wrap<NodeOptions>
 
 /**
- * The task source over `proto/worker.proto`, with the node read from `Config`.
+ * The task source over `proto/worker.proto`, with the connection to use given in code (default
+ * `Connection.Connection`) and the node read from `config` (default {@link config}; see `Connection.layerConfig`
+ * for where it is read from).
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerConfig = <C extends ConnectionTag<any> | typeof Connection.Connection = typeof Connection.Connection>(
-  options: Config.Config.Wrap<NodeOptions> = config,
-  using: Connection.Using<C> = {}
+  code: Connection.Using<C> = {},
+  options: Config.Config.Wrap<NodeOptions> = config
 ): Layer.Layer<TaskSource, Validate.InvalidOption | ConfigError.ConfigError, Context.Tag.Identifier<C>> =>
-  Layer.effect(TaskSource, Effect.flatMap(Config.unwrap(options), (node) => make<C>({ ...node, ...using })))
+  Layer.effect(TaskSource, Effect.flatMap(Cfg.read(options), (node) => make<C>({ ...node, ...code })))

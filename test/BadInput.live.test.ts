@@ -5,12 +5,12 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
-import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Schema from "effect/Schema"
 import * as Connection from "../src/Connection.js"
+import * as Env from "../src/Env.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Outbox from "../src/Outbox.js"
 import * as TaskHandler from "../src/TaskHandler.js"
@@ -49,10 +49,8 @@ describe("bad input from the network", () => {
         const huge = yield* master.enqueue({ payload: JSON.stringify({ text: "x".repeat(64 * 1024) }), priority: 1 })
         const small = yield* master.enqueue({ payload: JSON.stringify({ text: "ok" }) })
         // The limit as an operator sets it: MAX_MESSAGE_BYTES.
-        const connection = Connection.layerConfig(Connection.config(TaskSource.services)).pipe(
-          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(
-            new Map([["MASTER_ADDRESS", master.address], ["MAX_MESSAGE_BYTES", String(16 * 1024)]])
-          )))
+        const connection = Connection.layerConfig({ services: TaskSource.services }).pipe(
+          Layer.provide(Env.layer({ env: { MASTER_ADDRESS: master.address, MAX_MESSAGE_BYTES: String(16 * 1024) } }))
         )
         yield* Layer.build(worker(connection)).pipe(Effect.provide(logs.layer))
         yield* eventually(master.task(small), (t) => t.status === "FINISHED", "10 seconds", "the small task finished")

@@ -1,7 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
-import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -9,18 +8,20 @@ import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as Connection from "../src/Connection.js"
 import * as Credentials from "../src/Credentials.js"
+import * as Env from "../src/Env.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Retry from "../src/Retry.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as FaultProxy from "../src/testing/FaultProxy.js"
 
-const env = (vars: Record<string, string>) =>
-  Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
+// The variables as the environment would hold them, read as every layerConfig reads the environment.
+const env = (vars: Record<string, string>, prefix?: string) =>
+  Effect.withConfigProvider(Env.provider({ env: vars, prefix }))
 
 // Reads a config from the given variables and returns the error's text: it must be a ConfigError naming the variable.
 const failure = <A>(config: Config.Config.Wrap<A>, vars: Record<string, string>) =>
-  Effect.flip(Config.unwrap(config)).pipe(
+  Effect.flip(Env.read(config)).pipe(
     env(vars),
     Effect.tap((error) => assert.isTrue(ConfigError.isConfigError(error), `a ConfigError: ${String(error)}`)),
     Effect.map(String)
@@ -76,7 +77,7 @@ describe("configuration from the environment", () => {
         DRAIN_GRACE: "5 seconds",
         FLUSH_TIMEOUT: "7 seconds"
       }
-      const connection = yield* Connection.config(TaskSource.services).pipe(env(vars))
+      const connection = yield* Env.read(Connection.config).pipe(env(vars))
       assert.strictEqual(connection.address, "127.0.0.1:9666")
       assert.deepStrictEqual(
         [
@@ -121,7 +122,7 @@ describe("configuration from the environment", () => {
       assert.isFunction(readiness.probe)
 
       // The schedules' shapes, as their own configs read them.
-      const reconnect = yield* Retry.reconnectConfig.pipe(env(vars))
+      const reconnect = yield* Env.read(Retry.reconnectConfig).pipe(env(vars))
       assert.deepStrictEqual(
         [reconnect.base, reconnect.shortCap, reconnect.shortPhase, reconnect.longCap].map(seconds),
         [
@@ -135,20 +136,19 @@ describe("configuration from the environment", () => {
       assert.deepStrictEqual(reconnect.jitter, { min: 0.9, max: 1.1 })
       assert.deepStrictEqual([reconnect.soon, reconnect.soonCap].map(seconds), [0.05, 2])
       assert.strictEqual(reconnect.soonFraction, 0.1)
-      const call = yield* Retry.callConfig.pipe(env(vars))
+      const call = yield* Env.read(Retry.callConfig).pipe(env(vars))
       assert.deepStrictEqual([call.retries, seconds(call.base), seconds(call.cap)], [2, 0.05, 1])
-      const lookup = yield* Retry.lookupConfig.pipe(env(vars))
+      const lookup = yield* Env.read(Retry.lookupConfig).pipe(env(vars))
       assert.deepStrictEqual([lookup.retries, seconds(lookup.interval)], [1, 3])
 
-      const node = yield* Config.unwrap(TaskSource.config).pipe(env(vars))
+      const node = yield* Env.read(TaskSource.config).pipe(env(vars))
       assert.deepStrictEqual([node.nodeKey, node.name, node.maxRunners, seconds(node.fetchAttemptTimeout)], [
         "w1",
         "worker one",
         4,
         2
       ])
-      const handler = yield* Config.unwrap(TaskHandler.config).pipe(env(vars))
-      assert.strictEqual(handler.maxRunners, 4)
+      const handler = yield* Env.read(TaskHandler.config).pipe(env(vars))
       assert.deepStrictEqual(
         [
           handler.fetchWait,
@@ -165,14 +165,14 @@ describe("configuration from the environment", () => {
 
   it.effect("absent variables leave every default in place", () =>
     Effect.gen(function*() {
-      const connection = yield* Connection.config(TaskSource.services).pipe(env(minimal))
+      const connection = yield* Env.read(Connection.config).pipe(env(minimal))
       assert.isUndefined(connection.connectTimeout)
       assert.isUndefined(connection.rejectedSchedule)
       assert.isUndefined(connection.breaker?.halfOpenAfter)
       assert.deepStrictEqual(connection.channelOptions, {})
-      const handler = yield* Config.unwrap(TaskHandler.config).pipe(env({}))
+      const handler = yield* Env.read(TaskHandler.config).pipe(env({}))
       assert.isUndefined(handler.fetchInterval)
-      const node = yield* Config.unwrap(TaskSource.config).pipe(env(minimal))
+      const node = yield* Env.read(TaskSource.config).pipe(env(minimal))
       assert.deepStrictEqual(node, {
         nodeKey: "w1",
         name: undefined,
@@ -187,7 +187,7 @@ describe("configuration from the environment", () => {
       const dialer = Layer.succeed(GrpcChannel.Dialer, {
         dial: () => Effect.sync(() => dials++).pipe(Effect.zipRight(Effect.die("no dial expected")))
       })
-      const error = yield* Layer.build(Connection.layerConfig(Connection.config(TaskSource.services))).pipe(
+      const error = yield* Layer.build(Connection.layerConfig({ services: TaskSource.services })).pipe(
         Effect.provide(dialer),
         Effect.scoped,
         Effect.flip,
@@ -200,17 +200,17 @@ describe("configuration from the environment", () => {
 
   it.effect("not a number: a ConfigError naming the variable", () =>
     Effect.gen(function*() {
-      assert.include(yield* failure(TaskHandler.config, { MAX_RUNNERS: "many" }), "MAX_RUNNERS")
+      assert.include(yield* failure(TaskSource.config, { ...minimal, MAX_RUNNERS: "many" }), "MAX_RUNNERS")
       assert.include(
-        yield* failure(Connection.config(TaskSource.services), { ...minimal, BREAKER_THRESHOLD: "some" }),
+        yield* failure(Connection.config, { ...minimal, BREAKER_THRESHOLD: "some" }),
         "BREAKER_THRESHOLD"
       )
       assert.include(
-        yield* failure(Connection.config(TaskSource.services), { ...minimal, MAX_MESSAGE_BYTES: "4MB" }),
+        yield* failure(Connection.config, { ...minimal, MAX_MESSAGE_BYTES: "4MB" }),
         "MAX_MESSAGE_BYTES"
       )
       assert.include(
-        yield* failure(Connection.config(TaskSource.services), { ...minimal, CALL_RETRIES: "three" }),
+        yield* failure(Connection.config, { ...minimal, CALL_RETRIES: "three" }),
         "CALL_RETRIES"
       )
       assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_FACTOR: "double" }), "RECONNECT_FACTOR")
@@ -218,7 +218,7 @@ describe("configuration from the environment", () => {
 
   it.effect("a number out of range: a ConfigError naming the variable and the range", () =>
     Effect.gen(function*() {
-      const zero = yield* failure(Connection.config(TaskSource.services), { ...minimal, BREAKER_THRESHOLD: "0" })
+      const zero = yield* failure(Connection.config, { ...minimal, BREAKER_THRESHOLD: "0" })
       assert.include(zero, "BREAKER_THRESHOLD")
       assert.include(zero, "from 1")
       assert.include(yield* failure(Retry.reconnectConfig, { RECONNECT_JITTER: "1.5" }), "RECONNECT_JITTER")
@@ -226,36 +226,42 @@ describe("configuration from the environment", () => {
 
   it.effect("a first delay above its cap: a ConfigError naming both variables", () =>
     Effect.gen(function*() {
-      const call = yield* failure(Connection.config(TaskSource.services), { ...minimal, CALL_RETRY_BASE: "5 seconds" })
-      assert.include(call, "CALL_RETRY_BASE must not exceed CALL_RETRY_CAP")
-      const breaker = yield* failure(Connection.config(TaskSource.services), {
+      const call = yield* failure(Connection.config, { ...minimal, CALL_RETRY_BASE: "5 seconds" })
+      assert.match(call, /^\(Invalid data at \w+: "CALL_RETRY_BASE \(\w+\) must not exceed CALL_RETRY_CAP \(\w+\)"\)$/)
+      const breaker = yield* failure(Connection.config, {
         ...minimal,
         BREAKER_HALF_OPEN_BASE: "1 minute",
         BREAKER_HALF_OPEN_CAP: "10 seconds"
       })
-      assert.include(breaker, "BREAKER_HALF_OPEN_BASE must not exceed BREAKER_HALF_OPEN_CAP")
-      const rejected = yield* failure(Connection.config(TaskSource.services), {
+      assert.match(
+        breaker,
+        /^\(Invalid data at \w+: "BREAKER_HALF_OPEN_BASE \(\w+\) must not exceed BREAKER_HALF_OPEN_CAP \(\w+\)"\)$/
+      )
+      const rejected = yield* failure(Connection.config, {
         ...minimal,
         REJECTED_RETRY_CAP: "10 seconds"
       })
-      assert.include(rejected, "REJECTED_RETRY_BASE must not exceed REJECTED_RETRY_CAP")
-      assert.include(
+      assert.match(
+        rejected,
+        /^\(Invalid data at \w+: "REJECTED_RETRY_BASE \(\w+\) must not exceed REJECTED_RETRY_CAP \(\w+\)"\)$/
+      )
+      assert.match(
         yield* failure(Retry.reconnectConfig, { RECONNECT_LONG_CAP: "1 second" }),
-        "RECONNECT_SHORT_CAP must not exceed RECONNECT_LONG_CAP"
+        /^\(Invalid data at \w+: "RECONNECT_SHORT_CAP \(\w+\) must not exceed RECONNECT_LONG_CAP \(\w+\)"\)$/
       )
-      assert.include(
+      assert.match(
         yield* failure(Retry.reconnectConfig, { RECONNECT_BASE: "3 seconds" }),
-        "RECONNECT_BASE must not exceed RECONNECT_SHORT_CAP"
+        /^\(Invalid data at \w+: "RECONNECT_BASE \(\w+\) must not exceed RECONNECT_SHORT_CAP \(\w+\)"\)$/
       )
-      assert.include(
+      assert.match(
         yield* failure(Retry.reconnectConfig, { RECONNECT_SOON: "31 seconds" }),
-        "RECONNECT_SOON must not exceed RECONNECT_SOON_CAP"
+        /^\(Invalid data at \w+: "RECONNECT_SOON \(\w+\) must not exceed RECONNECT_SOON_CAP \(\w+\)"\)$/
       )
     }))
 
   it.effect("a negative or unparsable duration: a ConfigError naming the variable", () =>
     Effect.gen(function*() {
-      const negative = yield* failure(Connection.config(TaskSource.services), {
+      const negative = yield* failure(Connection.config, {
         ...minimal,
         CONNECT_TIMEOUT: "-5 seconds"
       })
@@ -269,16 +275,16 @@ describe("configuration from the environment", () => {
   it.effect("a malformed address, or none: a ConfigError naming MASTER_ADDRESS", () =>
     Effect.gen(function*() {
       assert.include(
-        yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "master 9666" }),
+        yield* failure(Connection.config, { MASTER_ADDRESS: "master 9666" }),
         "MASTER_ADDRESS"
       )
       assert.include(
-        yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "master:99999" }),
+        yield* failure(Connection.config, { MASTER_ADDRESS: "master:99999" }),
         "MASTER_ADDRESS"
       )
-      assert.include(yield* failure(Connection.config(TaskSource.services), {}), "MASTER_ADDRESS")
+      assert.include(yield* failure(Connection.config, {}), "MASTER_ADDRESS")
       // A host without its port would dial 443: refused, naming the variable and what is missing.
-      const portless = yield* failure(Connection.config(TaskSource.services), { MASTER_ADDRESS: "127.0.0.1" })
+      const portless = yield* failure(Connection.config, { MASTER_ADDRESS: "127.0.0.1" })
       assert.include(portless, "MASTER_ADDRESS")
       assert.include(portless, "has no port")
     }))
@@ -302,5 +308,60 @@ describe("configuration from the environment", () => {
   it.effect("a missing node key: a ConfigError naming NODE_KEY", () =>
     Effect.gen(function*() {
       assert.include(yield* failure(TaskSource.config, {}), "NODE_KEY")
+    }))
+})
+
+describe("configuration under a prefix, and what it says", () => {
+  const noDial = Layer.succeed(GrpcChannel.Dialer, { dial: () => Effect.die("no dial expected") })
+
+  it.effect("a prefix reads its own variables; every error names them, a rule's and a group's included", () =>
+    Effect.gen(function*() {
+      const east = { EAST_MASTER_ADDRESS: "127.0.0.1:9666", EAST_CALL_TIMEOUT: "2 seconds", CALL_TIMEOUT: "9 seconds" }
+      const read = yield* Env.read(Connection.config).pipe(env(east, "EAST_"))
+      assert.strictEqual(read.address, "127.0.0.1:9666")
+      assert.strictEqual(Duration.toSeconds(Duration.decode(read.callTimeout!)), 2)
+      const bad = yield* Effect.flip(Env.read(Connection.config)).pipe(
+        env(
+          { EAST_MASTER_ADDRESS: "127.0.0.1:9666", EAST_CALL_TIMEOUT: "often", EAST_CALL_RETRY_BASE: "5 seconds" },
+          "EAST"
+        )
+      )
+      assert.include(String(bad), "Invalid data at EAST_CALL_TIMEOUT: \"expected a duration such as 10 seconds")
+      assert.include(String(bad), "EAST_CALL_RETRY_BASE (5s) must not exceed EAST_CALL_RETRY_CAP (2s)")
+      assert.notInclude(String(bad), "Invalid data at :")
+      const missing = yield* Effect.flip(Env.read(TaskSource.config)).pipe(env({}, "WEST_"))
+      assert.strictEqual(String(missing), "(Missing data at WEST_NODE_KEY: \"WEST_NODE_KEY is required\")")
+      const cert = yield* Effect.flip(Env.read(Credentials.config)).pipe(
+        env({ WEST_MASTER_CERT_FILE: "package.json" }, "WEST_")
+      )
+      assert.include(String(cert), "Invalid data at WEST_MASTER_CERT_FILE")
+      assert.include(String(cert), "set WEST_MASTER_KEY_FILE too")
+      assert.include(
+        yield* failure(Credentials.config, { MASTER_TOKEN: "abc" }),
+        "MASTER_ALLOW_INSECURE_TOKEN=true"
+      )
+    }))
+
+  it.effect("Env.prefixed builds one layer under its prefix, and no other", () =>
+    Effect.gen(function*() {
+      const vars = { MASTER_ADDRESS: "127.0.0.1:1", EAST_MASTER_ADDRESS: "127.0.0.1:2" }
+      const seen: Array<string> = []
+      const probe = Layer.effectDiscard(
+        Effect.map(Env.read(Connection.config.address), (value) => void seen.push(value))
+      )
+      yield* Layer.build(Layer.mergeAll(probe, probe.pipe(Env.prefixed("EAST_")))).pipe(Effect.scoped, env(vars))
+      assert.deepStrictEqual(seen.sort(), ["127.0.0.1:1", "127.0.0.1:2"])
+    }))
+
+  it.effect("Env.check, provided first, stops a missing NODE_KEY before the connection dials", () =>
+    Effect.gen(function*() {
+      const error = yield* Layer.build(
+        TaskSource.layerConfig().pipe(
+          Layer.provide(Connection.layerConfig({ services: TaskSource.services })),
+          Layer.provide(noDial),
+          Layer.provide(Env.check(Connection.config, TaskSource.config))
+        )
+      ).pipe(Effect.scoped, Effect.flip, env({ MASTER_ADDRESS: "127.0.0.1:9666" }))
+      assert.strictEqual(String(error), "(Missing data at NODE_KEY: \"NODE_KEY is required\")")
     }))
 })

@@ -1,7 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
-import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -13,6 +12,7 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Connection from "../src/Connection.js"
+import * as Env from "../src/Env.js"
 import * as Health from "../src/Health.js"
 import type * as InvalidOption from "../src/InvalidOption.js"
 import { NodeHealth } from "../src/node/index.js"
@@ -316,8 +316,8 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
           )
         )
         const fromEnv = (env: Record<string, string>, options?: Config.Config.Wrap<Health.Options>) =>
-          Layer.build(NodeHealth.layerConfig(options).pipe(Layer.provide(readiness))).pipe(
-            Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+          Layer.build(NodeHealth.layerConfig({}, options).pipe(Layer.provide(readiness))).pipe(
+            Effect.withConfigProvider(Env.provider({ env }))
           )
         const badPort = yield* Effect.flip(fromEnv({ HEALTH_PORT: "90x" }))
         assert.isTrue(ConfigError.isConfigError(badPort) && badPort._op === "InvalidData")

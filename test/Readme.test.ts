@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "vitest"
 import * as Connection from "../src/Connection.js"
 import * as Credentials from "../src/Credentials.js"
+import * as Env from "../src/Env.js"
 import * as Health from "../src/Health.js"
 import * as Outbox from "../src/Outbox.js"
 import * as SqliteOutbox from "../src/sqlite/SqliteOutbox.js"
@@ -74,19 +75,19 @@ describe("the configuration table (docs/configuration.md)", () => {
     const read = new Set<string>()
     const recording = ConfigProvider.fromFlat(ConfigProvider.makeFlat({
       load: (path) => {
-        read.add(path.join("_"))
+        read.add(path.map((name) => Env.variable(name)).join("_"))
         return Effect.fail(ConfigError.MissingData([...path], "recorded"))
       },
       enumerateChildren: () => Effect.succeed(HashSet.empty()),
       patch: PathPatch.empty
     }))
     const configs: ReadonlyArray<Config.Config<unknown>> = [
-      Connection.config(TaskSource.services),
+      Config.unwrap(Connection.config),
       Config.unwrap(TaskSource.config),
       Config.unwrap(TaskHandler.config),
       Config.unwrap(Health.config),
       Config.unwrap(Outbox.config),
-      Credentials.config,
+      Config.unwrap(Credentials.config),
       Config.unwrap(SqliteOutbox.config)
     ]
     for (const config of configs) {

@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { createServer } from "node:http"
 import type * as Connection from "../Connection.js"
+import * as Env from "../Env.js"
 import * as Health from "../Health.js"
 import type * as InvalidOption from "../InvalidOption.js"
 
@@ -35,17 +36,17 @@ export const layer = <C extends Connection.AnyTag = never>(
   )
 
 /**
- * {@link layer} with the port and host read from `Config`, by default
- * `Health.config` (`HEALTH_PORT`, `HEALTH_HOST`).
+ * {@link layer} with the connection given in code and the port and host read from `Config` (default
+ * `Health.config`: `HEALTH_PORT`, `HEALTH_HOST`), as every `layerConfig` reads it (`Env.read`).
  *
  * @since 0.2.0
  * @category layers
  */
 export const layerConfig = <C extends Connection.AnyTag = never>(
-  config: Config.Config.Wrap<Health.Options> = Health.config,
-  using: Connection.Using<C> = {}
+  code: Connection.Using<C> = {},
+  config: Config.Config.Wrap<Health.Options> = Health.config
 ): Layer.Layer<
   Health.Health,
   InvalidOption.InvalidOption | HttpServerError.ServeError | ConfigError.ConfigError,
   Health.Requires<C>
-> => Layer.unwrapEffect(Effect.map(Config.unwrap(config), (options) => layer<C>({ ...options, ...using })))
+> => Layer.unwrapEffect(Effect.map(Env.read(config), (options) => layer<C>({ ...options, ...code })))

@@ -31,6 +31,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { mkdirSync } from "node:fs"
 import { dirname, resolve } from "node:path"
+import * as Env from "../Env.js"
 import { fromFields, ProcessGroup, RecordFields } from "../internal/outboxStore.js"
 import * as Outbox from "../Outbox.js"
 
@@ -259,18 +260,21 @@ export const layer = (options: Options): Layer.Layer<Outbox.OutboxStore, Outbox.
   Layer.scoped(Outbox.OutboxStore, make(options))
 
 /**
- * What `layerConfig` reads by default: `OUTBOX_SQLITE`, the database file
- * (default `.outbox.sqlite`).
+ * What `layerConfig` reads by default: `outboxSqlite` (`OUTBOX_SQLITE`), the database file (default
+ * `.outbox.sqlite`).
  *
  * @since 0.2.0
  * @category config
  */
 export const config = {
-  filename: Config.nonEmptyString("OUTBOX_SQLITE").pipe(Config.withDefault(".outbox.sqlite"))
+  filename: Config.nonEmptyString("outboxSqlite").pipe(
+    Config.withDefault(".outbox.sqlite"),
+    Config.withDescription("The SQLite outbox's database file.")
+  )
 } satisfies Config.Config.Wrap<Options>
 
 /**
- * {@link layer} with its options read from `Config`.
+ * {@link layer} with its options read from `Config`, as every `layerConfig` reads it (`Env.read`).
  *
  * @since 0.2.0
  * @category layers
@@ -278,4 +282,4 @@ export const config = {
 export const layerConfig = (
   options: Config.Config.Wrap<Options> = config
 ): Layer.Layer<Outbox.OutboxStore, Outbox.OutboxError | ConfigError.ConfigError> =>
-  Layer.unwrapEffect(Effect.map(Config.unwrap(options), layer))
+  Layer.unwrapEffect(Effect.map(Env.read(options), layer))
