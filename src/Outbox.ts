@@ -12,8 +12,9 @@
  * too, and adding or removing a record costs the same at any depth. Each
  * outbox is scoped to its owner, a node and the master it reports to: two
  * outboxes in one store never touch each other's records. `layerFileSystem` is the default store (one file per
- * record, written to a temporary file, synced, renamed into place and the
- * directory synced); `effect-grpc-resilience/sqlite` has a SQLite store.
+ * batch of records, each line checksummed, written to a temporary file,
+ * synced, renamed into place and the directory synced);
+ * `effect-grpc-resilience/sqlite` has a SQLite store.
  *
  * The outbox also remembers which tasks run: the RUNNING record of a task is
  * kept, after it is delivered, until the task's final report is added, with
@@ -639,11 +640,13 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
 // -------------------------------------------------------------------------------------------------
 
 /**
- * The store on the file system: in `directory`, one subdirectory per owner
- * and one file per record. A record is written to a temporary file, synced,
- * renamed into place, and the directory synced before `add` returns. A
- * damaged record is moved to the owner's `damaged/` subdirectory, with a log
- * line, and costs no other record. The directory is locked for the layer's
+ * The store on the file system: in `directory`, one subdirectory per owner,
+ * and one file per batch of records written together, a line per record with
+ * its checksum. A batch is written to a temporary file, synced, renamed into
+ * place, and the directory synced before its adds return. A damaged record
+ * is set aside in the owner's `damaged/` subdirectory, with a log line, and
+ * costs no other record. Records written by 0.2 and 0.3 (one file each) are
+ * read. The directory is locked for the layer's
  * lifetime: a second process on it fails with `Locked` naming it; the lock of
  * a process that died (SIGKILL, power loss) does not hold its successor back.
  *
