@@ -100,19 +100,22 @@ interface Recorded {
 const startRecord = (directory: string, taskId: string): Recorded | undefined => {
   if (!existsSync(directory)) return undefined
   for (const name of readdirSync(directory, { recursive: true, encoding: "utf8" })) {
-    if (!/\d{16}\.json$/.test(name) || name.includes("damaged")) continue
+    if (!/\d{16}\.records$/.test(name) || name.includes("damaged")) continue
     try {
-      const record = JSON.parse(readFileSync(join(directory, name), "utf8")) as {
-        taskId?: string
-        status?: string
-        processes?: ReadonlyArray<{ pgid: number; start?: string }>
-      }
-      const group = record.processes?.[0]
-      if (record.taskId === taskId && record.status === "RUNNING" && group?.start !== undefined) {
-        return { pgid: group.pgid, start: group.start }
+      // One record a line: its JSON, a tab, its checksum.
+      for (const line of readFileSync(join(directory, name), "utf8").split("\n").filter((l) => l.length > 0)) {
+        const record = JSON.parse(line.slice(0, line.lastIndexOf("\t"))) as {
+          taskId?: string
+          status?: string
+          processes?: ReadonlyArray<{ pgid: number; start?: string }>
+        }
+        const group = record.processes?.[0]
+        if (record.taskId === taskId && record.status === "RUNNING" && group?.start !== undefined) {
+          return { pgid: group.pgid, start: group.start }
+        }
       }
     } catch {
-      // Being renamed into place: read again on the next poll.
+      // Removed meanwhile: read again on the next poll.
     }
   }
   return undefined

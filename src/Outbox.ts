@@ -12,8 +12,9 @@
  * too, and adding or removing a record costs the same at any depth. Each
  * outbox is scoped to its owner, a node and the master it reports to: two
  * outboxes in one store never touch each other's records. `layerFileSystem` is the default store (one file per
- * record, written to a temporary file, synced, renamed into place and the
- * directory synced); `effect-grpc-resilience/sqlite` has a SQLite store.
+ * batch of records, each line checksummed, written to a temporary file,
+ * synced, renamed into place and the directory synced);
+ * `effect-grpc-resilience/sqlite` has a SQLite store.
  *
  * The outbox also remembers which tasks run: the RUNNING record of a task is
  * kept, after it is delivered, until the task's final report is added, with
@@ -25,15 +26,12 @@
  */
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
-import * as Chunk from "effect/Chunk"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
-import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -248,17 +246,44 @@ interface Started {
 // The writer's work, in the order it came: a report to add, or a started task's process groups to record.
 type Request = Add | Rewrite
 
+// The answer to a request, and the fibers that wait for it: resumed by the writer, without a Deferred (one costs
+// more than all the rest of an add).
+interface Answer {
+  exit: Exit.Exit<void, OutboxError> | undefined
+  readonly waiting: Array<(exit: Exit.Exit<void, OutboxError>) => void>
+}
+
+const unanswered = (): Answer => ({ exit: undefined, waiting: [] })
+
+const answer = (done: Answer, exit: Exit.Exit<void, OutboxError>): void => {
+  if (done.exit !== undefined) return
+  done.exit = exit
+  for (const resume of done.waiting) resume(exit)
+  done.waiting.length = 0
+}
+
+const awaitAnswer = (done: Answer): Effect.Effect<void, OutboxError> =>
+  done.exit !== undefined ? done.exit : Effect.async<void, OutboxError>((resume) => {
+    if (done.exit !== undefined) return resume(done.exit)
+    done.waiting.push(resume)
+    // An interrupted add stops waiting; the report is stored all the same.
+    return Effect.sync(() => {
+      const at = done.waiting.indexOf(resume)
+      if (at >= 0) done.waiting.splice(at, 1)
+    })
+  })
+
 interface Add {
   readonly _tag: "Add"
   readonly report: TaskSource.StatusReport
-  readonly done: Deferred.Deferred<void, OutboxError>
+  readonly done: Answer
 }
 
 interface Rewrite {
   readonly _tag: "Rewrite"
   readonly taskId: string
   readonly processes: ReadonlyArray<ProcessGroup>
-  readonly done: Deferred.Deferred<void, OutboxError>
+  readonly done: Answer
 }
 
 /**
@@ -280,7 +305,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
     const queue = new Map<string, StoredRecord>()
     const queuedPerTask = new Map<string, number>()
     const started = new Map<string, Started>()
-    const writing = new Map<string, Deferred.Deferred<void, OutboxError>>()
+    const writing = new Map<string, Answer>()
     let next = 1
 
     const enqueue = (record: StoredRecord) => {
@@ -380,7 +405,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         }
         for (const request of batch) {
           writing.delete(request.report.key)
-          Deferred.unsafeDone(request.done, Exit.void)
+          answer(request.done, Exit.void)
         }
         nonEmpty.unsafeOpen()
         return Effect.zipRight(publish, forget(done))
@@ -395,7 +420,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
             Effect.sync(() => {
               for (const request of batch) {
                 writing.delete(request.report.key)
-                Deferred.unsafeDone(request.done, Exit.failCause(cause))
+                answer(request.done, Exit.failCause(cause))
               }
             })
         })
@@ -408,7 +433,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
       Effect.suspend(() => {
         const task = started.get(request.taskId)
         if (task === undefined || task.ended) {
-          Deferred.unsafeDone(
+          answer(
             request.done,
             Exit.fail(
               new OutboxError({
@@ -433,29 +458,34 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
           Effect.exit,
           Effect.map((exit) => {
             if (Exit.isSuccess(exit)) task.processes = request.processes
-            Deferred.unsafeDone(request.done, exit)
+            answer(request.done, exit)
           })
         )
       })
 
-    const writeBatch = Effect.flatMap(Queue.takeBetween(requests, 1, maxBatch), (chunk) => {
-      // In the order they came: adds side by side are written together, a rewrite on its own.
-      const segments: Array<Array<Add> | Rewrite> = []
-      for (const request of Chunk.toReadonlyArray(chunk)) {
-        const last = segments.at(-1)
-        if (request._tag === "Rewrite") segments.push(request)
-        else if (Array.isArray(last)) last.push(request)
-        else segments.push([request])
-      }
-      return Effect.forEach(
-        segments,
-        (segment) => (Array.isArray(segment) ? writeAdds(segment) : writeProcesses(segment)),
-        { discard: true }
-      ).pipe(
+    // Woken by the first add, the writer lets the fibers ready to run go first: the adds they make join the batch,
+    // one write for the tasks that ended together rather than one for the first and one for the rest.
+    const writeBatch = Effect.flatMap(Queue.take(requests), (first) =>
+      Effect.gen(function*() {
+        yield* Effect.yieldNow()
+        const rest = yield* Queue.takeUpTo(requests, maxBatch - 1)
+        // In the order they came: adds side by side are written together, a rewrite on its own.
+        const segments: Array<Array<Add> | Rewrite> = []
+        for (const request of [first, ...rest]) {
+          const last = segments.at(-1)
+          if (request._tag === "Rewrite") segments.push(request)
+          else if (Array.isArray(last)) last.push(request)
+          else segments.push([request])
+        }
+        yield* Effect.forEach(
+          segments,
+          (segment) => (Array.isArray(segment) ? writeAdds(segment) : writeProcesses(segment)),
+          { discard: true }
+        )
+      }).pipe(
         // A batch once taken is written, and its requests are answered, even when the outbox closes meanwhile.
         Effect.uninterruptible
-      )
-    })
+      ))
 
     yield* writeBatch.pipe(
       Effect.forever,
@@ -463,7 +493,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         Effect.flatMap(Queue.takeAll(requests), (left) =>
           Effect.sync(() => {
             open = false
-            for (const request of left) Deferred.unsafeDone(request.done, Exit.fail(closed(request)))
+            for (const request of left) answer(request.done, Exit.fail(closed(request)))
           }))
       ),
       log,
@@ -478,13 +508,13 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         const running = started.get(report.taskId)
         if (report.status === "RUNNING" && running !== undefined) return Effect.void
         const waiting = writing.get(report.key)
-        if (waiting !== undefined) return Deferred.await(waiting)
-        const done = Deferred.unsafeMake<void, OutboxError>(FiberId.none)
+        if (waiting !== undefined) return awaitAnswer(waiting)
+        const done = unanswered()
         const request: Add = { _tag: "Add", report, done }
         if (!open) return Effect.fail(closed(request))
         writing.set(report.key, done)
         requests.unsafeOffer(request)
-        return Deferred.await(done)
+        return awaitAnswer(done)
       })
 
     const recordProcesses = (taskId: string, processes: ReadonlyArray<ProcessGroup>) =>
@@ -493,11 +523,11 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
           _tag: "Rewrite",
           taskId,
           processes,
-          done: Deferred.unsafeMake<void, OutboxError>(FiberId.none)
+          done: unanswered()
         }
         if (!open) return Effect.fail(closed(request))
         requests.unsafeOffer(request)
-        return Deferred.await(request.done)
+        return awaitAnswer(request.done)
       })
 
     // Reports done with: out of the queue, and their records out of the store unless one still marks a task started.
@@ -599,6 +629,8 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
 
     const deliverHead = Effect.gen(function*() {
       yield* nonEmpty.await
+      // The reports stored with the first one, and those the fibers ready to run store now, go in the same call.
+      yield* Effect.yieldNow()
       const batch = nextBatch(options.deliverAll === undefined ? 1 : maxDelivery)
       if (batch.length === 0) {
         nonEmpty.unsafeClose()
@@ -638,11 +670,13 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
 // -------------------------------------------------------------------------------------------------
 
 /**
- * The store on the file system: in `directory`, one subdirectory per owner
- * and one file per record. A record is written to a temporary file, synced,
- * renamed into place, and the directory synced before `add` returns. A
- * damaged record is moved to the owner's `damaged/` subdirectory, with a log
- * line, and costs no other record. The directory is locked for the layer's
+ * The store on the file system: in `directory`, one subdirectory per owner,
+ * and one file per batch of records written together, a line per record with
+ * its checksum. A batch is written to a temporary file, synced, renamed into
+ * place, and the directory synced before its adds return. A damaged record
+ * is set aside in the owner's `damaged/` subdirectory, with a log line, and
+ * costs no other record. Records written by 0.2 and 0.3 (one file each) are
+ * read. The directory is locked for the layer's
  * lifetime: a second process on it fails with `Locked` naming it; the lock of
  * a process that died (SIGKILL, power loss) does not hold its successor back.
  *

@@ -24,12 +24,12 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Predicate from "effect/Predicate"
+import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Connection from "./Connection.js"
 import * as Cfg from "./internal/config.js"
 import { errorMessage, formatMillis } from "./internal/format.js"
@@ -270,7 +270,9 @@ const makeFor = <P, I, R>(
       master: conn.address
     })
     const runners = yield* FiberMap.make<string, void, never>()
-    const stats = yield* SubscriptionRef.make<WorkerStatus>({
+    // The counters: changed in place, in one step each (several a task), and every change offered to the
+    // subscribers of `changes`, none of which holds a change back.
+    let stats: WorkerStatus = {
       running: 0,
       fetched: 0,
       fetchFailures: 0,
@@ -280,9 +282,14 @@ const makeFor = <P, I, R>(
       malformed: 0,
       heartbeatFailures: 0,
       unpersisted: 0
-    })
-    const count = (f: (s: WorkerStatus) => Partial<WorkerStatus>) =>
-      SubscriptionRef.update(stats, (s) => ({ ...s, ...f(s) }))
+    }
+    const changed = yield* PubSub.unbounded<WorkerStatus>()
+    const countNow = (f: (s: WorkerStatus) => Partial<WorkerStatus>) => {
+      stats = { ...stats, ...f(stats) }
+      changed.unsafeOffer(stats)
+      return stats
+    }
+    const count = (f: (s: WorkerStatus) => Partial<WorkerStatus>) => Effect.sync(() => void countNow(f))
     const wake = yield* Queue.sliding<void>(1)
     const poke = Queue.offer(wake, undefined)
     const stopping = yield* Deferred.make<void>()
@@ -300,7 +307,7 @@ const makeFor = <P, I, R>(
     // task is fetched. The retries are interruptible: a drain can end them, and says the report is lost.
     const held = (change: number) =>
       Effect.flatMap(
-        SubscriptionRef.updateAndGet(stats, (s) => ({ ...s, unpersisted: s.unpersisted + change })),
+        Effect.sync(() => countNow((s) => ({ unpersisted: s.unpersisted + change }))),
         (s) =>
           Effect.zipRight(
             Metric.set(Metrics.outboxUnpersisted, s.unpersisted).pipe(
@@ -315,7 +322,7 @@ const makeFor = <P, I, R>(
               ))
           )
       )
-    const holding = Effect.map(SubscriptionRef.get(stats), (s) => s.unpersisted > 0)
+    const holding = Effect.sync(() => stats.unpersisted > 0)
     const lost = (stored: TaskSource.StatusReport, why: string) =>
       Effect.logError(`report ${stored.key} is lost, ${why}: ${JSON.stringify(stored)}`)
     const storeAgainAndAgain = (stored: TaskSource.StatusReport, first: Outbox.OutboxError) =>
@@ -382,8 +389,10 @@ const makeFor = <P, I, R>(
         // Its start and its end at Info: an operator (and the process-level tests) can tell a task ran once.
         yield* Effect.logInfo(`task ${task.id} started`)
         yield* options.run(task).pipe(
-          Effect.provideService(TaskProcess.RunningTask, TaskProcess.running(outbox, task.id)),
-          Effect.provide(context),
+          // One context for the task, in one step: the app's services and the task's own.
+          Effect.provide(
+            Context.add(context, TaskProcess.RunningTask, TaskProcess.running(outbox, task.id)) as Context.Context<R>
+          ),
           Effect.onExit((exit) => {
             if (Exit.isSuccess(exit)) {
               return Effect.logInfo(`task ${task.id} finished`).pipe(
@@ -438,7 +447,7 @@ const makeFor = <P, I, R>(
       Effect.gen(function*() {
         let started = 0
         for (const incoming of tasks) {
-          yield* count((s) => ({ fetched: s.fetched + 1 }))
+          countNow((s) => ({ fetched: s.fetched + 1 }))
           yield* Effect.logDebug(`task ${incoming.id} fetched`)
           // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
           // nor when its reports still wait in the outbox.
@@ -447,7 +456,7 @@ const makeFor = <P, I, R>(
             yield* Effect.logWarning(`task ${incoming.id} was handed out again; it runs here already, not twice`)
             continue
           }
-          yield* count((s) => ({ running: s.running + 1 }))
+          countNow((s) => ({ running: s.running + 1 }))
           yield* FiberMap.run(runners, incoming.id, runTask(incoming))
           started++
         }
@@ -529,11 +538,13 @@ const makeFor = <P, I, R>(
     const fetchLoop = (membership: Membership.Membership): Effect.Effect<never> =>
       Effect.gen(function*() {
         while (true) {
+          // The runners that end with the one that woke this loop end first: one fetch for all they free.
+          yield* Effect.yieldNow()
           // Taken before the look: a change after the look still ends the fetch.
           const guard = yield* Ref.get(mayNotWait)
           // From the count, not the runner map: a runner ending pokes after its count went down, and may still
           // be in the map for a moment.
-          const free = maxRunners - (yield* SubscriptionRef.get(stats)).running
+          const free = maxRunners - stats.running
           const member = yield* membership.current
           if (free <= 0 || (yield* holding) || Option.isNone(member)) {
             yield* Queue.take(wake)
@@ -641,8 +652,11 @@ const makeFor = <P, I, R>(
     )
 
     return {
-      status: Effect.zipWith(SubscriptionRef.get(stats), FiberMap.size(runners), (s, running) => ({ ...s, running })),
-      changes: stats.changes,
+      status: Effect.zipWith(Effect.sync(() => stats), FiberMap.size(runners), (s, running) => ({ ...s, running })),
+      // Subscribed before the counters are read: no change is missed between them.
+      changes: Stream.unwrapScoped(
+        Effect.map(PubSub.subscribe(changed), (later) => Stream.concat(Stream.succeed(stats), Stream.fromQueue(later)))
+      ),
       running: Effect.sync(() => Array.from(runners, ([id]) => id)),
       outbox
     } satisfies TaskHandler

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -297,9 +298,10 @@ describe("Outbox (virtual time)", () => {
       assert.deepStrictEqual(yield* outbox.pending, [report("t1", "FINISHED")])
     }))
 
-  it.scoped("adds made while a write runs are written together, after it, in the order they came", () =>
+  it.scoped("adds made together are written together; adds made while a write runs share the next, in the order they came", () =>
     Effect.gen(function*() {
       const batches: Array<ReadonlyArray<number>> = []
+      const gate = yield* Deferred.make<void>()
       const counting = Layer.succeed(
         Outbox.OutboxStore,
         Outbox.OutboxStore.of({
@@ -308,7 +310,12 @@ describe("Outbox (virtual time)", () => {
               location: "counting",
               initial: [],
               setAside: 0,
-              append: (records) => Effect.sync(() => void batches.push(records.map((r) => r.sequence))),
+              // The second write waits at the gate.
+              append: (records) =>
+                Effect.zipRight(
+                  Effect.sync(() => void batches.push(records.map((r) => r.sequence))),
+                  batches.length === 1 ? Deferred.await(gate) : Effect.void
+                ),
               remove: () => Effect.void
             })
         })
@@ -316,12 +323,25 @@ describe("Outbox (virtual time)", () => {
       const outbox = yield* Outbox.make({ deliver: master(Number.POSITIVE_INFINITY).deliver, ...owner }).pipe(
         Effect.provide(counting)
       )
-      yield* Effect.forEach(["a", "b", "c", "d"], (id) => outbox.add(report(id, "FINISHED")), {
-        concurrency: "unbounded"
-      })
-      // The first add finds the writer idle; the three made meanwhile share the next write.
-      assert.deepStrictEqual(batches, [[1], [2, 3, 4]])
-      assert.deepStrictEqual((yield* outbox.pending).map((r) => r.taskId), ["a", "b", "c", "d"])
+      const addAll = (ids: ReadonlyArray<string>) =>
+        Effect.forEach(ids, (id) => outbox.add(report(id, "FINISHED")), { concurrency: "unbounded", discard: true })
+      // Made together: one write.
+      yield* addAll(["a", "b", "c", "d"])
+      assert.deepStrictEqual(batches, [[1, 2, 3, 4]])
+      // One add, then three while its write waits: they share the next write, after it.
+      const first = yield* Effect.fork(addAll(["e"]))
+      while (batches.length < 2) yield* Effect.yieldNow()
+      const rest = yield* Effect.fork(addAll(["f", "g", "h"]))
+      for (let i = 0; i < 10; i++) yield* Effect.yieldNow()
+      assert.deepStrictEqual(batches, [[1, 2, 3, 4], [5]])
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(first)
+      yield* Fiber.join(rest)
+      assert.deepStrictEqual(batches, [[1, 2, 3, 4], [5], [6, 7, 8]])
+      assert.deepStrictEqual(
+        (yield* outbox.pending).map((r) => r.taskId),
+        ["a", "b", "c", "d", "e", "f", "g", "h"]
+      )
     }))
 
   it.effect("an add after the outbox closed fails with Closed, never hangs", () =>

@@ -8,7 +8,16 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import { spawn } from "node:child_process"
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync
+} from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { ownerDirectory } from "../src/internal/outboxFileSystem.js"
@@ -286,6 +295,164 @@ describe("OutboxStore: filesystem", () => {
       }
     }))
 
+  // The files of the owner's records, by kind.
+  const listing = (location: string) => {
+    const names = readdirSync(join(location, ownerDirectory(owner)))
+    return {
+      records: names.filter((n) => n.endsWith(".records")).sort(),
+      legacy: names.filter((n) => /^\d{16}\.json$/.test(n)).sort(),
+      removedLog: names.includes("removed.log")
+    }
+  }
+
+  it.scopedLive("the records written together share one file; a file cut short gives back its whole lines, and the cut one is set aside, never read", () =>
+    Effect.gen(function*() {
+      const location = filesystem.location(yield* temporary())
+      yield* withRecords(
+        filesystem,
+        location,
+        (records) =>
+          records.append([record(1, "t1", "RUNNING"), record(2, "t2", "FINISHED"), record(3, "t3", "FINISHED")])
+      )
+      const [file] = listing(location).records
+      assert.deepStrictEqual(listing(location).records, ["0000000000000001.records"])
+      const path = join(location, ownerDirectory(owner), file!)
+      const text = readFileSync(path, "utf8")
+      // A power loss on a file system that kept the rename but not all of the data: the last line is cut.
+      truncateSync(path, text.length - 30)
+      const log = captured()
+      const again = yield* withRecords(filesystem, location, Effect.succeed).pipe(Effect.provide(log.layer))
+      assert.deepStrictEqual(again.initial, [record(1, "t1", "RUNNING"), record(2, "t2", "FINISHED")])
+      assert.strictEqual(again.setAside, 1)
+      assert.strictEqual(log.lines.filter((l) => l.includes("damaged")).length, 1, log.lines.join("\n"))
+      // A line of zeros (a block never written) is no record either; a line with a wrong checksum neither.
+      writeFileSync(path, `${readFileSync(path, "utf8")}\0\0\0\0\n${text.split("\n")[2]!.replace("t3", "t4")}\n`)
+      const third = yield* withRecords(filesystem, location, Effect.succeed)
+      assert.deepStrictEqual([sequences(third), third.setAside], [[1, 2], 2])
+      const fourth = yield* withRecords(filesystem, location, Effect.succeed)
+      assert.deepStrictEqual([sequences(fourth), fourth.setAside], [[1, 2], 0])
+      assert.lengthOf(readdirSync(join(location, ownerDirectory(owner), "damaged")), 2, "both damaged files kept")
+    }))
+
+  it.scopedLive("a record removed while another keeps its file stays removed after a restart; the file goes with its last record", () =>
+    Effect.gen(function*() {
+      const location = filesystem.location(yield* temporary())
+      yield* withRecords(filesystem, location, (records) =>
+        Effect.gen(function*() {
+          yield* records.append([record(1, "t1", "RUNNING"), record(2, "t2", "FINISHED"), record(3, "t3", "FINISHED")])
+          yield* records.remove([2, 3])
+          assert.isTrue(listing(location).removedLog, "the removal is logged: the file stays for record 1")
+        }))
+      const again = yield* withRecords(filesystem, location, (records) =>
+        Effect.gen(function*() {
+          assert.deepStrictEqual(sequences(records), [1])
+          yield* records.append([record(4, "t1", "FINISHED")])
+          yield* records.remove([1, 4])
+          return records
+        }))
+      assert.deepStrictEqual(sequences(again), [1])
+      assert.deepStrictEqual(listing(location).records, [], "no file holds a wanted record")
+      assert.deepStrictEqual(sequences(yield* withRecords(filesystem, location, Effect.succeed)), [])
+      assert.isFalse(listing(location).removedLog, "the removal log is dropped once it removes nothing")
+    }))
+
+  it.scopedLive("a sequence used again after a restart is not removed by an older removal of it", () =>
+    Effect.gen(function*() {
+      const location = filesystem.location(yield* temporary())
+      yield* withRecords(filesystem, location, (records) =>
+        Effect.gen(function*() {
+          yield* records.append([record(1, "t1", "RUNNING"), record(2, "t2", "FINISHED")])
+          yield* records.remove([2])
+        }))
+      // The outbox numbers on from the records it finds: 2 again.
+      yield* withRecords(filesystem, location, (records) => records.append([record(2, "t3", "FINISHED")]))
+      const again = yield* withRecords(filesystem, location, Effect.succeed)
+      assert.deepStrictEqual(again.initial, [record(1, "t1", "RUNNING"), record(2, "t3", "FINISHED")])
+      // A rewrite of record 1 and its removal: neither version comes back.
+      yield* withRecords(filesystem, location, (records) =>
+        Effect.gen(function*() {
+          yield* records.update!({ ...record(1, "t1", "RUNNING"), processes: [{ pgid: 42 }] })
+          yield* records.remove([1])
+        }))
+      assert.deepStrictEqual((yield* withRecords(filesystem, location, Effect.succeed)).initial, [
+        record(2, "t3", "FINISHED")
+      ])
+    }))
+
+  it.scopedLive("records of 0.2 and 0.3, one file each, are read beside the new files, rewritten and removed", () =>
+    Effect.gen(function*() {
+      const location = filesystem.location(yield* temporary())
+      const dir = join(location, ownerDirectory(owner))
+      mkdirSync(dir, { recursive: true })
+      writeFileSync(join(dir, "owner.json"), `${JSON.stringify({ node: owner.node, master: owner.master })}\n`)
+      const old = (sequence: number, fields: object) =>
+        writeFileSync(
+          join(dir, `${String(sequence).padStart(16, "0")}.json`),
+          `${JSON.stringify({ sequence, ...fields })}\n`
+        )
+      // 0.3 wrote the process groups of a RUNNING record; 0.2 did not.
+      old(1, { ...report("t1", "RUNNING"), processes: [{ pgid: 7, start: "9" }] })
+      old(2, report("t2", "FINISHED"))
+      old(3, report("t3", "RUNNING"))
+      yield* withRecords(filesystem, location, (records) =>
+        Effect.gen(function*() {
+          assert.deepStrictEqual(records.initial, [
+            { ...record(1, "t1", "RUNNING"), processes: [{ pgid: 7, start: "9" }] },
+            record(2, "t2", "FINISHED"),
+            record(3, "t3", "RUNNING")
+          ])
+          yield* records.append([record(4, "t3", "FINISHED")])
+          yield* records.remove([2])
+          yield* records.update!({ ...record(3, "t3", "RUNNING"), processes: [{ pgid: 8 }] })
+        }))
+      assert.deepStrictEqual(
+        listing(location).legacy,
+        ["0000000000000001.json"],
+        "a record removed or rewritten leaves its old file"
+      )
+      assert.deepStrictEqual((yield* withRecords(filesystem, location, Effect.succeed)).initial, [
+        { ...record(1, "t1", "RUNNING"), processes: [{ pgid: 7, start: "9" }] },
+        { ...record(3, "t3", "RUNNING"), processes: [{ pgid: 8 }] },
+        record(4, "t3", "FINISHED")
+      ])
+    }))
+
+  it.scopedLive(
+    "an outbox killed with SIGKILL while it writes and removes loses no report whose add returned, and calls no task with a stored final report unfinished",
+    () =>
+      Effect.gen(function*() {
+        const location = filesystem.location(yield* temporary())
+        const lives: Array<ReadonlyArray<string>> = []
+        for (let round = 1; round <= 3; round++) {
+          const writer = child(["filesystem", location, "write", String(round), round === 2 ? "0" : "1"])
+          yield* line(writer, (l) => l.startsWith("A "))
+          yield* Effect.sleep(150 + 100 * round)
+          yield* kill(writer)
+          lives.push([...writer.lines])
+        }
+        const acked = new Set(lives.flat().filter((l) => l.startsWith("A ")).map((l) => l.slice(2)))
+        const delivered = new Set(lives.flat().filter((l) => l.startsWith("D ")).map((l) => l.slice(2)))
+        const { initial, setAside } = yield* withRecords(filesystem, location, Effect.succeed, {
+          node: "ring",
+          master: "127.0.0.1:1"
+        })
+        const stored = new Set(initial.map((r) => r.report.key))
+        assert.deepStrictEqual([...acked].filter((key) => !delivered.has(key) && !stored.has(key)), [], "none lost")
+        assert.strictEqual(setAside, 0)
+        const finals = new Set(initial.filter((r) => r.report.status !== "RUNNING").map((r) => r.report.taskId))
+        const unfinished = initial.filter((r) => r.report.status === "RUNNING" && !finals.has(r.report.taskId))
+        const ended = unfinished.filter((r) =>
+          acked.has(`${r.report.taskId}:FINISHED`) || acked.has(`${r.report.taskId}:ERROR`)
+        )
+        assert.deepStrictEqual(
+          ended.map((r) => r.report.key),
+          [],
+          "a task whose final report was stored is not unfinished"
+        )
+      }),
+    60_000
+  )
+
   it.scopedLive("two stores on one directory in one process share the lock; leftovers of unfinished writes are removed", () =>
     Effect.gen(function*() {
       const location = filesystem.location(yield* temporary())
@@ -298,6 +465,6 @@ describe("OutboxStore: filesystem", () => {
       writeFileSync(join(dir, ".0000000000000002.json.tmp"), "{\"sequence\":2")
       const again = yield* withRecords(filesystem, location, Effect.succeed)
       assert.deepStrictEqual(sequences(again), [1])
-      assert.deepStrictEqual(readdirSync(dir).sort(), ["0000000000000001.json", "damaged", "owner.json"])
+      assert.deepStrictEqual(readdirSync(dir).sort(), ["0000000000000001.records", "damaged", "owner.json"])
     }))
 })

@@ -130,7 +130,7 @@ describe("TaskHandler (live loopback, embedded master)", () => {
       yield* Effect.sleep("100 millis")
       yield* Scope.close(first.scope, Exit.void)
       const records = readdirSync(directory, { recursive: true, encoding: "utf8" }).filter((name) =>
-        /\d{16}\.json$/.test(name)
+        /\d{16}\.records$/.test(name)
       )
       assert.isTrue(
         records.some((name) => readFileSync(join(directory, name), "utf8").includes(`${id}:FINISHED`)),

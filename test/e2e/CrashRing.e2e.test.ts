@@ -56,7 +56,9 @@ const temporary = temporaryDirectory("crash-ring-")
 // Every file under `directory` whose name says it is an outbox record, damaged ones included.
 const records = (directory: string) =>
   existsSync(directory)
-    ? readdirSync(directory, { recursive: true, encoding: "utf8" }).filter((name) => /\d{16}\.json/.test(name))
+    ? readdirSync(directory, { recursive: true, encoding: "utf8" }).filter((name) =>
+      /\d{16}\.(json|records)/.test(name)
+    )
     : []
 
 const killNow = (worker: Running) =>

@@ -17,6 +17,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
+import { line } from "../../src/internal/outboxFileSystem.js"
 import * as TaskHandler from "../../src/TaskHandler.js"
 import { exampleMaster, poll, type Running, spawn, type TaskView, temporaryDirectory, tsx } from "./processes.js"
 
@@ -49,20 +50,23 @@ interface Recorded {
 const startRecord = (directory: string, taskId: string): Recorded | undefined => {
   if (!existsSync(directory)) return undefined
   for (const name of readdirSync(directory, { recursive: true, encoding: "utf8" })) {
-    if (!/\d{16}\.json$/.test(name) || name.includes("damaged")) continue
+    if (!/\d{16}\.records$/.test(name) || name.includes("damaged")) continue
     const file = join(directory, name)
     try {
-      const record = JSON.parse(readFileSync(file, "utf8")) as {
-        taskId?: string
-        status?: string
-        processes?: ReadonlyArray<{ pgid: number; start?: string; boot?: string }>
-      }
-      const group = record.processes?.[0]
-      if (record.taskId === taskId && record.status === "RUNNING" && group?.start !== undefined) {
-        return { file, pgid: group.pgid, start: group.start, boot: group.boot }
+      // One record a line: its JSON, a tab, its checksum.
+      for (const line of readFileSync(file, "utf8").split("\n").filter((l) => l.length > 0)) {
+        const record = JSON.parse(line.slice(0, line.lastIndexOf("\t"))) as {
+          taskId?: string
+          status?: string
+          processes?: ReadonlyArray<{ pgid: number; start?: string; boot?: string }>
+        }
+        const group = record.processes?.[0]
+        if (record.taskId === taskId && record.status === "RUNNING" && group?.start !== undefined) {
+          return { file, pgid: group.pgid, start: group.start, boot: group.boot }
+        }
       }
     } catch {
-      // Being renamed into place: read again on the next poll.
+      // Removed meanwhile: read again on the next poll.
     }
   }
   return undefined
@@ -154,14 +158,14 @@ describe.skipIf(process.platform !== "linux")("a crashed task's processes (examp
           Effect.sync(() => {
             sleep = recorded.pgid
             // As if the sleep had ended and its pid gone to a new process: the record names an older start time.
-            const record = JSON.parse(readFileSync(recorded.file, "utf8")) as Record<string, unknown>
             const older = String(Number(recorded.start) - 1)
-            writeFileSync(
-              recorded.file,
-              `${
+            const lines = readFileSync(recorded.file, "utf8").split("\n").filter((l) => l.length > 0).map((l) => {
+              const record = JSON.parse(l.slice(0, l.lastIndexOf("\t"))) as Record<string, unknown>
+              return record["status"] !== "RUNNING" ? `${l}\n` : line(
                 JSON.stringify({ ...record, processes: [{ pgid: recorded.pgid, start: older, boot: recorded.boot }] })
-              }\n`
-            )
+              )
+            })
+            writeFileSync(recorded.file, lines.join(""))
           })
         ).pipe(Effect.ensuring(Effect.sync(() => sleep > 0 && running(sleep) && process.kill(sleep, "SIGKILL"))))
         assert.isTrue(outcome.sleepRunsAtTheReport, "the process with the recorded pid was left running")
