@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
+import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -7,6 +8,7 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
@@ -15,6 +17,7 @@ import * as Connection from "../src/Connection.js"
 import { ConnectError } from "../src/ConnectionState.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Supervisor from "../src/internal/supervisor.js"
+import * as Timeout from "../src/internal/timeout.js"
 import * as Outbox from "../src/Outbox.js"
 import * as Readiness from "../src/Readiness.js"
 import * as Retry from "../src/Retry.js"
@@ -101,7 +104,7 @@ describe("Virtual time: what wakes the clock", () => {
     300_000
   )
 
-  it.effect("Ready and idle for 60 minutes, the clock wakes for the probe and its timeout only", () =>
+  it.effect("Ready and idle for 60 minutes, the clock wakes for the probe only", () =>
     withCountingClock((wakeups) =>
       Effect.gen(function*() {
         const probes = outage / Duration.toMillis(Readiness.defaults.probeInterval)
@@ -110,7 +113,8 @@ describe("Virtual time: what wakes the clock", () => {
         yield* wakeups.reset
         yield* TestClock.adjust(outage)
         assert.strictEqual((yield* conn.state)._tag, "Ready")
-        assert.isAtMost(yield* wakeups.count, 2 * probes + 2, JSON.stringify([...yield* wakeups.byCaller]))
+        // One wake-up a probe interval, for the probe: answered at once, it leaves no timeout behind.
+        assert.isAtMost(yield* wakeups.count, probes + 2, JSON.stringify([...yield* wakeups.byCaller]))
       })
     ).pipe(quiet))
 })
@@ -241,4 +245,27 @@ describe("Virtual time: the probe while Ready", () => {
       yield* TestClock.adjust("1 millis")
       assert.strictEqual(yield* probes, 2)
     }).pipe(quiet))
+})
+
+describe("Virtual time: a deadline for a check answered at once", () => {
+  it.effect("arms no timer when the check needs no waiting; times out, and interrupts, one that waits", () =>
+    Effect.gen(function*() {
+      // At once: the answer, and no sleep left on the clock.
+      assert.deepStrictEqual(yield* Timeout.timeoutOption(Effect.succeed(1), "2 seconds"), Option.some(1))
+      // Inside another one, as a readiness round's probe is inside the readiness bound.
+      const nested = Timeout.timeoutOption(Timeout.timeoutOption(Effect.succeed(2), "2 seconds"), "30 seconds")
+      assert.deepStrictEqual(yield* nested, Option.some(Option.some(2)))
+      assert.strictEqual(Chunk.size(yield* TestClock.sleeps()), 0)
+      // A failure at once is the failure.
+      assert.deepStrictEqual(yield* Effect.flip(Timeout.timeoutOption(Effect.fail("no"), "2 seconds")), "no")
+      // One that waits: the whole duration from the start, then nothing, and the check is interrupted.
+      let interrupted = false
+      const slow = Effect.sleep("5 seconds").pipe(Effect.onInterrupt(() => Effect.sync(() => (interrupted = true))))
+      const fiber = yield* Effect.fork(Timeout.timeoutOption(slow, "2 seconds"))
+      yield* TestClock.adjust("1999 millis")
+      assert.isNull(fiber.unsafePoll())
+      yield* TestClock.adjust("1 millis")
+      assert.deepStrictEqual(yield* Fiber.join(fiber), Option.none())
+      assert.isTrue(interrupted)
+    }))
 })
