@@ -229,7 +229,10 @@ describe("Connection (virtual time)", () => {
   it.effect("changes: every attempt's state once, and Closed once though closing the scope states it again", () =>
     Effect.gen(function*() {
       const { Schedule } = yield* Effect.promise(() => import("effect"))
-      const { conn, scope } = yield* setup({ link: "down" }, { reconnectSchedule: Schedule.recurs(2) })
+      // Refusals 50 ms after each attempt, so the states are watched as they come, not all gone before.
+      const { conn, scope } = yield* setup({ link: "down", refusalLatency: "50 millis" }, {
+        reconnectSchedule: Schedule.recurs(2)
+      })
       const states: Array<ConnectionState.ConnectionState> = []
       const watching = yield* conn.changes.pipe(
         Stream.runForEach((state) => Effect.sync(() => states.push(state))),
