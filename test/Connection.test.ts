@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -297,6 +298,24 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
         assert.strictEqual(error.message, message)
       }).pipe(noJitter))
   }
+
+  it.effect("by default a link failing new connections refuses them at once: the next attempt is the schedule's delay away", () =>
+    Effect.gen(function*() {
+      const { conn, net } = yield* setup()
+      yield* TestClock.adjust("1 second")
+      yield* net.fail("Refused")
+      yield* TestClock.adjust("0 millis")
+      assert.deepInclude(yield* conn.state, { attempt: 2, since: 1000 })
+      assert.strictEqual(lastErrorOf(yield* conn.state).reason, "Refused")
+      assert.strictEqual(yield* net.dials, 2)
+      // Then one attempt every 250 ms, each refused as it starts.
+      yield* TestClock.adjust("1 second")
+      assert.deepInclude(yield* conn.state, { attempt: 6 })
+      assert.strictEqual(yield* net.dials, 6)
+      // On the clock: the next attempt's delay, and no connect; and the probe interval the Ready link armed, which
+      // TestClock keeps (it never removes a sleep) though nobody waits on it any more.
+      assert.deepStrictEqual(Chunk.toReadonlyArray(yield* TestClock.sleeps()), [2250, 30050])
+    }).pipe(noJitter))
 
   it.effect("a blackholed link: ConnectTimeout at exactly the connect timeout, TCP never answered", () =>
     Effect.gen(function*() {
