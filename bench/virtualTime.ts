@@ -4,7 +4,8 @@
  * simulated network under TestClock, as `test/TaskHandler.test.ts` plays it;
  * and of a 60-minute outage, of a worker and of its connection alone, with the
  * clock's wake-ups (the sleeps scheduled on it, by loop) that its wall time
- * goes to.
+ * goes to; and, beside them, what a wake-up costs `TestClock` with nothing
+ * else running: the floor under every figure here.
  */
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -102,6 +103,17 @@ const outage = (seed: number, layer: Layer.Layer<Connection.Connection | Simulat
     Logger.withMinimumLogLevel(LogLevel.None)
   )
 
+// TestClock's own cost of a wake-up: one fiber sleeping 1 s at a time and doing nothing else, `n` seconds of it in
+// one adjust. Each wake-up is a step of `TestClock.adjust`, which waits for the fibers to settle with three
+// zero-delay timers; the adjust itself ends with three more.
+const idle = (n: number) =>
+  Effect.gen(function*() {
+    yield* Effect.fork(Effect.forever(Effect.sleep("1 second")))
+    const start = performance.now()
+    yield* TestClock.adjust(`${n} seconds`)
+    return performance.now() - start
+  }).pipe(Effect.provide(TestContext.TestContext))
+
 // Each run on a fiber of its own runtime: providing TestContext leaves the TestClock in the running fiber's
 // default services, and the benchmarks after this one would sleep on a clock nobody advances.
 const isolated = (seed: number) => Effect.promise(() => Effect.runPromise(cls001(seed)))
@@ -146,6 +158,8 @@ export const virtualTime: Bench = ({ quick }) =>
       outages.push([label, run, zeroTimers])
     }
     const worker = outages[0]![1]
+    const idleWakeups = quick ? 100 : 300
+    const [idleWall, idleTimers] = yield* countingZeroTimers(Effect.promise(() => Effect.runPromise(idle(idleWakeups))))
     return {
       name: "virtual-time",
       title: "Virtual time: the simulated CLS-001 timeline",
@@ -153,7 +167,8 @@ export const virtualTime: Bench = ({ quick }) =>
         `${runs} runs (jitter seeds 1 to ${runs}) of the CLS-001 timeline, 36 s of virtual time each: worker ready, ` +
         "network cut at 6 s, a task created at 15 s, the network back at 26 s, the task run and reported; wall time per run. " +
         "Then one 60-minute outage of the same worker, and one of its connection alone: the wall time of the 60 " +
-        "minutes, and the clock's wake-ups in them (sleeps scheduled on TestClock, each a step of its own).",
+        "minutes, and the clock's wake-ups in them (sleeps scheduled on TestClock, each a step of its own). " +
+        "Last, the floor: one fiber that only sleeps, 1 s at a time, its wake-ups in one adjust.",
       tables: [{
         title: "Wall time per run",
         columns: ["runs", "virtual time", "p50", "max", "zero-delay timers per run (p50)", "wall time per timer (p50)"],
@@ -175,6 +190,15 @@ export const virtualTime: Bench = ({ quick }) =>
           zeroTimers,
           Object.entries(run.byLoop).sort(([, a], [, b]) => b - a).map(([loop, n]) => `${loop} ${n}`).join(", ")
         ])
+      }, {
+        title: "The floor: TestClock's own cost of a wake-up (one idle fiber, nothing else running)",
+        columns: ["wake-ups", "wall time", "zero-delay timers", "wall time per wake-up"],
+        rows: [[
+          idleWakeups,
+          `${idleWall.toFixed(0)} ms`,
+          idleTimers,
+          `${(idleWall / idleWakeups).toFixed(2)} ms`
+        ]]
       }],
       targets: [{
         name: "wall time of one run",
@@ -193,6 +217,12 @@ export const virtualTime: Bench = ({ quick }) =>
         unit: "wall time (ms)",
         groups: [{ label: "CLS-001", bars: [{ series: "p50 (whisker: max)", value: p50, high: max }] }]
       }),
-      data: { runs, walls, timers, outages: outages.map(([label, run, zeroTimers]) => ({ label, ...run, zeroTimers })) }
+      data: {
+        runs,
+        walls,
+        timers,
+        outages: outages.map(([label, run, zeroTimers]) => ({ label, ...run, zeroTimers })),
+        idle: { wakeups: idleWakeups, wall: idleWall, zeroTimers: idleTimers }
+      }
     }
   })

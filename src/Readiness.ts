@@ -29,6 +29,7 @@ import type * as GrpcChannel from "./GrpcChannel.js"
 import * as GrpcError from "./GrpcError.js"
 import * as Cfg from "./internal/config.js"
 import { lazy, requireLazily } from "./internal/lazy.js"
+import * as Timeout from "./internal/timeout.js"
 import * as Validate from "./internal/validate.js"
 import type { InvalidOption } from "./InvalidOption.js"
 
@@ -416,10 +417,9 @@ export const answers = <R>(
   probe: Probe<R>,
   timeout: Duration.DurationInput
 ): Effect.Effect<void, ProbeFailed, R> =>
-  // The failure is carried out of the timed race as a value: nothing fails inside it.
-  probe(target).pipe(
-    Effect.either,
-    Effect.timeoutOption(timeout),
+  // The failure is carried out of the timed race as a value: nothing fails inside it. A probe answered at once
+  // (a simulated master) arms no timer.
+  Timeout.timeoutOption(Effect.either(probe(target)), timeout).pipe(
     Effect.flatMap(Option.match({
       onNone: () =>
         Effect.fail(new ProbeFailed({ reason: "Timeout", message: `no answer within ${Duration.format(timeout)}` })),
@@ -500,9 +500,10 @@ export const run = <R, R2 = never>(
       if (answer?._tag === "Left" && answer.left.reason === "Rejected") yield* Ref.set(rejection, answer.left)
       return passed(report) || (answer?._tag === "Left" && answer.left.reason === "Rejected")
     })
-    const outcome = yield* round.pipe(
-      Effect.repeat({ schedule: Schedule.fixed(options.interval), until: (done) => done }),
-      Effect.timeoutOption(options.bound)
+    // A first round that passes at once (a simulated master) arms no timer for the bound.
+    const outcome = yield* Timeout.timeoutOption(
+      Effect.repeat(round, { schedule: Schedule.fixed(options.interval), until: (done) => done }),
+      options.bound
     )
     const rejected = yield* Ref.get(rejection)
     if (rejected !== undefined) return yield* rejected

@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -66,7 +67,7 @@ describe("Connection (virtual time)", () => {
 
   it.effect("a network restored during a backoff is reconnected at the next attempt, with no connectivity event", () =>
     Effect.gen(function*() {
-      const { conn, net } = yield* setup()
+      const { conn, net } = yield* setup({ refusalLatency: "50 millis" })
       yield* TestClock.adjust("1 second")
       yield* net.cut
       // Attempts every 300 ms from 1.000 (host unreachable after 50 ms, then 250 ms): the 14th starts at 4.900.
@@ -86,7 +87,8 @@ describe("Connection (virtual time)", () => {
 
   it.effect("the reconnecting state records when the outage began and why", () =>
     Effect.gen(function*() {
-      const { conn, net } = yield* setup()
+      // The first attempt after the loss fails 50 ms later, not at once: the loss is the last error meanwhile.
+      const { conn, net } = yield* setup({ refusalLatency: "50 millis" })
       yield* TestClock.adjust("1 second")
       yield* net.cut
       yield* TestClock.adjust("0 millis")
@@ -101,7 +103,7 @@ describe("Connection (virtual time)", () => {
   it.effect("a lookup that starts 1 s before a disconnect lasts through a 40 s outage and succeeds", () =>
     Effect.gen(function*() {
       // A slow handshake keeps the first attempt open for 2 s; the link is cut 1 s into it.
-      const { conn, net } = yield* setup({ connectLatency: "2 seconds" })
+      const { conn, net } = yield* setup({ connectLatency: "2 seconds", refusalLatency: "2 seconds" })
       const lookup = yield* Effect.fork(Effect.zip(conn.client("echo"), now))
       yield* TestClock.adjust("1 second")
       yield* net.cut
@@ -228,7 +230,10 @@ describe("Connection (virtual time)", () => {
   it.effect("changes: every attempt's state once, and Closed once though closing the scope states it again", () =>
     Effect.gen(function*() {
       const { Schedule } = yield* Effect.promise(() => import("effect"))
-      const { conn, scope } = yield* setup({ link: "down" }, { reconnectSchedule: Schedule.recurs(2) })
+      // Refusals 50 ms after each attempt, so the states are watched as they come, not all gone before.
+      const { conn, scope } = yield* setup({ link: "down", refusalLatency: "50 millis" }, {
+        reconnectSchedule: Schedule.recurs(2)
+      })
       const states: Array<ConnectionState.ConnectionState> = []
       const watching = yield* conn.changes.pipe(
         Stream.runForEach((state) => Effect.sync(() => states.push(state))),
@@ -282,7 +287,7 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
   for (const [reason, message] of refusals) {
     it.effect(`a link failing new connections as ${reason}: the attempt's error is ${reason}, 50 ms after it started`, () =>
       Effect.gen(function*() {
-        const { conn, net } = yield* setup()
+        const { conn, net } = yield* setup({ refusalLatency: "50 millis" })
         yield* TestClock.adjust("1 second")
         yield* net.fail(reason)
         yield* TestClock.adjust("49 millis")
@@ -293,6 +298,24 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
         assert.strictEqual(error.message, message)
       }).pipe(noJitter))
   }
+
+  it.effect("by default a link failing new connections refuses them at once: the next attempt is the schedule's delay away", () =>
+    Effect.gen(function*() {
+      const { conn, net } = yield* setup()
+      yield* TestClock.adjust("1 second")
+      yield* net.fail("Refused")
+      yield* TestClock.adjust("0 millis")
+      assert.deepInclude(yield* conn.state, { attempt: 2, since: 1000 })
+      assert.strictEqual(lastErrorOf(yield* conn.state).reason, "Refused")
+      assert.strictEqual(yield* net.dials, 2)
+      // Then one attempt every 250 ms, each refused as it starts.
+      yield* TestClock.adjust("1 second")
+      assert.deepInclude(yield* conn.state, { attempt: 6 })
+      assert.strictEqual(yield* net.dials, 6)
+      // On the clock: the next attempt's delay, and no connect; and the probe interval the Ready link armed, which
+      // TestClock keeps (it never removes a sleep) though nobody waits on it any more.
+      assert.deepStrictEqual(Chunk.toReadonlyArray(yield* TestClock.sleeps()), [2250, 30050])
+    }).pipe(noJitter))
 
   it.effect("a blackholed link: ConnectTimeout at exactly the connect timeout, TCP never answered", () =>
     Effect.gen(function*() {
@@ -336,7 +359,7 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
 
   it.effect("refused for 5 s, then a stalled master: 9 s for each handshake it accepts, and the 2 s cap between, as if every failure had been costly", () =>
     Effect.gen(function*() {
-      const { conn, net } = yield* setup()
+      const { conn, net } = yield* setup({ refusalLatency: "50 millis" })
       yield* TestClock.adjust("1 second")
       yield* net.fail("Refused")
       // Attempts every 300 ms from 1.0 s (refused after 50 ms, then 250 ms): the 17th starts at 5.8 s.
@@ -401,7 +424,7 @@ describe("Connection (virtual time): why an attempt failed, and what it waits", 
 
   it.effect("refused for two minutes: attempts 250 ms apart, then 3 % of the outage so far", () =>
     Effect.gen(function*() {
-      const { net } = yield* setup({ link: "down", cutFailure: "Refused" })
+      const { net } = yield* setup({ link: "down", cutFailure: "Refused", refusalLatency: "50 millis" })
       const dialsAt = (at: number) => Effect.zipRight(Effect.flatMap(now, (t) => TestClock.adjust(at - t)), net.dials)
       // 50 ms to fail, then 250 ms, while 3 % of the outage is shorter: 28 attempts in the first 8.4 s.
       assert.strictEqual(yield* dialsAt(8_399), 28)

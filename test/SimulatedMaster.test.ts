@@ -24,7 +24,7 @@ const fetchOne = (source: TaskSource.TaskSource) =>
   )
 
 // Connected at 50 ms (the simulated connect latency); the probe passes in the first readiness round.
-const world = (master: SimulatedMaster.Options = {}) =>
+const world = (master: SimulatedMaster.Options = {}, network: SimulatedNetwork.Options = {}) =>
   SimulatedMaster.taskSource({ nodeKey: "n1" }).pipe(
     Layer.provideMerge(
       Connection.layer({
@@ -33,7 +33,7 @@ const world = (master: SimulatedMaster.Options = {}) =>
         readiness: { probe: SimulatedNetwork.probe }
       })
     ),
-    Layer.provideMerge(SimulatedNetwork.layer()),
+    Layer.provideMerge(SimulatedNetwork.layer(network)),
     Layer.provideMerge(SimulatedMaster.layer(master))
   )
 
@@ -227,7 +227,7 @@ describe("SimulatedMaster (virtual time)", () => {
         ["PENDING", 1500],
         ["ASSIGNED", 2250]
       ])
-    }).pipe(Effect.provide(world()), noJitter))
+    }).pipe(Effect.provide(world({}, { refusalLatency: "50 millis" })), noJitter))
 
   it.effect("a fetch during an outage longer than three lookup waits fails with ClientUnavailable at 275 s", () =>
     Effect.gen(function*() {

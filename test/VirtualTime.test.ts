@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
+import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -7,6 +8,7 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
@@ -15,6 +17,7 @@ import * as Connection from "../src/Connection.js"
 import { ConnectError } from "../src/ConnectionState.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Supervisor from "../src/internal/supervisor.js"
+import * as Timeout from "../src/internal/timeout.js"
 import * as Outbox from "../src/Outbox.js"
 import * as Readiness from "../src/Readiness.js"
 import * as Retry from "../src/Retry.js"
@@ -25,27 +28,25 @@ import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 import { withCountingClock } from "./fixtures/countingClock.js"
 import { EchoClient } from "./fixtures/echo.js"
 
-// The simulated network's default time from "connect" to the failure of a connection while the link is cut.
-const connectLatency = 50
 const outage = Duration.toMillis(Duration.minutes(60))
 
-// The most attempts the default reconnect schedule makes in `outage` of a cut link (host unreachable, a cheap
-// failure): every delay jittered to its shortest.
-const attemptsIn = (outage: number) =>
+// The attempts the default reconnect schedule makes in `outage` of a cut link (host unreachable, a cheap failure,
+// which the simulated network answers at once: its default refusal latency is 0) with every delay jittered to its
+// shortest (`random` 0: the most attempts, 352 in an hour) or to its longest (`random` 1: the fewest, 236).
+const attemptsIn = (outage: number, random: 0 | 1) =>
   Effect.gen(function*() {
     const error = new ConnectError({ reason: "HostUnreachable", message: "simulated" })
     let state = Retry.reconnect.initial
     let now = 0
     let attempts = 0
     while (now < outage) {
-      now += connectLatency
       attempts++
       const [next, delay] = yield* Retry.reconnect.step(now, error, state)
       state = next
       now += Duration.toMillis(delay)
     }
     return attempts
-  }).pipe(Effect.withRandom(Random.fixed([0])))
+  }).pipe(Effect.withRandom(Random.fixed([random])))
 
 // A connection over a fresh simulated network, in a scope of its own.
 const connection = Effect.gen(function*() {
@@ -67,38 +68,43 @@ const quiet = Logger.withMinimumLogLevel(LogLevel.None)
 
 describe("Virtual time: what wakes the clock", () => {
   it.effect(
-    "a 60-minute outage wakes the clock twice per reconnect attempt, and for nothing else",
+    "a 60-minute outage wakes the clock once per reconnect attempt, and for nothing else",
     () =>
       withCountingClock((wakeups) =>
         Effect.gen(function*() {
-          const attempts = yield* attemptsIn(outage)
-          // Each attempt: the simulated connect's failure after its latency, then the schedule's delay. Nothing in
-          // the connection may wake while it waits on either; the few are the outage's edges.
-          const bound = 2 * attempts + 5
+          const most = yield* attemptsIn(outage, 0)
+          const fewest = yield* attemptsIn(outage, 1)
           const { conn, network } = yield* connection
           yield* TestClock.adjust("1 second")
           assert.strictEqual((yield* conn.state)._tag, "Ready")
           yield* network.cut
           yield* wakeups.reset
+          const dialed = yield* network.dials
           yield* TestClock.adjust(outage)
           const count = yield* wakeups.count
+          const attempts = (yield* network.dials) - dialed
+          // The schedule, not the network, spaced the attempts: as many as its jitter allows, no more, no fewer.
+          assert.isAtLeast(attempts, fewest)
+          assert.isAtMost(attempts, most)
+          // Each attempt is refused at once and wakes the clock once: for the schedule's delay after it. Nothing
+          // else in the connection may wake while it waits; the one more is the outage's edge (the delay after the
+          // last attempt, scheduled in the outage and due after it).
           assert.isAtMost(
             count,
-            bound,
-            `wake-ups in a 60-minute outage: ${JSON.stringify([...yield* wakeups.byCaller])}`
+            attempts + 1,
+            `wake-ups in a 60-minute outage of ${attempts} attempts: ${JSON.stringify([...yield* wakeups.byCaller])}`
           )
-          // The outage was one: it is the schedule, not the network, that spaced the attempts.
-          assert.isAbove(count, attempts)
+          // An hour in, the next attempt is up to the cap (30 s, jittered up to 36 s) away.
           yield* network.restore
-          yield* TestClock.adjust("5 seconds")
+          yield* TestClock.adjust("40 seconds")
           assert.strictEqual((yield* conn.state)._tag, "Ready")
         })
       ).pipe(Effect.withRandom(Random.make(1)), quiet),
-    // About 540 TestClock steps: seconds alone, much longer beside the whole suite on a small machine.
+    // About 280 TestClock steps: a second or two alone, much longer beside the whole suite on a small machine.
     300_000
   )
 
-  it.effect("Ready and idle for 60 minutes, the clock wakes for the probe and its timeout only", () =>
+  it.effect("Ready and idle for 60 minutes, the clock wakes for the probe only", () =>
     withCountingClock((wakeups) =>
       Effect.gen(function*() {
         const probes = outage / Duration.toMillis(Readiness.defaults.probeInterval)
@@ -107,7 +113,8 @@ describe("Virtual time: what wakes the clock", () => {
         yield* wakeups.reset
         yield* TestClock.adjust(outage)
         assert.strictEqual((yield* conn.state)._tag, "Ready")
-        assert.isAtMost(yield* wakeups.count, 2 * probes + 2, JSON.stringify([...yield* wakeups.byCaller]))
+        // One wake-up a probe interval, for the probe: answered at once, it leaves no timeout behind.
+        assert.isAtMost(yield* wakeups.count, probes + 2, JSON.stringify([...yield* wakeups.byCaller]))
       })
     ).pipe(quiet))
 })
@@ -131,10 +138,7 @@ describe("Virtual time: a whole worker", () => {
     () =>
       withCountingClock((wakeups) =>
         Effect.gen(function*() {
-          const attempts = yield* attemptsIn(outage)
-          // The connection's bound; the task handler's fetch, heartbeat and membership loops wait on the
-          // connection's changes, so they add only a few wake-ups as the outage begins.
-          const bound = 2 * attempts + 10
+          const most = yield* attemptsIn(outage, 0)
           const scope = yield* Scope.make()
           const context = yield* Layer.buildWithScope(worker, scope)
           const network = yield* Effect.provide(SimulatedNetwork.SimulatedNetwork, context)
@@ -143,9 +147,14 @@ describe("Virtual time: a whole worker", () => {
           assert.isTrue((yield* conn.readiness.status).ready)
           yield* network.cut
           yield* wakeups.reset
+          const dialed = yield* network.dials
           yield* TestClock.adjust(outage)
           const count = yield* wakeups.count
-          assert.isAtMost(count, bound, `wake-ups: ${JSON.stringify([...yield* wakeups.byCaller])}`)
+          const attempts = (yield* network.dials) - dialed
+          assert.isAtMost(attempts, most)
+          // The connection's bound, and a few more: the task handler's fetch, heartbeat and membership loops wait
+          // on the connection's changes, so they add only a few wake-ups as the outage begins.
+          assert.isAtMost(count, attempts + 4, `wake-ups: ${JSON.stringify([...yield* wakeups.byCaller])}`)
           // An hour in, the next attempt is up to the cap (30 s, jittered up to 36 s) away.
           yield* network.restore
           yield* TestClock.adjust("40 seconds")
@@ -236,4 +245,27 @@ describe("Virtual time: the probe while Ready", () => {
       yield* TestClock.adjust("1 millis")
       assert.strictEqual(yield* probes, 2)
     }).pipe(quiet))
+})
+
+describe("Virtual time: a deadline for a check answered at once", () => {
+  it.effect("arms no timer when the check needs no waiting; times out, and interrupts, one that waits", () =>
+    Effect.gen(function*() {
+      // At once: the answer, and no sleep left on the clock.
+      assert.deepStrictEqual(yield* Timeout.timeoutOption(Effect.succeed(1), "2 seconds"), Option.some(1))
+      // Inside another one, as a readiness round's probe is inside the readiness bound.
+      const nested = Timeout.timeoutOption(Timeout.timeoutOption(Effect.succeed(2), "2 seconds"), "30 seconds")
+      assert.deepStrictEqual(yield* nested, Option.some(Option.some(2)))
+      assert.strictEqual(Chunk.size(yield* TestClock.sleeps()), 0)
+      // A failure at once is the failure.
+      assert.deepStrictEqual(yield* Effect.flip(Timeout.timeoutOption(Effect.fail("no"), "2 seconds")), "no")
+      // One that waits: the whole duration from the start, then nothing, and the check is interrupted.
+      let interrupted = false
+      const slow = Effect.sleep("5 seconds").pipe(Effect.onInterrupt(() => Effect.sync(() => (interrupted = true))))
+      const fiber = yield* Effect.fork(Timeout.timeoutOption(slow, "2 seconds"))
+      yield* TestClock.adjust("1999 millis")
+      assert.isNull(fiber.unsafePoll())
+      yield* TestClock.adjust("1 millis")
+      assert.deepStrictEqual(yield* Fiber.join(fiber), Option.none())
+      assert.isTrue(interrupted)
+    }))
 })

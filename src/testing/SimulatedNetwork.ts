@@ -60,8 +60,21 @@ export type MasterState = "serving" | "not-serving" | "silent" | "rejecting" | "
  * @category models
  */
 export interface Options {
-  /** Time from "connect" to READY (or to the failure) of a new connection. Default 50 ms. */
+  /**
+   * Time from "connect" to READY of a new connection (or to its failure, when
+   * the link goes down meanwhile). Default 50 ms.
+   */
   readonly connectLatency?: Duration.DurationInput | undefined
+  /**
+   * Time from "connect" to the failure of a new connection while the link is
+   * down (cut or `fail`ed). Default 0: a refusal, an unreachable host or a
+   * failed name resolution comes back at once, as on a local network, so an
+   * attempt during an outage costs `TestClock` no wake-up of its own, only
+   * the reconnect schedule's delay.
+   *
+   * @since 0.3.0
+   */
+  readonly refusalLatency?: Duration.DurationInput | undefined
   /** How long keepalive takes to give up on a blackholed connection. Default 25 s (20 s ping + 5 s timeout). */
   readonly keepaliveDetection?: Duration.DurationInput | undefined
   /** The link at start. Default `up`. */
@@ -194,6 +207,7 @@ class SimulatedGrpcChannel implements grpc.ChannelInterface {
 export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNetwork, GrpcChannel.Dialer["Type"]]> =>
   Effect.gen(function*() {
     const connectLatency = Duration.decode(options.connectLatency ?? "50 millis")
+    const refusalLatency = Duration.decode(options.refusalLatency ?? 0)
     const keepaliveDetection = Duration.decode(options.keepaliveDetection ?? "25 seconds")
     const link = yield* SubscriptionRef.make<LinkState>(options.link ?? "up")
     const callLatency = Duration.decode(options.callLatency ?? 0)
@@ -221,46 +235,15 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
           () => Effect.zipRight(SubscriptionRef.set(state, "SHUTDOWN"), Ref.update(open, (n) => n - 1))
         )
 
-        const settle = Effect.gen(function*() {
-          yield* Ref.set(stage, "Connect")
-          yield* Effect.sleep(connectLatency)
-          while (true) {
-            // A blackholed TCP handshake hangs until the link changes.
-            if ((yield* Ref.get(link)) === "blackhole") yield* SubscriptionRef.set(settlesAt, undefined)
-            const now = yield* link.changes.pipe(Stream.filter((l) => l !== "blackhole"), Stream.runHead)
-            if (now._tag === "Some" && now.value !== "up") {
-              const reason = yield* Ref.get(refusal)
-              yield* Ref.set(failure, { reason, detail: `simulated: ${details[reason]} (${dialOptions.address})` })
-              return yield* SubscriptionRef.update(state, (s) => (s === "CONNECTING" ? "TRANSIENT_FAILURE" : s))
-            }
-            if ((yield* Ref.get(master)) !== "stalled") {
-              return yield* SubscriptionRef.update(state, (s) => (s === "CONNECTING" ? "READY" : s))
-            }
-            // A stalled master accepted the connection and sends no HTTP/2 settings until it recovers.
-            yield* Ref.set(stage, "Handshake")
-            yield* SubscriptionRef.set(settlesAt, undefined)
-            yield* Effect.raceFirst(
-              master.changes.pipe(Stream.filter((m) => m !== "stalled"), Stream.runHead),
-              link.changes.pipe(Stream.filter((l) => l !== "up"), Stream.runHead)
-            )
-          }
+        // The connection fails as the link's refusal says.
+        const refuse = Effect.gen(function*() {
+          const reason = yield* Ref.get(refusal)
+          yield* Ref.set(failure, { reason, detail: `simulated: ${details[reason]} (${dialOptions.address})` })
+          yield* SubscriptionRef.update(state, (s) => (s === "CONNECTING" ? "TRANSIENT_FAILURE" : s))
         })
-        const connect = SubscriptionRef.modify(
-          state,
-          (s) => s === "IDLE" || s === "TRANSIENT_FAILURE" ? [true, "CONNECTING"] as const : [false, s] as const
-        ).pipe(
-          Effect.flatMap((start) =>
-            start
-              ? Clock.currentTimeMillis.pipe(
-                Effect.flatMap((now) => SubscriptionRef.set(settlesAt, now + Duration.toMillis(connectLatency))),
-                Effect.zipRight(Effect.forkIn(settle, scope)),
-                Effect.asVoid
-              )
-              : Effect.void
-          )
-        )
 
         // An open connection follows the link: dropped on a cut, kept until keepalive gives up on a blackhole.
+        // Followed from the first READY on: a connection never open has nothing to drop.
         const follow = link.changes.pipe(
           Stream.runForEach((l) =>
             l === "down"
@@ -280,7 +263,59 @@ export const make = (options: Options = {}): Effect.Effect<readonly [SimulatedNe
               : Effect.void
           )
         )
-        yield* Effect.forkIn(follow, scope)
+        let following = false
+        const opened = Effect.suspend(() => {
+          if (following) return Effect.void
+          following = true
+          return Effect.asVoid(Effect.forkIn(follow, scope))
+        })
+
+        // `latency`: how long the connection takes to settle, as the link was when it started.
+        const settle = (latency: Duration.Duration) =>
+          Effect.gen(function*() {
+            yield* Ref.set(stage, "Connect")
+            // No sleep for no time: under the live clock it would still be a timer.
+            if (Duration.toMillis(latency) > 0) yield* Effect.sleep(latency)
+            while (true) {
+              // A blackholed TCP handshake hangs until the link changes.
+              if ((yield* Ref.get(link)) === "blackhole") yield* SubscriptionRef.set(settlesAt, undefined)
+              const now = yield* link.changes.pipe(Stream.filter((l) => l !== "blackhole"), Stream.runHead)
+              if (now._tag === "Some" && now.value !== "up") return yield* refuse
+              if ((yield* Ref.get(master)) !== "stalled") {
+                yield* opened
+                return yield* SubscriptionRef.update(state, (s) => (s === "CONNECTING" ? "READY" : s))
+              }
+              // A stalled master accepted the connection and sends no HTTP/2 settings until it recovers.
+              yield* Ref.set(stage, "Handshake")
+              yield* SubscriptionRef.set(settlesAt, undefined)
+              yield* Effect.raceFirst(
+                master.changes.pipe(Stream.filter((m) => m !== "stalled"), Stream.runHead),
+                link.changes.pipe(Stream.filter((l) => l !== "up"), Stream.runHead)
+              )
+            }
+          })
+        const connect = SubscriptionRef.modify(
+          state,
+          (s) => s === "IDLE" || s === "TRANSIENT_FAILURE" ? [true, "CONNECTING"] as const : [false, s] as const
+        ).pipe(
+          Effect.flatMap((start) =>
+            start
+              ? Effect.gen(function*() {
+                const now = yield* Clock.currentTimeMillis
+                // A link down now refuses the connection after the refusal latency (at once: here, with no fiber
+                // to settle it); else it takes the connect latency.
+                const down = (yield* Ref.get(link)) === "down"
+                if (down && Duration.toMillis(refusalLatency) === 0) {
+                  yield* Ref.set(stage, "Connect")
+                  return yield* refuse
+                }
+                const latency = down ? refusalLatency : connectLatency
+                yield* SubscriptionRef.set(settlesAt, now + Duration.toMillis(latency))
+                yield* Effect.forkIn(settle(latency), scope)
+              })
+              : Effect.void
+          )
+        )
 
         return {
           target: dialOptions.address,
