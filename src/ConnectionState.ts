@@ -59,6 +59,13 @@ export class ConnectError extends Data.TaggedError("ConnectError")<{
    * @since 0.2.0
    */
   readonly detail?: string | undefined
+  /**
+   * The error beneath it, where there is one: the `ReadinessTimeout`, the `ProbeFailed`, the refused call's
+   * `GrpcError`, the check's `ChannelNotReady`.
+   *
+   * @since 0.3.0
+   */
+  readonly cause?: unknown
 }> {}
 
 /**

@@ -3,7 +3,6 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { assert, describe, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import * as ConfigProvider from "effect/ConfigProvider"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -22,6 +21,7 @@ import { join } from "node:path"
 import * as Connection from "../src/Connection.js"
 import type * as ConnectionState from "../src/ConnectionState.js"
 import * as Credentials from "../src/Credentials.js"
+import * as Env from "../src/Env.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as GrpcError from "../src/GrpcError.js"
 import * as Outbox from "../src/Outbox.js"
@@ -334,14 +334,17 @@ describe("Credentials (live loopback, embedded master)", () => {
           Credentials.Credentials.pipe(
             Effect.provide(Credentials.layerConfig()),
             Effect.provide(NodeFileSystem.layer),
-            Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+            Effect.withConfigProvider(Env.provider({ env }))
           )
         const creds = yield* fromEnv({ MASTER_CA_FILE: certs.ca.path, MASTER_TOKEN: Redacted.value(token) })
         assert.strictEqual(yield* healthCheck(master.address, creds), "SERVING")
 
-        const options = yield* Credentials.config.pipe(
-          Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["MASTER_TOKEN", Redacted.value(token)]])))
+        const options = yield* Env.read(Credentials.config).pipe(
+          Effect.withConfigProvider(
+            Env.provider({ env: { MASTER_CA_FILE: certs.ca.path, MASTER_TOKEN: Redacted.value(token) } })
+          )
         )
+        assert.isTrue(options.token !== undefined && Redacted.value(options.token) === Redacted.value(token))
         assert.notInclude(String(options.token), Redacted.value(token))
 
         const badTls = yield* Effect.flip(fromEnv({ MASTER_TLS: "maybe" }))

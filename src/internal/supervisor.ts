@@ -284,12 +284,13 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
                     new ConnectError({
                       reason: "NotReady",
                       message: timeout.message,
-                      check: Readiness.failingCheck(timeout.report)
+                      check: Readiness.failingCheck(timeout.report),
+                      cause: timeout
                     })
                   ))
                 ),
               ProbeFailed: (rejected) =>
-                Effect.fail(new ConnectError({ reason: "Rejected", message: rejected.message }))
+                Effect.fail(new ConnectError({ reason: "Rejected", message: rejected.message, cause: rejected }))
             })
           )
           yield* Metric.update(Metrics.readinessSeconds, Duration.toSeconds(report.elapsed))
@@ -366,11 +367,17 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
     // Is a Ready link still usable? Its channel is READY and the master answers the probe.
     const verify = (link: Link): Effect.Effect<void, ConnectError> =>
       Readiness.channelReady(link).pipe(
-        Effect.mapError((error) => new ConnectError({ reason: "Lost", message: `check found the ${error.message}` })),
+        Effect.mapError((error) =>
+          new ConnectError({ reason: "Lost", message: `check found the ${error.message}`, cause: error })
+        ),
         Effect.zipRight(
           Readiness.answers(link, probe, readiness.probeTimeout).pipe(
             Effect.mapError((error) =>
-              new ConnectError({ reason: "ProbeFailed", message: `probe ${error.reason}: ${error.message}` })
+              new ConnectError({
+                reason: "ProbeFailed",
+                message: `probe ${error.reason}: ${error.message}`,
+                cause: error
+              })
             )
           )
         )
@@ -412,7 +419,11 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
       const refused = Effect.map(
         Queue.take(rejections),
         (error) =>
-          new ConnectError({ reason: "Rejected", message: `${error.service}.${error.method}: ${error.message}` })
+          new ConnectError({
+            reason: "Rejected",
+            message: `${error.service}.${error.method}: ${error.message}`,
+            cause: error
+          })
       )
       return Effect.raceFirst(leftReady, Effect.raceFirst(probed, refused))
     }
