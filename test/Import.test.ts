@@ -23,7 +23,7 @@ const probe = async (entry: string, use = false): Promise<{ imported: Snapshot; 
   const { stdout } = await promisify(execFile)(
     process.execPath,
     ["--import", "tsx", "test/fixtures/imports.ts", ...(use ? ["--use"] : []), entry],
-    { cwd: root, env: { ...process.env, NODE_OPTIONS: "" }, timeout: 20_000, maxBuffer: 16 * 1024 * 1024 }
+    { cwd: root, env: { ...process.env, NODE_OPTIONS: "" }, timeout: 90_000, maxBuffer: 16 * 1024 * 1024 }
   )
   return JSON.parse(stdout)
 }
@@ -50,7 +50,7 @@ beforeAll(async () => {
   found.sqlite = sqliteProbe.imported
   found.testing = testingProbe.imported
   used = rootProbe.used
-}, 30_000)
+}, 120_000)
 
 const snapshot = (entry: Entry): Snapshot => {
   const result = found[entry]
