@@ -200,8 +200,11 @@ export const defaults = {
  * @category constants
  */
 export const defaultServerOptions: grpc.ServerOptions = {
-  // The master pings too, so a worker lost behind a blackhole is dropped with its streams.
-  "grpc.keepalive_time_ms": 20_000,
+  // The master pings too, so a worker lost behind a blackhole is dropped with its streams (within 5 min 5 s). Not
+  // more often: grpc-js pings each connection on its own timer, and every ping wakes the master twice (the ping,
+  // its answer); at 20 s that was 100 wake-ups a second for 1,000 idle workers, more CPU than all their fetches.
+  // A worker finds a dead link itself, from the Subscribe keepalive.
+  "grpc.keepalive_time_ms": 300_000,
   "grpc.keepalive_timeout_ms": 5_000,
   "grpc.keepalive_permit_without_calls": 1,
   "grpc.http2.min_ping_interval_without_data_ms": 10_000,
@@ -449,18 +452,44 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
         })
       }
 
+    // The open streams' keepalives: one timer for all of them, writing to each stream in one turn of the event
+    // loop. A timer per stream woke the master once per stream and interval (500 times a second for 1,000 idle
+    // workers at 2 s), and each wake-up of an idle process costs far more CPU than the write it makes.
+    const keepalive = { keepalive: { interval_ms: keepaliveMs } }
+    const beating = new Set<SubscribeCall>()
+    let beat: ReturnType<typeof setInterval> | undefined
+    const beatAll = () => {
+      for (const call of beating) {
+        if (!call.cancelled) call.write(keepalive)
+      }
+    }
+    const startBeat = (call: SubscribeCall) => {
+      if (keepaliveMs === 0) return
+      beating.add(call)
+      if (beat === undefined) beat = setInterval(beatAll, keepaliveMs)
+    }
+    const stopBeat = (call: SubscribeCall) => {
+      if (!beating.delete(call) || beating.size > 0 || beat === undefined) return
+      clearInterval(beat)
+      beat = undefined
+    }
+    // A stream whose end the server never reported does not keep the timer past the master.
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        beating.clear()
+        clearInterval(beat)
+        beat = undefined
+      })
+    )
+
     // Writes the subscription's requests until it ends (replaced, or the server stopped); the call's end closes it.
     const subscribe = (call: SubscribeCall) => {
       // Headers at once: a proxy waiting for them (nginx's grpc_read_timeout) would end a quiet stream. Then a
-      // keepalive at once and every interval: the worker takes silence as a dead link.
+      // keepalive at once, and one at every beat of the shared timer (within an interval of this one): the worker
+      // takes silence as a dead link.
       call.sendMetadata(new grpc.Metadata())
-      const keepalive = { keepalive: { interval_ms: keepaliveMs } }
-      const beat = keepaliveMs > 0
-        ? setInterval(() => {
-          if (!call.cancelled) call.write(keepalive)
-        }, keepaliveMs)
-        : undefined
       if (keepaliveMs > 0) call.write(keepalive)
+      startBeat(call)
       const fiber = Runtime.runFork(runtime)(
         Effect.scoped(
           Effect.flatMap(state.subscribe(call.request.node_key, call.request.generation), (requests) =>
@@ -489,7 +518,7 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
         { scope }
       )
       const close = () => {
-        clearInterval(beat)
+        stopBeat(call)
         fiber.unsafeInterruptAsFork(fiber.id())
       }
       call.on("cancelled", close)

@@ -15,6 +15,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as FiberId from "effect/FiberId"
 import { identity } from "effect/Function"
 import * as HashMap from "effect/HashMap"
 import * as Mailbox from "effect/Mailbox"
@@ -183,6 +184,10 @@ export interface Options {
   /** The fraction (0 to 1) of the calls `injectFailure` fails. Default 0. */
   readonly failureRate?: number | undefined
 }
+
+// Waits this long or longer end on a whole `coalesceTick` of the master's clock (see `endOfWait`).
+const coalesceFrom = 5_000
+const coalesceTick = 1_000
 
 export const defaults = {
   heartbeatInterval: Duration.seconds(15),
@@ -721,6 +726,32 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         const n = Option.getOrElse(HashMap.get(m, node), () => 0) + change
         return n === 0 ? HashMap.remove(m, node) : HashMap.set(m, node, n)
       })
+    // The end of a long wait: on a whole second of the master's clock, up to a second early (the protocol lets a
+    // master hold a fetch for less than its wait), so the waits that end within the same second end together, on one
+    // timer. An idle fleet's fetches then cost the master one wake-up a second, not one per fetch.
+    const endOfWait = (start: number, wait: number) =>
+      wait >= coalesceFrom ? Math.max(start, Math.floor((start + wait) / coalesceTick) * coalesceTick) : start + wait
+    // One timer per second at which waits end, shared by every fetch that waits for that second.
+    const ticks = new Map<number, Deferred.Deferred<void>>()
+    const tickAt = (at: number, now: number): Effect.Effect<Deferred.Deferred<void>> =>
+      Effect.suspend(() => {
+        const found = ticks.get(at)
+        if (found !== undefined) return Effect.succeed(found)
+        const tick = Deferred.unsafeMake<void>(FiberId.none)
+        ticks.set(at, tick)
+        return Effect.as(
+          Effect.forkDaemon(
+            Effect.zipRight(
+              Effect.sleep(Math.max(0, at - now)),
+              Effect.suspend(() => {
+                ticks.delete(at)
+                return Deferred.succeed(tick, undefined)
+              })
+            )
+          ),
+          tick
+        )
+      })
     // A node's fetch is a heartbeat too: the node is alive, and runs this many tasks.
     const heard = (node: string, running: number | undefined, now: number) =>
       Ref.update(state, (s) =>
@@ -740,6 +771,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         const max = Math.max(1, request.maxTasks ?? 1)
         const wait = Math.max(0, request.wait ?? 0)
         const start = yield* Clock.currentTimeMillis
+        const end = endOfWait(start, wait)
         const attempt = (final: boolean) =>
           Effect.flatMap(Clock.currentTimeMillis, (now) =>
             Ref.modify(
@@ -754,13 +786,18 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
           while (true) {
             const wake = yield* changeOf(node)
             const now = yield* Clock.currentTimeMillis
-            const tried = yield* attempt(now - start >= wait || (yield* Ref.get(stopped)))
+            const tried = yield* attempt(now >= end || (yield* Ref.get(stopped)))
             if (tried === undefined) return yield* notRegistered(node)
             if (tried !== "Wait") return tried
             // Until a change, the wait's end, or a hand-out of the node's that may go out again, whichever is first.
             const due = nextRedelivery(yield* Ref.get(state), node, redeliverAfter)
-            const until = Math.min(start + wait, due === undefined ? Infinity : Math.max(due, now + 1))
-            yield* Effect.raceFirst(Deferred.await(wake), Effect.sleep(Math.max(0, until - now)))
+            const until = Math.min(end, due === undefined ? Infinity : Math.max(due, now + 1))
+            yield* Effect.raceFirst(
+              Deferred.await(wake),
+              until === end && end !== start + wait
+                ? Effect.flatMap(tickAt(end, now), Deferred.await)
+                : Effect.sleep(Math.max(0, until - now))
+            )
           }
         }).pipe(
           // Held: alive for as long as the call waits.
