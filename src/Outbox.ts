@@ -29,9 +29,11 @@ import type * as Path from "@effect/platform/Path"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -246,44 +248,17 @@ interface Started {
 // The writer's work, in the order it came: a report to add, or a started task's process groups to record.
 type Request = Add | Rewrite
 
-// The answer to a request, and the fibers that wait for it: resumed by the writer, without a Deferred (one costs
-// more than all the rest of an add).
-interface Answer {
-  exit: Exit.Exit<void, OutboxError> | undefined
-  readonly waiting: Array<(exit: Exit.Exit<void, OutboxError>) => void>
-}
-
-const unanswered = (): Answer => ({ exit: undefined, waiting: [] })
-
-const answer = (done: Answer, exit: Exit.Exit<void, OutboxError>): void => {
-  if (done.exit !== undefined) return
-  done.exit = exit
-  for (const resume of done.waiting) resume(exit)
-  done.waiting.length = 0
-}
-
-const awaitAnswer = (done: Answer): Effect.Effect<void, OutboxError> =>
-  done.exit !== undefined ? done.exit : Effect.async<void, OutboxError>((resume) => {
-    if (done.exit !== undefined) return resume(done.exit)
-    done.waiting.push(resume)
-    // An interrupted add stops waiting; the report is stored all the same.
-    return Effect.sync(() => {
-      const at = done.waiting.indexOf(resume)
-      if (at >= 0) done.waiting.splice(at, 1)
-    })
-  })
-
 interface Add {
   readonly _tag: "Add"
   readonly report: TaskSource.StatusReport
-  readonly done: Answer
+  readonly done: Deferred.Deferred<void, OutboxError>
 }
 
 interface Rewrite {
   readonly _tag: "Rewrite"
   readonly taskId: string
   readonly processes: ReadonlyArray<ProcessGroup>
-  readonly done: Answer
+  readonly done: Deferred.Deferred<void, OutboxError>
 }
 
 /**
@@ -305,7 +280,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
     const queue = new Map<string, StoredRecord>()
     const queuedPerTask = new Map<string, number>()
     const started = new Map<string, Started>()
-    const writing = new Map<string, Answer>()
+    const writing = new Map<string, Deferred.Deferred<void, OutboxError>>()
     let next = 1
 
     const enqueue = (record: StoredRecord) => {
@@ -405,7 +380,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         }
         for (const request of batch) {
           writing.delete(request.report.key)
-          answer(request.done, Exit.void)
+          Deferred.unsafeDone(request.done, Exit.void)
         }
         nonEmpty.unsafeOpen()
         return Effect.zipRight(publish, forget(done))
@@ -420,7 +395,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
             Effect.sync(() => {
               for (const request of batch) {
                 writing.delete(request.report.key)
-                answer(request.done, Exit.failCause(cause))
+                Deferred.unsafeDone(request.done, Exit.failCause(cause))
               }
             })
         })
@@ -433,7 +408,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
       Effect.suspend(() => {
         const task = started.get(request.taskId)
         if (task === undefined || task.ended) {
-          answer(
+          Deferred.unsafeDone(
             request.done,
             Exit.fail(
               new OutboxError({
@@ -458,7 +433,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
           Effect.exit,
           Effect.map((exit) => {
             if (Exit.isSuccess(exit)) task.processes = request.processes
-            answer(request.done, exit)
+            Deferred.unsafeDone(request.done, exit)
           })
         )
       })
@@ -493,7 +468,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         Effect.flatMap(Queue.takeAll(requests), (left) =>
           Effect.sync(() => {
             open = false
-            for (const request of left) answer(request.done, Exit.fail(closed(request)))
+            for (const request of left) Deferred.unsafeDone(request.done, Exit.fail(closed(request)))
           }))
       ),
       log,
@@ -508,13 +483,13 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
         const running = started.get(report.taskId)
         if (report.status === "RUNNING" && running !== undefined) return Effect.void
         const waiting = writing.get(report.key)
-        if (waiting !== undefined) return awaitAnswer(waiting)
-        const done = unanswered()
+        if (waiting !== undefined) return Deferred.await(waiting)
+        const done = Deferred.unsafeMake<void, OutboxError>(FiberId.none)
         const request: Add = { _tag: "Add", report, done }
         if (!open) return Effect.fail(closed(request))
         writing.set(report.key, done)
         requests.unsafeOffer(request)
-        return awaitAnswer(done)
+        return Deferred.await(done)
       })
 
     const recordProcesses = (taskId: string, processes: ReadonlyArray<ProcessGroup>) =>
@@ -523,11 +498,11 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
           _tag: "Rewrite",
           taskId,
           processes,
-          done: unanswered()
+          done: Deferred.unsafeMake<void, OutboxError>(FiberId.none)
         }
         if (!open) return Effect.fail(closed(request))
         requests.unsafeOffer(request)
-        return awaitAnswer(request.done)
+        return Deferred.await(request.done)
       })
 
     // Reports done with: out of the queue, and their records out of the store unless one still marks a task started.

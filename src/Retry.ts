@@ -63,7 +63,6 @@ export const isTransient = (error: unknown, traits: CallTraits = {}): boolean =>
         case "no":
           return false
       }
-      return false
     }
     case "ClientUnavailable":
       return field(error, "reason") === "Timeout"

@@ -39,49 +39,49 @@ const refPattern = /\{([a-z][A-Za-z0-9]*)\}/g
 
 type Namer = (path: ReadonlyArray<string>) => string
 
-/** Every path of the error written as one name, and every `{name}` of its messages as its sibling's name. */
-const rename = (error: ConfigError.ConfigError, name: Namer): ConfigError.ConfigError => {
-  const message = (path: ReadonlyArray<string>, text: string) =>
-    text.replace(refPattern, (_, sibling: string) => name([...path.slice(0, -1), sibling]))
-      // ConfigError quotes its message: quotes inside would double up.
-      .replaceAll("\"", "'")
-  const at = (path: ReadonlyArray<string>) => (path.length === 0 ? [] : [name(path)])
-  switch (error._op) {
-    case "And":
-      return ConfigError.And(rename(error.left, name), rename(error.right, name))
-    case "Or":
-      return ConfigError.Or(rename(error.left, name), rename(error.right, name))
+// Each leaf of the error (a failure at one path) replaced, its And and Or kept.
+type Leaf = Exclude<ConfigError.ConfigError, ConfigError.And | ConfigError.Or>
+const mapLeaves = (
+  error: ConfigError.ConfigError,
+  f: (leaf: Leaf) => ConfigError.ConfigError
+): ConfigError.ConfigError =>
+  error._op === "And"
+    ? ConfigError.And(mapLeaves(error.left, f), mapLeaves(error.right, f))
+    : error._op === "Or"
+    ? ConfigError.Or(mapLeaves(error.left, f), mapLeaves(error.right, f))
+    : f(error)
+
+// A leaf with another path and message, of the same kind.
+const withPath = (leaf: Leaf, path: Array<string>, message: string): ConfigError.ConfigError => {
+  switch (leaf._op) {
     case "InvalidData":
-      return ConfigError.InvalidData(at(error.path), message(error.path, error.message))
+      return ConfigError.InvalidData(path, message)
     case "MissingData":
-      return ConfigError.MissingData(
-        at(error.path),
-        error.path.length === 0 ? message(error.path, error.message) : `${name(error.path)} is required`
-      )
+      return ConfigError.MissingData(path, message)
     case "SourceUnavailable":
-      return ConfigError.SourceUnavailable(at(error.path), message(error.path, error.message), error.cause)
+      return ConfigError.SourceUnavailable(path, message, leaf.cause)
     case "Unsupported":
-      return ConfigError.Unsupported(at(error.path), message(error.path, error.message))
+      return ConfigError.Unsupported(path, message)
   }
 }
 
+/** Every path of the error written as one name, and every `{name}` of its messages as its sibling's name. */
+const rename = (error: ConfigError.ConfigError, name: Namer): ConfigError.ConfigError =>
+  mapLeaves(error, (leaf) => {
+    const message = leaf.message.replace(refPattern, (_, sibling: string) => name([...leaf.path.slice(0, -1), sibling]))
+      // ConfigError quotes its message: quotes inside would double up.
+      .replaceAll("\"", "'")
+    const at = leaf.path.length === 0 ? [] : [name(leaf.path)]
+    return withPath(
+      leaf,
+      at,
+      leaf._op === "MissingData" && leaf.path.length > 0 ? `${name(leaf.path)} is required` : message
+    )
+  })
+
 // The errors of a flat provider's load, at the path the config asked for (the environment's own name aside).
-const atPath = (error: ConfigError.ConfigError, path: ReadonlyArray<string>): ConfigError.ConfigError => {
-  switch (error._op) {
-    case "And":
-      return ConfigError.And(atPath(error.left, path), atPath(error.right, path))
-    case "Or":
-      return ConfigError.Or(atPath(error.left, path), atPath(error.right, path))
-    case "InvalidData":
-      return ConfigError.InvalidData([...path], error.message)
-    case "MissingData":
-      return ConfigError.MissingData([...path], error.message)
-    case "SourceUnavailable":
-      return ConfigError.SourceUnavailable([...path], error.message, error.cause)
-    case "Unsupported":
-      return ConfigError.Unsupported([...path], error.message)
-  }
-}
+const atPath = (error: ConfigError.ConfigError, path: ReadonlyArray<string>): ConfigError.ConfigError =>
+  mapLeaves(error, (leaf) => withPath(leaf, [...path], leaf.message))
 
 const namers = new WeakMap<ConfigProvider.ConfigProvider, Namer>()
 

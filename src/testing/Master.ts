@@ -202,8 +202,8 @@ export const defaults = {
 export const defaultServerOptions: grpc.ServerOptions = {
   // The master pings too, so a worker lost behind a blackhole is dropped with its streams (within 5 min 5 s). Not
   // more often: grpc-js pings each connection on its own timer, and every ping wakes the master twice (the ping,
-  // its answer); at 20 s that was 100 wake-ups a second for 1,000 idle workers, more CPU than all their fetches.
-  // A worker finds a dead link itself, from the Subscribe keepalive.
+  // its answer): at 20 s, 100 wake-ups a second for 1,000 idle workers. A worker finds a dead link itself, from
+  // the Subscribe keepalive.
   "grpc.keepalive_time_ms": 300_000,
   "grpc.keepalive_timeout_ms": 5_000,
   "grpc.keepalive_permit_without_calls": 1,
@@ -454,7 +454,7 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
 
     // The open streams' keepalives: one timer for all of them, writing to each stream in one turn of the event
     // loop. A timer per stream woke the master once per stream and interval (500 times a second for 1,000 idle
-    // workers at 2 s), and each wake-up of an idle process costs far more CPU than the write it makes.
+    // workers at 2 s); the dispatch benchmark measures the idle fleet's cost.
     const keepalive = { keepalive: { interval_ms: keepaliveMs } }
     const beating = new Set<SubscribeCall>()
     let beat: ReturnType<typeof setInterval> | undefined
