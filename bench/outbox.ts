@@ -24,12 +24,13 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as NodeOutbox from "../src/node/NodeOutbox.js"
 import * as Outbox from "../src/Outbox.js"
+import type * as OutboxStore from "../src/OutboxStore.js"
 import { SqliteOutbox } from "../src/sqlite/index.js"
 import type * as TaskSource from "../src/TaskSource.js"
 import type { Bench, Result } from "./Bench.js"
 import { bars } from "./plot.js"
 
-const owner: Outbox.Owner = { node: "bench", master: "127.0.0.1:9666" }
+const owner: OutboxStore.Owner = { node: "bench", master: "127.0.0.1:9666" }
 
 const report = (id: string): TaskSource.StatusReport => ({
   key: `${id}:FINISHED`,

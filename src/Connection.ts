@@ -1,6 +1,6 @@
 /**
  * The connection to the master: a supervisor fiber in the layer's scope keeps
- * one link (`internal/supervisor.ts`: connect, readiness, loss, reconnection
+ * one link (`internal/connection/supervisor.ts`: connect, readiness, loss, reconnection
  * on a `Schedule`); the connection answers client lookups from the state it
  * publishes, and makes resilient calls and streams on the current generation.
  *
@@ -25,11 +25,11 @@ import { ClientUnavailable, ConnectError, ConnectionState } from "./ConnectionSt
 import * as Credentials from "./Credentials.js"
 import * as GrpcChannel from "./GrpcChannel.js"
 import * as GrpcError from "./GrpcError.js"
-import * as Cfg from "./internal/config.js"
-import * as LogLines from "./internal/logLines.js"
-import * as Lookup from "./internal/lookup.js"
-import * as Supervisor from "./internal/supervisor.js"
-import * as Validate from "./internal/validate.js"
+import * as Lookup from "./internal/connection/lookup.js"
+import * as Supervisor from "./internal/connection/supervisor.js"
+import * as Cfg from "./internal/shared/config.js"
+import * as LogLines from "./internal/shared/logLines.js"
+import * as Validate from "./internal/shared/validate.js"
 import { InvalidOption } from "./InvalidOption.js"
 import * as Metrics from "./Metrics.js"
 import * as Readiness from "./Readiness.js"
@@ -42,11 +42,7 @@ import * as Retry from "./Retry.js"
  * @since 0.1.0
  * @category models
  */
-export type ClientConstructor<C extends grpc.Client = grpc.Client> = new(
-  address: string,
-  credentials: grpc.ChannelCredentials,
-  options?: grpc.ClientOptions
-) => C
+export type ClientConstructor<C extends grpc.Client = grpc.Client> = Supervisor.ClientConstructor<C>
 
 /**
  * The service clients a connection registers, by the key they are looked up with.
@@ -54,7 +50,7 @@ export type ClientConstructor<C extends grpc.Client = grpc.Client> = new(
  * @since 0.1.0
  * @category models
  */
-export type Services = Readonly<Record<string, ClientConstructor<grpc.Client>>>
+export type Services = Supervisor.Services
 
 /**
  * @since 0.1.0

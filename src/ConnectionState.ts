@@ -8,7 +8,7 @@ import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
 import * as Predicate from "effect/Predicate"
 import type * as GrpcChannel from "./GrpcChannel.js"
-import { formatMillis } from "./internal/format.js"
+import { formatMillis } from "./internal/shared/format.js"
 import type * as Readiness from "./Readiness.js"
 
 /**

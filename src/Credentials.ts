@@ -28,8 +28,8 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
-import { checkServerIdentity } from "node:tls"
-import * as Cfg from "./internal/config.js"
+import * as Cfg from "./internal/shared/config.js"
+import { checkServerIdentity } from "./internal/shared/runtime.js"
 
 /**
  * Credentials that could not be made.

@@ -12,7 +12,7 @@ import type * as ConfigError from "effect/ConfigError"
 import type * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Cfg from "./internal/config.js"
+import * as Cfg from "./internal/shared/config.js"
 
 /**
  * The options of {@link provider}.

@@ -15,8 +15,8 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { formatMillis } from "./internal/format.js"
-import { dialTarget } from "./internal/validate.js"
+import { formatMillis } from "./internal/shared/format.js"
+import { dialTarget } from "./internal/shared/validate.js"
 import * as Metrics from "./Metrics.js"
 
 /**

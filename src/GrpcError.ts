@@ -8,7 +8,7 @@
 import * as grpc from "@grpc/grpc-js"
 import * as Data from "effect/Data"
 import * as Predicate from "effect/Predicate"
-import * as ErrorInfo from "./internal/errorInfo.js"
+import * as ErrorInfo from "./internal/shared/errorInfo.js"
 
 /**
  * @since 0.1.0
@@ -141,7 +141,7 @@ export type {
    * @category models
    */
   ErrorInfo
-} from "./internal/errorInfo.js"
+} from "./internal/shared/errorInfo.js"
 
 /**
  * Does the error carry this `google.rpc.ErrorInfo` reason of this domain?

@@ -4,22 +4,17 @@
  *
  * @since 0.2.0
  */
-import * as Data from "effect/Data"
 import * as Predicate from "effect/Predicate"
+import { InvalidOption } from "./internal/shared/invalidOption.js"
 
-/**
- * An option the library cannot work with; names the option.
- *
- * @since 0.2.0
- * @category errors
- */
-export class InvalidOption extends Data.TaggedError("InvalidOption")<{
-  readonly option: string
-  readonly reason: string
-}> {
-  override get message() {
-    return `invalid option ${this.option}: ${this.reason}`
-  }
+export {
+  /**
+   * An option the library cannot work with; names the option.
+   *
+   * @since 0.2.0
+   * @category errors
+   */
+  InvalidOption
 }
 
 /**

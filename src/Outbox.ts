@@ -28,7 +28,6 @@ import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
-import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -40,35 +39,21 @@ import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import type * as Schedule from "effect/Schedule"
-import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as GrpcError from "./GrpcError.js"
-import * as Cfg from "./internal/config.js"
-import * as OutboxFileSystem from "./internal/outboxFileSystem.js"
-import { isOutboxError, OutboxError } from "./internal/outboxStore.js"
-import type { Owner, ProcessGroup, Records, StoredRecord } from "./internal/outboxStore.js"
+import * as OutboxFileSystem from "./internal/outbox/fileSystem.js"
+import * as Cfg from "./internal/shared/config.js"
 import * as Metrics from "./Metrics.js"
+import type { Owner, ProcessGroup, Records, StoredRecord } from "./OutboxStore.js"
+import { holdOwner, isOutboxError, OutboxError, OutboxStore } from "./OutboxStore.js"
 import * as Retry from "./Retry.js"
 import * as TaskSource from "./TaskSource.js"
 
 // -------------------------------------------------------------------------------------------------
 // Models
 // -------------------------------------------------------------------------------------------------
-
-/**
- * A report as it is stored.
- *
- * @since 0.1.0
- * @category schemas
- */
-export const StoredReport = Schema.Struct({
-  key: Schema.String,
-  taskId: Schema.String,
-  status: Schema.Literal("RUNNING", "FINISHED", "ERROR", "CANCELLED"),
-  error: Schema.String
-})
 
 export {
   /**
@@ -79,48 +64,20 @@ export {
    */
   isOutboxError,
   /**
-   * A store could not do what the outbox asked; `path` says where.
+   * A store could not do what the outbox asked; `path` says where. The same as `OutboxStore.OutboxError`.
    *
    * @since 0.1.0
    * @category errors
    */
-  OutboxError
+  OutboxError,
+  /**
+   * Where outboxes keep their records. The same as `OutboxStore.OutboxStore`.
+   *
+   * @since 0.2.0
+   * @category tags
+   */
+  OutboxStore
 }
-
-export type {
-  /**
-   * Whose records these are: a node and the master it reports to.
-   *
-   * @since 0.2.0
-   * @category models
-   */
-  Owner,
-  /**
-   * One owner's records in a store, open for a scope.
-   *
-   * @since 0.2.0
-   * @category models
-   */
-  Records,
-  /**
-   * One record: a report and its place in the order of `add`.
-   *
-   * @since 0.2.0
-   * @category models
-   */
-  StoredRecord
-}
-
-/**
- * Where outboxes keep their records.
- *
- * @since 0.2.0
- * @category tags
- */
-export class OutboxStore extends Context.Tag("effect-grpc-resilience/OutboxStore")<OutboxStore, {
-  /** Opens one owner's records for the scope; `Locked` while they are open elsewhere. */
-  readonly open: (owner: Owner) => Effect.Effect<Records, OutboxError, Scope.Scope>
-}>() {}
 
 /**
  * What the outbox has done so far.
@@ -680,11 +637,7 @@ export const layerMemory: Layer.Layer<OutboxStore> = Layer.sync(OutboxStore, () 
       Effect.gen(function*() {
         const id = JSON.stringify([owner.node, owner.master])
         const location = `memory:${owner.node}@${owner.master}`
-        if (open.has(id)) {
-          return yield* new OutboxError({ reason: "Locked", path: location, operation: "open already" })
-        }
-        open.add(id)
-        yield* Effect.addFinalizer(() => Effect.sync(() => open.delete(id)))
+        yield* holdOwner(open, owner, location)
         const stored = owners.get(id) ?? new Map<number, StoredRecord>()
         owners.set(id, stored)
         const initial = Array.from(stored.values()).sort((a, b) => a.sequence - b.sequence)

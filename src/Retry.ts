@@ -16,8 +16,8 @@ import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as Interval from "effect/ScheduleInterval"
 import * as GrpcError from "./GrpcError.js"
-import * as Cfg from "./internal/config.js"
-import { errorMessage, formatMillis } from "./internal/format.js"
+import * as Cfg from "./internal/shared/config.js"
+import { errorMessage, formatMillis } from "./internal/shared/format.js"
 import * as Metrics from "./Metrics.js"
 
 /**

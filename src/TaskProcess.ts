@@ -28,8 +28,8 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import type * as Scope from "effect/Scope"
-import { type OutboxError, ProcessGroup } from "./internal/outboxStore.js"
 import type * as Outbox from "./Outbox.js"
+import { type OutboxError, ProcessGroup } from "./OutboxStore.js"
 
 export {
   /**

@@ -17,14 +17,13 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Stream from "effect/Stream"
-import { randomUUID } from "node:crypto"
 import type * as Breaker from "./Breaker.js"
 import * as Call from "./Call.js"
 import * as Connection from "./Connection.js"
 import type { ClientUnavailable } from "./ConnectionState.js"
 import * as GrpcError from "./GrpcError.js"
-import * as Cfg from "./internal/config.js"
-import * as Validate from "./internal/validate.js"
+import * as Cfg from "./internal/shared/config.js"
+import * as Validate from "./internal/shared/validate.js"
 import * as WorkerProtocol from "./WorkerProtocol.js"
 
 /**
@@ -350,7 +349,7 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
     // (the task again, while unconfirmed) and never with a new task. A reply lost on the way back (a cut link,
     // a deadline), or a request that arrives late, loses no task. A fetch is quick: an attempt not answered in
     // `fetchAttemptTimeout` is retried, and its deadline has the link checked.
-    const nonce = randomUUID()
+    const nonce = globalThis.crypto.randomUUID()
     const sequence = yield* Ref.make(1)
     const fetch = (request: FetchRequest) =>
       Ref.get(sequence).pipe(

@@ -13,8 +13,8 @@
  */
 import * as grpc from "@grpc/grpc-js"
 import type * as protoLoader from "@grpc/proto-loader"
-import { fileURLToPath } from "node:url"
-import { lazy, requireLazily } from "./internal/lazy.js"
+import { lazy } from "./internal/shared/lazy.js"
+import { pathOfFileUrl, requireLazily } from "./internal/shared/runtime.js"
 import type { ProtoGrpcType } from "./protocol/generated/worker.js"
 import type { CancelTask__Output } from "./protocol/generated/worker/v1/CancelTask.js"
 import type { FetchTaskReply__Output } from "./protocol/generated/worker/v1/FetchTaskReply.js"
@@ -44,7 +44,7 @@ import type { TaskStatus__Output } from "./protocol/generated/worker/v1/TaskStat
  * @since 0.1.0
  * @category constants
  */
-export const protoPath: string = fileURLToPath(new URL("../proto/worker.proto", import.meta.url))
+export const protoPath: string = pathOfFileUrl(new URL("../proto/worker.proto", import.meta.url))
 
 /**
  * The options the proto is loaded with; the generated types assume them.

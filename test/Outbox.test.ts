@@ -12,6 +12,7 @@ import * as Random from "effect/Random"
 import * as TestClock from "effect/TestClock"
 import * as GrpcError from "../src/GrpcError.js"
 import * as Outbox from "../src/Outbox.js"
+import type * as OutboxStore from "../src/OutboxStore.js"
 import type * as TaskSource from "../src/TaskSource.js"
 
 const report = (taskId: string, status: TaskSource.ReportedStatus): TaskSource.StatusReport => ({
@@ -48,7 +49,7 @@ const master = (upAt: number) => {
 }
 
 // The records of an owner now, read through a fresh open of the store.
-const stored = (who: Outbox.Owner = owner) =>
+const stored = (who: OutboxStore.Owner = owner) =>
   Effect.scoped(Effect.flatMap(Outbox.OutboxStore, (store) => store.open(who))).pipe(
     Effect.map((records) => records.initial.map((r) => r.report.key))
   )
@@ -64,7 +65,7 @@ const memory = Layer.effect(
 // A store whose records the test can read while an outbox has them open.
 const visible = (options: { readonly updateTakes?: Duration.DurationInput } = {}) => {
   const owners = new Map<string, Map<number, TaskSource.StatusReport>>()
-  const of = (who: Outbox.Owner) => {
+  const of = (who: OutboxStore.Owner) => {
     const id = `${who.node}@${who.master}`
     const records = owners.get(id) ?? new Map<number, TaskSource.StatusReport>()
     owners.set(id, records)
@@ -93,7 +94,7 @@ const visible = (options: { readonly updateTakes?: Duration.DurationInput } = {}
         })
     })
   )
-  const keys = (who: Outbox.Owner = owner) =>
+  const keys = (who: OutboxStore.Owner = owner) =>
     Effect.sync(() => Array.from(of(who)).sort(([a], [b]) => a - b).map(([, r]) => r.key))
   return { layer, keys }
 }

@@ -20,12 +20,13 @@ import {
 } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { ownerDirectory } from "../src/internal/outboxFileSystem.js"
+import { ownerDirectory } from "../src/internal/outbox/fileSystem.js"
 import * as Outbox from "../src/Outbox.js"
+import type * as OutboxStore from "../src/OutboxStore.js"
 import type * as TaskSource from "../src/TaskSource.js"
 import { child, filesystem, kill, line, stores, type StoreUnderTest } from "./fixtures/outboxStores.js"
 
-const owner: Outbox.Owner = { node: "n1", master: "127.0.0.1:9666" }
+const owner: OutboxStore.Owner = { node: "n1", master: "127.0.0.1:9666" }
 
 const report = (taskId: string, status: TaskSource.ReportedStatus): TaskSource.StatusReport => ({
   key: `${taskId}:${status}`,
@@ -33,7 +34,7 @@ const report = (taskId: string, status: TaskSource.ReportedStatus): TaskSource.S
   status,
   error: status === "ERROR" ? "it failed" : ""
 })
-const record = (sequence: number, taskId: string, status: TaskSource.ReportedStatus): Outbox.StoredRecord => ({
+const record = (sequence: number, taskId: string, status: TaskSource.ReportedStatus): OutboxStore.StoredRecord => ({
   sequence,
   report: report(taskId, status)
 })
@@ -48,14 +49,14 @@ const temporary = () =>
 const withRecords = <A, E>(
   store: StoreUnderTest,
   location: string,
-  use: (records: Outbox.Records) => Effect.Effect<A, E>,
-  who: Outbox.Owner = owner
+  use: (records: OutboxStore.Records) => Effect.Effect<A, E>,
+  who: OutboxStore.Owner = owner
 ) =>
   Effect.scoped(Effect.flatMap(Outbox.OutboxStore, (s) => Effect.flatMap(s.open(who), use))).pipe(
     Effect.provide(store.layer(location))
   )
 
-const sequences = (records: Outbox.Records) => records.initial.map((r) => r.sequence)
+const sequences = (records: OutboxStore.Records) => records.initial.map((r) => r.sequence)
 
 // Log lines, captured.
 const captured = () => {
@@ -167,7 +168,7 @@ for (const store of stores) {
     it.scopedLive("each owner's records are its own; an owner open already is Locked", () =>
       Effect.gen(function*() {
         const location = store.location(yield* temporary())
-        const other: Outbox.Owner = { node: "n1", master: "10.0.0.2:9666" }
+        const other: OutboxStore.Owner = { node: "n1", master: "10.0.0.2:9666" }
         yield* Effect.scoped(Effect.gen(function*() {
           const s = yield* Outbox.OutboxStore
           const a = yield* s.open(owner)

@@ -8,7 +8,7 @@ import * as MetricPair from "effect/MetricPair"
 import * as MetricRegistry from "effect/MetricRegistry"
 import * as MetricState from "effect/MetricState"
 import * as Option from "effect/Option"
-import * as Prometheus from "../src/internal/prometheus.js"
+import * as Prometheus from "../src/internal/health/prometheus.js"
 
 // A registry of the test's own: the global one is shared with the rest of the process.
 const registryWith = (fill: (registry: MetricRegistry.MetricRegistry) => void) => {

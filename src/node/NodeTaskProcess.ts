@@ -28,7 +28,7 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as ChildProcess from "node:child_process"
 import type { Writable } from "node:stream"
-import { bootId, isDead, procStat } from "../internal/procStat.js"
+import { bootId, isDead, procStat } from "../internal/shared/procStat.js"
 import * as TaskProcess from "../TaskProcess.js"
 
 // The holder: reads "run" from fd 3, then runs the command in its place (same pid, same start time, same group).

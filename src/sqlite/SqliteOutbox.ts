@@ -32,8 +32,7 @@ import type * as Scope from "effect/Scope"
 import { mkdirSync } from "node:fs"
 import { dirname, resolve } from "node:path"
 import * as Env from "../Env.js"
-import { fromFields, ProcessGroup, RecordFields } from "../internal/outboxStore.js"
-import * as Outbox from "../Outbox.js"
+import * as OutboxStore from "../OutboxStore.js"
 
 /**
  * @since 0.2.0
@@ -55,12 +54,12 @@ interface Row {
 
 // The process groups of a RUNNING record are a JSON array in their column; NULL when there are none.
 const RowFields = Schema.Struct({
-  ...RecordFields.fields,
-  processes: Schema.NullOr(Schema.parseJson(Schema.Array(ProcessGroup)))
+  ...OutboxStore.RecordFields.fields,
+  processes: Schema.NullOr(Schema.parseJson(Schema.Array(OutboxStore.ProcessGroup)))
 })
 const decodeRow = Schema.decodeUnknownEither(RowFields)
-const encodeProcesses = Schema.encodeSync(Schema.parseJson(Schema.Array(ProcessGroup)))
-const processesColumn = (record: Outbox.StoredRecord) =>
+const encodeProcesses = Schema.encodeSync(Schema.parseJson(Schema.Array(OutboxStore.ProcessGroup)))
+const processesColumn = (record: OutboxStore.StoredRecord) =>
   record.processes === undefined ? null : encodeProcesses(record.processes)
 
 // SQLite's answer when another connection holds the lock.
@@ -87,11 +86,11 @@ const chunks = <A>(items: ReadonlyArray<A>, size: number): ReadonlyArray<Readonl
  */
 export const make = (
   options: Options
-): Effect.Effect<Context.Tag.Service<Outbox.OutboxStore>, Outbox.OutboxError, Scope.Scope> =>
+): Effect.Effect<Context.Tag.Service<OutboxStore.OutboxStore>, OutboxStore.OutboxError, Scope.Scope> =>
   Effect.gen(function*() {
     const filename = resolve(options.filename)
-    const fail = (reason: Outbox.OutboxError["reason"], operation: string) => (cause: unknown) =>
-      new Outbox.OutboxError({ reason, path: filename, operation, cause })
+    const fail = (reason: OutboxStore.OutboxError["reason"], operation: string) => (cause: unknown) =>
+      new OutboxStore.OutboxError({ reason, path: filename, operation, cause })
 
     yield* Effect.try({
       try: () => mkdirSync(dirname(filename), { recursive: true }),
@@ -139,7 +138,7 @@ export const make = (
       )),
       Effect.mapError((error) =>
         isBusy(error)
-          ? new Outbox.OutboxError({
+          ? new OutboxStore.OutboxError({
             reason: "Locked",
             path: filename,
             operation: "in use by another process: one process per outbox database",
@@ -151,34 +150,26 @@ export const make = (
 
     const open = new Set<string>()
 
-    return Outbox.OutboxStore.of({
+    return OutboxStore.OutboxStore.of({
       open: (owner) =>
         Effect.gen(function*() {
-          const id = JSON.stringify([owner.node, owner.master])
           const location = `${filename} (node ${owner.node}, master ${owner.master})`
-          if (open.has(id)) {
-            return yield* new Outbox.OutboxError({
-              reason: "Locked",
-              path: location,
-              operation: "open already in this process"
-            })
-          }
-          yield* Effect.acquireRelease(Effect.sync(() => open.add(id)), () => Effect.sync(() => open.delete(id)))
-          const failAt = (reason: Outbox.OutboxError["reason"], operation: string) => (error: SqlError.SqlError) =>
-            new Outbox.OutboxError({ reason, path: location, operation, cause: error.cause ?? error })
+          yield* OutboxStore.holdOwner(open, owner, location)
+          const failAt = (reason: OutboxStore.OutboxError["reason"], operation: string) => (error: SqlError.SqlError) =>
+            new OutboxStore.OutboxError({ reason, path: location, operation, cause: error.cause ?? error })
 
           const rows = yield* sql<Row>`SELECT sequence, key, task_id, status, error, processes FROM outbox_record
             WHERE node = ${owner.node} AND master = ${owner.master} ORDER BY sequence`.pipe(
             Effect.mapError(failAt("Unreadable", "cannot read the records"))
           )
-          const initial: Array<Outbox.StoredRecord> = []
+          const initial: Array<OutboxStore.StoredRecord> = []
           let setAside = 0
           for (const row of rows) {
             const { error, key, processes, sequence, status, task_id: taskId } = row
             const decoded = decodeRow({ sequence, key, taskId, status, error, processes })
             if (Either.isRight(decoded)) {
               const { processes, ...fields } = decoded.right
-              initial.push(fromFields(processes === null ? fields : { ...fields, processes }))
+              initial.push(OutboxStore.fromFields(processes === null ? fields : { ...fields, processes }))
               continue
             }
             // A row this store did not write whole (another program, another version): set aside, alone.
@@ -199,7 +190,7 @@ export const make = (
 
           // One statement, so one transaction of SQLite's own: all or none, and durable when it returns.
           // (Not `withTransaction`: a COMMIT that fails, as on a full disk, is a defect there.)
-          const insert = (records: ReadonlyArray<Outbox.StoredRecord>) =>
+          const insert = (records: ReadonlyArray<OutboxStore.StoredRecord>) =>
             sql`INSERT INTO outbox_record ${
               sql.insert(records.map((record) => ({
                 node: owner.node,
@@ -212,7 +203,7 @@ export const make = (
                 processes: processesColumn(record)
               })))
             }`
-          const append = (records: ReadonlyArray<Outbox.StoredRecord>) =>
+          const append = (records: ReadonlyArray<OutboxStore.StoredRecord>) =>
             (records.length === 0 ? Effect.void : records.length <= maxRows
               ? Effect.asVoid(insert(records))
               : Effect.dieMessage(
@@ -228,7 +219,7 @@ export const make = (
               )
 
           // One statement, durable when it returns; the row is the record's, whoever added it.
-          const update = (record: Outbox.StoredRecord) =>
+          const update = (record: OutboxStore.StoredRecord) =>
             sql`UPDATE outbox_record SET key = ${record.report.key}, task_id = ${record.report.taskId},
               status = ${record.report.status}, error = ${record.report.error}, processes = ${processesColumn(record)}
               WHERE node = ${owner.node} AND master = ${owner.master} AND sequence = ${record.sequence}`.pipe(
@@ -245,7 +236,7 @@ export const make = (
               Effect.mapError(failAt("Unwritable", "cannot remove records"))
             )
 
-          return { location, initial, setAside, append, update, remove } satisfies Outbox.Records
+          return { location, initial, setAside, append, update, remove } satisfies OutboxStore.Records
         })
     })
   }).pipe(Effect.annotateLogs({ module: "SqliteOutbox" }))
@@ -256,8 +247,8 @@ export const make = (
  * @since 0.2.0
  * @category layers
  */
-export const layer = (options: Options): Layer.Layer<Outbox.OutboxStore, Outbox.OutboxError> =>
-  Layer.scoped(Outbox.OutboxStore, make(options))
+export const layer = (options: Options): Layer.Layer<OutboxStore.OutboxStore, OutboxStore.OutboxError> =>
+  Layer.scoped(OutboxStore.OutboxStore, make(options))
 
 /**
  * What `layerConfig` reads by default: `outboxSqlite` (`OUTBOX_SQLITE`), the database file (default
@@ -281,5 +272,5 @@ export const config = {
  */
 export const layerConfig = (
   options: Config.Config.Wrap<Options> = config
-): Layer.Layer<Outbox.OutboxStore, Outbox.OutboxError | ConfigError.ConfigError> =>
+): Layer.Layer<OutboxStore.OutboxStore, OutboxStore.OutboxError | ConfigError.ConfigError> =>
   Layer.unwrapEffect(Effect.map(Env.read(options), layer))

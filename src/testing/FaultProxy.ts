@@ -28,7 +28,7 @@ import type * as Subscribable from "effect/Subscribable"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as net from "node:net"
 import { performance } from "node:perf_hooks"
-import * as Validate from "../internal/validate.js"
+import * as Validate from "../internal/shared/validate.js"
 
 /**
  * The fault the proxy applies now.

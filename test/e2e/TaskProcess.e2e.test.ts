@@ -17,7 +17,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { line } from "../../src/internal/outboxFileSystem.js"
+import { line } from "../../src/internal/outbox/fileSystem.js"
 import * as TaskHandler from "../../src/TaskHandler.js"
 import { exampleMaster, poll, type Running, spawn, type TaskView, temporaryDirectory, tsx } from "./processes.js"
 

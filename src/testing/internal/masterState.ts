@@ -24,7 +24,7 @@ import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
-import * as Validate from "../../internal/validate.js"
+import * as Validate from "../../internal/shared/validate.js"
 import type { MasterRequest } from "../../TaskSource.js"
 
 // -------------------------------------------------------------------------------------------------

@@ -43,9 +43,9 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import { fromFields, holdOwner, OutboxError, RecordFields, toFields } from "../../OutboxStore.js"
+import type { Owner, Records, StoredRecord } from "../../OutboxStore.js"
 import * as DirectoryLock from "./directoryLock.js"
-import { fromFields, OutboxError, RecordFields, toFields } from "./outboxStore.js"
-import type { Owner, Records, StoredRecord } from "./outboxStore.js"
 
 const legacyName = /^(\d{16})\.json$/
 const batchName = /^(\d{16})\.records$/
@@ -138,18 +138,7 @@ export const make = (
     const open = (owner: Owner) =>
       Effect.gen(function*() {
         const dir = path.join(root, ownerDirectory(owner))
-        const id = JSON.stringify([owner.node, owner.master])
-        if (lock.owners.has(id)) {
-          return yield* new OutboxError({
-            reason: "Locked",
-            path: dir,
-            operation: `the outbox of node ${owner.node} for master ${owner.master} is open already`
-          })
-        }
-        yield* Effect.acquireRelease(
-          Effect.sync(() => lock.owners.add(id)),
-          () => Effect.sync(() => lock.owners.delete(id))
-        )
+        yield* holdOwner(lock.owners, owner, dir)
 
         const unreadable = (operation: string, at = dir) => (cause: unknown) =>
           new OutboxError({ reason: "Unreadable", path: at, operation, cause })

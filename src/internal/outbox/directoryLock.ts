@@ -17,8 +17,8 @@ import * as FiberId from "effect/FiberId"
 import * as GlobalValue from "effect/GlobalValue"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
-import { OutboxError } from "./outboxStore.js"
-import { bootId, isDead, procStat } from "./procStat.js"
+import { OutboxError } from "../../OutboxStore.js"
+import { bootId, isDead, procStat } from "../shared/procStat.js"
 
 /** A lock this process holds, and what its users keep beside it. */
 export interface Held {

@@ -1,5 +1,3 @@
-import { createRequire } from "node:module"
-
 /**
  * A value made on first use, then kept. Importing the library does no work:
  * protobufjs, the `.proto` files and the health service load when a client or
@@ -9,6 +7,3 @@ export const lazy = <A>(make: () => A): () => A => {
   let made: { readonly value: A } | undefined
   return () => (made ??= { value: make() }).value
 }
-
-/** Synchronous loading of the CommonJS packages used on first use (a client constructor cannot await). */
-export const requireLazily: NodeJS.Require = createRequire(import.meta.url)

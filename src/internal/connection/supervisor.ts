@@ -25,15 +25,15 @@ import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import * as Call from "../Call.js"
-import { ConnectError, ConnectionState, describe } from "../ConnectionState.js"
-import * as GrpcChannel from "../GrpcChannel.js"
-import type * as GrpcError from "../GrpcError.js"
-import * as Metrics from "../Metrics.js"
-import * as Readiness from "../Readiness.js"
-import * as Retry from "../Retry.js"
-import { formatMillis } from "./format.js"
-import * as Stepper from "./stepper.js"
+import * as Call from "../../Call.js"
+import { ConnectError, ConnectionState, describe } from "../../ConnectionState.js"
+import * as GrpcChannel from "../../GrpcChannel.js"
+import type * as GrpcError from "../../GrpcError.js"
+import * as Metrics from "../../Metrics.js"
+import * as Readiness from "../../Readiness.js"
+import * as Retry from "../../Retry.js"
+import { formatMillis } from "../shared/format.js"
+import * as Stepper from "../shared/stepper.js"
 
 /** One connection generation: its channel, its clients, and the scope that closes them. */
 export interface Link extends Readiness.Target {
@@ -48,13 +48,15 @@ export interface Snapshot {
   readonly link: Link | undefined
 }
 
-// The client constructors to register, as `Connection.Services` has them (not imported: Connection imports this).
-type Services = Readonly<
-  Record<
-    string,
-    new(address: string, credentials: grpc.ChannelCredentials, options?: grpc.ClientOptions) => grpc.Client
-  >
->
+/** A grpc-js client constructor; `Connection.ClientConstructor` is this. */
+export type ClientConstructor<C extends grpc.Client = grpc.Client> = new(
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  options?: grpc.ClientOptions
+) => C
+
+/** The client constructors to register, by key; `Connection.Services` is this. */
+export type Services = Readonly<Record<string, ClientConstructor<grpc.Client>>>
 
 /** The supervisor's options, checked by `Connection.make`. */
 export interface Options {

@@ -1,19 +1,27 @@
 /**
- * What an outbox store is made of, shared by the stores and re-exported by
- * `Outbox`: the owner of a set of records, a record, an open set of records,
- * the error, and the record's encoding (with the process groups a started
- * task recorded, re-exported by `TaskProcess`).
+ * Where outboxes keep their records: what a store is (`OutboxStore`, which
+ * opens one owner's `Records` for a scope), the record and its encoding, and
+ * the outbox's error. `Outbox.layerFileSystem`, `Outbox.layerMemory` and
+ * `effect-grpc-resilience/sqlite` are stores; another store implements this
+ * module's interface and passes the stores' contract tests.
  *
- * @internal
+ * @since 0.3.0
  */
+import * as Context from "effect/Context"
 import * as Data from "effect/Data"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
-import type * as TaskSource from "../TaskSource.js"
-import { errorMessage } from "./format.js"
+import type * as Scope from "effect/Scope"
+import { errorMessage } from "./internal/shared/format.js"
+import type * as TaskSource from "./TaskSource.js"
 
-/** Whose records these are: the node that reports and the master it reports to. */
+/**
+ * Whose records these are: the node that reports and the master it reports to.
+ *
+ * @since 0.2.0
+ * @category models
+ */
 export interface Owner {
   /** The node key. */
   readonly node: string
@@ -26,6 +34,9 @@ export interface Owner {
  * leader) and, where the platform tells them (Linux), the leader's start time
  * and the boot it ran in, which tell the leader from a later process that got
  * the same pid.
+ *
+ * @since 0.2.0
+ * @category schemas
  */
 export const ProcessGroup = Schema.Struct({
   pgid: Schema.Int.pipe(Schema.greaterThan(1)),
@@ -35,10 +46,20 @@ export const ProcessGroup = Schema.Struct({
   boot: Schema.optional(Schema.String)
 })
 
-/** A process group a task started. */
+/**
+ * A process group a task started.
+ *
+ * @since 0.2.0
+ * @category models
+ */
 export interface ProcessGroup extends Schema.Schema.Type<typeof ProcessGroup> {}
 
-/** One record: a report and its place in the order of `add`. */
+/**
+ * One record: a report and its place in the order of `add`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
 export interface StoredRecord {
   /** A record with a smaller sequence was added first. */
   readonly sequence: number
@@ -55,6 +76,9 @@ export interface StoredRecord {
  * - `Unwritable`: a record could not be made durable (disk full, permission, read-only).
  * - `Locked`: another process uses the store, or this owner's outbox is open already.
  * - `Closed`: the outbox closed before the report was durable.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class OutboxError extends Data.TaggedError("OutboxError")<{
   readonly reason: "Unreadable" | "Unwritable" | "Locked" | "Closed"
@@ -76,7 +100,12 @@ export class OutboxError extends Data.TaggedError("OutboxError")<{
  */
 export const isOutboxError = (u: unknown): u is OutboxError => Predicate.isTagged(u, "OutboxError")
 
-/** One owner's records in a store, open for a scope. */
+/**
+ * One owner's records in a store, open for a scope.
+ *
+ * @since 0.2.0
+ * @category models
+ */
 export interface Records {
   /** Where they are, for messages: a directory, a database file. */
   readonly location: string
@@ -101,7 +130,12 @@ export interface Records {
   readonly remove: (sequences: ReadonlyArray<number>) => Effect.Effect<void, OutboxError>
 }
 
-/** A record as a store writes it: flat, the sequence beside the report's fields. */
+/**
+ * A record as a store writes it: flat, the sequence beside the report's fields.
+ *
+ * @since 0.3.0
+ * @category schemas
+ */
 export const RecordFields = Schema.Struct({
   sequence: Schema.Int.pipe(Schema.positive()),
   key: Schema.String,
@@ -112,11 +146,63 @@ export const RecordFields = Schema.Struct({
   processes: Schema.optional(Schema.Array(ProcessGroup))
 })
 
+/**
+ * A record in the flat form a store writes.
+ *
+ * @since 0.3.0
+ * @category encoding
+ */
 export const toFields = (record: StoredRecord): typeof RecordFields.Type => ({
   sequence: record.sequence,
   ...record.report,
   ...(record.processes === undefined ? {} : { processes: record.processes })
 })
 
+/**
+ * A record from the flat form a store writes.
+ *
+ * @since 0.3.0
+ * @category encoding
+ */
 export const fromFields = ({ processes, sequence, ...report }: typeof RecordFields.Type): StoredRecord =>
   processes === undefined ? { sequence, report } : { sequence, report, processes }
+
+/**
+ * Where outboxes keep their records.
+ *
+ * @since 0.2.0
+ * @category tags
+ */
+export class OutboxStore extends Context.Tag("effect-grpc-resilience/OutboxStore")<OutboxStore, {
+  /** Opens one owner's records for the scope; `Locked` while they are open elsewhere. */
+  readonly open: (owner: Owner) => Effect.Effect<Records, OutboxError, Scope.Scope>
+}>() {}
+
+/**
+ * Holds an owner as open for the scope, in a set of the owners open in a store: `Locked` (at `location`) while
+ * the owner is open already, so each owner's records have one outbox at a time. A store calls it first in `open`.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const holdOwner = (
+  open: Set<string>,
+  owner: Owner,
+  location: string
+): Effect.Effect<void, OutboxError, Scope.Scope> => {
+  const id = JSON.stringify([owner.node, owner.master])
+  return Effect.acquireRelease(
+    Effect.suspend(() =>
+      open.has(id)
+        ? Effect.fail(
+          new OutboxError({
+            reason: "Locked",
+            path: location,
+            operation: `the outbox of node ${owner.node} for master ${owner.master} is open already`
+          })
+        )
+        : Effect.sync(() => void open.add(id))
+    ),
+    () => Effect.sync(() => void open.delete(id))
+  )
+}

@@ -6,7 +6,8 @@
  * @internal
  */
 import type * as protobuf from "protobufjs"
-import { lazy, requireLazily } from "./lazy.js"
+import { lazy } from "./lazy.js"
+import { requireLazily } from "./runtime.js"
 
 /** `google.rpc.ErrorInfo`: why a call failed, as a machine reads it. */
 export interface ErrorInfo {

@@ -8,9 +8,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import { accessSync, constants, statSync } from "node:fs"
-import { isIPv4, isIPv6 } from "node:net"
-import { InvalidOption } from "../InvalidOption.js"
+import { InvalidOption } from "./invalidOption.js"
+import { isIpV4, isIpV6, isReadableFilePath } from "./runtime.js"
 
 export { InvalidOption }
 
@@ -44,8 +43,8 @@ export const isAddress: Rule<string, string> = (input) => {
 export const dialTarget = (address: string): string => {
   const match = hostPortPattern.exec(address)
   if (match?.[3] === undefined) return address
-  if (match[1] !== undefined && isIPv6(match[1])) return `ipv6:${address}`
-  if (match[2] !== undefined && isIPv4(match[2])) return `ipv4:${address}`
+  if (match[1] !== undefined && isIpV6(match[1])) return `ipv6:${address}`
+  if (match[2] !== undefined && isIpV4(match[2])) return `ipv4:${address}`
   return address
 }
 
@@ -84,15 +83,10 @@ export const isNumberWithin = (min: number, max: number): Rule<number, number> =
     : Either.left(`expected a number from ${min} to ${max}, got ${input}`)
 
 /** The path of a file this process can read. */
-export const isReadableFile: Rule<string, string> = (path) => {
-  try {
-    accessSync(path, constants.R_OK)
-    if (statSync(path).isFile()) return Either.right(path)
-  } catch {
-    // refused below
-  }
-  return Either.left(`expected the path of a readable file, got ${JSON.stringify(path)}`)
-}
+export const isReadableFile: Rule<string, string> = (path) =>
+  isReadableFilePath(path)
+    ? Either.right(path)
+    : Either.left(`expected the path of a readable file, got ${JSON.stringify(path)}`)
 
 /** An option given in code, checked by its rule: the fallback when absent, an `InvalidOption` naming it when refused. */
 export const option: {

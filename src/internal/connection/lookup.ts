@@ -11,8 +11,8 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import { ClientUnavailable, type ConnectionState } from "../ConnectionState.js"
-import * as Metrics from "../Metrics.js"
+import { ClientUnavailable, type ConnectionState } from "../../ConnectionState.js"
+import * as Metrics from "../../Metrics.js"
 import type * as Supervisor from "./supervisor.js"
 
 export interface Options {
