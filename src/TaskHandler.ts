@@ -198,7 +198,7 @@ export const restartMessage = "the worker restarted while running this task"
  * @since 0.1.0
  * @category constructors
  */
-export const make = <P, I, R, C extends Connection.AnyTag = typeof Connection.Connection>(
+export const make = <P, I, R, C extends TaskSource.WorkerConnection = typeof Connection.Connection>(
   options: Options<P, I, R> & Connection.Using<C>
 ): Effect.Effect<
   TaskHandler,
@@ -669,7 +669,7 @@ const makeFor = <P, I, R>(
  * @since 0.1.0
  * @category layers
  */
-export const layer = <P, I, R, C extends Connection.AnyTag = typeof Connection.Connection>(
+export const layer = <P, I, R, C extends TaskSource.WorkerConnection = typeof Connection.Connection>(
   options: Options<P, I, R> & Connection.Using<C>
 ): Layer.Layer<
   TaskHandler,
@@ -717,7 +717,7 @@ export type Timings = Omit<Options<never, never, never>, "payload" | "run">
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig = <P, I, R, C extends Connection.AnyTag = typeof Connection.Connection>(
+export const layerConfig = <P, I, R, C extends TaskSource.WorkerConnection = typeof Connection.Connection>(
   code: Pick<Options<P, I, R>, "payload" | "run"> & Connection.Using<C>,
   timings: Config.Config.Wrap<Timings> = config
 ): Layer.Layer<

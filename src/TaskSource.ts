@@ -230,6 +230,16 @@ export const services = {
 export type ConnectionTag<Self> = Connection.AnyTag<Self, typeof services>
 
 /**
+ * A connection the worker's side of the protocol can be built on: one declared with {@link services}
+ * (`Connection.Tag(id, TaskSource.services)`), or the library's own `Connection.Connection`, whose services are
+ * checked when it is used. The task source, the task handler and `SimulatedMaster.taskSource` take it.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type WorkerConnection = ConnectionTag<any> | typeof Connection.Connection
+
+/**
  * Who this node is, as the master knows it.
  *
  * @since 0.1.0
@@ -332,7 +342,7 @@ export const connection: <Self = Connection.Connection>(
  * @since 0.1.0
  * @category constructors
  */
-export const make = <C extends ConnectionTag<any> | typeof Connection.Connection = typeof Connection.Connection>(
+export const make = <C extends WorkerConnection = typeof Connection.Connection>(
   options: NodeOptions & Connection.Using<C>
 ): Effect.Effect<TaskSource, Validate.InvalidOption, Context.Tag.Identifier<C>> =>
   Effect.gen(function*() {
@@ -526,7 +536,7 @@ export const make = <C extends ConnectionTag<any> | typeof Connection.Connection
  * @since 0.1.0
  * @category layers
  */
-export const layer = <C extends ConnectionTag<any> | typeof Connection.Connection = typeof Connection.Connection>(
+export const layer = <C extends WorkerConnection = typeof Connection.Connection>(
   options: NodeOptions & Connection.Using<C>
 ): Layer.Layer<TaskSource, Validate.InvalidOption, Context.Tag.Identifier<C>> => Layer.effect(TaskSource, make(options))
 
@@ -554,7 +564,7 @@ export const config = {
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig = <C extends ConnectionTag<any> | typeof Connection.Connection = typeof Connection.Connection>(
+export const layerConfig = <C extends WorkerConnection = typeof Connection.Connection>(
   code: Connection.Using<C> = {},
   options: Config.Config.Wrap<NodeOptions> = config
 ): Layer.Layer<TaskSource, Validate.InvalidOption | ConfigError.ConfigError, Context.Tag.Identifier<C>> =>

@@ -14,6 +14,7 @@ import * as Retry from "../src/Retry.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as FaultProxy from "../src/testing/FaultProxy.js"
+import * as Master from "../src/testing/Master.js"
 
 // The variables as the environment would hold them, read as every layerConfig reads the environment.
 const env = (vars: Record<string, string>, prefix?: string) =>
@@ -308,6 +309,25 @@ describe("configuration from the environment", () => {
   it.effect("a missing node key: a ConfigError naming NODE_KEY", () =>
     Effect.gen(function*() {
       assert.include(yield* failure(TaskSource.config, {}), "NODE_KEY")
+    }))
+
+  it.effect("the embedded master's options, as the master command reads them under MASTER_", () =>
+    Effect.gen(function*() {
+      const read = yield* Env.read(Master.config).pipe(
+        env({ MASTER_PORT: "0", MASTER_REDELIVER_AFTER: "3 seconds", MASTER_MAX_HAND_OUTS: "2" }, "MASTER_")
+      )
+      assert.deepStrictEqual(read, {
+        port: 0,
+        host: undefined,
+        redeliverAfter: Duration.seconds(3),
+        maxHandOuts: 2
+      })
+      const error = yield* Effect.flip(Layer.build(Master.layerConfig())).pipe(
+        Effect.scoped,
+        env({ MASTER_MAX_HAND_OUTS: "0" }, "MASTER_")
+      )
+      assert.isTrue(ConfigError.isConfigError(error), String(error))
+      assert.include(String(error), "MASTER_MAX_HAND_OUTS")
     }))
 })
 

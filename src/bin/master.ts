@@ -5,9 +5,11 @@
  *
  *   MASTER_PORT   the gRPC port (default 9666)
  *   MASTER_HOST   the address to bind (default 127.0.0.1)
+ *   MASTER_REDELIVER_AFTER, MASTER_MAX_HAND_OUTS  see `Master.config` (defaults 10 seconds, 5)
  *   ADMIN_PORT    the HTTP port of the admin API (default 9667), on 127.0.0.1
  *   ADMIN_SOCKET  a Unix socket path for the admin API instead of ADMIN_PORT
- *   MASTER_REDELIVER_AFTER, MASTER_MAX_HAND_OUTS  see `Master.Options` (defaults 10 seconds, 5)
+ *
+ * Read through `Env`: an error names the variable (`MASTER_PORT is required`, `Invalid data at MASTER_PORT`).
  *   LOG_FORMAT    logfmt (one line per entry, the default), json or pretty; LOG_LEVEL (default Info)
  *
  * The admin API is `MasterAdmin.router` (`POST /tasks`, `GET /tasks`, ...).
@@ -22,18 +24,27 @@ import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { createServer } from "node:http"
+import * as Env from "../Env.js"
 import * as Master from "../testing/Master.js"
 import * as MasterAdmin from "../testing/MasterAdmin.js"
 import { Logging } from "./logging.js"
 
+// The command's own options, beside the master's (`Master.config`, read under `MASTER_`).
+const adminConfig = {
+  adminPort: Config.port("adminPort").pipe(Config.withDefault(9667)),
+  adminSocket: Config.option(Config.nonEmptyString("adminSocket"))
+}
+
+// The master's options under `MASTER_`, with the command's port (9666, where the library's default picks a free one).
+const masterConfig = {
+  ...Master.config,
+  port: Config.port("port").pipe(Config.withDefault(9666)),
+  host: Config.nonEmptyString("host").pipe(Config.withDefault("127.0.0.1"))
+}
+
 const MasterLive = Layer.unwrapEffect(
   Effect.gen(function*() {
-    const port = yield* Config.port("MASTER_PORT").pipe(Config.withDefault(9666))
-    const host = yield* Config.string("MASTER_HOST").pipe(Config.withDefault("127.0.0.1"))
-    const adminPort = yield* Config.port("ADMIN_PORT").pipe(Config.withDefault(9667))
-    const adminSocket = yield* Config.option(Config.string("ADMIN_SOCKET"))
-    const redeliverAfter = yield* Config.option(Config.duration("MASTER_REDELIVER_AFTER"))
-    const maxHandOuts = yield* Config.option(Config.integer("MASTER_MAX_HAND_OUTS"))
+    const { adminPort, adminSocket } = yield* Env.read(adminConfig)
     const listen = adminSocket._tag === "Some" ? { path: adminSocket.value } : { port: adminPort, host: "127.0.0.1" }
     const Admin = HttpServer.serve(MasterAdmin.router).pipe(Layer.provide(NodeHttpServer.layer(createServer, listen)))
     const where = adminSocket._tag === "Some" ? `unix:${adminSocket.value}` : `http://127.0.0.1:${adminPort}`
@@ -43,13 +54,9 @@ const MasterLive = Layer.unwrapEffect(
         (master) => Effect.logInfo(`master serving on ${master.address}, admin on ${where}`)
       )
     )
-    const MasterLayer = Master.layer({
-      port,
-      host,
-      ...(redeliverAfter._tag === "Some" ? { redeliverAfter: redeliverAfter.value } : {}),
-      ...(maxHandOuts._tag === "Some" ? { maxHandOuts: maxHandOuts.value } : {})
-    })
-    return Layer.mergeAll(Admin, announce).pipe(Layer.provideMerge(MasterLayer))
+    return Layer.mergeAll(Admin, announce).pipe(
+      Layer.provideMerge(Master.layerConfig(masterConfig).pipe(Env.prefixed("MASTER_")))
+    )
   })
 )
 

@@ -35,6 +35,8 @@
  */
 import * as grpc from "@grpc/grpc-js"
 import * as Cause from "effect/Cause"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -51,6 +53,7 @@ import * as Stream from "effect/Stream"
 import type * as HealthCheck from "grpc-health-check"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { createSecureContext } from "node:tls"
+import * as Cfg from "../internal/shared/config.js"
 import * as ErrorInfo from "../internal/shared/errorInfo.js"
 import { requireLazily } from "../internal/shared/runtime.js"
 import * as Validate from "../internal/shared/validate.js"
@@ -689,3 +692,39 @@ const servingMap = (status: "SERVING" | "NOT_SERVING") => ({
  * @category layers
  */
 export const layer = (options: Options = {}): Layer.Layer<Master, MasterError> => Layer.scoped(Master, make(options))
+
+/**
+ * The options a master reads from configuration, under their names in {@link Options}; absent ones keep
+ * {@link defaults}. Read through `Env`, they are the variables `PORT`, `HOST`, `REDELIVER_AFTER`, `MAX_HAND_OUTS`
+ * under a prefix: the master command reads them under `MASTER_` (`MASTER_PORT`, ...).
+ *
+ * @since 0.3.0
+ * @category config
+ */
+export const config = {
+  port: Cfg.optional(Cfg.integer("port", "The gRPC port; 0 picks a free one.", 0, 65535)),
+  host: Cfg.optional(Cfg.described(Config.nonEmptyString("host"), "The address to bind.")),
+  redeliverAfter: Cfg.optional(
+    Cfg.duration("redeliverAfter", "A hand-out not confirmed by a RUNNING report within this is handed out again.")
+  ),
+  maxHandOuts: Cfg.optional(
+    Cfg.integer("maxHandOuts", "A task handed out this many times, never confirmed, ends ERROR.", 1)
+  )
+} satisfies Config.Config.Wrap<Pick<Options, "port" | "host" | "redeliverAfter" | "maxHandOuts">>
+
+/**
+ * The embedded master with the options read from `config` (default {@link config}), over `options` given in
+ * code; every error from the configuration names the variable.
+ *
+ * @since 0.3.0
+ * @category layers
+ */
+export const layerConfig = (
+  configured: Config.Config.Wrap<Options> = config,
+  options: Options = {}
+): Layer.Layer<Master, MasterError | ConfigError.ConfigError> =>
+  Layer.scoped(Master, Effect.flatMap(Cfg.read(configured), (read) => make({ ...options, ...definedOnly(read) })))
+
+// The options the configuration set: an absent one leaves the option given in code, or the default.
+const definedOnly = (options: Options): Options =>
+  Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Options

@@ -148,7 +148,7 @@ const toGrpcError = (service: string, method: string) => (rejection: MasterState
  * @category layers
  */
 export const taskSource = <
-  C extends TaskSource.ConnectionTag<any> | typeof Connection.Connection = typeof Connection.Connection
+  C extends TaskSource.WorkerConnection = typeof Connection.Connection
 >(
   options: TaskSource.NodeOptions & Connection.Using<C>
 ): Layer.Layer<
