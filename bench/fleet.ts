@@ -103,7 +103,10 @@ const round = (plan: Plan, outageMs: number) =>
     const scope = yield* Scope.make()
     const processes = Math.ceil(plan.workers / perWorkerProcess)
     const body = Effect.gen(function*() {
-      const master = yield* start(new URL("./fleet/master.ts", import.meta.url), { core: 0 })
+      const master = yield* start(new URL("./master.ts", import.meta.url), {
+        core: 0,
+        env: { HEARTBEAT_INTERVAL: "1 hour" }
+      })
       const { port } = yield* master.ask<{ port: number }>({ cmd: "port" })
       const nodes = Array.from({ length: plan.workers }, (_, n) => `w${n}`)
       const slices = Array.from({ length: processes }, (_, p) => nodes.filter((_, n) => n % processes === p))

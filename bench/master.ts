@@ -1,8 +1,13 @@
 /**
- * The master of the dispatch and throughput benchmarks: the embedded master
- * (`Master.make`) alone in its own process, as a user's master runs. It counts
- * every call it receives, by method (a server interceptor, before any handler),
- * reports its CPU time, queues tasks when asked, and tells each task's story.
+ * The benchmarks' master: the embedded master (`Master.make`) alone in its own
+ * process, as a user's master runs. It counts every call it receives, by method
+ * (a server interceptor, before any handler), and every TCP connection its
+ * HTTP/2 server accepts (stamped); reports its CPU time; queues tasks when
+ * asked and tells each task's story; stops and restarts; and can be made busy:
+ * a share of each 10 ms spent on other work, a master whose CPU is limited.
+ *
+ * Options from the environment: `SUBSCRIBE_KEEPALIVE` (a round that measures the master without the Subscribe
+ * keepalive sets "0 millis"), `HEARTBEAT_INTERVAL`.
  */
 import * as grpc from "@grpc/grpc-js"
 import type * as Duration from "effect/Duration"
@@ -11,6 +16,7 @@ import * as Exit from "effect/Exit"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Scope from "effect/Scope"
+import http2 from "node:http2"
 import { cpuMs, now, serve } from "./child.js"
 
 const calls: Record<string, number> = {}
@@ -20,19 +26,44 @@ const counting: grpc.ServerInterceptor = (method, call) => {
   return new grpc.ServerInterceptingCall(call)
 }
 
+// Every connection the master's HTTP/2 servers accept, stamped: grpc-js makes its servers with these two.
+const accepted: Array<number> = []
+const count = <S extends { on: (event: "connection", listener: () => void) => unknown }>(server: S): S => {
+  server.on("connection", () => void accepted.push(now()))
+  return server
+}
+const createServer = http2.createServer
+const createSecureServer = http2.createSecureServer
+http2.createServer = ((...args: Parameters<typeof createServer>) => count(createServer(...args))) as typeof createServer
+http2.createSecureServer =
+  ((...args: Parameters<typeof createSecureServer>) => count(createSecureServer(...args))) as typeof createSecureServer
+
+// Other work: `busy` of every 10 ms spent spinning on the master's one thread.
+let burner: ReturnType<typeof setInterval> | undefined
+const setBusy = (fraction: number) => {
+  if (burner !== undefined) clearInterval(burner)
+  burner = undefined
+  if (fraction <= 0) return
+  burner = setInterval(() => {
+    const until = performance.now() + 10 * fraction
+    while (performance.now() < until) {
+      // Spinning.
+    }
+  }, 10)
+}
+
+const option = (name: string) => process.env[name] ? process.env[name] as Duration.DurationInput : undefined
+const subscribeKeepalive = option("SUBSCRIBE_KEEPALIVE")
+const heartbeatInterval = option("HEARTBEAT_INTERVAL")
+
 const { make } = await import("../src/testing/Master.js")
 const scope = Effect.runSync(Scope.make())
 const master = await Effect.runPromise(
   make({
     serverOptions: { interceptors: [counting] },
-    // The Subscribe keepalive's interval, when a round measures the master without it ("0 millis").
-    ...(process.env["SUBSCRIBE_KEEPALIVE"]
-      ? { subscribeKeepalive: process.env["SUBSCRIBE_KEEPALIVE"] as Duration.DurationInput }
-      : {})
-  }).pipe(
-    Scope.extend(scope),
-    Logger.withMinimumLogLevel(LogLevel.None)
-  )
+    ...(subscribeKeepalive === undefined ? {} : { subscribeKeepalive }),
+    ...(heartbeatInterval === undefined ? {} : { heartbeatInterval })
+  }).pipe(Scope.extend(scope), Logger.withMinimumLogLevel(LogLevel.None))
 )
 const run = <A>(effect: Effect.Effect<A, unknown>) =>
   Effect.runPromise(effect.pipe(Logger.withMinimumLogLevel(LogLevel.None)))
@@ -41,11 +72,12 @@ serve(async (request) => {
   switch (request["cmd"]) {
     case "port":
       return { port: master.port }
+    // `count` tasks for `node` (any node when absent), or one task for each of `nodes`.
     case "enqueue": {
+      const nodes = (request["nodes"] as ReadonlyArray<string> | undefined) ??
+        Array.from({ length: (request["count"] as number | undefined) ?? 1 }, () => request["node"] as string)
       const ids: Array<string> = []
-      for (let i = 0; i < ((request["count"] as number | undefined) ?? 1); i++) {
-        ids.push(await run(master.enqueue({ payload: "{}", node: request["node"] as string | undefined })))
-      }
+      for (const node of nodes) ids.push(await run(master.enqueue({ payload: "{}", node })))
       return { ids }
     }
     // Each task's status, hand-outs, and PENDING and RUNNING times on the master's clock.
@@ -61,9 +93,24 @@ serve(async (request) => {
         }))
       }
     }
+    case "stop":
+      await run(master.stop)
+      return { at: now() }
+    case "restart":
+      await run(master.restart)
+      return { at: now() }
+    case "busy":
+      setBusy(request["fraction"] as number)
+      return {}
     case "mark":
-      return { at: now(), cpuMs: cpuMs(), calls: { ...calls } }
+      return { at: now(), cpuMs: cpuMs(), calls: { ...calls }, accepted: accepted.length }
+    case "accepts": {
+      const from = request["from"] as number
+      const to = request["to"] as number
+      return { at: accepted.filter((at) => at >= from && at <= to) }
+    }
     case "close":
+      setBusy(0)
       await Effect.runPromise(Scope.close(scope, Exit.void))
       return {}
     default:
