@@ -234,6 +234,40 @@ export type Requires<C extends Connection.AnyTag> = [C] extends [never] ? Readin
 
 /**
  * Serves the endpoint on the `HttpServer` in context for as long as the
+ * scope, reporting the readiness of the given connection, or without one of
+ * the `Readiness` in context. {@link serve} provides it as `Health`; an app
+ * with an endpoint per master provides each on a tag of its own:
+ * `Layer.scoped(EastHealth, Health.make({ connection: East }))`.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const make = <C extends Connection.AnyTag = never>(
+  options: Connection.Using<C> = {}
+): Effect.Effect<Health["Type"], never, HttpServer.HttpServer | Requires<C> | Scope.Scope> =>
+  Effect.gen(function*() {
+    const conn: Connection.Connection | undefined = options.connection === undefined
+      ? undefined
+      : yield* (options.connection as Connection.AnyTag)
+    const readiness = conn === undefined ? yield* Readiness.Readiness : conn.readiness
+    const server = yield* HttpServer.HttpServer
+    // Probes and scrapes every few seconds would flood a trace backend with spans.
+    yield* server.serve(Effect.provideService(httpApp, Readiness.Readiness, readiness)).pipe(
+      HttpMiddleware.withTracerDisabledWhenEffect(() => true)
+    )
+    const address = server.address
+    if (address._tag !== "TcpAddress") {
+      return yield* Effect.dieMessage("the health endpoint is bound to a Unix socket")
+    }
+    const url = `http://${address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname}:${address.port}`
+    yield* Effect.logInfo(`health endpoint on ${url} (/healthz, /readyz, /metrics)`).pipe(
+      Effect.annotateLogs(conn === undefined ? { module: "Health" } : { module: "Health", address: conn.address })
+    )
+    return Health.of({ hostname: address.hostname, port: address.port, url })
+  }) as Effect.Effect<Health["Type"], never, HttpServer.HttpServer | Requires<C> | Scope.Scope>
+
+/**
+ * Serves the endpoint on the `HttpServer` in context for as long as the
  * layer's scope, reporting the readiness of the given connection, or without
  * one of the `Readiness` in context.
  *
@@ -242,32 +276,7 @@ export type Requires<C extends Connection.AnyTag> = [C] extends [never] ? Readin
  */
 export const serve = <C extends Connection.AnyTag = never>(
   options: Connection.Using<C> = {}
-): Layer.Layer<Health, never, HttpServer.HttpServer | Requires<C>> =>
-  Layer.scoped(
-    Health,
-    Effect.gen(function*() {
-      const conn: Connection.Connection | undefined = options.connection === undefined
-        ? undefined
-        : yield* (options.connection as Connection.AnyTag)
-      const readiness = conn === undefined ? yield* Readiness.Readiness : conn.readiness
-      const server = yield* HttpServer.HttpServer
-      // Probes and scrapes every few seconds would flood a trace backend with spans.
-      yield* server.serve(Effect.provideService(httpApp, Readiness.Readiness, readiness)).pipe(
-        HttpMiddleware.withTracerDisabledWhenEffect(() => true)
-      )
-      const address = server.address
-      if (address._tag !== "TcpAddress") {
-        return yield* Effect.dieMessage("the health endpoint is bound to a Unix socket")
-      }
-      const url = `http://${
-        address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname
-      }:${address.port}`
-      yield* Effect.logInfo(`health endpoint on ${url} (/healthz, /readyz, /metrics)`).pipe(
-        Effect.annotateLogs(conn === undefined ? { module: "Health" } : { module: "Health", address: conn.address })
-      )
-      return Health.of({ hostname: address.hostname, port: address.port, url })
-    }) as Effect.Effect<Health["Type"], never, HttpServer.HttpServer | Requires<C> | Scope.Scope>
-  )
+): Layer.Layer<Health, never, HttpServer.HttpServer | Requires<C>> => Layer.scoped(Health, make(options))
 
 /**
  * The options as `Config` reads them: `healthPort` (`HEALTH_PORT`, default 9090) and `healthHost` (`HEALTH_HOST`,

@@ -1,3 +1,4 @@
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { assert, describe, it } from "@effect/vitest"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
@@ -11,6 +12,7 @@ import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import { createServer } from "node:http"
 import * as Connection from "../src/Connection.js"
 import * as Env from "../src/Env.js"
 import * as Health from "../src/Health.js"
@@ -293,6 +295,29 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
       }),
     10_000
   )
+
+  it.scopedLive("two endpoints on the app's own tags, each reporting its own readiness", () =>
+    Effect.gen(function*() {
+      class EastHealth extends Context.Tag("test/EastHealth")<EastHealth, Health.Health["Type"]>() {}
+      class WestHealth extends Context.Tag("test/WestHealth")<WestHealth, Health.Health["Type"]>() {}
+      const endpoint = <Self>(tag: Context.Tag<Self, Health.Health["Type"]>, ready: boolean) =>
+        Layer.scoped(tag, Health.make()).pipe(
+          Layer.provide(NodeHttpServer.layer(createServer, { host: "127.0.0.1", port: 0 })),
+          Layer.provide(Layer.effect(
+            Readiness.Readiness,
+            Effect.flatMap(
+              SubscriptionRef.make<Readiness.ReadinessStatus>({ ready, report: ready ? readyReport : probeTimedOut }),
+              (status) => Readiness.fromStatus(status, Duration.zero)
+            )
+          ))
+        )
+      const context = yield* Layer.build(Layer.merge(endpoint(EastHealth, true), endpoint(WestHealth, false)))
+      const east = Context.get(context, EastHealth)
+      const west = Context.get(context, WestHealth)
+      assert.notStrictEqual(east.port, west.port)
+      assert.strictEqual((yield* request(`${east.url}/readyz`)).status, 200)
+      assert.strictEqual((yield* request(`${west.url}/readyz`)).status, 503)
+    }))
 
   it.scopedLive("closing the layer's scope closes the port", () =>
     Effect.gen(function*() {
