@@ -18,6 +18,7 @@ import * as Interval from "effect/ScheduleInterval"
 import * as GrpcError from "./GrpcError.js"
 import * as Cfg from "./internal/shared/config.js"
 import { errorMessage, formatMillis } from "./internal/shared/format.js"
+import { retrying } from "./internal/shared/retrying.js"
 import * as Metrics from "./Metrics.js"
 
 /**
@@ -416,20 +417,16 @@ export const transient: {
         return self
       })
       return again.pipe(
-        Effect.retry(pipe(
-          Schedule.intersect(Schedule.delays(schedule), Schedule.identity<E>()),
-          Schedule.whileInput((error: E) => isRetryable(error, traits)),
-          Schedule.onDecision(([delay, error], decision) =>
-            ScheduleDecision.isDone(decision)
-              ? Effect.void
-              : Effect.logWarning(
-                `${label}: attempt ${attempts} failed (${errorMessage(error, { tagged: true })}), retrying in ${
-                  formatMillis(delay)
-                }`
-              )
-                .pipe(Effect.zipRight(Metric.increment(Metric.tagged(Metrics.retries, "what", label))))
-          )
-        )),
+        retrying({
+          schedule,
+          while: (error: E) => isRetryable(error, traits),
+          onRetry: (error, delay) =>
+            Effect.logWarning(
+              `${label}: attempt ${attempts} failed (${errorMessage(error, { tagged: true })}), retrying in ${
+                formatMillis(delay)
+              }`
+            ).pipe(Effect.zipRight(Metric.increment(Metric.tagged(Metrics.retries, "what", label))))
+        }),
         Effect.catchAll((error) => giveUp(error, attempts))
       )
     })
