@@ -33,9 +33,9 @@ export interface Owner {
  * A process group a task started: its id (the pid of its first process, its
  * leader) and, where the platform tells them (Linux), the leader's start time
  * and the boot it ran in, which tell the leader from a later process that got
- * the same pid.
+ * the same pid. `TaskProcess.ProcessGroup` is the same.
  *
- * @since 0.2.0
+ * @since 0.3.0
  * @category schemas
  */
 export const ProcessGroup = Schema.Struct({
@@ -49,7 +49,7 @@ export const ProcessGroup = Schema.Struct({
 /**
  * A process group a task started.
  *
- * @since 0.2.0
+ * @since 0.3.0
  * @category models
  */
 export interface ProcessGroup extends Schema.Schema.Type<typeof ProcessGroup> {}
@@ -181,9 +181,10 @@ export class OutboxStore extends Context.Tag("effect-grpc-resilience/OutboxStore
 /**
  * Holds an owner as open for the scope, in a set of the owners open in a store: `Locked` (at `location`) while
  * the owner is open already, so each owner's records have one outbox at a time. A store calls it first in `open`.
+ * The check and the hold are one step: two opens at once cannot both pass.
  *
  * @since 0.3.0
- * @category constructors
+ * @category utils
  */
 export const holdOwner = (
   open: Set<string>,
@@ -192,17 +193,19 @@ export const holdOwner = (
 ): Effect.Effect<void, OutboxError, Scope.Scope> => {
   const id = JSON.stringify([owner.node, owner.master])
   return Effect.acquireRelease(
-    Effect.suspend(() =>
-      open.has(id)
-        ? Effect.fail(
+    Effect.suspend(() => {
+      if (open.has(id)) {
+        return Effect.fail(
           new OutboxError({
             reason: "Locked",
             path: location,
             operation: `the outbox of node ${owner.node} for master ${owner.master} is open already`
           })
         )
-        : Effect.sync(() => void open.add(id))
-    ),
+      }
+      open.add(id)
+      return Effect.void
+    }),
     () => Effect.sync(() => void open.delete(id))
   )
 }

@@ -311,10 +311,10 @@ describe("configuration from the environment", () => {
       assert.include(yield* failure(TaskSource.config, {}), "NODE_KEY")
     }))
 
-  it.effect("the embedded master's options, as the master command reads them under MASTER_", () =>
+  it.effect("the embedded master's options, as the master command reads them: MASTER_PORT, not PORT", () =>
     Effect.gen(function*() {
       const read = yield* Env.read(Master.config).pipe(
-        env({ MASTER_PORT: "0", MASTER_REDELIVER_AFTER: "3 seconds", MASTER_MAX_HAND_OUTS: "2" }, "MASTER_")
+        env({ MASTER_PORT: "0", MASTER_REDELIVER_AFTER: "3 seconds", MASTER_MAX_HAND_OUTS: "2", PORT: "80" })
       )
       assert.deepStrictEqual(read, {
         port: 0,
@@ -324,7 +324,7 @@ describe("configuration from the environment", () => {
       })
       const error = yield* Effect.flip(Layer.build(Master.layerConfig())).pipe(
         Effect.scoped,
-        env({ MASTER_MAX_HAND_OUTS: "0" }, "MASTER_")
+        env({ MASTER_MAX_HAND_OUTS: "0" })
       )
       assert.isTrue(ConfigError.isConfigError(error), String(error))
       assert.include(String(error), "MASTER_MAX_HAND_OUTS")

@@ -12,7 +12,7 @@ import * as Random from "effect/Random"
 import * as TestClock from "effect/TestClock"
 import * as GrpcError from "../src/GrpcError.js"
 import * as Outbox from "../src/Outbox.js"
-import type * as OutboxStore from "../src/OutboxStore.js"
+import * as OutboxStore from "../src/OutboxStore.js"
 import type * as TaskSource from "../src/TaskSource.js"
 
 const report = (taskId: string, status: TaskSource.ReportedStatus): TaskSource.StatusReport => ({
@@ -426,4 +426,30 @@ describe("Outbox (virtual time)", () => {
       assert.deepStrictEqual(received, ["a:FINISHED", "b:FINISHED"])
       assert.deepStrictEqual(yield* outbox.stats, { delivered: 2, rejected: 0, retries: 1, setAside: 0 })
     }).pipe(Effect.scoped, Effect.provide(memory)))
+})
+
+describe("OutboxStore.holdOwner", () => {
+  it.effect("two holds of one owner at once, the scheduler switching fibers often: one holds it, one is Locked", () =>
+    Effect.gen(function*() {
+      const open = new Set<string>()
+      const owner: OutboxStore.Owner = { node: "n1", master: "10.0.0.1:9666" }
+      const hold = Effect.exit(OutboxStore.holdOwner(open, owner, "memory:n1"))
+      const both = yield* Effect.all([hold, hold], { concurrency: 2 }).pipe(Effect.withMaxOpsBeforeYield(16))
+      assert.strictEqual(both.filter(Exit.isSuccess).length, 1)
+      const refused = both.find(Exit.isFailure)
+      assert.isTrue(
+        refused !== undefined && Exit.isFailure(refused) && String(refused.cause).includes("open already"),
+        String(refused)
+      )
+      assert.strictEqual(open.size, 1, "the one that holds it keeps it held")
+    }).pipe(Effect.scoped))
+
+  it.effect("the owner is free again when the scope that held it closes", () =>
+    Effect.gen(function*() {
+      const open = new Set<string>()
+      const owner: OutboxStore.Owner = { node: "n1", master: "10.0.0.1:9666" }
+      yield* Effect.scoped(OutboxStore.holdOwner(open, owner, "memory:n1"))
+      assert.strictEqual(open.size, 0)
+      yield* Effect.scoped(OutboxStore.holdOwner(open, owner, "memory:n1"))
+    }))
 })

@@ -3,15 +3,14 @@
  * `effect-grpc-resilience-master`: the embedded master as a process, to try a
  * worker against. Configured from the environment:
  *
- *   MASTER_PORT   the gRPC port (default 9666)
+ *   MASTER_PORT   the gRPC port (default 9666; 0 picks a free one)
  *   MASTER_HOST   the address to bind (default 127.0.0.1)
  *   MASTER_REDELIVER_AFTER, MASTER_MAX_HAND_OUTS  see `Master.config` (defaults 10 seconds, 5)
  *   ADMIN_PORT    the HTTP port of the admin API (default 9667), on 127.0.0.1
  *   ADMIN_SOCKET  a Unix socket path for the admin API instead of ADMIN_PORT
- *
- * Read through `Env`: an error names the variable (`MASTER_PORT is required`, `Invalid data at MASTER_PORT`).
  *   LOG_FORMAT    logfmt (one line per entry, the default), json or pretty; LOG_LEVEL (default Info)
  *
+ * Each is read through `Env`, so a bad value fails naming its variable (`Invalid data at MASTER_PORT`).
  * The admin API is `MasterAdmin.router` (`POST /tasks`, `GET /tasks`, ...).
  * Needs `@effect/platform-node`.
  *
@@ -29,17 +28,17 @@ import * as Master from "../testing/Master.js"
 import * as MasterAdmin from "../testing/MasterAdmin.js"
 import { Logging } from "./logging.js"
 
-// The command's own options, beside the master's (`Master.config`, read under `MASTER_`).
+// The command's own options, beside the master's (`Master.config`).
 const adminConfig = {
   adminPort: Config.port("adminPort").pipe(Config.withDefault(9667)),
   adminSocket: Config.option(Config.nonEmptyString("adminSocket"))
 }
 
-// The master's options under `MASTER_`, with the command's port (9666, where the library's default picks a free one).
+// The master's options, with the command's own defaults: port 9666 (the library's picks a free one).
 const masterConfig = {
   ...Master.config,
-  port: Config.port("port").pipe(Config.withDefault(9666)),
-  host: Config.nonEmptyString("host").pipe(Config.withDefault("127.0.0.1"))
+  port: Config.withDefault(Master.config.port, 9666),
+  host: Config.withDefault(Master.config.host, "127.0.0.1")
 }
 
 const MasterLive = Layer.unwrapEffect(
@@ -55,7 +54,7 @@ const MasterLive = Layer.unwrapEffect(
       )
     )
     return Layer.mergeAll(Admin, announce).pipe(
-      Layer.provideMerge(Master.layerConfig(masterConfig).pipe(Env.prefixed("MASTER_")))
+      Layer.provideMerge(Master.layerConfig({}, masterConfig))
     )
   })
 )

@@ -694,37 +694,40 @@ const servingMap = (status: "SERVING" | "NOT_SERVING") => ({
 export const layer = (options: Options = {}): Layer.Layer<Master, MasterError> => Layer.scoped(Master, make(options))
 
 /**
- * The options a master reads from configuration, under their names in {@link Options}; absent ones keep
- * {@link defaults}. Read through `Env`, they are the variables `PORT`, `HOST`, `REDELIVER_AFTER`, `MAX_HAND_OUTS`
- * under a prefix: the master command reads them under `MASTER_` (`MASTER_PORT`, ...).
+ * The options a master reads from configuration; absent ones keep {@link defaults}. From the environment they are
+ * `MASTER_PORT`, `MASTER_HOST`, `MASTER_REDELIVER_AFTER` and `MASTER_MAX_HAND_OUTS`, as the master command reads
+ * them.
  *
  * @since 0.3.0
  * @category config
  */
 export const config = {
-  port: Cfg.optional(Cfg.integer("port", "The gRPC port; 0 picks a free one.", 0, 65535)),
-  host: Cfg.optional(Cfg.described(Config.nonEmptyString("host"), "The address to bind.")),
+  port: Cfg.optional(Cfg.integer("masterPort", "The gRPC port; 0 picks a free one.", 0, 65535)),
+  host: Cfg.optional(Cfg.described(Config.nonEmptyString("masterHost"), "The address to bind.")),
   redeliverAfter: Cfg.optional(
-    Cfg.duration("redeliverAfter", "A hand-out not confirmed by a RUNNING report within this is handed out again.")
+    Cfg.duration(
+      "masterRedeliverAfter",
+      "A hand-out not confirmed by a RUNNING report within this is handed out again."
+    )
   ),
   maxHandOuts: Cfg.optional(
-    Cfg.integer("maxHandOuts", "A task handed out this many times, never confirmed, ends ERROR.", 1)
+    Cfg.integer("masterMaxHandOuts", "A task handed out this many times, never confirmed, ends ERROR.", 1)
   )
 } satisfies Config.Config.Wrap<Pick<Options, "port" | "host" | "redeliverAfter" | "maxHandOuts">>
 
 /**
- * The embedded master with the options read from `config` (default {@link config}), over `options` given in
- * code; every error from the configuration names the variable.
+ * The embedded master with `options` given in code over the ones read from `configured` (default
+ * {@link config}), as every `layerConfig` of the library; every error from the configuration names the variable.
  *
  * @since 0.3.0
  * @category layers
  */
 export const layerConfig = (
-  configured: Config.Config.Wrap<Options> = config,
-  options: Options = {}
+  options: Options = {},
+  configured: Config.Config.Wrap<Options> = config
 ): Layer.Layer<Master, MasterError | ConfigError.ConfigError> =>
-  Layer.scoped(Master, Effect.flatMap(Cfg.read(configured), (read) => make({ ...options, ...definedOnly(read) })))
+  Layer.scoped(Master, Effect.flatMap(Cfg.read(configured), (read) => make({ ...definedOnly(read), ...options })))
 
-// The options the configuration set: an absent one leaves the option given in code, or the default.
+// The options the configuration set: an absent one leaves the default.
 const definedOnly = (options: Options): Options =>
   Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Options
