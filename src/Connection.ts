@@ -303,12 +303,12 @@ export const make = <S extends Services, R = never>(
       reconnectSchedule: options.reconnectSchedule ?? defaults.reconnectSchedule,
       rejectedSchedule: options.rejectedSchedule ?? defaults.rejectedSchedule
     })))
-    const { check, snapshot, status } = supervisor
+    const { check, links, snapshot, status } = supervisor
     const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
 
     // The link of the current generation, for a service: at once when Ready, else after a wait that follows the state.
     const lookup = (key: string) =>
-      Lookup.link({ snapshot, services, lookupTimeout, reconnectingLookupTimeout, waiting: labelled }, key)
+      Lookup.link({ snapshot, links, services, lookupTimeout, reconnectingLookupTimeout, waiting: labelled }, key)
 
     const client = <K extends keyof S & string>(key: K) =>
       Effect.map(lookup(key), (link) => link.clients[key] as InstanceType<S[K]>)
@@ -356,7 +356,8 @@ export const make = <S extends Services, R = never>(
       open: (link: Supervisor.Link) => Stream.Stream<A, E, R>,
       reopen: Schedule.Schedule<unknown, unknown> = streamReopen
     ): Stream.Stream<A, E, R> =>
-      snapshot.changes.pipe(
+      // On `links`: a new link or the close is a change there, an attempt of a reconnection is not.
+      links.changes.pipe(
         Stream.takeWhile((s) => s.state._tag !== "Closed"),
         Stream.map((s) => s.link),
         Stream.changesWith((a, b) => a?.generation === b?.generation),

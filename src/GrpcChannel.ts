@@ -293,8 +293,30 @@ const closeQuietly = (channel: grpc.ChannelInterface): void => {
 
 type LastErrorCall = ReturnType<grpc.ChannelInterface["createCall"]>
 
-// The channel's last connection error: a call that does not wait for READY fails at once with it in its details.
+// What a call would fail with on a channel in TRANSIENT_FAILURE, read from grpc-js 1.14's picker for that state
+// (its status, "No connection established. Last error: ..."), or `undefined` when grpc-js does not show it.
+const pickerDetails = (channel: grpc.ChannelInterface): string | undefined => {
+  if (channel.getConnectivityState(false) !== grpc.connectivityState.TRANSIENT_FAILURE) return undefined
+  const picker = (channel as { readonly internalChannel?: { readonly currentPicker?: { readonly status?: unknown } } })
+    .internalChannel?.currentPicker
+  const status = picker?.status
+  if (typeof status !== "object" || status === null) return undefined
+  const details = (status as { readonly details?: unknown }).details
+  return typeof details === "string" && details.length > 0 ? details : undefined
+}
+
+// The channel's last connection error: the words a call that does not wait for READY fails with at once. Read from
+// the channel's picker where grpc-js shows it: a call costs a refused attempt more than the rest of its failure.
 const failureOf = (channel: grpc.ChannelInterface): Effect.Effect<Failure> =>
+  Effect.suspend(() => {
+    const details = pickerDetails(channel)
+    return details === undefined
+      ? failureByCall(channel)
+      : Effect.succeed<Failure>({ reason: classify(details), detail: details })
+  })
+
+// The same, by a call that does not wait for READY: it fails at once with the last error in its details.
+const failureByCall = (channel: grpc.ChannelInterface): Effect.Effect<Failure> =>
   Effect.async<Failure>((resume) => {
     let call: LastErrorCall | undefined
     try {

@@ -17,6 +17,7 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Equal from "effect/Equal"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as Ref from "effect/Ref"
@@ -603,8 +604,16 @@ export const fromStatus = (
     const changes = Stream.zipLatest(connection.changes, held.changes).pipe(
       Stream.map(([status, held]) => withHeld(status, held))
     )
+    // A result the check already has is no change, and wakes nobody: a holder that says Pending on every attempt of
+    // a reconnection costs the watchers of the readiness nothing after the first.
     const set = (id: number, result: CheckResult) =>
-      SubscriptionRef.update(held, (all) => all.map((h) => (h.id === id ? { ...h, result } : h)))
+      Effect.flatMap(
+        SubscriptionRef.get(held),
+        (all) =>
+          all.some((h) => h.id === id && !Equal.equals(h.result, result))
+            ? SubscriptionRef.update(held, (all) => all.map((h) => (h.id === id ? { ...h, result } : h)))
+            : Effect.void
+      )
     return Readiness.of({
       status,
       changes,

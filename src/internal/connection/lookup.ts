@@ -17,6 +17,8 @@ import type * as Supervisor from "./supervisor.js"
 
 export interface Options {
   readonly snapshot: SubscriptionRef.SubscriptionRef<Supervisor.Snapshot>
+  /** The snapshot, published only when the link or the state's tag changes (`Supervisor.links`). */
+  readonly links: SubscriptionRef.SubscriptionRef<Supervisor.Snapshot>
   readonly services: Readonly<Record<string, unknown>>
   readonly lookupTimeout: Duration.Duration
   readonly reconnectingLookupTimeout: Duration.Duration
@@ -35,7 +37,7 @@ export const link = (options: Options, key: string): Effect.Effect<Supervisor.Li
   )
 
 const wait = (
-  { lookupTimeout, reconnectingLookupTimeout, services, snapshot }: Options,
+  { links, lookupTimeout, reconnectingLookupTimeout, services, snapshot }: Options,
   key: string
 ): Effect.Effect<Supervisor.Link, ClientUnavailable> =>
   Effect.gen(function*() {
@@ -50,7 +52,9 @@ const wait = (
     // The deadline follows the state: long while reconnecting, short otherwise.
     const limitOf = (state: ConnectionState) =>
       state._tag === "Reconnecting" ? reconnectingLookupTimeout : lookupTimeout
-    // The wait is over when a link is published, the connection is closed or rejected, or the deadline changes.
+    // The wait is over when a link is published, the connection is closed or rejected, or the deadline changes:
+    // each of them a change of the link or of the state's tag, so the wait follows `links`, which an attempt of a
+    // reconnection does not wake.
     const decides = (s: Supervisor.Snapshot, limit: Duration.Duration) =>
       s.link !== undefined || s.state._tag === "Closed" || s.state._tag === "Rejected" || limitOf(s.state) !== limit
     let current = yield* SubscriptionRef.get(snapshot)
@@ -71,12 +75,11 @@ const wait = (
       const limit = limitOf(current.state)
       const remaining = start + Duration.toMillis(limit) - (yield* Clock.currentTimeMillis)
       if (remaining <= 0) {
-        return yield* unavailable("Timeout", current.state)
+        return yield* unavailable("Timeout", (yield* SubscriptionRef.get(snapshot)).state)
       }
       // One timer per deadline, not per state change: attempt after attempt of a reconnection keeps the deadline,
-      // and each would otherwise leave a timer behind for the clock to wake up to. The last state seen is kept for
-      // the error.
-      const next = yield* snapshot.changes.pipe(
+      // and each would otherwise leave a timer behind for the clock to wake up to.
+      const next = yield* links.changes.pipe(
         Stream.tap((s) =>
           Effect.sync(() => {
             current = s
@@ -88,6 +91,7 @@ const wait = (
         Stream.runHead,
         Effect.timeoutOption(Duration.millis(remaining))
       )
-      if (Option.isNone(next)) return yield* unavailable("Timeout", current.state)
+      // The error names the state now, not the last one `links` published: the attempt under way.
+      if (Option.isNone(next)) return yield* unavailable("Timeout", (yield* SubscriptionRef.get(snapshot)).state)
     }
   })

@@ -81,6 +81,13 @@ export interface Options {
 export interface Supervisor {
   /** The state and the Ready link, then every change. */
   readonly snapshot: SubscriptionRef.SubscriptionRef<Snapshot>
+  /**
+   * The same, published only when the link or the state's tag changes: not on
+   * every attempt of a reconnection. For what waits for a link (a lookup, the
+   * streams opened on each generation): attempt after attempt of an outage
+   * wakes none of them.
+   */
+  readonly links: SubscriptionRef.SubscriptionRef<Snapshot>
   /** The readiness status. */
   readonly status: SubscriptionRef.SubscriptionRef<Readiness.ReadinessStatus>
   /** Asks for a check of the Ready link now; coalesced. */
@@ -220,10 +227,10 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
     const dialer = yield* GrpcChannel.Dialer
     const layerScope = yield* Effect.scope
 
-    const snapshot = yield* SubscriptionRef.make<Snapshot>({
-      state: ConnectionState.Connecting({ attempt: 1 }),
-      link: undefined
-    })
+    const initial: Snapshot = { state: ConnectionState.Connecting({ attempt: 1 }), link: undefined }
+    const snapshot = yield* SubscriptionRef.make<Snapshot>(initial)
+    const links = yield* SubscriptionRef.make<Snapshot>(initial)
+    let published = initial
     const status = yield* SubscriptionRef.make<Readiness.ReadinessStatus>({
       ready: false,
       report: Readiness.pending(1)
@@ -235,14 +242,20 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
     // The state gauge moves only with the state's tag: not on every attempt of a reconnection.
     let gauged: ConnectionState["_tag"] | undefined
     const setState = (state: ConnectionState, link?: Link) =>
-      Effect.zipRight(
-        SubscriptionRef.set(snapshot, { state, link }),
-        Effect.suspend(() => {
-          if (gauged === state._tag) return Effect.void
-          gauged = state._tag
-          return Metrics.oneHot(Metrics.connectionState, stateNames, state._tag)
-        })
-      )
+      Effect.suspend(() => {
+        const next: Snapshot = { state, link }
+        const moved = published.link !== link || published.state._tag !== state._tag
+        if (moved) published = next
+        return SubscriptionRef.set(snapshot, next).pipe(
+          Effect.zipRight(moved ? SubscriptionRef.set(links, next) : Effect.void),
+          Effect.zipRight(
+            gauged === state._tag ? Effect.void : Effect.suspend(() => {
+              gauged = state._tag
+              return Metrics.oneHot(Metrics.connectionState, stateNames, state._tag)
+            })
+          )
+        )
+      })
     const currentState = Effect.map(SubscriptionRef.get(snapshot), (s) => s.state)
 
     // One attempt: a new channel, READY within the connect timeout, the clients of a new generation, readiness.
@@ -517,6 +530,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
 
     return {
       snapshot,
+      links,
       status,
       check: Queue.offer(checks, undefined).pipe(Effect.asVoid),
       reject: (error) => Queue.offer(rejections, error).pipe(Effect.asVoid),
