@@ -149,7 +149,7 @@ export interface ReconnectOptions {
   /**
    * The longest delay after a cheap failure. Default 30 s, the long cap: a
    * cheap failure never waits longer than a costly one would, and an outage of
-   * an hour is tried about 250 times, not 900.
+   * an hour is tried about 280 times, not 900.
    *
    * @since 0.2.0
    */

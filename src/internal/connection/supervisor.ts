@@ -16,12 +16,10 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
-import { pipe } from "effect/Function"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
-import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -33,6 +31,7 @@ import * as Metrics from "../../Metrics.js"
 import * as Readiness from "../../Readiness.js"
 import * as Retry from "../../Retry.js"
 import { formatMillis } from "../shared/format.js"
+import { retrying } from "../shared/retrying.js"
 import * as Stepper from "../shared/stepper.js"
 
 /** One connection generation: its channel, its clients, and the scope that closes them. */
@@ -335,13 +334,13 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
         yield* ("attempt" in state && state.attempt > 1 ? Effect.logDebug(line) : Effect.logInfo(line))
         return yield* attempt(generation)
       }).pipe(
-        Effect.retry(pipe(
-          Schedule.intersect(Schedule.delays(schedule), Schedule.identity<ConnectError>()),
+        retrying({
+          schedule,
           // A rejection is not retried here: the supervisor waits on the slow schedule.
-          Schedule.whileInput((error: ConnectError) => error.reason !== "Rejected"),
-          // Not on the last decision: no attempt follows it, and the supervisor says what happens instead.
-          Schedule.onDecision(([delay, error], decision) =>
-            ScheduleDecision.isDone(decision) ? Effect.void : Effect.gen(function*() {
+          while: (error: ConnectError) => error.reason !== "Rejected",
+          // Not after the last failure: no attempt follows it, and the supervisor says what happens instead.
+          onRetry: (error, delay) =>
+            Effect.gen(function*() {
               const now = yield* Clock.currentTimeMillis
               const state = yield* currentState
               const failedAttempt = "attempt" in state ? state.attempt : 0
@@ -375,8 +374,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
                 yield* Effect.logDebug(line)
               }
             })
-          )
-        ))
+        })
       )
 
     // Is a Ready link still usable? Its channel is READY and the master answers the probe.

@@ -14,7 +14,7 @@ import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 
 export const retrying = <E, Out, R2, R3>(options: {
-  readonly schedule: Schedule.Schedule<Out, unknown, R2>
+  readonly schedule: Schedule.Schedule<Out, E, R2>
   readonly while: (error: E) => boolean
   /** Before each retry: the failure and the delay until the retry. */
   readonly onRetry: (error: E, delay: Duration.Duration) => Effect.Effect<void, never, R3>
