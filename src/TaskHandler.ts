@@ -386,8 +386,9 @@ const makeFor = <P, I, R>(
           createdAt: incoming.createdAt
         }
         yield* report(task.id, "RUNNING")
-        // Its start and its end at Info: an operator (and the process-level tests) can tell a task ran once.
-        yield* Effect.logInfo(`task ${task.id} started`)
+        // Its start at Debug, its end at Info: one line a task at Info, which tells an operator it ran and how it
+        // ended (at Debug, the start too: the process-level tests count a task's starts with it).
+        yield* Effect.logDebug(`task ${task.id} started`)
         yield* options.run(task).pipe(
           // One context for the task, in one step: the app's services and the task's own.
           Effect.provide(
@@ -446,8 +447,8 @@ const makeFor = <P, I, R>(
     const take = (tasks: ReadonlyArray<TaskSource.IncomingTask>) =>
       Effect.gen(function*() {
         let started = 0
+        countNow((s) => ({ fetched: s.fetched + tasks.length }))
         for (const incoming of tasks) {
-          countNow((s) => ({ fetched: s.fetched + 1 }))
           yield* Effect.logDebug(`task ${incoming.id} fetched`)
           // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
           // nor when its reports still wait in the outbox.

@@ -104,7 +104,9 @@ describe("crash ring", () => {
             OUTBOX_DIR: outboxDir,
             MAX_RUNNERS: "4",
             FETCH_INTERVAL: "200 millis",
-            LOG_FORMAT: "json"
+            LOG_FORMAT: "json",
+            // A task's "started" line is at Debug: the check counts them.
+            LOG_LEVEL: "Debug"
           })
           workers.push(worker)
           return worker

@@ -47,7 +47,9 @@ const startWorker = (directory: string, address: string) =>
     MASTER_ADDRESS: address,
     NODE_KEY: "faulty",
     OUTBOX_DIR: join(directory, "outbox"),
-    LOG_FORMAT: "json"
+    LOG_FORMAT: "json",
+    // A task's "started" line is at Debug: the checks count them.
+    LOG_LEVEL: "Debug"
   })
 
 type Api = Effect.Effect.Success<ReturnType<typeof startMaster>>["api"]
