@@ -20,10 +20,10 @@ module.exports = {
     })),
     {
       name: "internal-is-by-owner",
-      comment: "src/internal/ holds owners' folders and the shared set, no loose file.",
+      comment: "src/internal/ holds the owners' folders above and the shared set: no loose file, no other folder.",
       severity: "error",
       from: { path: "^src/" },
-      to: { path: "^src/internal/[^/]+\\.ts$" }
+      to: { path: "^src/internal/", pathNot: `^src/internal/(${[...Object.keys(owners), "shared"].join("|")})/` }
     },
     {
       name: "shared-imports-no-public-module",

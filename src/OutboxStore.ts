@@ -3,7 +3,7 @@
  * opens one owner's `Records` for a scope), the record and its encoding, and
  * the outbox's error. `Outbox.layerFileSystem`, `Outbox.layerMemory` and
  * `effect-grpc-resilience/sqlite` are stores; another store implements this
- * module's interface and passes the stores' contract tests.
+ * module's interface (docs/outbox.md says what it must do).
  *
  * @since 0.3.0
  */

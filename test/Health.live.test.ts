@@ -1,4 +1,5 @@
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import type * as HttpServer from "@effect/platform/HttpServer"
 import { assert, describe, it } from "@effect/vitest"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
@@ -9,16 +10,19 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { createServer } from "node:http"
 import * as Connection from "../src/Connection.js"
 import * as Env from "../src/Env.js"
+import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Health from "../src/Health.js"
 import type * as InvalidOption from "../src/InvalidOption.js"
 import { NodeHealth } from "../src/node/index.js"
 import * as Readiness from "../src/Readiness.js"
+import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
 import { eventually } from "./fixtures/poll.js"
 import { workerWithHealth } from "./fixtures/worker.js"
@@ -317,6 +321,39 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
       assert.notStrictEqual(east.port, west.port)
       assert.strictEqual((yield* request(`${east.url}/readyz`)).status, 200)
       assert.strictEqual((yield* request(`${west.url}/readyz`)).status, 503)
+    }))
+
+  it.scopedLive("an endpoint per master, each on the app's tag and its connection's readiness", () =>
+    Effect.gen(function*() {
+      class East extends Connection.Tag("test/East", TaskSource.services)<East>() {}
+      class West extends Connection.Tag("test/West", TaskSource.services)<West>() {}
+      class EastHealth extends Context.Tag("test/EastHealth")<EastHealth, Health.Health["Type"]>() {}
+      class WestHealth extends Context.Tag("test/WestHealth")<WestHealth, Health.Health["Type"]>() {}
+      const master = yield* Master.make()
+      // West's master is not there: a port that refuses.
+      const closed = yield* Master.make()
+      const westAddress = closed.address
+      yield* closed.stop
+      const onItsOwnServer = <Self>(layer: Layer.Layer<Self, never, HttpServer.HttpServer | East | West>) =>
+        layer.pipe(Layer.provide(NodeHttpServer.layer(createServer, { host: "127.0.0.1", port: 0 })))
+      const context = yield* Layer.build(
+        Layer.merge(
+          onItsOwnServer(Layer.scoped(EastHealth, Health.make({ connection: East }))),
+          onItsOwnServer(Layer.scoped(WestHealth, Health.make({ connection: West })))
+        ).pipe(
+          Layer.provideMerge(Layer.merge(
+            East.layer({ address: master.address }),
+            West.layer({ address: westAddress, reconnectSchedule: Schedule.spaced("200 millis") })
+          )),
+          Layer.provide(GrpcChannel.layer)
+        )
+      )
+      const east = Context.get(context, EastHealth)
+      const west = Context.get(context, WestHealth)
+      yield* eventually(request(`${east.url}/readyz`), (r) => r.status === 200, "10 seconds", "East ready")
+      const westReady = yield* request(`${west.url}/readyz`)
+      assert.strictEqual(westReady.status, 503)
+      assert.strictEqual(JSON.parse(westReady.body).failing, "channel", "West's own check, not East's")
     }))
 
   it.scopedLive("closing the layer's scope closes the port", () =>

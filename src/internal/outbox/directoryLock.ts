@@ -19,6 +19,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import { OutboxError } from "../../OutboxStore.js"
 import { bootId, isDead, procStat } from "../shared/procStat.js"
+import { isSignalable, processId } from "../shared/runtime.js"
 
 /** A lock this process holds, and what its users keep beside it. */
 export interface Held {
@@ -44,16 +45,6 @@ interface Holder {
 // The locks of this process by file, shared by every copy of the module loaded.
 const held = GlobalValue.globalValue(Symbol.for("effect-grpc-resilience/DirectoryLock"), () => new Map<string, Entry>())
 
-const signalable = (pid: number): boolean => {
-  try {
-    globalThis.process.kill(pid, 0)
-    return true
-  } catch (error) {
-    // EPERM: it runs, as another user.
-    return (error as { code?: unknown }).code === "EPERM"
-  }
-}
-
 const parse = (text: string): Holder | undefined => {
   try {
     const json = JSON.parse(text) as Partial<Record<keyof Holder, unknown>>
@@ -73,7 +64,7 @@ const parse = (text: string): Holder | undefined => {
 const running = (fs: FileSystem.FileSystem, holder: Holder, me: Holder) =>
   Effect.gen(function*() {
     if (holder.boot !== undefined && me.boot !== undefined && holder.boot !== me.boot) return false
-    if (!signalable(holder.pid)) return false
+    if (!isSignalable(holder.pid)) return false
     const stat = yield* procStat(fs, holder.pid)
     if (Option.isNone(stat)) return true
     if (isDead(stat.value)) return false
@@ -82,7 +73,7 @@ const running = (fs: FileSystem.FileSystem, holder: Holder, me: Holder) =>
 
 const take = (fs: FileSystem.FileSystem, directory: string, file: string) =>
   Effect.gen(function*() {
-    const pid = globalThis.process.pid
+    const pid = processId()
     const [stat, boot] = yield* Effect.all([procStat(fs, "self"), bootId(fs)])
     const me: Holder = {
       pid,

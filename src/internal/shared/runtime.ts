@@ -1,7 +1,8 @@
 /**
- * What the core takes from Node itself, in one place; the rest of the core
- * imports no `node:` module (a dependency rule keeps it so), and a port to
- * another runtime replaces this file.
+ * What the core takes from Node itself, in one place: its `node:` modules
+ * (no other module of the core imports one; a dependency rule keeps it so)
+ * and its process. What grpc-js's own API asks for (a `Buffer` of
+ * certificates or of status details) stays where grpc-js asks for it.
  *
  * @internal
  */
@@ -33,5 +34,19 @@ export const isReadableFilePath = (path: string): boolean => {
     return statSync(path).isFile()
   } catch {
     return false
+  }
+}
+
+/** This process's pid. */
+export const processId = (): number => process.pid
+
+/** Does a process with this pid run (signal 0 reaches it, or it runs as another user)? */
+export const isSignalable = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    // EPERM: it runs, as another user.
+    return (error as { code?: unknown }).code === "EPERM"
   }
 }

@@ -1,7 +1,7 @@
 /**
  * Every rule an option obeys, written once: a rule turns an input into the
  * value or into the reason it is refused. `option` applies one to an option
- * given in code (an `InvalidOption` naming it); `internal/config.ts` applies
+ * given in code (an `InvalidOption` naming it); `config.ts` beside it applies
  * the same rule to a variable of the environment (a `ConfigError` naming it).
  */
 import * as Duration from "effect/Duration"
