@@ -22,6 +22,11 @@
  * after a crash lists the tasks that were running in `unfinished`, and what
  * each had started in `processes`.
  *
+ * Over 400 lines, as one concept: the writer, the delivery loop and the
+ * records of running tasks share one queue of reports in order and one open
+ * set of records; what a store is, and the file-system store, are
+ * `OutboxStore` and `internal/outbox/`.
+ *
  * @since 0.1.0
  */
 import type * as FileSystem from "@effect/platform/FileSystem"

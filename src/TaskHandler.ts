@@ -4,6 +4,12 @@
  * under a runner cap, reports every status through the outbox, keeps the node
  * joined to the master, and drains on shutdown.
  *
+ * Over 400 lines, as one concept: the fetch loop, the runners, the reports and
+ * the drain share one task handler's counters, its readiness holds and the
+ * signal that ends a waiting fetch, in one scope; split, each part would take
+ * the others' state as arguments. Membership, which needs none of it, is in
+ * `internal/taskHandler/`; the reports' durability is the outbox's.
+ *
  * @since 0.1.0
  */
 import * as grpc from "@grpc/grpc-js"

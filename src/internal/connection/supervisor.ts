@@ -8,6 +8,11 @@
  * publishes the state and the Ready link; `Connection` answers lookups and
  * calls from them.
  *
+ * Over 400 lines, as one concept: the attempt, the watch of a Ready link and
+ * the reconnect loop write one state and share the outage's bookkeeping (its
+ * start, the warning already given, whether its master was refusing); the
+ * lookup wait, which only reads the state, is `lookup.ts`.
+ *
  * @internal
  */
 import type * as grpc from "@grpc/grpc-js"
