@@ -25,17 +25,23 @@ import { withCountingClock } from "../test/fixtures/countingClock.js"
 import type { Bench } from "./Bench.js"
 import { bars, percentile } from "./plot.js"
 
+// The connection to the master, declared with the worker protocol's services.
+class MasterLink extends Connection.Tag("bench/MasterLink", TaskSource.services)<MasterLink>() {}
+
 const Payload = Schema.Struct({ seconds: Schema.Number })
 
-const connection = Connection.layer({
+const connection = MasterLink.layer({
   address: "master:9666",
-  services: TaskSource.services,
   readiness: { probe: SimulatedNetwork.probe }
 })
 
-const world = TaskHandler.layer({ payload: Payload, run: (task) => Effect.sleep(`${task.payload.seconds} seconds`) })
+const world = TaskHandler.layer({
+  connection: MasterLink,
+  payload: Payload,
+  run: (task) => Effect.sleep(`${task.payload.seconds} seconds`)
+})
   .pipe(
-    Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+    Layer.provideMerge(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1" })),
     Layer.provideMerge(connection),
     Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
   )
@@ -73,11 +79,11 @@ interface OutageRun {
 
 // Ready, then the link cut for 60 minutes: the wall time and the wake-ups of those 60 minutes; fails if the
 // connection is not Ready again 40 s after the link is back.
-const outage = (seed: number, layer: Layer.Layer<Connection.Connection | SimulatedNetwork.SimulatedNetwork, unknown>) =>
+const outage = (seed: number, layer: Layer.Layer<MasterLink | SimulatedNetwork.SimulatedNetwork, unknown>) =>
   withCountingClock((wakeups) =>
     Effect.gen(function*() {
       const network = yield* SimulatedNetwork.SimulatedNetwork
-      const conn = yield* Connection.Connection
+      const conn = yield* MasterLink
       yield* TestClock.adjust("6 seconds")
       yield* network.cut
       yield* wakeups.reset

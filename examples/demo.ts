@@ -40,6 +40,9 @@ import { Connection, GrpcChannel, Outbox, TaskHandler, TaskSource } from "../src
 import { FaultProxy, Master } from "../src/testing/index.js"
 import * as Timeline from "./Timeline.js"
 
+// The connection to the master, declared with the worker protocol's services.
+class MasterLink extends Connection.Tag("demo/MasterLink", TaskSource.services)<MasterLink>() {}
+
 // -------------------------------------------------------------------------------------------------
 // Flags
 // -------------------------------------------------------------------------------------------------
@@ -128,9 +131,15 @@ const echo = (task: TaskHandler.Task<typeof Echo.Type>) => Effect.as(Effect.slee
 const nodeKey = "demo-worker"
 
 const worker = (address: string) =>
-  TaskHandler.layer({ payload: Echo, run: echo, drainGrace: "2 seconds", flushTimeout: "2 seconds" }).pipe(
-    Layer.provideMerge(TaskSource.layer({ nodeKey })),
-    Layer.provideMerge(Connection.layer({ address, services: TaskSource.services })),
+  TaskHandler.layer({
+    connection: MasterLink,
+    payload: Echo,
+    run: echo,
+    drainGrace: "2 seconds",
+    flushTimeout: "2 seconds"
+  }).pipe(
+    Layer.provideMerge(TaskSource.layer({ connection: MasterLink, nodeKey })),
+    Layer.provideMerge(MasterLink.layer({ address })),
     Layer.provide(GrpcChannel.layer),
     Layer.provide(Outbox.layerMemory)
   )
@@ -215,7 +224,7 @@ const scenario = (options: Options, recorder: Timeline.Recorder) =>
     yield* Console.log(`master on ${master.address}, fault proxy on ${proxy.address}; the worker dials the proxy\n`)
     yield* record({ lane: "Connection", text: "worker starting", phase: { name: "connecting", tone: "neutral" } })
     const context = yield* Layer.build(worker(proxy.address))
-    const conn = Context.get(context, Connection.Connection)
+    const conn = Context.get(context, MasterLink)
     const handler = Context.get(context, TaskHandler.TaskHandler)
 
     // Network: the proxy's fault. The marks are set here, so the summary's times are the printed ones.

@@ -503,8 +503,8 @@ export const layerConfig = <S extends Services, R = never>(
 
 /**
  * A connection tag: the identifier type `Self` and a {@link Connection} typed
- * by its services. `Connection.Connection` is the library's own; declare one
- * with {@link Tag} for each master an app talks to.
+ * by its services. `Connection.Connection` is the library's own, of any
+ * services; declare one with {@link Tag} for each master an app talks to.
  *
  * @since 0.2.0
  * @category models
@@ -512,8 +512,9 @@ export const layerConfig = <S extends Services, R = never>(
 export type AnyTag<Self = any, S extends Services = any> = Context.Tag<Self, Connection<S>>
 
 /**
- * Which connection a layer built on one uses (a task source, a task handler,
- * the health endpoint). Default: `Connection.Connection`.
+ * Which connection the health endpoint reports; without one, the
+ * `Readiness.Readiness` in context. The worker's side requires its connection:
+ * `TaskSource.Using`.
  *
  * @since 0.2.0
  * @category models

@@ -204,8 +204,8 @@ export const restartMessage = "the worker restarted while running this task"
  * @since 0.1.0
  * @category constructors
  */
-export const make = <P, I, R, C extends TaskSource.WorkerConnection = typeof Connection.Connection>(
-  options: Options<P, I, R> & Connection.Using<C>
+export const make = <P, I, R, C extends TaskSource.WorkerConnection>(
+  options: Options<P, I, R> & TaskSource.Using<C>
 ): Effect.Effect<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
@@ -216,7 +216,9 @@ export const make = <P, I, R, C extends TaskSource.WorkerConnection = typeof Con
   | Exclude<R, TaskProcess.RunningTask>
 > =>
   Effect.gen(function*() {
-    const conn: Connection.Connection = yield* (options.connection ?? Connection.Connection)
+    const conn: Connection.Connection = yield* (options.connection as TaskSource.ConnectionTag<
+      Context.Tag.Identifier<C>
+    >)
     const source = yield* TaskSource.TaskSource
     // Every line and every series of this task handler names its master and its node: two in one app are told apart.
     return yield* Effect.zipRight(Metrics.atZero(Metrics.taskHandlerSeries), makeFor(options, conn, source)).pipe(
@@ -676,8 +678,8 @@ const makeFor = <P, I, R>(
  * @since 0.1.0
  * @category layers
  */
-export const layer = <P, I, R, C extends TaskSource.WorkerConnection = typeof Connection.Connection>(
-  options: Options<P, I, R> & Connection.Using<C>
+export const layer = <P, I, R, C extends TaskSource.WorkerConnection>(
+  options: Options<P, I, R> & TaskSource.Using<C>
 ): Layer.Layer<
   TaskHandler,
   Validate.InvalidOption | Outbox.OutboxError,
@@ -724,8 +726,8 @@ export type Timings = Omit<Options<never, never, never>, "payload" | "run">
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig = <P, I, R, C extends TaskSource.WorkerConnection = typeof Connection.Connection>(
-  code: Pick<Options<P, I, R>, "payload" | "run"> & Connection.Using<C>,
+export const layerConfig = <P, I, R, C extends TaskSource.WorkerConnection>(
+  code: Pick<Options<P, I, R>, "payload" | "run"> & TaskSource.Using<C>,
   timings: Config.Config.Wrap<Timings> = config
 ): Layer.Layer<
   TaskHandler,

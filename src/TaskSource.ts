@@ -231,13 +231,22 @@ export type ConnectionTag<Self> = Connection.AnyTag<Self, typeof services>
 
 /**
  * A connection the worker's side of the protocol can be built on: one declared with {@link services}
- * (`Connection.Tag(id, TaskSource.services)`), or the library's own `Connection.Connection`, whose services are
- * checked when it is used. The task source, the task handler and `SimulatedMaster.taskSource` take it.
+ * (`Connection.Tag(id, TaskSource.services)`), so its clients are the protocol's by their types.
  *
  * @since 0.3.0
  * @category models
  */
-export type WorkerConnection = ConnectionTag<any> | typeof Connection.Connection
+export type WorkerConnection = ConnectionTag<any>
+
+/**
+ * The connection a task source, a task handler or `SimulatedMaster.taskSource` is built on, given in code.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Using<C extends WorkerConnection> {
+  readonly connection: C
+}
 
 /**
  * Who this node is, as the master knows it.
@@ -304,37 +313,6 @@ export const validNode = (
     }
   })
 
-// The library's own tag holds a connection of any services: the worker protocol's are checked when it is used.
-const workerConnection = <Self>(
-  tag: ConnectionTag<Self> | typeof Connection.Connection | undefined
-): Effect.Effect<Connection.Connection<typeof services>, Validate.InvalidOption, Self> => {
-  if (tag !== undefined && tag !== Connection.Connection) return tag as ConnectionTag<Self>
-  return Effect.flatMap(Connection.Connection, (conn) => {
-    for (const [key, constructor] of Object.entries(services)) {
-      if (conn.services[key] !== constructor) {
-        return Effect.fail(
-          new Validate.InvalidOption({
-            option: "connection",
-            reason: `Connection.Connection does not register TaskSource.services.${key}: give it those services`
-          })
-        )
-      }
-    }
-    return Effect.succeed(conn as unknown as Connection.Connection<typeof services>)
-  }) as Effect.Effect<Connection.Connection<typeof services>, Validate.InvalidOption, Self>
-}
-
-/**
- * The connection a task source is built on: the given tag, or the library's
- * own `Connection.Connection`, which must register {@link services}.
- *
- * @since 0.2.0
- * @category accessors
- */
-export const connection: <Self = Connection.Connection>(
-  tag?: ConnectionTag<Self> | typeof Connection.Connection | undefined
-) => Effect.Effect<Connection.Connection<typeof services>, Validate.InvalidOption, Self> = workerConnection
-
 /**
  * A task source over `proto/worker.proto`, through the connection: every call
  * is a resilient `Connection.call`.
@@ -342,8 +320,8 @@ export const connection: <Self = Connection.Connection>(
  * @since 0.1.0
  * @category constructors
  */
-export const make = <C extends WorkerConnection = typeof Connection.Connection>(
-  options: NodeOptions & Connection.Using<C>
+export const make = <C extends WorkerConnection>(
+  options: NodeOptions & Using<C>
 ): Effect.Effect<TaskSource, Validate.InvalidOption, Context.Tag.Identifier<C>> =>
   Effect.gen(function*() {
     const { maxRunners, nodeKey } = yield* validNode(options)
@@ -352,7 +330,9 @@ export const make = <C extends WorkerConnection = typeof Connection.Connection>(
       options.fetchAttemptTimeout,
       defaults.fetchAttemptTimeout
     )
-    const conn = yield* workerConnection<Context.Tag.Identifier<C>>(options.connection)
+    const conn: Connection.Connection<typeof services> = yield* (options.connection as ConnectionTag<
+      Context.Tag.Identifier<C>
+    >)
 
     // Fetch ids are `<nonce>/<sequence>`: a fetch keeps its id until it is answered, across its retries and
     // across later fetches after a failure, and the master answers an id it has seen with the answer it gave
@@ -536,8 +516,8 @@ export const make = <C extends WorkerConnection = typeof Connection.Connection>(
  * @since 0.1.0
  * @category layers
  */
-export const layer = <C extends WorkerConnection = typeof Connection.Connection>(
-  options: NodeOptions & Connection.Using<C>
+export const layer = <C extends WorkerConnection>(
+  options: NodeOptions & Using<C>
 ): Layer.Layer<TaskSource, Validate.InvalidOption, Context.Tag.Identifier<C>> => Layer.effect(TaskSource, make(options))
 
 /**
@@ -557,15 +537,15 @@ export const config = {
 } satisfies Config.Config.Wrap<NodeOptions>
 
 /**
- * The task source over `proto/worker.proto`, with the connection to use given in code (default
- * `Connection.Connection`) and the node read from `config` (default {@link config}; see `Connection.layerConfig`
+ * The task source over `proto/worker.proto`, with the connection to use given in code and the node read from
+ * `config` (default {@link config}; see `Connection.layerConfig`
  * for where it is read from).
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig = <C extends WorkerConnection = typeof Connection.Connection>(
-  code: Connection.Using<C> = {},
+export const layerConfig = <C extends WorkerConnection>(
+  code: Using<C>,
   options: Config.Config.Wrap<NodeOptions> = config
 ): Layer.Layer<TaskSource, Validate.InvalidOption | ConfigError.ConfigError, Context.Tag.Identifier<C>> =>
   Layer.effect(TaskSource, Effect.flatMap(Cfg.read(options), (node) => make<C>({ ...node, ...code })))

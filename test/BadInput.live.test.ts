@@ -9,7 +9,6 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Schema from "effect/Schema"
-import * as Connection from "../src/Connection.js"
 import * as Env from "../src/Env.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Outbox from "../src/Outbox.js"
@@ -17,6 +16,7 @@ import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
 import * as WorkerProtocol from "../src/WorkerProtocol.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 import { eventually } from "./fixtures/poll.js"
 import { serve } from "./fixtures/server.js"
 
@@ -30,9 +30,9 @@ const captured = () => {
   return { lines, layer: Logger.replace(Logger.defaultLogger, logger) }
 }
 
-const worker = (connection: Layer.Layer<Connection.Connection, unknown, GrpcChannel.Dialer>) =>
-  TaskHandler.layer({ payload: Payload, run: () => Effect.void }).pipe(
-    Layer.provide(TaskSource.layer({ nodeKey: "w1" })),
+const worker = (connection: Layer.Layer<MasterLink, unknown, GrpcChannel.Dialer>) =>
+  TaskHandler.layer({ connection: MasterLink, payload: Payload, run: () => Effect.void }).pipe(
+    Layer.provide(TaskSource.layer({ connection: MasterLink, nodeKey: "w1" })),
     Layer.provide(connection),
     Layer.provide(GrpcChannel.layer),
     Layer.provide(Outbox.layerMemory)
@@ -49,7 +49,7 @@ describe("bad input from the network", () => {
         const huge = yield* master.enqueue({ payload: JSON.stringify({ text: "x".repeat(64 * 1024) }), priority: 1 })
         const small = yield* master.enqueue({ payload: JSON.stringify({ text: "ok" }) })
         // The limit as an operator sets it: MAX_MESSAGE_BYTES.
-        const connection = Connection.layerConfig({ services: TaskSource.services }).pipe(
+        const connection = MasterLink.layerConfig().pipe(
           Layer.provide(Env.layer({ env: { MASTER_ADDRESS: master.address, MAX_MESSAGE_BYTES: String(16 * 1024) } }))
         )
         yield* Layer.build(worker(connection)).pipe(Effect.provide(logs.layer))
@@ -109,7 +109,7 @@ describe("bad input from the network", () => {
             }
           })
         })
-        const connection = Connection.layer({ address: `127.0.0.1:${port}`, services: TaskSource.services })
+        const connection = MasterLink.layer({ address: `127.0.0.1:${port}` })
         yield* Layer.build(worker(connection)).pipe(Effect.provide(logs.layer))
         yield* eventually(Effect.sync(() => finished.length), (n) => n === 3, "10 seconds", "three tasks finished")
         yield* eventually(

@@ -15,6 +15,7 @@ import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as FaultProxy from "../src/testing/FaultProxy.js"
 import * as Master from "../src/testing/Master.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 
 // The variables as the environment would hold them, read as every layerConfig reads the environment.
 const env = (vars: Record<string, string>, prefix?: string) =>
@@ -188,7 +189,7 @@ describe("configuration from the environment", () => {
       const dialer = Layer.succeed(GrpcChannel.Dialer, {
         dial: () => Effect.sync(() => dials++).pipe(Effect.zipRight(Effect.die("no dial expected")))
       })
-      const error = yield* Layer.build(Connection.layerConfig({ services: TaskSource.services })).pipe(
+      const error = yield* Layer.build(MasterLink.layerConfig()).pipe(
         Effect.provide(dialer),
         Effect.scoped,
         Effect.flip,
@@ -376,8 +377,8 @@ describe("configuration under a prefix, and what it says", () => {
   it.effect("Env.check, provided first, stops a missing NODE_KEY before the connection dials", () =>
     Effect.gen(function*() {
       const error = yield* Layer.build(
-        TaskSource.layerConfig().pipe(
-          Layer.provide(Connection.layerConfig({ services: TaskSource.services })),
+        TaskSource.layerConfig({ connection: MasterLink }).pipe(
+          Layer.provide(MasterLink.layerConfig()),
           Layer.provide(noDial),
           Layer.provide(Env.check(Connection.config, TaskSource.config))
         )

@@ -29,6 +29,7 @@ import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
 import * as Certs from "./fixtures/certs.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 import { eventually } from "./fixtures/poll.js"
 
 const token = Redacted.make("s3cr3t-Token.for-the-master")
@@ -398,11 +399,15 @@ describe("Credentials (live loopback, embedded master)", () => {
       const tracing = NodeSdk.layer(() => ({ spanProcessor: new SimpleSpanProcessor(exporter) }))
       const Payload = Schema.Struct({ n: Schema.Number })
       const worker = (address: string, creds: grpc.ChannelCredentials, nodeKey: string) =>
-        TaskHandler.layer({ payload: Payload, run: () => Effect.sleep("20 millis"), maxRunners: 4 }).pipe(
-          Layer.provideMerge(TaskSource.layer({ nodeKey })),
-          Layer.provideMerge(Connection.layer({
+        TaskHandler.layer({
+          connection: MasterLink,
+          payload: Payload,
+          run: () => Effect.sleep("20 millis"),
+          maxRunners: 4
+        }).pipe(
+          Layer.provideMerge(TaskSource.layer({ connection: MasterLink, nodeKey })),
+          Layer.provideMerge(MasterLink.layer({
             address,
-            services: TaskSource.services,
             credentials: creds,
             reconnectSchedule: Schedule.spaced("200 millis"),
             readiness: { interval: "100 millis", bound: "2 seconds", probeTimeout: "1 second" }

@@ -18,7 +18,6 @@ import { execFileSync } from "node:child_process"
 import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, writeSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as Health from "../src/Health.js"
 import { NodeHealth } from "../src/node/index.js"
@@ -27,6 +26,7 @@ import * as Outbox from "../src/Outbox.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 import { stores } from "./fixtures/outboxStores.js"
 import { eventually } from "./fixtures/poll.js"
 
@@ -164,18 +164,18 @@ describe.skipIf(unavailable !== undefined && !underCi)("a full disk, for real", 
         const master = yield* Master.make({ serverOptions: { interceptors: [refuseReports] } })
         const worker = Layer.mergeAll(
           TaskHandler.layer({
+            connection: MasterLink,
             payload: Schema.Struct({ n: Schema.Number }),
             run: () => Effect.sleep("10 millis"),
             maxRunners: 1,
             fetchInterval: "100 millis"
           }),
-          NodeHealth.layer({ host: "127.0.0.1", port: 0 })
+          NodeHealth.layer({ host: "127.0.0.1", port: 0, connection: MasterLink })
         ).pipe(
-          Layer.provideMerge(TaskSource.layer({ nodeKey: "full-disk" })),
+          Layer.provideMerge(TaskSource.layer({ connection: MasterLink, nodeKey: "full-disk" })),
           Layer.provideMerge(
-            Connection.layer({
+            MasterLink.layer({
               address: master.address,
-              services: TaskSource.services,
               reconnectSchedule: Schedule.spaced("200 millis")
             })
           ),

@@ -24,6 +24,7 @@ import { NodeHealth } from "../src/node/index.js"
 import * as Readiness from "../src/Readiness.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 import { eventually } from "./fixtures/poll.js"
 import { workerWithHealth } from "./fixtures/worker.js"
 
@@ -221,7 +222,7 @@ describe("Health (live HTTP on 127.0.0.1)", () => {
         const workerLayer = workerWithHealth(master.address, "w1")
         const context = yield* Layer.build(workerLayer)
         const health = Context.get(context, Health.Health)
-        const conn = Context.get(context, Connection.Connection)
+        const conn = Context.get(context, MasterLink)
         const scrape = Effect.map(request(`${health.url}/metrics`), (response) => parse(response.body))
         const readyIn = (generation: number) =>
           conn.changes.pipe(

@@ -11,10 +11,10 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
-import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as Master from "../src/testing/Master.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 
 // Counts the calls of each method the master receives; answers UNIMPLEMENTED for those in `unimplemented`.
 const counting = (unimplemented: ReadonlySet<string>) => {
@@ -38,8 +38,8 @@ const counting = (unimplemented: ReadonlySet<string>) => {
 const sourceFor = (address: string) =>
   Effect.flatMap(
     Layer.build(
-      TaskSource.layer({ nodeKey: "batch" }).pipe(
-        Layer.provideMerge(Connection.layer({ address, services: TaskSource.services })),
+      TaskSource.layer({ connection: MasterLink, nodeKey: "batch" }).pipe(
+        Layer.provideMerge(MasterLink.layer({ address })),
         Layer.provide(GrpcChannel.layer)
       )
     ),

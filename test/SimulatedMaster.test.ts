@@ -15,6 +15,7 @@ import * as TaskSource from "../src/TaskSource.js"
 import * as MasterState from "../src/testing/internal/masterState.js"
 import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 
 // One fetch that does not wait, for one task: the first task it brought, if any.
 const fetchOne = (source: TaskSource.TaskSource) =>
@@ -25,11 +26,10 @@ const fetchOne = (source: TaskSource.TaskSource) =>
 
 // Connected at 50 ms (the simulated connect latency); the probe passes in the first readiness round.
 const world = (master: SimulatedMaster.Options = {}, network: SimulatedNetwork.Options = {}) =>
-  SimulatedMaster.taskSource({ nodeKey: "n1" }).pipe(
+  SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "n1" }).pipe(
     Layer.provideMerge(
-      Connection.layer({
+      MasterLink.layer({
         address: "master:9666",
-        services: TaskSource.services,
         readiness: { probe: SimulatedNetwork.probe }
       })
     ),
@@ -44,7 +44,7 @@ const services = Effect.all({
   source: TaskSource.TaskSource,
   master: SimulatedMaster.SimulatedMaster,
   network: SimulatedNetwork.SimulatedNetwork,
-  conn: Connection.Connection
+  conn: MasterLink
 })
 
 const untilState = (conn: Connection.Connection, tag: ConnectionState.ConnectionState["_tag"]) =>

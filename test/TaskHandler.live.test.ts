@@ -23,6 +23,7 @@ import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskSource from "../src/TaskSource.js"
 import * as FaultProxy from "../src/testing/FaultProxy.js"
 import * as Master from "../src/testing/Master.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 import { eventually } from "./fixtures/poll.js"
 
 const Payload = Schema.Struct({ n: Schema.Number })
@@ -40,9 +41,9 @@ const worker = <R>(
   options: Partial<TaskHandler.Options<typeof Payload.Type, typeof Payload.Encoded, R>> = {},
   store: Layer.Layer<Outbox.OutboxStore, unknown> = Outbox.layerMemory
 ) =>
-  TaskHandler.layer({ payload: Payload, run, ...options }).pipe(
-    Layer.provideMerge(TaskSource.layer({ nodeKey: "w1" })),
-    Layer.provideMerge(Connection.layer({ address, services: TaskSource.services })),
+  TaskHandler.layer({ connection: MasterLink, payload: Payload, run, ...options }).pipe(
+    Layer.provideMerge(TaskSource.layer({ connection: MasterLink, nodeKey: "w1" })),
+    Layer.provideMerge(MasterLink.layer({ address })),
     Layer.provide(GrpcChannel.layer),
     Layer.provide(store)
   )
@@ -177,9 +178,17 @@ describe("TaskHandler (live loopback, embedded master)", () => {
           Layer.mergeAll(
             Layer.scoped(
               EastTasks,
-              TaskHandler.make({ connection: East, payload: Payload, run, flushTimeout: "200 millis" })
+              TaskHandler.make({
+                connection: East,
+                payload: Payload,
+                run,
+                flushTimeout: "200 millis"
+              })
             ).pipe(Layer.provide(TaskSource.layer({ connection: East, nodeKey: "w1" }))),
-            Layer.scoped(WestTasks, TaskHandler.make({ connection: West, payload: Payload, run: () => Effect.void }))
+            Layer.scoped(
+              WestTasks,
+              TaskHandler.make({ connection: West, payload: Payload, run: () => Effect.void })
+            )
               .pipe(Layer.provide(TaskSource.layer({ connection: West, nodeKey: "w1" })))
           ).pipe(
             Layer.provide(East.layer({ address: east.address })),
@@ -245,7 +254,7 @@ describe("TaskHandler (live loopback, embedded master)", () => {
         const { context } = yield* startWorker(
           worker(proxy.address, () => Effect.void).pipe(Layer.provide(Logger.replace(Logger.defaultLogger, capture)))
         )
-        const conn = yield* Effect.provide(Connection.Connection, context)
+        const conn = yield* Effect.provide(MasterLink, context)
         yield* conn.readiness.await
         // Idle: its fetch is held at the master, answered only after 25 s.
         yield* Effect.sleep("1 second")

@@ -13,7 +13,6 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
-import * as Connection from "../src/Connection.js"
 import { GrpcError } from "../src/GrpcError.js"
 import * as Metrics from "../src/Metrics.js"
 import * as Outbox from "../src/Outbox.js"
@@ -23,6 +22,7 @@ import * as TaskSource from "../src/TaskSource.js"
 import type * as Master from "../src/testing/Master.js"
 import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 
 const Payload = Schema.Struct({ seconds: Schema.Number })
 
@@ -32,9 +32,8 @@ type Run = (task: TaskHandler.Task<typeof Payload.Type>) => Effect.Effect<unknow
 const sleeping: Run = (task) => Effect.sleep(`${task.payload.seconds} seconds`)
 
 // The worker's connection over the simulated network, probed as the simulated master answers.
-const simulatedConnection = Connection.layer({
+const simulatedConnection = MasterLink.layer({
   address: "master:9666",
-  services: TaskSource.services,
   readiness: { probe: SimulatedNetwork.probe }
 })
 
@@ -43,8 +42,8 @@ const world = (
   options: Partial<TaskHandler.Options<typeof Payload.Type, typeof Payload.Encoded, never>> = {},
   network: SimulatedNetwork.Options = {}
 ) =>
-  TaskHandler.layer({ payload: Payload, run: sleeping, ...options }).pipe(
-    Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+  TaskHandler.layer({ connection: MasterLink, payload: Payload, run: sleeping, ...options }).pipe(
+    Layer.provideMerge(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1" })),
     Layer.provideMerge(simulatedConnection),
     Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(network), SimulatedMaster.layer(), Outbox.layerMemory))
   )
@@ -76,7 +75,7 @@ describe("TaskHandler: CLS-001 in virtual time", () => {
     const logs = captureLogs()
     return Effect.gen(function*() {
       const network = yield* SimulatedNetwork.SimulatedNetwork
-      const conn = yield* Connection.Connection
+      const conn = yield* MasterLink
       yield* TestClock.adjust("6 seconds")
       assert.strictEqual((yield* conn.state)._tag, "Ready")
       yield* network.cut
@@ -270,8 +269,14 @@ describe("TaskHandler (virtual time)", () => {
 
   // A task handler on a store shared with the test's other handlers, which the test can stop writing.
   const restartable = (run: Run, store: { frozen: boolean; full: boolean }) =>
-    TaskHandler.layer({ payload: Payload, run, drainGrace: "1 second", flushTimeout: "1 second" }).pipe(
-      Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+    TaskHandler.layer({
+      connection: MasterLink,
+      payload: Payload,
+      run,
+      drainGrace: "1 second",
+      flushTimeout: "1 second"
+    }).pipe(
+      Layer.provideMerge(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1" })),
       Layer.provideMerge(simulatedConnection),
       Layer.provide(Layer.effect(
         Outbox.OutboxStore,
@@ -384,7 +389,7 @@ describe("TaskHandler: membership (virtual time)", () => {
   // Every readiness status, as it changes.
   const watchReadiness = Effect.gen(function*() {
     const seen: Array<Readiness.ReadinessStatus> = []
-    const conn = yield* Connection.Connection
+    const conn = yield* MasterLink
     yield* Effect.forkScoped(Stream.runForEach(conn.readiness.changes, (s) => Effect.sync(() => void seen.push(s))))
     return seen
   })
@@ -392,7 +397,7 @@ describe("TaskHandler: membership (virtual time)", () => {
   it.scoped("a master that forgets the node: it registers again at once, runs the task queued meanwhile, hears the cancel", () =>
     Effect.gen(function*() {
       const seen = yield* watchReadiness
-      const conn = yield* Connection.Connection
+      const conn = yield* MasterLink
       const handler = yield* TaskHandler.TaskHandler
       yield* TestClock.adjust("6 seconds")
       assert.isTrue((yield* conn.readiness.status).ready)
@@ -422,7 +427,7 @@ describe("TaskHandler: membership (virtual time)", () => {
   it.scoped("a failing report lists only the current generation's checks: none passed long ago", () =>
     Effect.gen(function*() {
       const network = yield* SimulatedNetwork.SimulatedNetwork
-      const conn = yield* Connection.Connection
+      const conn = yield* MasterLink
       yield* TestClock.adjust("6 seconds")
       assert.isTrue((yield* conn.readiness.status).ready)
       yield* network.cut
@@ -485,9 +490,9 @@ describe("TaskHandler: membership (virtual time)", () => {
       Effect.map(TaskSource.TaskSource, (source) => ({ ...source, ...change(source) }))
     )
   const alteredWorld = (change: (source: TaskSource.TaskSource) => Partial<TaskSource.TaskSource>) =>
-    TaskHandler.layer({ payload: Payload, run: sleeping }).pipe(
+    TaskHandler.layer({ connection: MasterLink, payload: Payload, run: sleeping }).pipe(
       Layer.provideMerge(altered(change)),
-      Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+      Layer.provideMerge(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1" })),
       Layer.provideMerge(simulatedConnection),
       Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
     )
@@ -582,11 +587,11 @@ describe("TaskHandler: membership (virtual time)", () => {
         Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer()))
       )
       const context = yield* Layer.build(connection)
-      const conn = Context.get(context, Connection.Connection)
+      const conn = Context.get(context, MasterLink)
       const starting = yield* Effect.forkScoped(
         Layer.build(
-          TaskHandler.layer({ payload: Payload, run: sleeping }).pipe(
-            Layer.provide(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+          TaskHandler.layer({ connection: MasterLink, payload: Payload, run: sleeping }).pipe(
+            Layer.provide(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1" })),
             Layer.provide(hung)
           )
         ).pipe(Effect.provide(context))
@@ -621,9 +626,9 @@ describe("TaskHandler: waiting fetches (virtual time)", () => {
     calls: Record<string, number>,
     options: Partial<TaskHandler.Options<typeof Payload.Type, typeof Payload.Encoded, never>> = {}
   ) =>
-    TaskHandler.layer({ payload: Payload, run: sleeping, ...options }).pipe(
+    TaskHandler.layer({ connection: MasterLink, payload: Payload, run: sleeping, ...options }).pipe(
       Layer.provideMerge(counting(calls)),
-      Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+      Layer.provideMerge(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1" })),
       Layer.provideMerge(simulatedConnection),
       Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
     )
@@ -688,7 +693,7 @@ describe("TaskHandler: waiting fetches (virtual time)", () => {
       assert.isAtLeast((calls.SendHeartbeat ?? 0) - (before.SendHeartbeat ?? 0), 3)
     }).pipe(
       Effect.provide(
-        TaskHandler.layer({ payload: Payload, run: sleeping }).pipe(
+        TaskHandler.layer({ connection: MasterLink, payload: Payload, run: sleeping }).pipe(
           Layer.provideMerge(
             Layer.effect(
               TaskSource.TaskSource,
@@ -707,7 +712,7 @@ describe("TaskHandler: waiting fetches (virtual time)", () => {
               }))
             )
           ),
-          Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+          Layer.provideMerge(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1" })),
           Layer.provideMerge(simulatedConnection),
           Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
         )

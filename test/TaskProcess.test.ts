@@ -13,13 +13,12 @@ import * as Random from "effect/Random"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
-import * as Connection from "../src/Connection.js"
 import * as Outbox from "../src/Outbox.js"
 import * as TaskHandler from "../src/TaskHandler.js"
 import * as TaskProcess from "../src/TaskProcess.js"
-import * as TaskSource from "../src/TaskSource.js"
 import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 
 interface Simulated {
   readonly pid: number
@@ -144,9 +143,8 @@ describe("TaskProcess.end (virtual time)", () => {
 
 // The task handler over the simulated master, on a store its lives share, as a disk is shared by a worker's restarts.
 const Payload = Schema.Struct({ pgid: Schema.Number })
-const simulatedConnection = Connection.layer({
+const simulatedConnection = MasterLink.layer({
   address: "master:9666",
-  services: TaskSource.services,
   readiness: { probe: SimulatedNetwork.probe }
 })
 const shared = Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory)
@@ -174,9 +172,15 @@ const freezable = Layer.effect(
 )
 
 const life = (os: Layer.Layer<never> | Layer.Layer<TaskProcess.ProcessGroups>) =>
-  TaskHandler.layer({ payload: Payload, run: recording, drainGrace: "1 second", flushTimeout: "1 second" }).pipe(
+  TaskHandler.layer({
+    connection: MasterLink,
+    payload: Payload,
+    run: recording,
+    drainGrace: "1 second",
+    flushTimeout: "1 second"
+  }).pipe(
     Layer.provide(os),
-    Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+    Layer.provideMerge(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1" })),
     Layer.provideMerge(simulatedConnection),
     Layer.provide(freezable)
   )

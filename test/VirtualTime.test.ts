@@ -22,11 +22,11 @@ import * as Outbox from "../src/Outbox.js"
 import * as Readiness from "../src/Readiness.js"
 import * as Retry from "../src/Retry.js"
 import * as TaskHandler from "../src/TaskHandler.js"
-import * as TaskSource from "../src/TaskSource.js"
 import * as SimulatedMaster from "../src/testing/SimulatedMaster.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 import { withCountingClock } from "./fixtures/countingClock.js"
 import { EchoClient } from "./fixtures/echo.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 
 const outage = Duration.toMillis(Duration.minutes(60))
 
@@ -121,12 +121,11 @@ describe("Virtual time: what wakes the clock", () => {
 
 describe("Virtual time: a whole worker", () => {
   // A task handler, its connection, a simulated network and master: what a user's worker test builds.
-  const worker = TaskHandler.layer({ payload: Schema.Unknown, run: () => Effect.void }).pipe(
-    Layer.provideMerge(SimulatedMaster.taskSource({ nodeKey: "w1" })),
+  const worker = TaskHandler.layer({ connection: MasterLink, payload: Schema.Unknown, run: () => Effect.void }).pipe(
+    Layer.provideMerge(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1" })),
     Layer.provideMerge(
-      Connection.layer({
+      MasterLink.layer({
         address: "master:9666",
-        services: TaskSource.services,
         readiness: { probe: SimulatedNetwork.probe }
       })
     ),
@@ -142,7 +141,7 @@ describe("Virtual time: a whole worker", () => {
           const scope = yield* Scope.make()
           const context = yield* Layer.buildWithScope(worker, scope)
           const network = yield* Effect.provide(SimulatedNetwork.SimulatedNetwork, context)
-          const conn = yield* Effect.provide(Connection.Connection, context)
+          const conn = yield* Effect.provide(MasterLink, context)
           yield* TestClock.adjust("6 seconds")
           assert.isTrue((yield* conn.readiness.status).ready)
           yield* network.cut

@@ -14,11 +14,11 @@ import * as MetricKeyType from "effect/MetricKeyType"
 import * as MetricRegistry from "effect/MetricRegistry"
 import * as Stream from "effect/Stream"
 import { spawn, spawnSync } from "node:child_process"
-import * as Connection from "../src/Connection.js"
 import * as Health from "../src/Health.js"
 import * as Prometheus from "../src/internal/health/prometheus.js"
 import * as Metrics from "../src/Metrics.js"
 import * as Master from "../src/testing/Master.js"
+import { MasterLink } from "./fixtures/masterLink.js"
 import { eventually } from "./fixtures/poll.js"
 import { workerWithHealth } from "./fixtures/worker.js"
 
@@ -71,7 +71,7 @@ describe.skipIf(unavailable !== undefined && !underCi)("promtool check metrics",
         const worker = workerWithHealth(master.address, "promtool")
         const context = yield* Layer.build(worker)
         const health = Context.get(context, Health.Health)
-        const conn = Context.get(context, Connection.Connection)
+        const conn = Context.get(context, MasterLink)
         yield* conn.changes.pipe(
           Stream.filter((state) => state._tag === "Ready"),
           Stream.runHead,

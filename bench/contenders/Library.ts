@@ -14,6 +14,9 @@ import { Connection, ConnectionState, GrpcChannel, Outbox, TaskHandler, TaskSour
 import type { Contender } from "./Contender.js"
 import { previousReconnect } from "./previousSchedule.js"
 
+// The connection to the master, declared with the worker protocol's services.
+class MasterLink extends Connection.Tag("bench/MasterLink", TaskSource.services)<MasterLink>() {}
+
 /**
  * `GrpcChannel.layer` with a hook called on every dial: how the benchmarks
  * count a worker's connection attempts. It changes nothing else.
@@ -39,21 +42,21 @@ export const makeLibrary = (options: {
       let dials = 0
 
       const worker = TaskHandler.layer({
+        connection: MasterLink,
         payload: Schema.Unknown,
         // The moment the handler starts the task is the benchmark's mark.
         run: (task) => Effect.sync(() => started(task.id))
       }).pipe(
-        Layer.provideMerge(TaskSource.layer({ nodeKey })),
-        Layer.provideMerge(Connection.layer({
+        Layer.provideMerge(TaskSource.layer({ connection: MasterLink, nodeKey })),
+        Layer.provideMerge(MasterLink.layer({
           address,
-          services: TaskSource.services,
           ...(options.reconnectSchedule === undefined ? {} : { reconnectSchedule: options.reconnectSchedule })
         })),
         Layer.provide(countingDialer(() => dials++)),
         Layer.provide(Outbox.layerMemory)
       )
       const context = yield* Layer.build(worker)
-      const conn = Context.get(context, Connection.Connection)
+      const conn = Context.get(context, MasterLink)
       const handler = Context.get(context, TaskHandler.TaskHandler)
 
       return {

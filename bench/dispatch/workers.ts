@@ -19,6 +19,9 @@ import * as TaskHandler from "../../src/TaskHandler.js"
 import * as TaskSource from "../../src/TaskSource.js"
 import { cpuMs, now, serve } from "../child.js"
 
+// The connection to the master, declared with the worker protocol's services.
+class MasterLink extends Connection.Tag("bench/MasterLink", TaskSource.services)<MasterLink>() {}
+
 const scopes: Array<Scope.CloseableScope> = []
 
 const quiet = <A, E>(effect: Effect.Effect<A, E>) =>
@@ -29,18 +32,19 @@ const startOne = (address: string, node: string, fetchWait: Duration.DurationInp
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const worker = TaskHandler.layer({
+      connection: MasterLink,
       payload: Schema.Unknown,
       run: () => Effect.void,
       maxRunners: 1,
       fetchWait
     }).pipe(
-      Layer.provideMerge(TaskSource.layer({ nodeKey: node, maxRunners: 1 })),
-      Layer.provideMerge(Connection.layer({ address, services: TaskSource.services })),
+      Layer.provideMerge(TaskSource.layer({ connection: MasterLink, nodeKey: node, maxRunners: 1 })),
+      Layer.provideMerge(MasterLink.layer({ address })),
       Layer.provideMerge(Outbox.layerMemory),
       Layer.provide(GrpcChannel.layer)
     )
     const context = yield* Layer.buildWithScope(worker, scope)
-    const conn = yield* Effect.provide(Connection.Connection, context)
+    const conn = yield* Effect.provide(MasterLink, context)
     yield* conn.readiness.await
     scopes.push(scope)
   })

@@ -18,6 +18,9 @@ import { cpuMs, now, serve } from "../child.js"
 import { countingDialer } from "../contenders/Library.js"
 import { previousReconnect } from "../contenders/previousSchedule.js"
 
+// The connection to the master, declared with the worker protocol's services.
+class MasterLink extends Connection.Tag("bench/MasterLink", TaskSource.services)<MasterLink>() {}
+
 let dials = 0
 const scope = Effect.runSync(Scope.make())
 const quiet = <A, E>(effect: Effect.Effect<A, E>) =>
@@ -27,19 +30,19 @@ serve(async (request) => {
   switch (request["cmd"]) {
     case "start": {
       const previous = request["schedule"] === "previous"
-      const worker = TaskHandler.layer({ payload: Schema.Unknown, run: () => Effect.void }).pipe(
-        Layer.provideMerge(TaskSource.layer({ nodeKey: "refused" })),
-        Layer.provideMerge(Connection.layer({
-          address: request["address"] as string,
-          services: TaskSource.services,
-          ...(previous ? { reconnectSchedule: previousReconnect } : {})
-        })),
-        Layer.provide(countingDialer(() => dials++)),
-        Layer.provide(Outbox.layerMemory)
-      )
+      const worker = TaskHandler.layer({ connection: MasterLink, payload: Schema.Unknown, run: () => Effect.void })
+        .pipe(
+          Layer.provideMerge(TaskSource.layer({ connection: MasterLink, nodeKey: "refused" })),
+          Layer.provideMerge(MasterLink.layer({
+            address: request["address"] as string,
+            ...(previous ? { reconnectSchedule: previousReconnect } : {})
+          })),
+          Layer.provide(countingDialer(() => dials++)),
+          Layer.provide(Outbox.layerMemory)
+        )
       await quiet(Effect.gen(function*() {
         const context = yield* Layer.buildWithScope(worker, scope)
-        yield* Context.get(context, Connection.Connection).readiness.await
+        yield* Context.get(context, MasterLink).readiness.await
       }))
       return {}
     }

@@ -23,6 +23,9 @@ import * as TaskHandler from "../../src/TaskHandler.js"
 import * as TaskSource from "../../src/TaskSource.js"
 import { cpuMs, now, serve } from "../child.js"
 
+// The connection to the master, declared with the worker protocol's services.
+class MasterLink extends Connection.Tag("bench/MasterLink", TaskSource.services)<MasterLink>() {}
+
 // 0.2's worker on today's code: one task a fetch, a fetch that does not wait, and one report a call (a source
 // without `reportAll`, as a user's own source may be).
 const asBefore = (source: TaskSource.TaskSource): TaskSource.TaskSource => ({
@@ -41,19 +44,22 @@ const runOnce = (request: Record<string, unknown>) =>
     yield* Scope.addFinalizer(scope, Effect.sync(() => rmSync(directory, { recursive: true, force: true })))
     const source = Layer.effect(
       TaskSource.TaskSource,
-      Effect.map(TaskSource.make({ nodeKey: "throughput", maxRunners: runners }), (s) => before ? asBefore(s) : s)
+      Effect.map(TaskSource.make({ connection: MasterLink, nodeKey: "throughput", maxRunners: runners }), (s) =>
+        before ? asBefore(s) : s)
     )
     const startedAt = now()
     const cpuAt = cpuMs()
     const context = yield* Layer.buildWithScope(
       TaskHandler.layer({
+        connection: MasterLink,
         payload: Schema.Unknown,
-        run: () => Effect.void,
+        run: () =>
+          Effect.void,
         maxRunners: runners,
         ...(before ? { fetchWait: 0 } : {})
       }).pipe(
         Layer.provideMerge(source),
-        Layer.provideMerge(Connection.layer({ address: request["address"] as string, services: TaskSource.services })),
+        Layer.provideMerge(MasterLink.layer({ address: request["address"] as string })),
         Layer.provide(GrpcChannel.layer),
         Layer.provide(
           request["outbox"] === "memory"
@@ -69,7 +75,10 @@ const runOnce = (request: Record<string, unknown>) =>
     // Every task ended, its final report added (a runner is freed after it), and every report delivered. Polled:
     // a subscriber to every change would add its own cost to each task's.
     yield* handler.status.pipe(
-      Effect.repeat({ schedule: Schedule.spaced("10 millis"), until: (s) => s.finished >= count && s.running === 0 })
+      Effect.repeat({
+        schedule: Schedule.spaced("10 millis"),
+        until: (s) => s.finished >= count && s.running === 0
+      })
     )
     yield* handler.outbox.flush
     const ms = now() - startedAt

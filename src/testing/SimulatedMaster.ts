@@ -148,9 +148,9 @@ const toGrpcError = (service: string, method: string) => (rejection: MasterState
  * @category layers
  */
 export const taskSource = <
-  C extends TaskSource.WorkerConnection = typeof Connection.Connection
+  C extends TaskSource.WorkerConnection
 >(
-  options: TaskSource.NodeOptions & Connection.Using<C>
+  options: TaskSource.NodeOptions & TaskSource.Using<C>
 ): Layer.Layer<
   TaskSource.TaskSource,
   Validate.InvalidOption,
@@ -160,7 +160,10 @@ export const taskSource = <
     TaskSource.TaskSource,
     Effect.gen(function*() {
       const { maxRunners, nodeKey } = yield* TaskSource.validNode(options)
-      const conn = yield* TaskSource.connection<Context.Tag.Identifier<C>>(options.connection)
+      const conn: Connection.Connection<typeof TaskSource.services> =
+        yield* (options.connection as TaskSource.ConnectionTag<
+          Context.Tag.Identifier<C>
+        >)
       const network = yield* SimulatedNetwork
       const master = yield* SimulatedMaster
       const state = states.get(master)

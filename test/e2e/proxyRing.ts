@@ -27,7 +27,6 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
-import * as Connection from "../../src/Connection.js"
 import type { ConnectionState } from "../../src/ConnectionState.js"
 import * as GrpcChannel from "../../src/GrpcChannel.js"
 import * as Health from "../../src/Health.js"
@@ -35,6 +34,7 @@ import { NodeHealth } from "../../src/node/index.js"
 import * as Outbox from "../../src/Outbox.js"
 import * as TaskHandler from "../../src/TaskHandler.js"
 import * as TaskSource from "../../src/TaskSource.js"
+import { MasterLink } from "../fixtures/masterLink.js"
 import * as Nginx from "../fixtures/nginx.js"
 import { admin, poll, type Running, spawn, tsx } from "./processes.js"
 
@@ -206,11 +206,11 @@ export const startRing = (options: Options = {}) =>
       })
       workerLines.push({ at: Date.now(), who: "worker", message: `${logLevel.label}${fiber} ${text}` })
     })
-    const WorkerLive = NodeHealth.layer({ host: "127.0.0.1", port: 0 }).pipe(
+    const WorkerLive = NodeHealth.layer({ host: "127.0.0.1", port: 0, connection: MasterLink }).pipe(
       // A held task left running by a failed test is interrupted at once when the ring closes, not after 30 s.
-      Layer.provideMerge(TaskHandler.layer({ payload: RingTask, run, drainGrace: "1 second" })),
-      Layer.provideMerge(TaskSource.layer({ nodeKey })),
-      Layer.provideMerge(Connection.layer({ address: nginx.address, services: TaskSource.services })),
+      Layer.provideMerge(TaskHandler.layer({ connection: MasterLink, payload: RingTask, run, drainGrace: "1 second" })),
+      Layer.provideMerge(TaskSource.layer({ connection: MasterLink, nodeKey })),
+      Layer.provideMerge(MasterLink.layer({ address: nginx.address })),
       Layer.provide(GrpcChannel.layer),
       Layer.provide(Outbox.layerMemory)
     )
@@ -252,7 +252,7 @@ export const startRing = (options: Options = {}) =>
       Effect.provide(Logger.minimumLogLevel(LogLevel.Debug))
     )
     const health = Context.get(context, Health.Health)
-    const connection = Context.get(context, Connection.Connection)
+    const connection = Context.get(context, MasterLink)
     yield* connection.changes.pipe(
       Stream.runForEach((state) => Effect.sync(() => void states.push({ at: Date.now(), state }))),
       Effect.forkScoped
