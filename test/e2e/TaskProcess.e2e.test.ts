@@ -86,7 +86,9 @@ const crashWhileSleeping = (beforeRestart: (recorded: Recorded) => Effect.Effect
       NODE_KEY: "task-process",
       OUTBOX_DIR: outboxDir,
       FETCH_INTERVAL: "200 millis",
-      LOG_FORMAT: "json"
+      LOG_FORMAT: "json",
+      // A task's "started" line is at Debug: the check counts them.
+      LOG_LEVEL: "Debug"
     })
 
     const first: Running = yield* startWorker
