@@ -309,6 +309,11 @@ interface State {
   readonly nodeCount: number
   readonly subscriptionCount: number
   readonly tasks: HashMap.HashMap<string, TaskRecord>
+  /**
+   * The tasks a fetch may hand out or hand out again, `PENDING` or `ASSIGNED`, the same records as in `tasks`: a
+   * fetch looks through these only, not through every task the master ever had.
+   */
+  readonly open: HashMap.HashMap<string, TaskRecord>
   readonly nodes: HashMap.HashMap<string, NodeRecord>
   /** By node, then generation: an old stream's end removes only its own entry. */
   readonly subscriptions: HashMap.HashMap<string, HashMap.HashMap<number, Subscription>>
@@ -336,6 +341,7 @@ const emptyState: State = {
   nodeCount: 0,
   subscriptionCount: 0,
   tasks: HashMap.empty(),
+  open: HashMap.empty(),
   nodes: HashMap.empty(),
   subscriptions: HashMap.empty(),
   fetches: HashMap.empty()
@@ -372,7 +378,10 @@ const change = (
 
 const putTask = (state: State, task: TaskRecord): State => ({
   ...state,
-  tasks: HashMap.set(state.tasks, task.id, task)
+  tasks: HashMap.set(state.tasks, task.id, task),
+  open: task.status === "PENDING" || task.status === "ASSIGNED"
+    ? HashMap.set(state.open, task.id, task)
+    : HashMap.remove(state.open, task.id)
 })
 
 // The node's own tasks first (pending, or handed out to it and unconfirmed for `redeliverAfter`), then
@@ -384,7 +393,7 @@ const nextTask = (state: State, node: string, now: number, redeliverAfter: numbe
     task.status === "PENDING"
       ? task.node === undefined || task.node === node
       : task.status === "ASSIGNED" && task.node === node && now - (task.handedOutAt ?? now) >= redeliverAfter
-  for (const task of HashMap.values(state.tasks)) {
+  for (const task of HashMap.values(state.open)) {
     if (!eligible(task)) continue
     if (
       best === undefined ||
@@ -400,7 +409,7 @@ const nextTask = (state: State, node: string, now: number, redeliverAfter: numbe
 const fetchedBefore = (state: State, node: string, fetchId: string): ReadonlyArray<TaskRecord> => {
   if (fetchId === "") return []
   const found: Array<TaskRecord> = []
-  for (const task of HashMap.values(state.tasks)) {
+  for (const task of HashMap.values(state.open)) {
     if (task.fetchId === fetchId && task.node === node && task.status === "ASSIGNED") found.push(task)
   }
   return found.sort((a, b) => a.seq - b.seq)
@@ -451,7 +460,7 @@ const nextTasks = (state: State, node: string, now: number, redeliverAfter: numb
 // When the node's next hand-out that waits for its confirmation may go out again; undefined when none waits.
 const nextRedelivery = (state: State, node: string, redeliverAfter: number): number | undefined => {
   let next: number | undefined
-  for (const task of HashMap.values(state.tasks)) {
+  for (const task of HashMap.values(state.open)) {
     if (task.status === "ASSIGNED" && task.node === node && task.handedOutAt !== undefined) {
       const due = task.handedOutAt + redeliverAfter
       if (next === undefined || due < next) next = due
@@ -464,7 +473,7 @@ const nextRedelivery = (state: State, node: string, redeliverAfter: number): num
 // take them. A retried fetch answered again does not count: the node may be running the task, its RUNNING late.
 const giveUpUnconfirmed = (state: State, node: string, now: number, redeliverAfter: number, maxHandOuts: number) => {
   let next = state
-  for (const task of HashMap.values(state.tasks)) {
+  for (const task of HashMap.values(state.open)) {
     if (
       task.status === "ASSIGNED" && task.node === node && task.deliveries >= maxHandOuts &&
       now - (task.handedOutAt ?? now) >= redeliverAfter
