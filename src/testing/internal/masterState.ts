@@ -768,8 +768,8 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
       })
 
     // The fetches held now, by node: a task queued for the node (a task for any node wakes every node), the
-    // node forgotten and the master stopping wake its waiters, each of which looks again at once. Plain
-    // callbacks, not fibers: an idle fleet's master holds one fetch a worker, and what a held fetch costs is
+    // node forgotten and the master stopping wake its waiters, each of which then looks again (see `signal`).
+    // Plain callbacks, not fibers: an idle fleet's master holds one fetch a worker, and what a held fetch costs is
     // what it costs the master to keep it and to end it.
     const waiters = new Map<string, Set<Waiter>>()
     // Set when the master stops: the fetches it holds are answered at once, and no new one waits.
