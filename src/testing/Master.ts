@@ -43,7 +43,10 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import * as FiberRefs from "effect/FiberRefs"
 import * as Layer from "effect/Layer"
+import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Ref from "effect/Ref"
@@ -447,7 +450,7 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
             Effect.annotateLogs({ module: "Master" })
           )
         )
-        // A client that gives up (a waiting fetch whose worker went away) ends the wait.
+        // A client that gives up ends the call's work.
         call.on("cancelled", () => fiber.unsafeInterruptAsFork(fiber.id()))
         fiber.addObserver((exit) => {
           if (Exit.isSuccess(exit)) callback(null, exit.value)
@@ -459,6 +462,17 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
     // loop. A timer per stream woke the master once per stream and interval (500 times a second for 1,000 idle
     // workers at 2 s); the dispatch benchmark measures the idle fleet's cost.
     const keepalive = { keepalive: { interval_ms: keepaliveMs } }
+    // The keepalive is the same message every time: encoded once, each write copies its bytes.
+    const { Subscribe: subscribeMethod } = WorkerProtocol.NodeService
+    const keepaliveBytes = subscribeMethod.responseSerialize(keepalive)
+    const nodeService: WorkerProtocol.NodeServiceDefinition = {
+      ...WorkerProtocol.NodeService,
+      Subscribe: {
+        ...subscribeMethod,
+        responseSerialize: (message) =>
+          message === keepalive ? keepaliveBytes : subscribeMethod.responseSerialize(message)
+      }
+    }
     const beating = new Set<SubscribeCall>()
     let beat: ReturnType<typeof setInterval> | undefined
     const beatAll = () => {
@@ -550,26 +564,65 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
       Subscribe: subscribe
     }
 
+    // A fetch without a fiber: the state holds it (a waiter, woken by a task queued or by the shared timer of the
+    // second its wait ends) and answers the call's callback itself. An idle fleet's master holds one fetch a worker
+    // and ends 40 a second for 1,000 workers; what each costs is most of what the fleet costs it.
+    const debugOn = LogLevel.lessThanEqual(
+      FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel),
+      LogLevel.Debug
+    )
+    const fetchTask = (
+      call: grpc.ServerUnaryCall<WorkerProtocol.FetchTaskRequest, WorkerProtocol.FetchTaskReply>,
+      callback: grpc.sendUnaryData<WorkerProtocol.FetchTaskReply>
+    ): void => {
+      const { request } = call
+      const fetch: MasterState.FetchRequest = {
+        node: request.node_key,
+        fetchId: request.fetch_id,
+        wait: request.wait_ms,
+        maxTasks: request.max_tasks,
+        running: request.running
+      }
+      const withdraw = state.fetchNow(fetch, (answer) => {
+        if (Either.isLeft(answer)) {
+          return callback(toStatus(Cause.fail(answer.left)))
+        }
+        const tasks = answer.right
+        if (debugOn) {
+          run(Effect.logDebug(MasterState.describeFetch(fetch, tasks)), () => {})
+        }
+        const [first, ...more] = tasks.map((task) => ({
+          id: task.id,
+          payload: task.payload,
+          priority: task.priority,
+          created_at_ms: String(task.createdAt)
+        }))
+        callback(null, { task: first ?? null, more_tasks: more, waits: true })
+      })
+      // A client that gives up (a waiting fetch whose worker went away) ends the wait.
+      if (withdraw !== undefined) {
+        call.once("cancelled", withdraw)
+      }
+    }
+
     const taskHandlers: WorkerProtocol.TaskServiceHandlers = {
-      FetchTask: unary<WorkerProtocol.FetchTaskRequest, WorkerProtocol.FetchTaskReply>("FetchTask", (request) =>
-        Effect.map(
-          state.fetch({
-            node: request.node_key,
-            fetchId: request.fetch_id,
-            wait: request.wait_ms,
-            maxTasks: request.max_tasks,
-            running: request.running
-          }),
-          (tasks) => {
-            const [first, ...more] = tasks.map((task) => ({
-              id: task.id,
-              payload: task.payload,
-              priority: task.priority,
-              created_at_ms: String(task.createdAt)
-            }))
-            return { task: first ?? null, more_tasks: more, waits: true }
+      FetchTask: (call, callback) => {
+        // A call the client gave up on before we got to it changes nothing: its reply would be lost.
+        if (call.cancelled) {
+          return
+        }
+        // The injected failures, when there may be one, as every other call's.
+        if (!state.mayFail("FetchTask")) {
+          return fetchTask(call, callback)
+        }
+        run(state.injectFailure("FetchTask"), (exit) => {
+          if (Exit.isFailure(exit)) {
+            callback(toStatus(exit.cause))
+          } else if (!call.cancelled) {
+            fetchTask(call, callback)
           }
-        )),
+        })
+      },
       ReportStatus: unary<WorkerProtocol.ReportStatusRequest, WorkerProtocol.ReportStatusReply>(
         "ReportStatus",
         (request) =>
@@ -636,15 +689,11 @@ export const make = (options: Options = {}): Effect.Effect<Master, MasterError, 
           return port
         }
         const created = new grpc.Server(serverOptions)
-        created.addService(WorkerProtocol.NodeService, nodeHandlers)
+        created.addService(nodeService, nodeHandlers)
         created.addService(WorkerProtocol.TaskService, taskHandlers)
         health.addToServer(created)
         const bound = yield* bind(created, `${hostPart}:${port}`, credentials).pipe(
-          Effect.tapError(() =>
-            Effect.sync(() =>
-              created.forceShutdown()
-            )
-          )
+          Effect.tapError(() => Effect.sync(() => created.forceShutdown()))
         )
         yield* Ref.set(server, created)
         return bound

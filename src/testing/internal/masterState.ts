@@ -5,23 +5,25 @@
  * simulated network; both answer exactly alike because both are this.
  *
  * Times come from `Clock` and injected failures from `Random`, both read from
- * the fiber that runs the operation.
+ * the fiber that runs the operation; a fetch, which waits without a fiber of
+ * its own, reads the `Clock` of the fiber that made the master.
  *
  * @internal
  */
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
-import { identity } from "effect/Function"
+import * as FiberRef from "effect/FiberRef"
+import * as FiberRefs from "effect/FiberRefs"
 import * as HashMap from "effect/HashMap"
 import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
-import * as Ref from "effect/Ref"
+import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import * as Validate from "../../internal/shared/validate.js"
@@ -232,6 +234,17 @@ export interface MasterState {
    * fetch counts as a heartbeat, and a node with a fetch waiting is online.
    */
   readonly fetch: (request: FetchRequest) => Effect.Effect<ReadonlyArray<TaskInfo>, Rejection>
+  /**
+   * `fetch` without a fiber, for a transport that answers by callback: `answer` is called once, at once or when
+   * the fetch stops waiting. Returns, for a fetch that waits, the function that withdraws it (its caller went
+   * away: `answer` is then never called); undefined when it was answered at once. Logs nothing.
+   */
+  readonly fetchNow: (
+    request: FetchRequest,
+    answer: (answer: Either.Either<ReadonlyArray<TaskInfo>, Rejection>) => void
+  ) => (() => void) | undefined
+  /** Whether `injectFailure(operation)` may fail now: when not, a transport may skip it. */
+  readonly mayFail: (operation: string) => boolean
   /** Idempotent by `key`, forward only. */
   readonly report: (report: Report) => Effect.Effect<ReportOutcome, Rejection>
   /**
@@ -258,7 +271,7 @@ export interface MasterState {
 }
 
 // -------------------------------------------------------------------------------------------------
-// State: one immutable value in a Ref, changed by pure transitions
+// State: one immutable value, changed by pure transitions
 // -------------------------------------------------------------------------------------------------
 
 interface TaskRecord extends TaskInfo {
@@ -296,6 +309,11 @@ interface State {
   readonly nodeCount: number
   readonly subscriptionCount: number
   readonly tasks: HashMap.HashMap<string, TaskRecord>
+  /**
+   * The tasks a fetch may hand out or hand out again, `PENDING` or `ASSIGNED`, the same records as in `tasks`: a
+   * fetch looks through these only, not through every task the master ever had.
+   */
+  readonly open: HashMap.HashMap<string, TaskRecord>
   readonly nodes: HashMap.HashMap<string, NodeRecord>
   /** By node, then generation: an old stream's end removes only its own entry. */
   readonly subscriptions: HashMap.HashMap<string, HashMap.HashMap<number, Subscription>>
@@ -323,6 +341,7 @@ const emptyState: State = {
   nodeCount: 0,
   subscriptionCount: 0,
   tasks: HashMap.empty(),
+  open: HashMap.empty(),
   nodes: HashMap.empty(),
   subscriptions: HashMap.empty(),
   fetches: HashMap.empty()
@@ -359,7 +378,10 @@ const change = (
 
 const putTask = (state: State, task: TaskRecord): State => ({
   ...state,
-  tasks: HashMap.set(state.tasks, task.id, task)
+  tasks: HashMap.set(state.tasks, task.id, task),
+  open: task.status === "PENDING" || task.status === "ASSIGNED"
+    ? HashMap.set(state.open, task.id, task)
+    : HashMap.remove(state.open, task.id)
 })
 
 // The node's own tasks first (pending, or handed out to it and unconfirmed for `redeliverAfter`), then
@@ -371,7 +393,7 @@ const nextTask = (state: State, node: string, now: number, redeliverAfter: numbe
     task.status === "PENDING"
       ? task.node === undefined || task.node === node
       : task.status === "ASSIGNED" && task.node === node && now - (task.handedOutAt ?? now) >= redeliverAfter
-  for (const task of HashMap.values(state.tasks)) {
+  for (const task of HashMap.values(state.open)) {
     if (!eligible(task)) continue
     if (
       best === undefined ||
@@ -387,7 +409,7 @@ const nextTask = (state: State, node: string, now: number, redeliverAfter: numbe
 const fetchedBefore = (state: State, node: string, fetchId: string): ReadonlyArray<TaskRecord> => {
   if (fetchId === "") return []
   const found: Array<TaskRecord> = []
-  for (const task of HashMap.values(state.tasks)) {
+  for (const task of HashMap.values(state.open)) {
     if (task.fetchId === fetchId && task.node === node && task.status === "ASSIGNED") found.push(task)
   }
   return found.sort((a, b) => a.seq - b.seq)
@@ -438,7 +460,7 @@ const nextTasks = (state: State, node: string, now: number, redeliverAfter: numb
 // When the node's next hand-out that waits for its confirmation may go out again; undefined when none waits.
 const nextRedelivery = (state: State, node: string, redeliverAfter: number): number | undefined => {
   let next: number | undefined
-  for (const task of HashMap.values(state.tasks)) {
+  for (const task of HashMap.values(state.open)) {
     if (task.status === "ASSIGNED" && task.node === node && task.handedOutAt !== undefined) {
       const due = task.handedOutAt + redeliverAfter
       if (next === undefined || due < next) next = due
@@ -451,7 +473,7 @@ const nextRedelivery = (state: State, node: string, redeliverAfter: number): num
 // take them. A retried fetch answered again does not count: the node may be running the task, its RUNNING late.
 const giveUpUnconfirmed = (state: State, node: string, now: number, redeliverAfter: number, maxHandOuts: number) => {
   let next = state
-  for (const task of HashMap.values(state.tasks)) {
+  for (const task of HashMap.values(state.open)) {
     if (
       task.status === "ASSIGNED" && task.node === node && task.deliveries >= maxHandOuts &&
       now - (task.handedOutAt ?? now) >= redeliverAfter
@@ -624,10 +646,34 @@ const validInterval = (
 
 const isInt32 = (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31
 
+const emptyField = (field: string) => new Rejection({ reason: "InvalidArgument", message: `${field} is empty` })
+
 const required = (field: string, value: string): Effect.Effect<string, Rejection> =>
-  value === ""
-    ? Effect.fail(new Rejection({ reason: "InvalidArgument", message: `${field} is empty` }))
-    : Effect.succeed(value)
+  value === "" ? Effect.fail(emptyField(field)) : Effect.succeed(value)
+
+/** The log line of an answered fetch. */
+export const describeFetch = (request: FetchRequest, tasks: ReadonlyArray<TaskInfo>): string =>
+  `FetchTask ${request.node} ${request.fetchId || "(no fetch id)"}: ${
+    tasks.length === 0 ? "no task" : tasks.map((t) => `${t.id} (handed out ${t.handedOut} times)`).join(", ")
+  }`
+
+// A fetch the master holds: answered once, by the look that finds its answer, unless withdrawn first.
+interface Waiter {
+  readonly node: string
+  readonly fetchId: string
+  readonly max: number
+  /** When the wait ends, on the master's clock. */
+  readonly end: number
+  /** Whether `end` is on a whole second, shared with the other waits ending then (see `endOfWait`). */
+  readonly coalesced: boolean
+  readonly answer: (answer: Either.Either<ReadonlyArray<TaskInfo>, Rejection>) => void
+  /** Answered or withdrawn. */
+  done: boolean
+  /** The shared second it waits for, when it waits for one. */
+  tick: number | undefined
+  /** Its own timer (a short wait's end, a redelivery due), when it has one. */
+  cancelTimer: (() => void) | undefined
+}
 
 const notRegistered = (node: string) =>
   new Rejection({ reason: "UnknownNode", message: `node ${node} is not registered; call Register first` })
@@ -650,17 +696,43 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
       options.maxHandOuts ?? defaults.maxHandOuts
     )
     const offlineAfter = 2 * Duration.toMillis(heartbeatInterval)
-    const failureRate = yield* Ref.make<{ readonly rate: number; readonly only?: ReadonlySet<string> | undefined }>({
+    let failureRate: { readonly rate: number; readonly only?: ReadonlySet<string> | undefined } = {
       rate: yield* validRate(options.failureRate ?? defaults.failureRate)
-    })
-    const state = yield* Ref.make(emptyState)
+    }
+    const settings = { redeliverAfter, maxHandOuts }
+    // The state, changed by one pure transition at a time, as a `Ref` would be, but also without a fiber: the
+    // fetches a master holds look at it from plain callbacks.
+    let current = emptyState
+    const modifyNow = <A>(f: (s: State) => readonly [A, State]): A => {
+      const [result, next] = f(current)
+      current = next
+      return result
+    }
+    const modify = <A>(f: (s: State) => readonly [A, State]): Effect.Effect<A> => Effect.sync(() => modifyNow(f))
+    const update = (f: (s: State) => State): Effect.Effect<void> =>
+      Effect.sync(() => {
+        current = f(current)
+      })
+    const getAndUpdate = (f: (s: State) => State): Effect.Effect<State> =>
+      Effect.sync(() => {
+        const before = current
+        current = f(current)
+        return before
+      })
+    const get = Effect.sync(() => current)
+    // The master's runtime and clock: a held fetch's timers run on them.
+    const runtime = yield* Effect.runtime<never>()
+    const clock = yield* Effect.clock
+    const scheduler = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentScheduler)
     // The master's memory starts here: task ids carry it, so a master started again never hands out an old id.
     const incarnation = newIncarnation()
 
+    const mayFail = (operation: string) =>
+      failureRate.rate > 0 && (failureRate.only === undefined || failureRate.only.has(operation))
     const injectFailure = (operation: string) =>
       Effect.gen(function*() {
-        const { only, rate } = yield* Ref.get(failureRate)
-        if (rate > 0 && (only === undefined || only.has(operation)) && (yield* Random.next) < rate) {
+        const { rate } = failureRate
+        if (mayFail(operation) && (yield* Random.next) < rate) {
           return yield* new Rejection({
             reason: "InjectedFailure",
             message: `${operation} failed on purpose (failureRate ${rate})`
@@ -678,140 +750,198 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
           })
         }
         const now = yield* Clock.currentTimeMillis
-        yield* Ref.update(state, registerNode(registration, now))
+        yield* update(registerNode(registration, now))
       })
 
     const heartbeat = (node: string, running: number) =>
       Effect.gen(function*() {
         yield* required("node_key", node)
         const now = yield* Clock.currentTimeMillis
-        const known = yield* Ref.modify(state, (s) =>
+        const known = yield* modify((s) =>
           Option.match(HashMap.get(s.nodes, node), {
             onNone: () => [false, s] as const,
             onSome: (record) =>
               [true, { ...s, nodes: HashMap.set(s.nodes, node, { ...record, lastHeartbeat: now, running }) }] as const
-          }))
+          })
+        )
         return known
       })
 
-    // Per node, completed and dropped on every change that may give the node's waiting fetch its answer: a task
-    // queued for it (a task for any node signals every node), the node forgotten, the master stopping. A waiting
-    // fetch takes its node's before it looks, so no change between its look and its wait is missed.
-    const changed = yield* Ref.make(HashMap.empty<string, Deferred.Deferred<void>>())
-    const changeOf = (node: string) =>
-      Effect.flatMap(Deferred.make<void>(), (fresh) =>
-        Ref.modify(changed, (m) =>
-          Option.match(HashMap.get(m, node), {
-            onSome: (found) => [found, m] as const,
-            onNone: () => [fresh, HashMap.set(m, node, fresh)] as const
-          })))
-    const signal = (node?: string | undefined) =>
-      Effect.flatMap(
-        Ref.modify(
-          changed,
-          (m): readonly [ReadonlyArray<Deferred.Deferred<void>>, HashMap.HashMap<string, Deferred.Deferred<void>>] => {
-            if (node === undefined) return [Array.from(HashMap.values(m)), HashMap.empty()]
-            const found = Option.getOrUndefined(HashMap.get(m, node))
-            return found === undefined ? [[], m] : [[found], HashMap.remove(m, node)]
-          }
-        ),
-        (woken): Effect.Effect<void> => Effect.forEach(woken, (d) => Deferred.succeed(d, undefined), { discard: true })
-      )
-    // The fetches held now, by node: a node with one is alive.
-    const waiting = yield* Ref.make(HashMap.empty<string, number>())
+    // The fetches held now, by node: a task queued for the node (a task for any node wakes every node), the
+    // node forgotten and the master stopping wake its waiters, each of which then looks again (see `signal`).
+    // Plain callbacks, not fibers: an idle fleet's master holds one fetch a worker, and what a held fetch costs is
+    // what it costs the master to keep it and to end it.
+    const waiters = new Map<string, Set<Waiter>>()
     // Set when the master stops: the fetches it holds are answered at once, and no new one waits.
-    const stopped = yield* Ref.make(false)
-    const holding = (node: string, change: number) =>
-      Ref.update(waiting, (m) => {
-        const n = Option.getOrElse(HashMap.get(m, node), () => 0) + change
-        return n === 0 ? HashMap.remove(m, node) : HashMap.set(m, node, n)
+    let stopped = false
+    // Runs `f` after `ms` of the master's clock (its `Clock`, a `TestClock`'s virtual time too); the function
+    // returned cancels it.
+    const after = (ms: number, f: () => void): () => void => {
+      const fiber = Runtime.runFork(runtime)(Effect.sleep(Math.max(0, ms)))
+      fiber.addObserver((exit) => {
+        if (Exit.isSuccess(exit)) f()
       })
+      return () => fiber.unsafeInterruptAsFork(FiberId.none)
+    }
     // The end of a long wait: on a whole second of the master's clock, up to a second early (the protocol lets a
     // master hold a fetch for less than its wait), so the waits that end within the same second end together, on one
     // timer. An idle fleet's fetches then cost the master one wake-up a second, not one per fetch.
     const endOfWait = (start: number, wait: number) =>
       wait >= coalesceFrom ? Math.max(start, Math.floor((start + wait) / coalesceTick) * coalesceTick) : start + wait
     // One timer per second at which waits end, shared by every fetch that waits for that second.
-    const ticks = new Map<number, Deferred.Deferred<void>>()
-    const tickAt = (at: number, now: number): Effect.Effect<Deferred.Deferred<void>> =>
-      Effect.suspend(() => {
-        const found = ticks.get(at)
-        if (found !== undefined) return Effect.succeed(found)
-        const tick = Deferred.unsafeMake<void>(FiberId.none)
+    const ticks = new Map<number, { readonly waiters: Set<Waiter>; readonly cancel: () => void }>()
+    const joinTick = (waiter: Waiter, at: number, now: number) => {
+      let tick = ticks.get(at)
+      if (tick === undefined) {
+        const joined = new Set<Waiter>()
+        tick = {
+          waiters: joined,
+          cancel: after(at - now, () => {
+            ticks.delete(at)
+            for (const each of joined) {
+              each.tick = undefined
+              look(each)
+            }
+          })
+        }
         ticks.set(at, tick)
-        return Effect.as(
-          Effect.forkDaemon(
-            Effect.zipRight(
-              Effect.sleep(Math.max(0, at - now)),
-              Effect.suspend(() => {
-                ticks.delete(at)
-                return Deferred.succeed(tick, undefined)
-              })
-            )
-          ),
-          tick
-        )
+      }
+      tick.waiters.add(waiter)
+      waiter.tick = at
+    }
+    // The waiter's timers go: it is answered, withdrawn, or about to set new ones.
+    const disarm = (waiter: Waiter) => {
+      const at = waiter.tick
+      if (at !== undefined) {
+        const tick = ticks.get(at)
+        waiter.tick = undefined
+        if (tick !== undefined && tick.waiters.delete(waiter) && tick.waiters.size === 0) {
+          ticks.delete(at)
+          tick.cancel()
+        }
+      }
+      waiter.cancelTimer?.()
+      waiter.cancelTimer = undefined
+    }
+    const release = (waiter: Waiter) => {
+      disarm(waiter)
+      const ofNode = waiters.get(waiter.node)
+      if (ofNode !== undefined && ofNode.delete(waiter) && ofNode.size === 0) waiters.delete(waiter.node)
+    }
+    const finish = (waiter: Waiter, answer: Either.Either<ReadonlyArray<TaskInfo>, Rejection>) => {
+      if (waiter.done) return
+      waiter.done = true
+      release(waiter)
+      waiter.answer(answer)
+    }
+    // One look of a fetch: its answer, or it waits until a change, the wait's end, or a hand-out of the node's that
+    // may go out again, whichever is first. True when it was answered.
+    const look = (waiter: Waiter): boolean => {
+      if (waiter.done) return true
+      const now = clock.unsafeCurrentTimeMillis()
+      const { node } = waiter
+      const tried = HashMap.has(current.nodes, node)
+        ? modifyNow(fetchTasks(node, waiter.fetchId, now, settings, waiter.max, now >= waiter.end || stopped))
+        : undefined
+      if (tried === undefined) {
+        finish(waiter, Either.left(notRegistered(node)))
+        return true
+      }
+      if (tried !== "Wait") {
+        finish(waiter, Either.right(tried))
+        return true
+      }
+      const due = nextRedelivery(current, node, redeliverAfter)
+      const until = Math.min(waiter.end, due === undefined ? Infinity : Math.max(due, now + 1))
+      if (until === waiter.end && waiter.coalesced) {
+        // Already on that second's timer (woken by a task it did not get): it stays there.
+        if (waiter.tick !== waiter.end) {
+          disarm(waiter)
+          joinTick(waiter, waiter.end, now)
+        }
+      } else {
+        disarm(waiter)
+        waiter.cancelTimer = after(until - now, () => {
+          waiter.cancelTimer = undefined
+          look(waiter)
+        })
+      }
+      let ofNode = waiters.get(node)
+      if (ofNode === undefined) waiters.set(node, ofNode = new Set())
+      ofNode.add(waiter)
+      return false
+    }
+    // Every waiter of the node (of every node when none is given) looks again, on the runtime's next turn, as a
+    // fiber woken then would: the tasks queued in one go (one fiber's step) go out in one answer, up to its
+    // `max_tasks`, not the first alone.
+    const woken = new Set<Waiter>()
+    const wake = () => {
+      const due = Array.from(woken)
+      woken.clear()
+      for (const waiter of due) look(waiter)
+    }
+    const signal = (node?: string | undefined) =>
+      Effect.sync(() => {
+        const first = woken.size === 0
+        if (node === undefined) {
+          for (const ofNode of waiters.values()) for (const waiter of ofNode) woken.add(waiter)
+        } else {
+          for (const waiter of waiters.get(node) ?? []) woken.add(waiter)
+        }
+        if (first && woken.size > 0) scheduler.scheduleTask(wake, 0)
       })
     // A node's fetch is a heartbeat too: the node is alive, and runs this many tasks.
+    const heardNow = (node: string, running: number | undefined, now: number) => {
+      const record = Option.getOrUndefined(HashMap.get(current.nodes, node))
+      if (record === undefined) return
+      current = {
+        ...current,
+        nodes: HashMap.set(current.nodes, node, { ...record, lastHeartbeat: now, running: running ?? record.running })
+      }
+    }
     const heard = (node: string, running: number | undefined, now: number) =>
-      Ref.update(state, (s) =>
-        Option.match(HashMap.get(s.nodes, node), {
-          onNone: () => s,
-          onSome: (record) => ({
-            ...s,
-            nodes: HashMap.set(s.nodes, node, { ...record, lastHeartbeat: now, running: running ?? record.running })
-          })
-        }))
+      Effect.sync(() => heardNow(node, running, now))
+
+    const fetchNow = (
+      request: FetchRequest,
+      answer: (answer: Either.Either<ReadonlyArray<TaskInfo>, Rejection>) => void
+    ): (() => void) | undefined => {
+      const { node } = request
+      if (node === "") {
+        answer(Either.left(emptyField("node_key")))
+        return undefined
+      }
+      const wait = Math.max(0, request.wait ?? 0)
+      const start = clock.unsafeCurrentTimeMillis()
+      const end = endOfWait(start, wait)
+      heardNow(node, request.running, start)
+      const waiter: Waiter = {
+        node,
+        fetchId: request.fetchId ?? "",
+        max: Math.max(1, request.maxTasks ?? 1),
+        end,
+        coalesced: end !== start + wait,
+        answer,
+        done: false,
+        tick: undefined,
+        cancelTimer: undefined
+      }
+      if (look(waiter)) return undefined
+      return () => {
+        if (waiter.done) return
+        waiter.done = true
+        release(waiter)
+      }
+    }
 
     const fetch = (request: FetchRequest) =>
-      Effect.gen(function*() {
-        const { node } = request
-        const fetchId = request.fetchId ?? ""
-        yield* required("node_key", node)
-        const max = Math.max(1, request.maxTasks ?? 1)
-        const wait = Math.max(0, request.wait ?? 0)
-        const start = yield* Clock.currentTimeMillis
-        const end = endOfWait(start, wait)
-        const attempt = (final: boolean) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) =>
-            Ref.modify(
-              state,
-              (s): readonly [FetchTry | undefined, State] =>
-                HashMap.has(s.nodes, node)
-                  ? fetchTasks(node, fetchId, now, { redeliverAfter, maxHandOuts }, max, final)(s)
-                  : [undefined, s]
-            ))
-        yield* heard(node, request.running, start)
-        const tasks = yield* Effect.gen(function*() {
-          while (true) {
-            const wake = yield* changeOf(node)
-            const now = yield* Clock.currentTimeMillis
-            const tried = yield* attempt(now >= end || (yield* Ref.get(stopped)))
-            if (tried === undefined) return yield* notRegistered(node)
-            if (tried !== "Wait") return tried
-            // Until a change, the wait's end, or a hand-out of the node's that may go out again, whichever is first.
-            const due = nextRedelivery(yield* Ref.get(state), node, redeliverAfter)
-            const until = Math.min(end, due === undefined ? Infinity : Math.max(due, now + 1))
-            yield* Effect.raceFirst(
-              Deferred.await(wake),
-              until === end && end !== start + wait
-                ? Effect.flatMap(tickAt(end, now), Deferred.await)
-                : Effect.sleep(Math.max(0, until - now))
-            )
-          }
-        }).pipe(
-          // Held: alive for as long as the call waits.
-          wait > 0
-            ? (held) => Effect.acquireUseRelease(holding(node, 1), () => held, () => holding(node, -1))
-            : identity
-        )
-        yield* Effect.logDebug(`FetchTask ${node} ${fetchId || "(no fetch id)"}: ${
-          tasks.length === 0
-            ? "no task"
-            : tasks.map((t) => `${t.id} (handed out ${t.handedOut} times)`).join(", ")
-        }`)
-        return tasks
-      })
+      Effect.tap(
+        Effect.async<ReadonlyArray<TaskInfo>, Rejection>((resume) => {
+          const withdraw = fetchNow(request, (answer) => resume(answer))
+          return withdraw === undefined ? undefined : Effect.sync(withdraw)
+        }),
+        (tasks) => Effect.logDebug(describeFetch(request, tasks))
+      )
 
     const report = (report: Report) =>
       Effect.gen(function*() {
@@ -828,7 +958,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         const now = yield* Clock.currentTimeMillis
         // Every call of a node is a sign of life.
         yield* heard(report.node, undefined, now)
-        const outcome = yield* Ref.modify(state, reportStatus(report, now))
+        const outcome = yield* modify(reportStatus(report, now))
         if (outcome instanceof Rejection) return yield* outcome
         return outcome
       })
@@ -838,8 +968,8 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         yield* required("node_key", node)
         const mailbox = yield* Mailbox.make<MasterRequest, Rejection>()
         const added = yield* Effect.acquireRelease(
-          Ref.modify(state, addSubscription(node, generation, mailbox)),
-          (added) => added instanceof Rejection ? Effect.void : Ref.update(state, removeSubscription(added.sub))
+          modify(addSubscription(node, generation, mailbox)),
+          (added) => added instanceof Rejection ? Effect.void : update(removeSubscription(added.sub))
         )
         if (added instanceof Rejection) return yield* added
         // One subscription per node and generation: the one it replaces ends.
@@ -850,7 +980,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
     const cancel = (id: string) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const result = yield* Ref.modify(state, cancelTask(id, now))
+        const result = yield* modify(cancelTask(id, now))
         if (result instanceof MasterError) return yield* result
         if (typeof result === "string") return result
         if (result === undefined) return "NoSubscription" as const
@@ -864,7 +994,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         if (typeof task.payload !== "string") return yield* invalid("payload", "expected a string")
         if (!isInt32(priority)) return yield* invalid("priority", `expected an int32, got ${priority}`)
         const now = yield* Clock.currentTimeMillis
-        return yield* Ref.modify(state, (s): readonly [string, State] => {
+        return yield* modify((s): readonly [string, State] => {
           const id = `task-${incarnation}-${s.taskCount + 1}`
           const record: TaskRecord = {
             id,
@@ -886,7 +1016,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
       })
 
     const dropSubscriptions = Effect.flatMap(
-      Ref.getAndUpdate(state, (s) => ({ ...s, subscriptions: HashMap.empty() })),
+      getAndUpdate((s) => ({ ...s, subscriptions: HashMap.empty() })),
       (s) =>
         Effect.forEach(
           Array.from(HashMap.values(s.subscriptions)).flatMap((byGeneration) =>
@@ -899,7 +1029,7 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
 
     const forget = (node: string) =>
       Effect.gen(function*() {
-        const before = yield* Ref.getAndUpdate(state, (s) => ({
+        const before = yield* getAndUpdate((s) => ({
           ...s,
           nodes: HashMap.remove(s.nodes, node),
           subscriptions: HashMap.remove(s.subscriptions, node),
@@ -917,32 +1047,36 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
 
     return {
       incarnation,
-      stopWaiting: Effect.zipRight(Ref.set(stopped, true), signal()),
+      stopWaiting: Effect.zipRight(
+        Effect.sync(() => {
+          stopped = true
+        }),
+        signal()
+      ),
       forget,
       enqueue,
       tasks: Effect.map(
-        Ref.get(state),
+        get,
         (s) => Array.from(HashMap.values(s.tasks)).sort((a, b) => a.seq - b.seq).map(toInfo)
       ),
       task: (id) =>
-        Effect.flatMap(Ref.get(state), (s) =>
+        Effect.flatMap(get, (s) =>
           Option.match(HashMap.get(s.tasks, id), {
             onNone: () => Effect.fail(new MasterError({ reason: "UnknownTask", message: `task ${id} not found` })),
             onSome: (task) => Effect.succeed(toInfo(task))
           })),
       nodes: Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const s = yield* Ref.get(state)
-        const held = yield* Ref.get(waiting)
+        const s = current
         return Array.from(HashMap.values(s.nodes)).sort((a, b) => a.seq - b.seq).map(({ seq: _seq, ...node }) => ({
           ...node,
           // Computed on read: no loop has to mark nodes offline. A node whose fetch the master holds is alive.
-          online: HashMap.has(held, node.key) ||
+          online: waiters.has(node.key) ||
             now - Math.max(node.registeredAt, node.lastHeartbeat ?? 0) <= offlineAfter
         }))
       }),
       subscriptions: Effect.map(
-        Ref.get(state),
+        get,
         (s) =>
           Array.from(HashMap.values(s.subscriptions)).reduce((n, byGeneration) => n + HashMap.size(byGeneration), 0)
       ),
@@ -951,13 +1085,17 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
         Effect.flatMap(
           validRate(rate),
           (valid) =>
-            Ref.set(failureRate, { rate: valid, only: options?.only === undefined ? undefined : new Set(options.only) })
+            Effect.sync(() => {
+              failureRate = { rate: valid, only: options?.only === undefined ? undefined : new Set(options.only) }
+            })
         ),
       dropSubscriptions,
       injectFailure,
       register,
       heartbeat,
       fetch,
+      fetchNow,
+      mayFail,
       report,
       subscribe
     } satisfies MasterState
