@@ -31,6 +31,10 @@
  *   service included unless `healthWithoutToken`.
  * - With `tls`: TLS only; with `tls.ca`, a client certificate signed by it is required (mutual TLS).
  *
+ * Over 400 lines, as one concept: the server, its handlers of each method,
+ * its credentials and its life (stop, restart, close), over the bookkeeping of
+ * `internal/masterState.ts`.
+ *
  * @since 0.1.0
  */
 import * as grpc from "@grpc/grpc-js"

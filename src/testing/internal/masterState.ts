@@ -8,6 +8,12 @@
  * the fiber that runs the operation; a fetch, which waits without a fiber of
  * its own, reads the `Clock` of the fiber that made the master.
  *
+ * Over 400 lines, as one concept: every operation is a transition of one
+ * state (nodes, tasks, reports, subscriptions, held fetches), and a held
+ * fetch is answered by the transition that queues its task. Its pure
+ * transitions could stand in a module of their own, apart from the waiters and
+ * timers that apply them; that split is still to make.
+ *
  * @internal
  */
 import * as Clock from "effect/Clock"
