@@ -111,6 +111,18 @@ export interface Outbox {
    * records the task as started, until its final report is added.
    */
   readonly add: (report: TaskSource.StatusReport) => Effect.Effect<void, OutboxError>
+  /**
+   * Adds the report as `add` does; when the store cannot take it (a full disk), keeps it in memory and stores it
+   * again (on `Retry.untilDone`) until it can, each failure logged, with `holding` around the wait: a task
+   * handler counts the report there, and holds back its fetches and its readiness. Interrupted (a drain), or
+   * refused for good (the outbox closed), the report is given up with an error line naming it. Never fails.
+   *
+   * @since 0.3.0
+   */
+  readonly addUntilStored: (
+    report: TaskSource.StatusReport,
+    holding?: (storing: Effect.Effect<void, OutboxError>) => Effect.Effect<void, OutboxError>
+  ) => Effect.Effect<void>
   /** The reports not delivered yet, oldest first. */
   readonly pending: Effect.Effect<ReadonlyArray<TaskSource.StatusReport>>
   /** How many reports wait. */
@@ -587,8 +599,36 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
       Effect.interruptible
     )
 
+    const lost = (report: TaskSource.StatusReport, why: string) =>
+      Effect.logError(`report ${report.key} is lost, ${why}: ${JSON.stringify(report)}`)
+    const storeAgain = (report: TaskSource.StatusReport, first: OutboxError) =>
+      Effect.logError(
+        `report ${report.key} could not be stored; held in memory, stored again until it is: ${first.message}`
+      ).pipe(
+        Effect.zipRight(
+          add(report).pipe(
+            Effect.tapError((again) =>
+              Effect.logWarning(`report ${report.key} still cannot be stored: ${again.message}`)
+            ),
+            Effect.retry({ schedule: Retry.untilDone, while: (again) => again.reason !== "Closed" }),
+            Effect.interruptible
+          )
+        ),
+        Effect.zipRight(Effect.logInfo(`report ${report.key} stored`)),
+        Effect.onInterrupt(() => lost(report, "the task handler stopped before it could be stored"))
+      )
+    const addUntilStored = (
+      report: TaskSource.StatusReport,
+      holding: (storing: Effect.Effect<void, OutboxError>) => Effect.Effect<void, OutboxError> = (storing) => storing
+    ) =>
+      add(report).pipe(
+        Effect.catchAll((error) => holding(storeAgain(report, error))),
+        Effect.catchAll((error) => lost(report, error.message))
+      )
+
     return {
       add,
+      addUntilStored,
       pending: Effect.sync(() => Array.from(queue.values(), (record) => record.report)),
       size: Effect.sync(() => queue.size),
       depth: depth.changes.pipe(Stream.changes),

@@ -45,7 +45,6 @@ import * as Membership from "./internal/taskHandler/membership.js"
 import * as Metrics from "./Metrics.js"
 import * as Outbox from "./Outbox.js"
 import * as Readiness from "./Readiness.js"
-import * as Retry from "./Retry.js"
 import * as TaskProcess from "./TaskProcess.js"
 import * as TaskSource from "./TaskSource.js"
 
@@ -184,9 +183,6 @@ export const TaskHandler: Context.TagClass<TaskHandler, "effect-grpc-resilience/
 // call for longer.
 const maxFetchWait = Duration.minutes(10)
 
-// Storing a report again after the outbox could not: soon, then less often.
-const storeAgain = Retry.untilDone
-
 /**
  * The error of a task that was running when its worker stopped (a crash, a
  * kill, a power loss): after the restart it is reported `ERROR` with this
@@ -311,8 +307,8 @@ const makeFor = <P, I, R>(
       (previous) => Deferred.succeed(previous, undefined)
     )
 
-    // A report that could not be stored is held here, counted, and stored again until it is; meanwhile no
-    // task is fetched. The retries are interruptible: a drain can end them, and says the report is lost.
+    // A report that could not be stored is held by the outbox, stored again until it is, and counted here;
+    // meanwhile no task is fetched. The retries are interruptible: a drain can end them.
     const held = (change: number) =>
       Effect.flatMap(
         Effect.sync(() => countNow((s) => ({ unpersisted: s.unpersisted + change }))),
@@ -331,31 +327,8 @@ const makeFor = <P, I, R>(
           )
       )
     const holding = Effect.sync(() => stats.unpersisted > 0)
-    const lost = (stored: TaskSource.StatusReport, why: string) =>
-      Effect.logError(`report ${stored.key} is lost, ${why}: ${JSON.stringify(stored)}`)
-    const storeAgainAndAgain = (stored: TaskSource.StatusReport, first: Outbox.OutboxError) =>
-      Effect.logError(
-        `report ${stored.key} could not be stored; held in memory, stored again until it is: ${first.message}`
-      ).pipe(
-        Effect.zipRight(
-          outbox.add(stored).pipe(
-            Effect.tapError((again) =>
-              Effect.logWarning(`report ${stored.key} still cannot be stored: ${again.message}`)
-            ),
-            Effect.retry({ schedule: storeAgain, while: (again) => again.reason !== "Closed" }),
-            Effect.interruptible
-          )
-        ),
-        Effect.zipRight(Effect.logInfo(`report ${stored.key} stored`)),
-        Effect.onInterrupt(() => lost(stored, "the task handler stopped before it could be stored"))
-      )
     const persist = (stored: TaskSource.StatusReport) =>
-      outbox.add(stored).pipe(
-        Effect.catchAll((error) =>
-          Effect.acquireUseRelease(held(1), () => storeAgainAndAgain(stored, error), () => held(-1))
-        ),
-        Effect.catchAll((error) => lost(stored, error.message))
-      )
+      outbox.addUntilStored(stored, (storing) => Effect.acquireUseRelease(held(1), () => storing, () => held(-1)))
 
     // The counter of each final status, tagged once rather than at every report.
     const ended = {
