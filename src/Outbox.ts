@@ -331,7 +331,6 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
       Effect.suspend(() => {
         const done: Array<number> = []
         for (const record of appended) {
-          enqueue(record)
           const { status, taskId } = record.report
           if (status === "RUNNING") {
             started.set(taskId, {
@@ -352,12 +351,18 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
             task.ended = true
           }
         }
-        for (const request of batch) {
-          writing.delete(request.report.key)
-          Deferred.unsafeDone(request.done, Exit.void)
-        }
-        nonEmpty.unsafeOpen()
-        return Effect.zipRight(publish, forget(done))
+        // The RUNNING records of tasks that ended here go before the final reports can be delivered: a final report
+        // delivered and removed while its RUNNING record is still on disk would name the task unfinished after a kill.
+        const deliverable = Effect.suspend(() => {
+          for (const record of appended) enqueue(record)
+          for (const request of batch) {
+            writing.delete(request.report.key)
+            Deferred.unsafeDone(request.done, Exit.void)
+          }
+          nonEmpty.unsafeOpen()
+          return publish
+        })
+        return Effect.zipRight(forget(done), deliverable)
       })
 
     const writeAdds = (batch: ReadonlyArray<Add>) => {
