@@ -779,8 +779,4 @@ export const layerConfig = (
   options: Options = {},
   configured: Config.Config.Wrap<Options> = config
 ): Layer.Layer<Master, MasterError | ConfigError.ConfigError> =>
-  Layer.scoped(Master, Effect.flatMap(Cfg.read(configured), (read) => make({ ...definedOnly(read), ...options })))
-
-// The options the configuration set: an absent one leaves the default.
-const definedOnly = (options: Options): Options =>
-  Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Options
+  Layer.scoped(Master, Effect.flatMap(Cfg.read(configured), (read) => make({ ...read, ...options })))
