@@ -1,15 +1,14 @@
 /**
  * The benchmarks' master: the embedded master (`Master.make`) alone in its own
- * process, as a user's master runs. It counts every call it receives, by method
- * (a server interceptor, before any handler), and every TCP connection its
- * HTTP/2 server accepts (stamped); reports its CPU time; queues tasks when
- * asked and tells each task's story; stops and restarts; and can be made busy:
- * a share of each 10 ms spent on other work, a master whose CPU is limited.
+ * process, as a user's master runs. It counts every call it receives, by method,
+ * and every TCP connection its HTTP/2 server accepts (stamped); reports its CPU
+ * time; queues tasks when asked and tells each task's story; stops and
+ * restarts; and can be made busy: a share of each 10 ms spent on other work, a
+ * master whose CPU is limited.
  *
  * Options from the environment: `SUBSCRIBE_KEEPALIVE` (a round that measures the master without the Subscribe
  * keepalive sets "0 millis"), `HEARTBEAT_INTERVAL`.
  */
-import * as grpc from "@grpc/grpc-js"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -19,17 +18,18 @@ import * as Scope from "effect/Scope"
 import http2 from "node:http2"
 import { cpuMs, now, serve } from "./child.js"
 
+// Every call the master receives, by method, and every TCP connection its HTTP/2 servers accept (stamped),
+// counted by the HTTP/2 servers grpc-js makes (it makes them with these two), before grpc-js sees the call: a
+// server interceptor would put a layer of its own under every message the master writes.
 const calls: Record<string, number> = {}
-const counting: grpc.ServerInterceptor = (method, call) => {
-  const name = method.path.slice(method.path.lastIndexOf("/") + 1)
-  calls[name] = (calls[name] ?? 0) + 1
-  return new grpc.ServerInterceptingCall(call)
-}
-
-// Every connection the master's HTTP/2 servers accept, stamped: grpc-js makes its servers with these two.
 const accepted: Array<number> = []
-const count = <S extends { on: (event: "connection", listener: () => void) => unknown }>(server: S): S => {
+const count = <S extends http2.Http2Server | http2.Http2SecureServer>(server: S): S => {
   server.on("connection", () => void accepted.push(now()))
+  server.on("stream", (_stream, headers) => {
+    const path = headers[":path"] ?? ""
+    const name = path.slice(path.lastIndexOf("/") + 1)
+    calls[name] = (calls[name] ?? 0) + 1
+  })
   return server
 }
 const createServer = http2.createServer
@@ -60,7 +60,6 @@ const { make } = await import("../src/testing/Master.js")
 const scope = Effect.runSync(Scope.make())
 const master = await Effect.runPromise(
   make({
-    serverOptions: { interceptors: [counting] },
     ...(subscribeKeepalive === undefined ? {} : { subscribeKeepalive }),
     ...(heartbeatInterval === undefined ? {} : { heartbeatInterval })
   }).pipe(Scope.extend(scope), Logger.withMinimumLogLevel(LogLevel.None))
