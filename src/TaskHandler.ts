@@ -13,6 +13,7 @@
  * @since 0.1.0
  */
 import * as grpc from "@grpc/grpc-js"
+import * as Arr from "effect/Array"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -25,14 +26,18 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as FiberMap from "effect/FiberMap"
+import * as FiberRef from "effect/FiberRef"
+import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Predicate from "effect/Predicate"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
+import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -330,24 +335,30 @@ const makeFor = <P, I, R>(
     const persist = (stored: TaskSource.StatusReport) =>
       outbox.addUntilStored(stored, (storing) => Effect.acquireUseRelease(held(1), () => storing, () => held(-1)))
 
-    // The counter of each final status, tagged once rather than at every report.
-    const ended = {
-      FINISHED: Metric.increment(Metric.tagged(Metrics.tasks, "status", "FINISHED")),
-      ERROR: Metric.increment(Metric.tagged(Metrics.tasks, "status", "ERROR")),
-      CANCELLED: Metric.increment(Metric.tagged(Metrics.tasks, "status", "CANCELLED"))
+    // The counter of each final status, with this task handler's labels resolved once: the series `Metric.increment`
+    // would find under the fiber's labels, found without building its key again at every report.
+    const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
+    const counter = (status: TaskSource.ReportedStatus) => {
+      const series = Metric.taggedWithLabels(Metrics.tasks, Arr.union([MetricLabel.make("status", status)], labels))
+      return Effect.sync(() => series.unsafeUpdate(1, []))
     }
-    const report = (taskId: string, status: TaskSource.ReportedStatus, error = "") =>
-      Effect.zipRight(
-        status === "RUNNING" ? Effect.void : ended[status],
-        persist({ key: `${taskId}:${status}`, taskId, status, error })
-      )
+    const ended = { FINISHED: counter("FINISHED"), ERROR: counter("ERROR"), CANCELLED: counter("CANCELLED") }
+    const report = (taskId: string, status: TaskSource.ReportedStatus, error = "") => {
+      const stored = persist({ key: `${taskId}:${status}`, taskId, status, error })
+      return status === "RUNNING" ? stored : Effect.zipRight(ended[status], stored)
+    }
 
     // After a reconnection: when the connection became Ready, until the first task is fetched.
     const reconnectedAt = yield* Ref.make<number | undefined>(undefined)
 
-    // One task, from the payload to its last report; an interruption (cancel, shutdown) is reported CANCELLED.
-    const runTask = (incoming: TaskSource.IncomingTask) =>
+    // One task, from the payload to its last report; an interruption (cancel, shutdown) is reported CANCELLED. It
+    // runs in a fiber of its own, whose log annotations are set once, never restored (`annotateLogs` would).
+    const runTask = (incoming: TaskSource.IncomingTask): Effect.Effect<void, never, R> =>
       Effect.gen(function*() {
+        yield* FiberRef.update(
+          FiberRef.currentLogAnnotations,
+          (annotations) => HashMap.set(HashMap.set(annotations, "fiber", "runner"), "task", incoming.id)
+        )
         const payload = decode(incoming.payload)
         if (Either.isLeft(payload)) {
           const issues = ParseResult.ArrayFormatter.formatErrorSync(payload.left)
@@ -371,10 +382,6 @@ const makeFor = <P, I, R>(
         // ended (at Debug, the start too: the process-level tests count a task's starts with it).
         yield* Effect.logDebug(`task ${task.id} started`)
         yield* options.run(task).pipe(
-          // One context for the task, in one step: the app's services and the task's own.
-          Effect.provide(
-            Context.add(context, TaskProcess.RunningTask, TaskProcess.running(outbox, task.id)) as Context.Context<R>
-          ),
           Effect.onExit((exit) => {
             if (Exit.isSuccess(exit)) {
               return Effect.logInfo(`task ${task.id} finished`).pipe(
@@ -399,11 +406,7 @@ const makeFor = <P, I, R>(
           }),
           Effect.ignore
         )
-      }).pipe(
-        Effect.annotateLogs({ fiber: "runner", task: incoming.id }),
-        // A freed runner may fetch the next task at once.
-        Effect.ensuring(Effect.zipRight(count((s) => ({ running: s.running - 1 })), poke))
-      )
+      })
 
     // Whether the master hears the node without a heartbeat: it holds a waiting fetch of the node (`waits`), or
     // answered one within the heartbeat interval.
@@ -429,6 +432,7 @@ const makeFor = <P, I, R>(
       Effect.gen(function*() {
         let started = 0
         countNow((s) => ({ fetched: s.fetched + tasks.length }))
+        const fiberRefs = yield* Effect.getFiberRefs
         for (const incoming of tasks) {
           yield* Effect.logDebug(`task ${incoming.id} fetched`)
           // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
@@ -439,7 +443,25 @@ const makeFor = <P, I, R>(
             continue
           }
           countNow((s) => ({ running: s.running + 1 }))
-          yield* FiberMap.run(runners, incoming.id, runTask(incoming))
+          // Its runner starts in a runtime of its own, with one context for the task: the app's services and the
+          // task's own, given in one step rather than provided around the task and restored after it.
+          const runtime = Runtime.make({
+            context: Context.add(
+              context,
+              TaskProcess.RunningTask,
+              TaskProcess.running(outbox, incoming.id)
+            ) as Context.Context<R>,
+            fiberRefs,
+            runtimeFlags: Runtime.defaultRuntimeFlags
+          })
+          const runner = Runtime.runFork(runtime)(runTask(incoming))
+          yield* FiberMap.set(runners, incoming.id, runner)
+          // Once it has ended, however (a runner interrupted before its first step too): a freed runner may fetch the
+          // next task at once.
+          runner.addObserver(() => {
+            countNow((s) => ({ running: s.running - 1 }))
+            wake.unsafeOffer(undefined)
+          })
           started++
         }
         if (started > 0) {
@@ -524,8 +546,7 @@ const makeFor = <P, I, R>(
           yield* Effect.yieldNow()
           // Taken before the look: a change after the look still ends the fetch.
           const guard = yield* Ref.get(mayNotWait)
-          // From the count, not the runner map: a runner ending pokes after its count went down, and may still
-          // be in the map for a moment.
+          // From the count, which a runner lowers as it ends, before it pokes.
           const free = maxRunners - stats.running
           const member = yield* membership.current
           if (free <= 0 || (yield* holding) || Option.isNone(member)) {
