@@ -432,7 +432,8 @@ const makeFor = <P, I, R>(
       Effect.gen(function*() {
         let started = 0
         countNow((s) => ({ fetched: s.fetched + tasks.length }))
-        const fiberRefs = yield* Effect.getFiberRefs
+        // The fetch's own fiber refs and runtime flags, as a fork would take them.
+        const { fiberRefs, runtimeFlags } = yield* Effect.runtime<never>()
         for (const incoming of tasks) {
           yield* Effect.logDebug(`task ${incoming.id} fetched`)
           // A task handed out again (its first reply may have been lost) runs once: not when it runs now,
@@ -452,7 +453,7 @@ const makeFor = <P, I, R>(
               TaskProcess.running(outbox, incoming.id)
             ) as Context.Context<R>,
             fiberRefs,
-            runtimeFlags: Runtime.defaultRuntimeFlags
+            runtimeFlags
           })
           const runner = Runtime.runFork(runtime)(runTask(incoming))
           yield* FiberMap.set(runners, incoming.id, runner)
