@@ -29,6 +29,12 @@ interface Round {
 interface Measure extends Round {
   readonly tasksPerSecond: number
   readonly workerCpuMsPerTask: number
+  /** From the first task's start: the worker's own start (loading, connecting, registering) left out. */
+  readonly runningTasksPerSecond: number
+  readonly runningWorkerCpuMsPerTask: number
+  /** The worker's start: wall time and CPU before its first task started. */
+  readonly startMs: number
+  readonly startCpuMs: number
   readonly masterCpuMsPerTask: number
   readonly seconds: number
   /** Hand-outs per task: above 1, tasks went out again (a RUNNING report later than the master's redelivery). */
@@ -47,7 +53,7 @@ const runRound = (round: Round, count: number) =>
       quiet: true
     })
     const before = yield* master.ask<{ cpuMs: number }>({ cmd: "mark" })
-    const run = yield* worker.ask<{ ms: number; cpuMs: number }>({
+    const run = yield* worker.ask<{ ms: number; cpuMs: number; startMs: number; startCpuMs: number }>({
       cmd: "run",
       address: `127.0.0.1:${port}`,
       count,
@@ -71,11 +77,18 @@ const runRound = (round: Round, count: number) =>
       handOuts: handedOut / count,
       tasksPerSecond: count / (run.ms / 1000),
       workerCpuMsPerTask: run.cpuMs / count,
+      runningTasksPerSecond: count / ((run.ms - run.startMs) / 1000),
+      runningWorkerCpuMsPerTask: (run.cpuMs - run.startCpuMs) / count,
+      startMs: run.startMs,
+      startCpuMs: run.startCpuMs,
       masterCpuMsPerTask: (after.cpuMs - before.cpuMs) / count
     }
     yield* Effect.logInfo(
       `throughput ${round.contender} ${round.outbox} ${round.runners} runners: ${Math.round(measure.tasksPerSecond)}` +
-        ` tasks/s, worker ${measure.workerCpuMsPerTask.toFixed(2)} ms CPU/task, master ` +
+        ` tasks/s (${Math.round(measure.runningTasksPerSecond)} from the first task), worker ` +
+        `${measure.workerCpuMsPerTask.toFixed(2)} ms CPU/task (${
+          measure.runningWorkerCpuMsPerTask.toFixed(2)
+        }), master ` +
         `${measure.masterCpuMsPerTask.toFixed(2)} ms CPU/task, ${measure.handOuts.toFixed(2)} hand-outs a task`
     )
     return measure
@@ -111,7 +124,9 @@ export const throughput: Bench = ({ quick }) =>
         `${pinning.available ? "Master and worker each pinned to a core. " : ""}` +
         "Contenders: the library's defaults, and the same code configured as 0.2 worked (one task a fetch, " +
         "fetches that do not wait, one report a call). CPU is each process's user + system time over the round. " +
-        "Fresh processes every round.",
+        "Each figure is given for the whole round, from the worker's start, and, beside it, from its first task's " +
+        "start on: the worker's own start (loading, connecting, registering) is paid once per process, not per " +
+        "task, and is in its own columns. Fresh processes every round.",
       tables: [{
         title: "Tasks per second and CPU per task",
         columns: [
@@ -119,8 +134,11 @@ export const throughput: Bench = ({ quick }) =>
           "outbox",
           "runners",
           "tasks/s",
+          "from the first task",
           "worker CPU ms/task",
+          "from the first task",
           "master CPU ms/task",
+          "worker start (ms, CPU ms)",
           "hand-outs/task",
           "seconds"
         ],
@@ -129,8 +147,11 @@ export const throughput: Bench = ({ quick }) =>
           m.outbox,
           m.runners,
           Math.round(m.tasksPerSecond),
+          Math.round(m.runningTasksPerSecond),
           fixed(m.workerCpuMsPerTask),
+          fixed(m.runningWorkerCpuMsPerTask),
           fixed(m.masterCpuMsPerTask),
+          `${Math.round(m.startMs)}, ${Math.round(m.startCpuMs)}`,
           fixed(m.handOuts),
           fixed(m.seconds, 1)
         ])
@@ -139,7 +160,9 @@ export const throughput: Bench = ({ quick }) =>
         {
           name: "tasks/s with 100 runners, file-system outbox",
           target: ">= 1,000",
-          measured: String(Math.round(at100.tasksPerSecond)),
+          measured: `${Math.round(at100.tasksPerSecond)} (${
+            Math.round(at100.runningTasksPerSecond)
+          } from the first task)`,
           met: at100.tasksPerSecond >= 1000
         },
         {
@@ -151,7 +174,9 @@ export const throughput: Bench = ({ quick }) =>
         {
           name: "worker CPU per task, file-system outbox",
           target: "<= 1 ms",
-          measured: `${fixed(worstCpu)} ms (master: ${fixed(at100.masterCpuMsPerTask)} ms at 100 runners)`,
+          measured: `${fixed(worstCpu)} ms (${
+            fixed(Math.max(at100.runningWorkerCpuMsPerTask, at20.runningWorkerCpuMsPerTask))
+          } from the first task; master: ${fixed(at100.masterCpuMsPerTask)} ms at 100 runners)`,
           met: worstCpu <= 1
         }
       ],

@@ -49,12 +49,16 @@ const runOnce = (request: Record<string, unknown>) =>
     )
     const startedAt = now()
     const cpuAt = cpuMs()
+    // The first task's start: what came before it is the worker's start (loading, connecting, registering).
+    let first: { readonly at: number; readonly cpuMs: number } | undefined
     const context = yield* Layer.buildWithScope(
       TaskHandler.layer({
         connection: MasterLink,
         payload: Schema.Unknown,
         run: () =>
-          Effect.void,
+          Effect.sync(() => {
+            first ??= { at: now(), cpuMs: cpuMs() }
+          }),
         maxRunners: runners,
         ...(before ? { fetchWait: 0 } : {})
       }).pipe(
@@ -77,14 +81,15 @@ const runOnce = (request: Record<string, unknown>) =>
     yield* handler.status.pipe(
       Effect.repeat({
         schedule: Schedule.spaced("10 millis"),
-        until: (s) => s.finished >= count && s.running === 0
+        until: (s) =>
+          s.finished >= count && s.running === 0
       })
     )
     yield* handler.outbox.flush
     const ms = now() - startedAt
     const cpu = cpuMs() - cpuAt
     yield* Scope.close(scope, Exit.void)
-    return { ms, cpuMs: cpu }
+    return { ms, cpuMs: cpu, startMs: first!.at - startedAt, startCpuMs: first!.cpuMs - cpuAt }
   })
 
 serve(async (request) => {
