@@ -152,7 +152,7 @@ describe("Virtual time: a whole worker", () => {
           const attempts = (yield* network.dials) - dialed
           assert.isAtMost(attempts, most)
           // The connection's bound, and a few more: the task handler's fetch, heartbeat and membership loops wait
-          // on the connection's changes, so they add only a few wake-ups as the outage begins.
+          // on the connection's transitions (one an outage), so they add only a few wake-ups as the outage begins.
           assert.isAtMost(count, attempts + 4, `wake-ups: ${JSON.stringify([...yield* wakeups.byCaller])}`)
           // An hour in, the next attempt is up to the cap (30 s, jittered up to 36 s) away.
           yield* network.restore
