@@ -155,7 +155,7 @@ export interface Connection<S extends Services = Services> {
    * generation: the connection Ready, lost, Rejected, Closed; not the attempts
    * of a reconnection, so an outage of any length is one element (whose
    * `attempt` and `lastError` are its first attempt's). For what waits on the
-   * kind alone, as the task handler does: an hour's outage of 280 attempts
+   * kind alone, as the task handler does: an hour's outage of 240 attempts
    * wakes it once. `state` has the attempt under way.
    *
    * @since 0.3.0
