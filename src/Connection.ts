@@ -153,8 +153,8 @@ export interface Connection<S extends Services = Services> {
   /**
    * The current state, then each change of its kind (`_tag`) or of the Ready
    * generation: the connection Ready, lost, Rejected, Closed; not the attempts
-   * of a reconnection, so an outage of any length is one element (whose
-   * `attempt` and `lastError` are its first attempt's). For what waits on the
+   * of a reconnection, so an outage of any length is one element (with the
+   * `attempt` and `lastError` it began with). For what waits on the
    * kind alone, as the task handler does: an hour's outage of 240 attempts
    * wakes it once. `state` has the attempt under way.
    *
