@@ -148,8 +148,19 @@ export interface Connection<S extends Services = Services> {
   readonly address: string
   /** The current state. */
   readonly state: Effect.Effect<ConnectionState>
-  /** The current state, then every change. */
+  /** The current state, then every change: each attempt of a reconnection among them. */
   readonly changes: Stream.Stream<ConnectionState>
+  /**
+   * The current state, then each change of its kind (`_tag`) or of the Ready
+   * generation: the connection Ready, lost, Rejected, Closed; not the attempts
+   * of a reconnection, so an outage of any length is one element (with the
+   * `attempt` and `lastError` it began with). For what waits on the
+   * kind alone, as the task handler does: an hour's outage of 240 attempts
+   * wakes it once. `state` has the attempt under way.
+   *
+   * @since 0.3.0
+   */
+  readonly transitions: Stream.Stream<ConnectionState>
   /**
    * The client of the current generation: at once when the connection is
    * `Ready`, else after waiting for it, up to the lookup wait of the state.
@@ -403,6 +414,7 @@ export const make = <S extends Services, R = never>(
       breaker,
       state: currentState,
       changes: snapshot.changes.pipe(Stream.map((s) => s.state), Stream.changesWith(sameState)),
+      transitions: links.changes.pipe(Stream.map((s) => s.state)),
       client,
       check,
       readiness: readinessService

@@ -585,7 +585,7 @@ const makeFor = <P, I, R>(
           yield* report(taskId, "ERROR", message)
         }), { concurrency: "unbounded", discard: true })
       // The connection's own readiness: the node registers, and the task handler has started, only after it.
-      const waited = yield* conn.changes.pipe(
+      const waited = yield* conn.transitions.pipe(
         Stream.filter((state) => state._tag === "Ready"),
         Stream.runHead,
         Effect.timeoutOption(startupWait)
@@ -613,7 +613,7 @@ const makeFor = <P, I, R>(
       })
       yield* forkLoop(
         "ready",
-        conn.changes.pipe(
+        conn.transitions.pipe(
           Stream.filter((state) => state._tag === "Ready" && state.generation > 1),
           Stream.runForEach((state) => state._tag === "Ready" ? Ref.set(reconnectedAt, state.since) : Effect.void)
         )
@@ -622,7 +622,7 @@ const makeFor = <P, I, R>(
       yield* forkLoop("joined", Stream.runForEach(membership.joined, () => poke))
       yield* forkLoop(
         "fetch",
-        conn.changes.pipe(Stream.filter((state) => state._tag !== "Ready"), Stream.runForEach(() => endWaiting))
+        conn.transitions.pipe(Stream.filter((state) => state._tag !== "Ready"), Stream.runForEach(() => endWaiting))
       )
       yield* forkLoop("fetch", Effect.raceFirst(fetchLoop(membership), Deferred.await(stopping)))
     })

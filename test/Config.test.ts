@@ -54,6 +54,7 @@ describe("configuration from the environment", () => {
         RECONNECT_SHORT_CAP: "1 second",
         RECONNECT_SHORT_PHASE: "2 minutes",
         RECONNECT_LONG_CAP: "1 minute",
+        RECONNECT_MAX_CAP: "5 minutes",
         RECONNECT_JITTER: "0.1",
         RECONNECT_SOON: "50 millis",
         RECONNECT_SOON_FRACTION: "0.1",
@@ -138,6 +139,7 @@ describe("configuration from the environment", () => {
       assert.deepStrictEqual(reconnect.jitter, { min: 0.9, max: 1.1 })
       assert.deepStrictEqual([reconnect.soon, reconnect.soonCap].map(seconds), [0.05, 2])
       assert.strictEqual(reconnect.soonFraction, 0.1)
+      assert.strictEqual(seconds(reconnect.maxCap), 300)
       const call = yield* Env.read(Retry.callConfig).pipe(env(vars))
       assert.deepStrictEqual([call.retries, seconds(call.base), seconds(call.cap)], [2, 0.05, 1])
       const lookup = yield* Env.read(Retry.lookupConfig).pipe(env(vars))
@@ -256,7 +258,7 @@ describe("configuration from the environment", () => {
         /^\(Invalid data at \w+: "RECONNECT_BASE \(\w+\) must not exceed RECONNECT_SHORT_CAP \(\w+\)"\)$/
       )
       assert.match(
-        yield* failure(Retry.reconnectConfig, { RECONNECT_SOON: "31 seconds" }),
+        yield* failure(Retry.reconnectConfig, { RECONNECT_SOON: "3 minutes" }),
         /^\(Invalid data at \w+: "RECONNECT_SOON \(\w+\) must not exceed RECONNECT_SOON_CAP \(\w+\)"\)$/
       )
     }))

@@ -249,6 +249,34 @@ describe("Connection (virtual time)", () => {
       )
     }))
 
+  it.effect("transitions: an outage of many attempts is one element, a new generation another, the close one more", () =>
+    Effect.gen(function*() {
+      const { conn, net, scope } = yield* setup()
+      const changes: Array<string> = []
+      const transitions: Array<string> = []
+      const name = (state: ConnectionState.ConnectionState) =>
+        state._tag === "Ready"
+          ? `Ready ${state.generation}`
+          : "attempt" in state
+          ? `${state._tag} ${state.attempt}`
+          : state._tag
+      const watch = (stream: Stream.Stream<ConnectionState.ConnectionState>, into: Array<string>) =>
+        stream.pipe(Stream.runForEach((state) => Effect.sync(() => into.push(name(state)))), Effect.fork)
+      const watchers = [yield* watch(conn.changes, changes), yield* watch(conn.transitions, transitions)]
+      yield* TestClock.adjust("1 second")
+      yield* net.cut
+      yield* TestClock.adjust("20 seconds")
+      yield* net.restore
+      yield* TestClock.adjust("2 seconds")
+      assert.strictEqual((yield* conn.state)._tag, "Ready")
+      yield* Scope.close(scope, Exit.void)
+      yield* TestClock.adjust("1 second")
+      yield* Effect.forEach(watchers, Fiber.interrupt)
+      // Every attempt of the outage is a change; the outage as a whole is one transition, with its first attempt.
+      assert.isAbove(changes.filter((c) => c.startsWith("Reconnecting")).length, 20)
+      assert.deepStrictEqual(transitions, ["Connecting 1", "Ready 1", "Reconnecting 1", "Ready 2", "Closed"])
+    }))
+
   it.effect("an unknown service key fails the lookup at once, naming the key", () =>
     Effect.gen(function*() {
       const { conn } = yield* setup()

@@ -35,8 +35,9 @@ describe("Retry.reconnect", () => {
 
   it.effect("jitters every delay by 0.8 to 1.2 after the cap", () =>
     Effect.gen(function*() {
-      const low = yield* delaysOf(Retry.reconnect, 60).pipe(Effect.withRandom(Random.fixed([0])))
-      const high = yield* delaysOf(Retry.reconnect, 60).pipe(Effect.withRandom(Random.fixed([0.999999])))
+      // 50 delays: the outage stays under 16.7 minutes, where the 30 s cap starts to grow with it.
+      const low = yield* delaysOf(Retry.reconnect, 50).pipe(Effect.withRandom(Random.fixed([0])))
+      const high = yield* delaysOf(Retry.reconnect, 50).pipe(Effect.withRandom(Random.fixed([0.999999])))
       assert.deepStrictEqual(low.slice(0, 4), [400, 800, 1600, 1600])
       assert.deepStrictEqual(high.slice(0, 4).map(Math.round), [600, 1200, 2400, 2400])
       assert.strictEqual(Math.max(...low), 24_000)
@@ -47,7 +48,31 @@ describe("Retry.reconnect", () => {
     Effect.gen(function*() {
       const delays = yield* delaysOf(Retry.reconnect, 1000).pipe(Effect.withRandom(Random.fixed([0.5])))
       assert.strictEqual(delays.length, 1000)
-      assert.strictEqual(delays.at(-1), 30_000)
+      assert.strictEqual(delays.at(-1), 120_000)
+    }))
+
+  it.effect("a long outage: the 30 s cap until 3 % of the outage is longer (16.7 minutes), then that, up to 2 minutes", () =>
+    Effect.gen(function*() {
+      const delays = yield* delaysOf(Retry.reconnect, 200).pipe(Effect.withRandom(Random.fixed([0.5])))
+      let at = 0
+      for (const [i, delay] of delays.entries()) {
+        // The first minute and the climb to the long cap, as before; the cap then follows the outage.
+        if (at >= 90_000) {
+          assert.strictEqual(delay, Math.min(120_000, Math.max(30_000, Math.round(0.03 * at))), `step ${i} at ${at} ms`)
+        }
+        at += delay
+      }
+      // 30 s apart until 1000 s into the outage, and 120 s apart from 4000 s on.
+      const at1000 = delays.findIndex((_, i) => delays.slice(0, i + 1).reduce((a, b) => a + b, 0) > 1_000_000)
+      assert.deepStrictEqual(delays.slice(at1000 - 3, at1000), [30_000, 30_000, 30_000])
+      assert.strictEqual(delays.at(-1), 120_000)
+    }))
+
+  it.effect("a long cap above the 2 minutes the cap grows to is kept", () =>
+    Effect.gen(function*() {
+      const schedule = Retry.reconnectWith({ longCap: "5 minutes", jitter: { min: 1, max: 1 } })
+      const delays = yield* delaysOf(schedule, 50)
+      assert.strictEqual(delays.at(-1), 300_000)
     }))
 
   it.effect("takes its shape from options", () =>
@@ -93,7 +118,7 @@ describe("Retry.reconnect, by what a failure cost the master", () => {
     }
   })
 
-  it.effect("after a cheap failure: 250 ms, then 3 % of the outage so far, up to 30 s", () =>
+  it.effect("after a cheap failure: 250 ms, then 3 % of the outage so far, up to 2 minutes", () =>
     Effect.gen(function*() {
       const delays = yield* delaysFor(Retry.reconnect, Array.from({ length: 260 }, () => refused)).pipe(
         Effect.withRandom(Random.fixed([0.5]))
@@ -104,10 +129,10 @@ describe("Retry.reconnect, by what a failure cost the master", () => {
       // Each later step waits 3 % of the time so far, until the cap.
       let at = 0
       for (const [i, delay] of delays.entries()) {
-        if (i >= 34) assert.strictEqual(delay, Math.min(30_000, Math.round(0.03 * at)), `step ${i} at ${at} ms`)
+        if (i >= 34) assert.strictEqual(delay, Math.min(120_000, Math.round(0.03 * at)), `step ${i} at ${at} ms`)
         at += delay
       }
-      assert.strictEqual(delays.at(-1), 30_000)
+      assert.strictEqual(delays.at(-1), 120_000)
     }))
 
   it.effect("after a costly failure: as if every failure had been costly, so a fleet refused for a while backs off at the cap", () =>

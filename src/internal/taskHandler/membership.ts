@@ -205,14 +205,14 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
     // Between generations the node holds no registration the master could serve.
     yield* forkLoop(
       "membership",
-      connection.changes.pipe(
+      connection.transitions.pipe(
         Stream.filter((state) => state._tag !== "Ready"),
         Stream.runForEach(() => setMember(Readiness.CheckResult.Pending()))
       )
     )
     // While the node is a member, every interval, unless the master heard the node otherwise; between
     // registrations (a lost connection, a rejoin) it waits for the next one, and does not tick.
-    const awaitMember = Stream.merge(joined.changes, connection.changes).pipe(
+    const awaitMember = Stream.merge(joined.changes, connection.transitions).pipe(
       Stream.mapEffect(() => current),
       Stream.filter(Option.isSome),
       Stream.runHead
