@@ -604,8 +604,8 @@ export const fromStatus = (
     const changes = Stream.zipLatest(connection.changes, held.changes).pipe(
       Stream.map(([status, held]) => withHeld(status, held))
     )
-    // A result the check already has is no change, and wakes nobody: a holder that says Pending on every attempt of
-    // a reconnection costs the watchers of the readiness nothing after the first.
+    // A result the check already has is no change, and wakes nobody: a holder that says the same again (Pending once
+    // more during a reconnection) costs the watchers of the readiness nothing.
     const set = (id: number, result: CheckResult) =>
       Effect.flatMap(
         SubscriptionRef.get(held),

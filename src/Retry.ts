@@ -152,9 +152,11 @@ export interface ReconnectOptions {
    */
   readonly soonFraction?: number | undefined
   /**
-   * The longest delay after a cheap failure. Default 2 minutes, as `maxCap`:
-   * a cheap failure never waits longer than a costly one would (the costly
-   * cap grows with the same share of the outage).
+   * The longest delay after a cheap failure. Default: the costly one's
+   * longest, `maxCap` (or `longCap` when that is above it), 2 minutes by
+   * default: a cheap failure never waits longer than a costly one would (the
+   * costly cap grows with the same share of the outage), and lowering
+   * `maxCap` alone lowers both.
    *
    * @since 0.2.0
    */
@@ -218,8 +220,8 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
   const longCap = Duration.toMillis(options.longCap ?? reconnectDefaults.longCap)
   const soon = Duration.toMillis(options.soon ?? reconnectDefaults.soon)
   const soonFraction = options.soonFraction ?? reconnectDefaults.soonFraction
-  const soonCap = Duration.toMillis(options.soonCap ?? reconnectDefaults.soonCap)
   const maxCap = Duration.toMillis(options.maxCap ?? reconnectDefaults.maxCap)
+  const soonCap = options.soonCap === undefined ? Math.max(longCap, maxCap) : Duration.toMillis(options.soonCap)
   const { max, min } = options.jitter ?? reconnectDefaults.jitter
   return Schedule.makeWithState<ReconnectState, unknown, Duration.Duration>(
     { since: undefined, young: 0, old: 0 },
@@ -262,8 +264,11 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
  * Attempts in an outage (50 jitter seeds, median): against a refused master,
  * 101 in the first minute, 192 in 15 minutes, 239 in an hour (236 to 242), 449
  * in 8 hours, 929 in a day; against connect timeouts of 3 s, 13, 41, 85, 290
- * and 759. Until 16.7 minutes nothing differs from 0.2's 30 s caps; after,
- * 0.2 made 282 and 123 attempts in an hour, 3042 and 2632 in a day.
+ * and 759. With a 30 s cap (`maxCap` and `soonCap` 30 s) nothing differs
+ * until 16.7 minutes; after, it makes 282 and 123 attempts in an hour, 3042
+ * and 2632 in a day. 0.2 capped a cheap failure's delay at 4 s: about 995
+ * attempts an hour against a refused master, 21,700 a day
+ * (`maxCap: "30 seconds"`, `soonCap: "4 seconds"` give that schedule back).
  *
  * The 2-minute cap is gRPC's own connection backoff's. What it gains: a master
  * down for hours is tried 30 times an hour, not 120, and a fleet that waited
@@ -271,8 +276,8 @@ export const reconnectWith = (options: ReconnectOptions = {}): Schedule.Schedule
  * seconds (1000 workers: 8 connections a second instead of 33). What it costs:
  * the wait after the master is back grows with the outage, up to 3 % of it
  * (jittered, 3.6 %): about 54 s on average after an hour's outage, against
- * 15 s with a 30 s cap. Outages shorter than 16.7 minutes (a restart, a
- * blip, a deploy) are tried as before.
+ * 15 s with a 30 s cap and about 2 s with 0.2's 4 s cap. Outages of up to
+ * about 2 minutes (a restart, a blip, a deploy) are tried as in 0.2.
  *
  * @since 0.1.0
  * @category schedules
@@ -469,7 +474,8 @@ export const transient: {
 /**
  * The reconnection schedule's shape: `reconnectBase`, `reconnectFactor`, `reconnectShortCap`,
  * `reconnectShortPhase`, `reconnectLongCap`, `reconnectJitter` (a fraction: 0.2 is 0.8 to 1.2), `reconnectSoon`,
- * `reconnectSoonFraction`, `reconnectSoonCap` and `reconnectMaxCap`, each optional (in the environment `RECONNECT_BASE`, ...).
+ * `reconnectSoonFraction`, `reconnectSoonCap` and `reconnectMaxCap`, each optional (in the environment
+ * `RECONNECT_BASE`, ...).
  *
  * @since 0.1.0
  * @category config

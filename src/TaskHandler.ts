@@ -455,14 +455,18 @@ const makeFor = <P, I, R>(
             fiberRefs,
             runtimeFlags
           })
-          const runner = Runtime.runFork(runtime)(runTask(incoming))
-          yield* FiberMap.set(runners, incoming.id, runner)
-          // Once it has ended, however (a runner interrupted before its first step too): a freed runner may fetch the
-          // next task at once.
-          runner.addObserver(() => {
-            countNow((s) => ({ running: s.running - 1 }))
-            wake.unsafeOffer(undefined)
-          })
+          // Started, observed and in the map in one uninterruptible step: a shutdown between them would leave a
+          // runner the drain does not wait for, or a count never lowered.
+          yield* Effect.uninterruptible(Effect.suspend(() => {
+            const runner = Runtime.runFork(runtime)(runTask(incoming))
+            // Once it has ended, however (a runner interrupted before its first step too): a freed runner may fetch
+            // the next task at once.
+            runner.addObserver(() => {
+              countNow((s) => ({ running: s.running - 1 }))
+              wake.unsafeOffer(undefined)
+            })
+            return FiberMap.set(runners, incoming.id, runner)
+          }))
           started++
         }
         if (started > 0) {

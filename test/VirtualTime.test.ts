@@ -66,11 +66,12 @@ const connection = Effect.gen(function*() {
 
 const quiet = Logger.withMinimumLogLevel(LogLevel.None)
 
-// The longest the default schedule waits after a cheap failure `outage` into an outage, jittered at its longest.
+// The longest the default schedule waits after a cheap failure `outage` into an outage, jittered at its longest,
+// and a few seconds for the attempt itself (the simulated connect, readiness, a registration).
 const nextAttemptWithin = (outage: number) =>
   Duration.millis(
     Math.min(Duration.toMillis(Retry.reconnectDefaults.soonCap), Retry.reconnectDefaults.soonFraction * outage) *
-        Retry.reconnectDefaults.jitter.max + 1
+        Retry.reconnectDefaults.jitter.max + 5_000
   )
 
 describe("Virtual time: what wakes the clock", () => {
@@ -106,7 +107,7 @@ describe("Virtual time: what wakes the clock", () => {
           assert.strictEqual((yield* conn.state)._tag, "Ready")
         })
       ).pipe(Effect.withRandom(Random.make(1)), quiet),
-    // About 280 TestClock steps: a second or two alone, much longer beside the whole suite on a small machine.
+    // About 240 TestClock steps: a second or two alone, much longer beside the whole suite on a small machine.
     300_000
   )
 

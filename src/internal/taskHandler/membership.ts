@@ -140,7 +140,13 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
             at: yield* Clock.currentTimeMillis
           }
           yield* SubscriptionRef.set(joined, now)
-          yield* setMember(Readiness.CheckResult.Passed())
+          // Passed only while this generation is the Ready one: a reply handled after the link was lost must not
+          // overwrite the Pending set for the outage (the state changes before the loss is published, so a Pending
+          // for a loss after this look still comes after this write).
+          const state = yield* connection.state
+          if (state._tag === "Ready" && state.generation === generation) {
+            yield* setMember(Readiness.CheckResult.Passed())
+          }
           yield* Effect.logInfo(`node registered for generation ${generation}`)
           const streamEnd = source.subscribe(generation).pipe(
             Stream.runForEach((request) => options.cancel(request.taskId)),
