@@ -30,7 +30,7 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import { performance } from "node:perf_hooks"
-import { Connection, Readiness, TaskSource } from "../src/index.js"
+import { Connection, Readiness } from "../src/index.js"
 import type { Bench, Result, Table, Target } from "./Bench.js"
 import type { Contender } from "./contenders/Contender.js"
 import { library, libraryPrevious } from "./contenders/Library.js"
@@ -395,10 +395,11 @@ const report = (
     notes.push(
       `Library (blackhole): after the ${short.length} blackholes shorter than 12 s the task started a median ${
         seconds(percentile(short.map((m) => m.length + m.latency!), 50))
-      } after the blackhole BEGAN (its latency is that minus the length): nothing notices a ` +
-        `blackholed link before a FetchTask attempt misses its ${
-          Duration.format(TaskSource.defaults.fetchAttemptTimeout)
-        } deadline and the ${Duration.format(Readiness.defaults.probeTimeout)} probe that follows fails. ` +
+      } after the blackhole BEGAN (its latency is that minus the length): the fault proxy's blackhole leaves ` +
+        `the links it held dead after it ends, and an idle worker notices only when its Subscribe stream has been ` +
+        `silent for two keepalive intervals and a second (5 s with the embedded master's 2 s) and the ${
+          Duration.format(Readiness.defaults.probeTimeout)
+        } probe that follows fails. ` +
         `After the ${long.length} longer ones the median latency was ${
           seconds(percentile(long.map((m) => m.latency!), 50))
         }: the loss was found during the outage, and the reconnection attempt in flight at the restore may hang ` +
