@@ -7,7 +7,7 @@
  * missed target is reported, not failed; only a benchmark that breaks fails
  * the run.
  *
- *   npm run bench            # everything, full counts (about 25 minutes)
+ *   npm run bench            # everything, full counts (about 40 minutes)
  *   npm run bench:quick      # small counts (under 3 minutes)
  *   npm run bench -- membership crash   # some of them, into bench/partial/
  */
