@@ -152,11 +152,12 @@ export interface Connection<S extends Services = Services> {
   readonly changes: Stream.Stream<ConnectionState>
   /**
    * The current state (in an outage, the state it began with), then each
-   * change of its kind (`_tag`) or of the Ready generation: the connection Ready, lost, Rejected, Closed; not the attempts
-   * of a reconnection, so an outage of any length is one element (with the
-   * `attempt` and `lastError` it began with). For what waits on the
-   * kind alone, as the task handler does: an hour's outage of 240 attempts
-   * wakes it once. `state` has the attempt under way.
+   * change of its kind (`_tag`) or of the Ready generation: the connection
+   * Ready, lost, Rejected, Closed; not the attempts of a reconnection, so an
+   * outage of any length is one element (with the `attempt` and `lastError` it
+   * began with). For what waits on the kind alone, as the task handler does:
+   * an hour's outage of 240 attempts wakes it once. `state` has the attempt
+   * under way.
    *
    * @since 0.3.0
    */
