@@ -123,10 +123,12 @@ TS
   npx vitest run --reporter=verbose)
 }
 
-free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+# Whether nothing listens on 127.0.0.1:$1.
+port_free() { node -e 'const s=require("net").createServer();s.on("error",()=>process.exit(1));s.listen(Number(process.argv[1]),"127.0.0.1",()=>s.close())' "$1"; }
 
+# The master command with no variable set, as the README starts it: gRPC on 127.0.0.1:9666, admin on 9667.
 start_master() {
-  (cd "$work/node" && MASTER_PORT=$grpc_port ADMIN_PORT=$admin_port LOG_FORMAT=json \
+  (cd "$work/node" && unset MASTER_PORT MASTER_HOST ADMIN_PORT ADMIN_SOCKET && LOG_FORMAT=json \
     exec node_modules/.bin/effect-grpc-resilience-master >>"$work/master.log" 2>&1) &
   master_pid=$!
   pids+=("$master_pid")
@@ -158,11 +160,16 @@ finished() {
   return 1
 }
 
+# The README's worker and master at their defaults: no port, no address given.
 run_worker() {
-  grpc_port=$(free_port)
-  admin_port=$(free_port)
+  admin_port=9667
+  for port in 9666 9667; do
+    port_free "$port" || { echo "port $port is taken on this machine: the README's defaults cannot be run"; return 1; }
+  done
   start_master || return 1
-  (cd "$work/node" && MASTER_ADDRESS="127.0.0.1:$grpc_port" exec node dist/worker.js >"$work/worker.log" 2>&1) &
+  for _ in $(seq 1 50); do grep -q "master serving on 127.0.0.1:9666" "$work/master.log" && break; sleep 0.1; done
+  grep -q "master serving on 127.0.0.1:9666" "$work/master.log" || { echo "not on 9666:"; cat "$work/master.log"; return 1; }
+  (cd "$work/node" && unset MASTER_ADDRESS && exec node dist/worker.js >"$work/worker.log" 2>&1) &
   local worker_pid=$!
   pids+=("$worker_pid")
   local first

@@ -34,11 +34,13 @@ const adminConfig = {
   adminSocket: Config.option(Config.nonEmptyString("adminSocket"))
 }
 
-// The master's options, with the command's own defaults: port 9666 (the library's picks a free one).
+// The master's options, with the command's own defaults: port 9666 (the library's picks a free one). They are
+// optional (absent reads as undefined), so the default is put in place of undefined: `Config.withDefault` would
+// never apply.
 const masterConfig = {
   ...Master.config,
-  port: Config.withDefault(Master.config.port, 9666),
-  host: Config.withDefault(Master.config.host, "127.0.0.1")
+  port: Config.map(Master.config.port, (port) => port ?? 9666),
+  host: Config.map(Master.config.host, (host) => host ?? "127.0.0.1")
 }
 
 const MasterLive = Layer.unwrapEffect(
