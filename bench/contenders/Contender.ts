@@ -6,6 +6,7 @@
  */
 import type * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import type * as Master from "../../src/testing/Master.js"
 
 /** What a contender's worker is started with. */
 export interface StartOptions {
@@ -31,5 +32,7 @@ export interface Contender {
   readonly key: string
   /** As a person reads it in a table. */
   readonly name: string
+  /** The options of the embedded master it runs against, where they are not the defaults. */
+  readonly master?: Master.Options | undefined
   readonly start: (options: StartOptions) => Effect.Effect<RunningWorker, unknown, Scope.Scope>
 }

@@ -34,9 +34,11 @@ export const makeLibrary = (options: {
   readonly key: string
   readonly name: string
   readonly reconnectSchedule?: Schedule.Schedule<unknown, ConnectionState.ConnectError> | undefined
+  readonly master?: Contender["master"]
 }): Contender => ({
   key: options.key,
   name: options.name,
+  master: options.master,
   start: ({ address, nodeKey, started }) =>
     Effect.gen(function*() {
       let dials = 0
@@ -85,6 +87,16 @@ export const makeLibrary = (options: {
 })
 
 export const library: Contender = makeLibrary({ key: "library", name: "effect-grpc-resilience" })
+
+/**
+ * The library against a master that writes its `Subscribe` keepalive every 4 s, not 2: what a dead link's
+ * detection costs when the master's keepalive costs it half as much (9 s of silence, not 5, before the probe).
+ */
+export const libraryKeepalive4s: Contender = makeLibrary({
+  key: "library-keepalive-4s",
+  name: "effect-grpc-resilience, master keepalive every 4 s",
+  master: { subscribeKeepalive: "4 seconds" }
+})
 
 /** The library with the reconnect schedule it had before it read what a failure cost. */
 export const libraryPrevious: Contender = makeLibrary({

@@ -3,7 +3,7 @@
  */
 import type { Contender } from "../contenders/Contender.js"
 import { makeGoClientModel } from "../contenders/GoClientModel.js"
-import { library, libraryPrevious } from "../contenders/Library.js"
+import { library, libraryKeepalive4s, libraryPrevious } from "../contenders/Library.js"
 import { plain } from "../contenders/PlainGrpc.js"
 import { seeded } from "../seeded.js"
 
@@ -91,9 +91,11 @@ export const schedule = (s: Settings, seedValue = seed): ReadonlyArray<Outage> =
   )
 }
 
-export const contenders: ReadonlyArray<Contender> = [library, plain, makeGoClientModel({ seed })]
+const goModel = makeGoClientModel({ seed })
+/** The library also against a master whose keepalive is every 4 s: the detection its master's cost buys. */
+export const contenders: ReadonlyArray<Contender> = [library, libraryKeepalive4s, plain, goModel]
 /** The cost pairs also run the library with its previous reconnect schedule: "no more than before", side by side. */
-export const costContenders: ReadonlyArray<Contender> = [library, libraryPrevious, ...contenders.slice(1)]
+export const costContenders: ReadonlyArray<Contender> = [library, libraryPrevious, plain, goModel]
 
 /** A duration for the tables, in seconds. */
 export const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`

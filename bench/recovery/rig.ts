@@ -25,7 +25,7 @@ export interface Rig {
 
 export const rig = (contender: Contender, nodeKey: string) =>
   Effect.gen(function*() {
-    const master = yield* Master.make()
+    const master = yield* Master.make(contender.master)
     const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port: master.port } })
     const starts = new Map<string, number>()
     const waiters = new Map<string, (at: number) => void>()
