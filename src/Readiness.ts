@@ -29,6 +29,7 @@ import type * as HealthCheck from "grpc-health-check"
 import type * as GrpcChannel from "./GrpcChannel.js"
 import * as GrpcError from "./GrpcError.js"
 import * as Cfg from "./internal/shared/config.js"
+import { errorMessage } from "./internal/shared/format.js"
 import { lazy } from "./internal/shared/lazy.js"
 import { requireLazily } from "./internal/shared/runtime.js"
 import * as Timeout from "./internal/shared/timeout.js"
@@ -420,12 +421,18 @@ export const answers = <R>(
   timeout: Duration.DurationInput
 ): Effect.Effect<void, ProbeFailed, R> =>
   // The failure is carried out of the timed race as a value: nothing fails inside it. A probe answered at once
-  // (a simulated master) arms no timer.
-  Timeout.timeoutOption(Effect.either(probe(target)), timeout).pipe(
+  // (a simulated master) arms no timer. A probe that dies (a bug in one of your own) has failed, and says how: it
+  // must not end the supervisor that runs it.
+  Timeout.timeoutOption(
+    Effect.either(Effect.catchAllDefect(probe(target), (defect) =>
+      Effect.fail(new ProbeFailed({ reason: "Unavailable", message: `the probe died: ${errorMessage(defect)}` })))),
+    timeout
+  ).pipe(
     Effect.flatMap(Option.match({
       onNone: () =>
         Effect.fail(new ProbeFailed({ reason: "Timeout", message: `no answer within ${Duration.format(timeout)}` })),
-      onSome: (answer) => answer
+      onSome: (answer) =>
+        answer
     }))
   )
 

@@ -21,6 +21,7 @@ import * as ConnectionState from "../src/ConnectionState.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import * as InvalidOption from "../src/InvalidOption.js"
 import * as Metrics from "../src/Metrics.js"
+import * as Readiness from "../src/Readiness.js"
 import * as SimulatedNetwork from "../src/testing/SimulatedNetwork.js"
 import { EchoClient } from "./fixtures/echo.js"
 
@@ -634,4 +635,48 @@ describe("Connection (virtual time): the log line of a reconnection", () => {
         assert.isTrue(lines.some(([, m]) => m === "connected to master:9666, generation 1"))
       })
     ))
+})
+
+describe("Connection (virtual time): defects", () => {
+  it.effect("a probe that dies has failed, naming the defect; the supervisor goes on, Ready when it answers", () =>
+    Effect.gen(function*() {
+      let calls = 0
+      const probe: Readiness.Probe<SimulatedNetwork.SimulatedNetwork> = (target) =>
+        Effect.suspend(() => (++calls === 1 ? Effect.die(new Error("probe bug")) : SimulatedNetwork.probe(target)))
+      const { conn } = yield* setup({}, { readiness: { probe } })
+      yield* TestClock.adjust("100 millis")
+      assert.strictEqual((yield* conn.state)._tag, "Connecting")
+      const status = yield* conn.readiness.status
+      assert.strictEqual(Readiness.failingCheck(status.report), "probe")
+      assert.include(Readiness.describeFailure(status.report), "the probe died: probe bug")
+      // The next round, 500 ms after the first, asks the probe again.
+      yield* TestClock.adjust("500 millis")
+      assert.deepStrictEqual(yield* conn.state, ConnectionState.ConnectionState.Ready({ generation: 1, since: 550 }))
+    }).pipe(noJitter))
+
+  it.scoped("a client constructor that throws ends the supervisor: Closed at once, the defect named, lookups fail", () =>
+    Effect.gen(function*() {
+      // A client whose proto cannot load: its constructor throws.
+      const broken = class {
+        constructor() {
+          throw new Error("no proto here")
+        }
+      } as unknown as typeof EchoClient
+      const [net, dialer] = yield* SimulatedNetwork.make()
+      const conn = yield* Connection.make({
+        address: "master:9666",
+        services: { echo: broken },
+        readiness: { probe: SimulatedNetwork.probe }
+      }).pipe(
+        Effect.provideService(GrpcChannel.Dialer, dialer),
+        Effect.provideService(SimulatedNetwork.SimulatedNetwork, net)
+      )
+      yield* TestClock.adjust("100 millis")
+      const state = yield* conn.state
+      assert.strictEqual(state._tag, "Closed")
+      const closed = state as Extract<typeof state, { _tag: "Closed" }>
+      assert.strictEqual(closed.lastError?.message, "the supervisor died: no proto here")
+      const lookup = yield* Effect.flip(conn.client("echo"))
+      assert.strictEqual(lookup.reason, "Closed")
+    }))
 })

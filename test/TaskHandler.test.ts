@@ -117,6 +117,20 @@ describe("TaskHandler: CLS-001 in virtual time", () => {
 })
 
 describe("TaskHandler (virtual time)", () => {
+  it.effect("a fetch the master held for its whole wait is asked again at once: a task queued then starts at once", () =>
+    Effect.gen(function*() {
+      // Connected and registered within 100 ms; its first fetch is answered at once, the next held from then on
+      // for 25 s. The master ends a long wait on a whole second, never before it: this one at 26 s. Were it ended
+      // early (at 25 s), the worker would read the master's cap and pause for its fetch interval until 26 s.
+      yield* TestClock.adjust("25500 millis")
+      const id = yield* enqueue(0)
+      const queuedAt = yield* TestClock.currentTimeMillis
+      yield* TestClock.adjust("100 millis")
+      const info = yield* task(id)
+      assert.strictEqual(info.status, "FINISHED")
+      assert.strictEqual(at(info, "RUNNING")! - queuedAt, 0)
+    }).pipe(Effect.provide(world()), Effect.withRandom(Random.fixed([0.5]))))
+
   it.effect("a master late by 10 s: fetching starts when the connection is ready", () => {
     const logs = captureLogs()
     return Effect.gen(function*() {

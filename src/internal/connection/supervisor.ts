@@ -35,7 +35,7 @@ import type * as GrpcError from "../../GrpcError.js"
 import * as Metrics from "../../Metrics.js"
 import * as Readiness from "../../Readiness.js"
 import * as Retry from "../../Retry.js"
-import { formatMillis } from "../shared/format.js"
+import { errorMessage, formatMillis } from "../shared/format.js"
 import { retrying } from "../shared/retrying.js"
 import * as Stepper from "../shared/stepper.js"
 
@@ -518,6 +518,17 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           Effect.zipRight(setState(ConnectionState.Closed({ lastError: error })))
         )
       ),
+      // A defect (a bug: ours, or a client constructor or schedule of the app's that throws) ends the supervisor.
+      // Closed says so at once, and lookups fail: a connection stuck in Reconnecting would hide it.
+      Effect.catchAllDefect((defect) => {
+        const lastError = new ConnectError({
+          reason: "Shutdown",
+          message: `the supervisor died: ${errorMessage(defect)}`
+        })
+        return Effect.logError("the connection's supervisor died; connection closed", defect).pipe(
+          Effect.zipRight(setState(ConnectionState.Closed({ lastError })))
+        )
+      }),
       Effect.annotateLogs({ module: "Connection", fiber: "supervisor", address })
     )
 

@@ -789,11 +789,12 @@ export const make = (options: Options = {}): Effect.Effect<MasterState, MasterEr
       })
       return () => fiber.unsafeInterruptAsFork(FiberId.none)
     }
-    // The end of a long wait: on a whole second of the master's clock, up to a second early (the protocol lets a
-    // master hold a fetch for less than its wait), so the waits that end within the same second end together, on one
-    // timer. An idle fleet's fetches then cost the master one wake-up a second, not one per fetch.
+    // The end of a long wait: on a whole second of the master's clock, so the waits that end within the same second
+    // end together, on one timer (an idle fleet's fetches then cost the master one wake-up a second, not one per
+    // fetch). Up to a second late, never early: a worker gives a fetch its wait and more, and reads a fetch answered
+    // before its wait as the master's own cap, after which it pauses before asking again.
     const endOfWait = (start: number, wait: number) =>
-      wait >= coalesceFrom ? Math.max(start, Math.floor((start + wait) / coalesceTick) * coalesceTick) : start + wait
+      wait >= coalesceFrom ? Math.ceil((start + wait) / coalesceTick) * coalesceTick : start + wait
     // One timer per second at which waits end, shared by every fetch that waits for that second.
     const ticks = new Map<number, { readonly waiters: Set<Waiter>; readonly cancel: () => void }>()
     const joinTick = (waiter: Waiter, at: number, now: number) => {
