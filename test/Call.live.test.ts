@@ -7,9 +7,11 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as Call from "../src/Call.js"
 import * as Connection from "../src/Connection.js"
 import * as GrpcChannel from "../src/GrpcChannel.js"
 import { addEcho, EchoClient, type EchoHandlers, ticking } from "./fixtures/echo.js"
+import { freePort } from "./fixtures/nginx.js"
 import { serve } from "./fixtures/server.js"
 
 const services = { echo: EchoClient }
@@ -149,4 +151,40 @@ describe("Connection.call (live loopback)", () => {
       yield* Scope.close(scope, Exit.void)
       yield* Scope.close(second, Exit.void)
     }), 20_000)
+})
+
+describe("Call.unary (live loopback): whether a failed request may have left", () => {
+  // The channel's state once it is `state`, read in the same turn as the call that follows.
+  const reach = (channel: grpc.ChannelInterface, state: grpc.connectivityState) =>
+    Effect.async<void>((resume) => {
+      const look = () => {
+        const now = channel.getConnectivityState(true)
+        if (now === state) return resume(Effect.void)
+        channel.watchConnectivityState(now, Infinity, look)
+      }
+      look()
+    })
+
+  it.scopedLive(
+    "queued on an IDLE channel it may have left, though it failed; on a channel in TRANSIENT_FAILURE it never left",
+    () =>
+      Effect.gen(function*() {
+        // Nothing listens there: every connection is refused.
+        const port = yield* freePort
+        const client = yield* Effect.acquireRelease(
+          Effect.sync(() => new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure())),
+          (c) => Effect.sync(() => c.close())
+        )
+        assert.strictEqual(client.getChannel().getConnectivityState(false), grpc.connectivityState.IDLE)
+        // grpc-js queues it while it connects: had the connection been accepted, it would have been sent.
+        const queued = yield* Effect.flip(Call.unary(client, "echo", "say", { text: "a" }, { timeout: "10 seconds" }))
+        assert.strictEqual(queued.code, grpc.status.UNAVAILABLE)
+        assert.isFalse(queued.beforeSend)
+        yield* reach(client.getChannel(), grpc.connectivityState.TRANSIENT_FAILURE)
+        const refused = yield* Effect.flip(Call.unary(client, "echo", "say", { text: "b" }, { timeout: "10 seconds" }))
+        assert.strictEqual(refused.code, grpc.status.UNAVAILABLE)
+        assert.isTrue(refused.beforeSend)
+      }),
+    20_000
+  )
 })

@@ -117,6 +117,25 @@ describe("TaskHandler: CLS-001 in virtual time", () => {
 })
 
 describe("TaskHandler (virtual time)", () => {
+  it.effect("the simulated master's task source gives its runner cap to the task handler, as the real one does", () =>
+    Effect.gen(function*() {
+      yield* Effect.forEach([10, 10, 10, 10], enqueue)
+      yield* TestClock.adjust("5 seconds")
+      const handler = yield* TaskHandler.TaskHandler
+      assert.strictEqual((yield* handler.status).running, 3)
+      yield* TestClock.adjust("30 seconds")
+      assert.strictEqual((yield* handler.status).finished, 4)
+    }).pipe(
+      Effect.provide(
+        TaskHandler.layer({ connection: MasterLink, payload: Payload, run: sleeping }).pipe(
+          Layer.provideMerge(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1", maxRunners: 3 })),
+          Layer.provideMerge(simulatedConnection),
+          Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
+        )
+      ),
+      Effect.withRandom(Random.fixed([0.5]))
+    ))
+
   it.effect("a fetch the master held for its whole wait is asked again at once: a task queued then starts at once", () =>
     Effect.gen(function*() {
       // Connected and registered within 100 ms; its first fetch is answered at once, the next held from then on

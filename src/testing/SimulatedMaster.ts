@@ -264,6 +264,15 @@ export const taskSource = <
             ))
         )
 
-      return { nodeKey, fetch, report, reportAll, heartbeat, register, subscribe } satisfies TaskSource.TaskSource
+      return {
+        nodeKey,
+        maxRunners,
+        fetch,
+        report,
+        reportAll,
+        heartbeat,
+        register,
+        subscribe
+      } satisfies TaskSource.TaskSource
     })
   )
