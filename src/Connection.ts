@@ -101,15 +101,19 @@ export interface Options<S extends Services = Services, R = never> {
 }
 
 /**
- * What one resilient call is made with.
+ * What one resilient call is made with. The connection gives a call up itself, at once, when its generation is
+ * lost.
  *
  * @since 0.1.0
  * @category models
  */
-export interface CallOptions extends Call.CallOptions {
+export interface CallOptions extends Omit<Call.CallOptions, "givenUp"> {
   /** Repeating the call has no further effect: it may be retried after any transient failure. */
   readonly idempotent?: boolean | undefined
-  /** Replaces the connection's call schedule for this call; `false` makes one attempt only. */
+  /**
+   * Replaces the connection's call schedule for this call; `false` sends it once (its client lookup is still
+   * retried, on the lookup schedule).
+   */
   readonly retry?: Schedule.Schedule<unknown, unknown> | false | undefined
 }
 
@@ -195,15 +199,16 @@ export interface Connection<S extends Services = Services> {
   /**
    * A server-streaming call that is opened on every connection generation:
    * messages of each generation's stream, in order, until the connection
-   * closes. A transient failure re-opens it on the call schedule, then waits
-   * for the next generation; any other failure ends it. `request` may depend on
-   * the generation (a subscription keyed by node and generation).
+   * closes. Within a generation it is opened again when the server ends it or
+   * it fails transiently (after 100 ms, growing to 5 s); any other failure ends
+   * it. `request` may depend on the generation (a subscription keyed by node
+   * and generation).
    */
   readonly stream: <K extends keyof S & string, M extends Call.StreamMethod<InstanceType<S[K]>>>(
     service: K,
     method: M,
     request: Call.Request<InstanceType<S[K]>, M> | ((generation: number) => Call.Request<InstanceType<S[K]>, M>),
-    options?: Call.CallOptions
+    options?: Omit<Call.CallOptions, "givenUp">
   ) => Stream.Stream<Call.Message<InstanceType<S[K]>, M>, GrpcError.GrpcError>
   /**
    * For every connection generation, the stream `open(generation)` gives:

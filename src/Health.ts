@@ -186,7 +186,7 @@ const router = HttpRouter.empty.pipe(
 
 /**
  * The endpoint as an `HttpApp`, to serve on a server of your own instead of
- * through {@link layer}.
+ * through `NodeHealth.layer`.
  *
  * @since 0.1.0
  * @category constructors

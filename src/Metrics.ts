@@ -1,9 +1,10 @@
 /**
- * The library's metrics, as Effect `Metric`s in the global registry: what the
- * seed asked to watch (reconnection success, registration time, time to the
- * first task after a reconnection, task-handler startup time) and what a
- * dashboard of a worker fleet needs. `Health.layer` serves them as Prometheus
- * text; any Effect metrics exporter can read them too.
+ * The library's metrics, as Effect `Metric`s in the global registry: how
+ * reconnections go (attempts, successes, registration time, time to the first
+ * task after a reconnection, task-handler startup time) and what a dashboard of
+ * a worker fleet needs. The health endpoint (`NodeHealth.layer`, or
+ * `Health.serve` on a server of your own) serves them as Prometheus text; any
+ * Effect metrics exporter can read them too.
  *
  * @since 0.1.0
  */

@@ -657,7 +657,7 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
  * its checksum. A batch is written to a temporary file, synced, renamed into
  * place, and the directory synced before its adds return. A damaged record
  * is set aside in the owner's `damaged/` subdirectory, with a log line, and
- * costs no other record. Records written by 0.2 and 0.3 (one file each) are
+ * costs no other record. Records written by 0.2 (one file each) are
  * read. The directory is locked for the layer's
  * lifetime: a second process on it fails with `Locked` naming it; the lock of
  * a process that died (SIGKILL, power loss) does not hold its successor back.

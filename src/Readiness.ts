@@ -4,9 +4,10 @@
  * registered for this generation, and the master answers a real probe RPC.
  * `run` polls them every 500 ms until all pass, raced against a 30 s bound.
  *
- * `Connection` runs readiness after every (re)connect and stays
- * `Reconnecting` until it passes; the `Readiness` service it provides lets a
- * task handler or an HTTP readiness endpoint wait for it and watch it.
+ * `Connection` runs readiness after every (re)connect and stays `Connecting`
+ * or `Reconnecting` until it passes; the `Readiness` service it provides lets
+ * an HTTP readiness endpoint watch it, and a task handler add checks of its
+ * own (`hold`).
  *
  * @since 0.1.0
  */

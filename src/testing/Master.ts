@@ -13,7 +13,9 @@
  * How it answers:
  * - `FetchTask`: the node's own pending task (enqueued with `node`), else an
  *   unassigned one, by priority descending then creation order; it becomes
- *   `ASSIGNED` to the node and is never handed out again. No task: `task` is null.
+ *   `ASSIGNED` to the node. A hand-out no `RUNNING` report confirms within
+ *   `redeliverAfter` goes to that node's next fetch again, and after
+ *   `maxHandOuts` of them the task ends `ERROR`. No task: `task` is null.
  * - `ReportStatus`: `DUPLICATE` for an idempotency key accepted before, `STALE`
  *   unless the status moves forward, else `ACCEPTED`. A report for a task not
  *   handed out to that node is `FAILED_PRECONDITION`; workers report only

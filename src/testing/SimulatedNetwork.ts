@@ -75,7 +75,11 @@ export interface Options {
    * @since 0.3.0
    */
   readonly refusalLatency?: Duration.DurationInput | undefined
-  /** How long keepalive takes to give up on a blackholed connection. Default 25 s (20 s ping + 5 s timeout). */
+  /**
+   * How long an open connection on a blackholed link stays `READY` before its channel gives it up. Default 25 s
+   * (a 20 s keepalive and its 5 s timeout). The library's own keepalive is 5 min 10 s: a worker notices a dead
+   * link sooner, by its `Subscribe` stream's silence and the probe, which do not depend on this.
+   */
   readonly keepaliveDetection?: Duration.DurationInput | undefined
   /** The link at start. Default `up`. */
   readonly link?: LinkState | undefined

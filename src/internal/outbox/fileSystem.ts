@@ -8,7 +8,7 @@
  *   owner.json                                 the owner, exactly
  *   0000000000000007.records                   the records written together: one line each, checksummed
  *   removed.log                                records removed from a file that other records keep
- *   0000000000000042.json                      one record, as 0.2 and 0.3 wrote them (read, never written)
+ *   0000000000000042.json                      one record, as 0.2 wrote them (read, never written)
  *   damaged/<file>.<time>                      a file with a record that could not be read, set aside
  * ```
  *
