@@ -50,9 +50,9 @@ export interface NodeServiceClient extends grpc.Client {
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
    * sends the response headers when it accepts the stream. It may write a `Keepalive` at once and then at least
    * every `interval_ms` it names (the embedded master: every 2 s): a worker that has had one and then hears nothing
-   * on the stream for twice that interval and a second takes its connection as dead (a blackholed link sends no
-   * error) and checks it at once, with no call of its own and no HTTP/2 ping, which default server ping policies
-   * would refuse as often.
+   * on the stream for twice that interval and a second takes it as a dead link (a blackholed link sends no error):
+   * it probes the master at once, and registers and subscribes again. That costs the worker no periodic call and no
+   * HTTP/2 ping, which default server ping policies would refuse as often.
    * A stream with data is never quiet for a proxy's read timeout (nginx's grpc_read_timeout, 60 s by default).
    */
   Subscribe(argument: _worker_v1_SubscribeRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
@@ -62,9 +62,9 @@ export interface NodeServiceClient extends grpc.Client {
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
    * sends the response headers when it accepts the stream. It may write a `Keepalive` at once and then at least
    * every `interval_ms` it names (the embedded master: every 2 s): a worker that has had one and then hears nothing
-   * on the stream for twice that interval and a second takes its connection as dead (a blackholed link sends no
-   * error) and checks it at once, with no call of its own and no HTTP/2 ping, which default server ping policies
-   * would refuse as often.
+   * on the stream for twice that interval and a second takes it as a dead link (a blackholed link sends no error):
+   * it probes the master at once, and registers and subscribes again. That costs the worker no periodic call and no
+   * HTTP/2 ping, which default server ping policies would refuse as often.
    * A stream with data is never quiet for a proxy's read timeout (nginx's grpc_read_timeout, 60 s by default).
    */
   subscribe(argument: _worker_v1_SubscribeRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_worker_v1_MasterMessage__Output>;
@@ -92,9 +92,9 @@ export interface NodeServiceHandlers extends grpc.UntypedServiceImplementation {
    * registered is refused, and a node the master forgets has its streams ended, with NODE_NOT_REGISTERED. The master
    * sends the response headers when it accepts the stream. It may write a `Keepalive` at once and then at least
    * every `interval_ms` it names (the embedded master: every 2 s): a worker that has had one and then hears nothing
-   * on the stream for twice that interval and a second takes its connection as dead (a blackholed link sends no
-   * error) and checks it at once, with no call of its own and no HTTP/2 ping, which default server ping policies
-   * would refuse as often.
+   * on the stream for twice that interval and a second takes it as a dead link (a blackholed link sends no error):
+   * it probes the master at once, and registers and subscribes again. That costs the worker no periodic call and no
+   * HTTP/2 ping, which default server ping policies would refuse as often.
    * A stream with data is never quiet for a proxy's read timeout (nginx's grpc_read_timeout, 60 s by default).
    */
   Subscribe: grpc.handleServerStreamingCall<_worker_v1_SubscribeRequest__Output, _worker_v1_MasterMessage>;
