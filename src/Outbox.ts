@@ -50,6 +50,7 @@ import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as GrpcError from "./GrpcError.js"
 import * as OutboxFileSystem from "./internal/outbox/fileSystem.js"
 import * as Cfg from "./internal/shared/config.js"
+import { formatMillis } from "./internal/shared/format.js"
 import * as Metrics from "./Metrics.js"
 import type { Owner, ProcessGroup, Records, StoredRecord } from "./OutboxStore.js"
 import { holdOwner, isOutboxError, OutboxError, OutboxStore } from "./OutboxStore.js"
@@ -187,6 +188,8 @@ const maxBatch = 256
 // the 4 MiB a gRPC server takes by default.
 const maxDelivery = 256
 const maxDeliveryBytes = 1024 * 1024
+// The pause after a delivery died, before its reports are tried again.
+const afterDefect = 10_000
 
 // A call over a message size limit is never taken, however often it is tried: its reports go one a call instead.
 const tooLarge = (error: TaskSource.Failure): boolean => error._tag === "GrpcError" && error.tooLarge !== undefined
@@ -597,6 +600,13 @@ export const make = (options: Options): Effect.Effect<Outbox, OutboxError, Outbo
     })
 
     yield* deliverHead.pipe(
+      // A delivery that dies (a bug in a task source of the app's own) would end the loop, and with it every
+      // delivery. Its batch stays at the head of the queue: logged, and tried again after a pause.
+      Effect.catchAllDefect((defect) =>
+        Effect.logError(`delivering reports died; trying again in ${formatMillis(afterDefect)}`, defect).pipe(
+          Effect.zipRight(Effect.sleep(afterDefect))
+        )
+      ),
       Effect.forever,
       log,
       Effect.annotateLogs({ fiber: "delivery" }),

@@ -502,6 +502,10 @@ const makeFor = <P, I, R>(
         yield* Ref.update(fetching, (f) => ({ ...f, held: f.waits && Duration.greaterThan(wait, Duration.zero) }))
         const max = (yield* Ref.get(oneAtATime)) ? 1 : free
         const fetched = yield* source.fetch({ wait, max, running }).pipe(
+          // A fetch that dies (a bug in a task source of the app's own) has failed: the loop goes on.
+          Effect.catchAllDefect((defect) =>
+            Effect.fail(new TaskError({ message: `the fetch died: ${errorMessage(defect)}`, cause: defect }))
+          ),
           Effect.timeoutFail({
             duration: timeout,
             onTimeout: () => new TaskError({ message: `fetch took longer than ${formatMillis(timeout)}` })
@@ -625,7 +629,7 @@ const makeFor = <P, I, R>(
       // Fetch at once on every registration: after a reconnection, and after the master forgot the node.
       yield* forkLoop("joined", Stream.runForEach(membership.joined, () => poke))
       yield* forkLoop(
-        "fetch",
+        "fetch-guard",
         conn.transitions.pipe(Stream.filter((state) => state._tag !== "Ready"), Stream.runForEach(() => endWaiting))
       )
       yield* forkLoop("fetch", Effect.raceFirst(fetchLoop(membership), Deferred.await(stopping)))

@@ -100,6 +100,25 @@ const visible = (options: { readonly updateTakes?: Duration.DurationInput } = {}
 }
 
 describe("Outbox (virtual time)", () => {
+  it.scoped("a delivery that dies is logged and tried again after 10 s; delivery goes on", () =>
+    Effect.gen(function*() {
+      const received: Array<string> = []
+      let calls = 0
+      const deliver = (r: TaskSource.StatusReport) =>
+        Effect.suspend(() =>
+          ++calls === 1 ? Effect.die(new Error("a bug in the source")) : Effect.sync(() => void received.push(r.key))
+        )
+      const outbox = yield* Outbox.make({ deliver, ...owner })
+      yield* outbox.add(report("t1", "RUNNING"))
+      yield* TestClock.adjust("9 seconds")
+      assert.deepStrictEqual(received, [])
+      yield* TestClock.adjust("1 second")
+      assert.deepStrictEqual(received, ["t1:RUNNING"])
+      yield* outbox.add(report("t1", "FINISHED"))
+      yield* outbox.flush
+      assert.deepStrictEqual(received, ["t1:RUNNING", "t1:FINISHED"])
+    }).pipe(Effect.provide(Outbox.layerMemory)))
+
   it.scoped("reports made during an outage arrive after it, in order, once each", () =>
     Effect.gen(function*() {
       const { received, deliver } = master(20_000)

@@ -117,6 +117,49 @@ describe("TaskHandler: CLS-001 in virtual time", () => {
 })
 
 describe("TaskHandler (virtual time)", () => {
+  it.effect("a task source whose register, subscribe, heartbeat and fetch each die once: the worker goes on", () => {
+    const logs = captureLogs()
+    // The simulated master's source, each of whose calls dies the first time it is made.
+    const dyingOnce = Layer.effect(
+      TaskSource.TaskSource,
+      Effect.map(TaskSource.TaskSource, (inner): TaskSource.TaskSource => {
+        const died = new Set<string>()
+        const once = <A, E>(name: string, call: Effect.Effect<A, E>) =>
+          Effect.suspend(() => died.has(name) ? call : (died.add(name), Effect.die(new Error(`${name} bug`))))
+        return {
+          ...inner,
+          register: (generation) => once("register", inner.register(generation)),
+          subscribe: (generation) => Stream.unwrap(once("subscribe", Effect.succeed(inner.subscribe(generation)))),
+          heartbeat: (running) => once("heartbeat", inner.heartbeat(running)),
+          fetch: (request) => once("fetch", inner.fetch(request))
+        }
+      })
+    ).pipe(Layer.provide(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1" })))
+    return Effect.gen(function*() {
+      yield* TestClock.adjust("40 seconds")
+      const id = yield* enqueue(1)
+      yield* TestClock.adjust("20 seconds")
+      assert.strictEqual((yield* task(id)).status, "FINISHED")
+      for (const call of ["register", "subscribe", "fetch"]) {
+        assert.isTrue(
+          logs.lines.some((line) => line.message.includes(`${call} bug`)),
+          `${call} died, and it was logged`
+        )
+      }
+      assert.deepStrictEqual(logs.lines.filter((line) => line.message.includes("loop failed")), [])
+    }).pipe(
+      Effect.provide(
+        TaskHandler.layer({ connection: MasterLink, payload: Payload, run: sleeping }).pipe(
+          Layer.provideMerge(dyingOnce),
+          Layer.provideMerge(simulatedConnection),
+          Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))
+        )
+      ),
+      Effect.provide(logs.layer),
+      Effect.withRandom(Random.fixed([0.5]))
+    )
+  })
+
   it.effect("the simulated master's task source gives its runner cap to the task handler, as the real one does", () =>
     Effect.gen(function*() {
       yield* Effect.forEach([10, 10, 10, 10], enqueue)

@@ -11,6 +11,7 @@
  * Readiness is held back on `member` while the node is not one.
  */
 import * as Clock from "effect/Clock"
+import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -84,6 +85,12 @@ interface Joined {
 // again at once only when it lived this long; a shorter one is joined again on the backoff.
 const heldAfter = 10_000
 
+// A call of the task source that died (a bug in a source of the app's own) has failed, and says how: it must not end
+// the loop that made it, or the node would never be a member again.
+class SourceDied extends Data.TaggedError("SourceDied")<{ readonly message: string }> {}
+const surviving = <A, E, R>(call: Effect.Effect<A, E, R>): Effect.Effect<A, E | SourceDied, R> =>
+  Effect.catchAllDefect(call, (defect) => Effect.fail(new SourceDied({ message: `it died: ${errorMessage(defect)}` })))
+
 /** Starts the membership's loops in the current scope. */
 export const start = (options: Options): Effect.Effect<Membership, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -101,8 +108,9 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
         (now) => now?.member.join === member.join ? Deferred.succeed(now.ended, why) : Effect.void
       )
 
-    const observe = (member: Member, error: TaskSource.Failure) =>
+    const observe = (member: Member, error: TaskSource.Failure | SourceDied) =>
       Effect.gen(function*() {
+        if (error._tag === "SourceDied") return
         switch (TaskSource.membershipOf(error)) {
           case "NotMember":
             return yield* end(member, `the master does not know this node (${errorMessage(error)})`)
@@ -125,7 +133,7 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
         yield* setMember(Readiness.CheckResult.Pending())
         while (true) {
           if (failedInARow > 0) yield* Effect.sleep(Option.getOrElse(yield* delays.next(undefined), () => 0))
-          const registered = yield* Effect.either(source.register(generation))
+          const registered = yield* Effect.either(surviving(source.register(generation)))
           if (registered._tag === "Left") {
             failedInARow++
             const why = `registering for generation ${generation} failed: ${errorMessage(registered.left)}`
@@ -150,6 +158,7 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
           yield* Effect.logInfo(`node registered for generation ${generation}`)
           const streamEnd = source.subscribe(generation).pipe(
             Stream.runForEach((request) => options.cancel(request.taskId)),
+            surviving,
             Effect.matchEffect({
               onSuccess: () => Effect.succeed("the master ended its stream"),
               onFailure: (error) =>
@@ -181,7 +190,7 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
       const now = yield* current
       if (Option.isNone(now)) return
       const member = now.value
-      const answer = yield* Effect.either(source.heartbeat(yield* options.running))
+      const answer = yield* Effect.either(surviving(source.heartbeat(yield* options.running)))
       if (answer._tag === "Left") {
         yield* Effect.logWarning(`heartbeat failed: ${errorMessage(answer.left)}`)
         yield* options.onHeartbeatFailure
@@ -210,7 +219,7 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
     )
     // Between generations the node holds no registration the master could serve.
     yield* forkLoop(
-      "membership",
+      "membership-pending",
       connection.transitions.pipe(
         Stream.filter((state) => state._tag !== "Ready"),
         Stream.runForEach(() => setMember(Readiness.CheckResult.Pending()))
