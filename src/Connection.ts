@@ -262,7 +262,10 @@ const validServices = <S extends Services>(services: S): Effect.Effect<S, Invali
 }
 
 /**
- * Builds a connection in the current scope and starts its supervisor.
+ * Builds a connection in the current scope and starts its supervisor. Where
+ * the standard output is not a terminal, it puts Effect's one-line logger in
+ * place of `NodeRuntime.runMain`'s pretty one, for its scope and the layers
+ * built on it (a logger of your own is left alone; see docs/operations.md).
  *
  * @since 0.1.0
  * @category constructors

@@ -102,7 +102,10 @@ export const make = (
     )
     const sql = Context.get(context, SqlClient.SqlClient)
 
-    // No wait for a lock: in EXCLUSIVE mode the only other holder is another process, which is the mistake.
+    // The client opens the file without WAL (`disableWAL`): locking must be EXCLUSIVE before the journal is WAL, so
+    // that the WAL index lives in this process's memory, not in a shared-memory file, and no other process opens
+    // the database. No wait for a lock: in EXCLUSIVE mode the only other holder is another process, which is the
+    // mistake.
     yield* Effect.all([
       sql.unsafe("PRAGMA busy_timeout = 0"),
       sql.unsafe("PRAGMA locking_mode = EXCLUSIVE"),
