@@ -231,6 +231,21 @@ describe("Readiness (virtual time)", () => {
 })
 
 describe("Rejected credentials (virtual time)", () => {
+  it.effect("a master that starts refusing the worker's credentials while it is Ready: Rejected at the next check, no redial", () =>
+    Effect.gen(function*() {
+      const network = yield* SimulatedNetwork.SimulatedNetwork
+      const conn = yield* Connection.Connection
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual((yield* conn.state)._tag, "Ready")
+      yield* SubscriptionRef.set(network.master, "rejecting")
+      yield* conn.check
+      yield* TestClock.adjust("10 millis")
+      const state = yield* conn.state
+      assert.strictEqual(state._tag, "Rejected")
+      assert.strictEqual((state as Extract<typeof state, { _tag: "Rejected" }>).lastError.reason, "Rejected")
+      assert.strictEqual(yield* network.dials, 1)
+    }).pipe(Effect.provide(world()), noJitter))
+
   it.effect("a master that refuses the worker's credentials: Rejected, lookups fail at once, a slow retry, then Ready", () =>
     Effect.gen(function*() {
       const network = yield* SimulatedNetwork.SimulatedNetwork

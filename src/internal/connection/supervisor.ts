@@ -390,10 +390,11 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
         ),
         Effect.zipRight(
           Readiness.answers(link, probe, readiness.probeTimeout).pipe(
+            // A probe refused for the worker's credentials is a rejection, as it is during readiness.
             Effect.mapError((error) =>
               new ConnectError({
-                reason: "ProbeFailed",
-                message: `probe ${error.reason}: ${error.message}`,
+                reason: error.reason === "Rejected" ? "Rejected" : "ProbeFailed",
+                message: error.reason === "Rejected" ? error.message : `probe ${error.reason}: ${error.message}`,
                 cause: error
               })
             )
