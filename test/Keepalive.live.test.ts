@@ -104,8 +104,9 @@ describe.skipIf(PingPolicy.unavailable !== undefined && !underCi)("keepalive aga
             code: 11, // ENHANCE_YOUR_CALM
             data: "too_many_pings"
           })
-          // The first ping is no strike, the next three are: the fourth ends it.
-          assert.strictEqual(refused.pings.length, maxStrikes + 2)
+          // The first ping is no strike, the next three are: the fourth ends it. On a loaded machine a ping late
+          // enough to keep the policy is no strike either, and the connection lasts a ping longer.
+          assert.isAtLeast(refused.pings.length, maxStrikes + 2)
           assert.isAtLeast(PingPolicy.shortestGap(refused), interval - 5)
         }
         assert.isUndefined(third.goaway)

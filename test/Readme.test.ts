@@ -49,7 +49,7 @@ describe("README and docs", () => {
     assert.deepStrictEqual(docs.filter((page) => !readme.includes(`](${page})`)), [])
   })
 
-  it("every TypeScript block is a module with its imports, and the two the consumer ring runs are marked", () => {
+  it("every TypeScript block is a module with its imports, and the three the consumer ring runs are marked", () => {
     const blocks = pages.flatMap((
       page
     ) => [...text(page).matchAll(/(?:<!-- consumer: (\S+) -->\n)?```ts\n([\s\S]*?)```/g)])
@@ -58,7 +58,8 @@ describe("README and docs", () => {
     assert.deepStrictEqual(withoutImports, [])
     assert.deepStrictEqual(blocks.map((block) => block[1]).filter((name) => name !== undefined), [
       "worker.ts",
-      "readme.test.ts"
+      "readme.test.ts",
+      "simulated-master.test.ts"
     ])
   })
 
