@@ -376,6 +376,28 @@ describe("Master (live loopback)", () => {
     }), 10_000)
 
   it.scopedLive(
+    "a worker restarted counts generations from 1 again: a cancel reaches its stream, not its old process's",
+    () =>
+      Effect.gen(function*() {
+        const master = yield* Master.make()
+        const { node, task } = yield* clients(master.address)
+        yield* register(node, "n1")
+        // The previous process's stream, generation 5, still open; then the restarted worker's, generation 1.
+        const old = yield* subscribe(node, "n1", 5)
+        yield* eventually(master.subscriptions, (n) => n === 1)
+        const restarted = yield* subscribe(node, "n1", 1)
+        yield* eventually(master.subscriptions, (n) => n === 2)
+        const id = yield* master.enqueue({ payload: "{}" })
+        yield* fetch(task, "n1")
+        assert.strictEqual(yield* master.cancel(id), "Notified")
+        yield* eventually(Effect.sync(() => restarted.received.length), (n) => n === 1)
+        assert.deepStrictEqual(restarted.received, [{ cancel_task: { task_id: id }, message: "cancel_task" }])
+        assert.deepStrictEqual(old.received, [])
+      }),
+    10_000
+  )
+
+  it.scopedLive(
     "the end of an old generation's stream leaves the newer one: cancel still reaches generation 2",
     () =>
       Effect.gen(function*() {

@@ -579,10 +579,12 @@ const registerNode = (registration: Registration, now: number) => (state: State)
   }
 }
 
+// The stream opened last, not the one of the highest generation: a worker that restarted counts from 1 again,
+// while a stream of its previous process (a generation 5) may linger until its connection is found dead.
 const newestSubscription = (state: State, node: string): Subscription | undefined => {
   let newest: Subscription | undefined
   for (const sub of HashMap.values(Option.getOrElse(HashMap.get(state.subscriptions, node), HashMap.empty))) {
-    if (newest === undefined || sub.generation > newest.generation) newest = sub
+    if (newest === undefined || sub.id > newest.id) newest = sub
   }
   return newest
 }

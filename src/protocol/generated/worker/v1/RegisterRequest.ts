@@ -6,7 +6,8 @@ export interface RegisterRequest {
   'name'?: (string);
   'max_runners'?: (number);
   /**
-   * The worker's connection generation: 1 on the first connection, + 1 on each reconnection.
+   * The worker's connection generation: 1 on the first connection, + 1 on each reconnection; 1 again when the
+   * worker restarts.
    */
   'generation'?: (number);
 }
@@ -16,7 +17,8 @@ export interface RegisterRequest__Output {
   'name': (string);
   'max_runners': (number);
   /**
-   * The worker's connection generation: 1 on the first connection, + 1 on each reconnection.
+   * The worker's connection generation: 1 on the first connection, + 1 on each reconnection; 1 again when the
+   * worker restarts.
    */
   'generation': (number);
 }
