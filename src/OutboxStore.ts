@@ -113,7 +113,11 @@ export interface Records {
   readonly initial: ReadonlyArray<StoredRecord>
   /** How many damaged records were set aside when they were opened. */
   readonly setAside: number
-  /** Stores the records; succeeds once every one of them is durable, fails having stored none. */
+  /**
+   * Stores the records; succeeds once every one of them is durable. When it fails they may be stored again: a store
+   * should keep none of them (the file system's takes back what it wrote, best effort), and one it kept anyway is
+   * read again at the next open, where the outbox delivers a report stored twice once.
+   */
   readonly append: (records: ReadonlyArray<StoredRecord>) => Effect.Effect<void, OutboxError>
   /**
    * Rewrites a record that is stored, under its sequence (a RUNNING record with
