@@ -159,7 +159,7 @@ const stageWords: Record<GrpcChannel.Stage, string> = {
 }
 
 /** A channel's failure, read from it once, as the attempt's error. */
-export const failed = (failure: GrpcChannel.Failure): ConnectError =>
+const failed = (failure: GrpcChannel.Failure): ConnectError =>
   new ConnectError({
     reason: failure.reason === "Unrecognized" ? "TransientFailure" : failure.reason,
     message: `${failureWords[failure.reason]}: ${lastError(failure.detail)}`,
@@ -167,7 +167,7 @@ export const failed = (failure: GrpcChannel.Failure): ConnectError =>
   })
 
 /** An attempt that was not READY within the connect timeout, and how far it got. */
-export const timedOut = (stage: GrpcChannel.Stage, connectTimeout: Duration.Duration): ConnectError =>
+const timedOut = (stage: GrpcChannel.Stage, connectTimeout: Duration.Duration): ConnectError =>
   new ConnectError({
     reason: "ConnectTimeout",
     message: `not READY within ${formatMillis(connectTimeout)}: ${stageWords[stage]}`,
