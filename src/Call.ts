@@ -118,12 +118,10 @@ const givenUp = (service: string, method: string, beforeSend: boolean) =>
 const callOptions = (options: CallOptions): grpc.CallOptions =>
   options.timeout === undefined ? {} : { deadline: Date.now() + Duration.toMillis(options.timeout) }
 
-// The request surely never left: grpc-js fails a call at once, unsent, on a channel in TRANSIENT_FAILURE or SHUTDOWN.
-// On an IDLE or CONNECTING channel it queues the call, and may send it once connected: that call may have left.
-const unsent = (client: grpc.Client) => {
-  const state = client.getChannel().getConnectivityState(false)
-  return state === grpc.connectivityState.TRANSIENT_FAILURE || state === grpc.connectivityState.SHUTDOWN
-}
+// The request surely never left: grpc-js fails a call at once, unsent, on a channel in TRANSIENT_FAILURE. On an IDLE
+// or CONNECTING channel it queues the call, and may send it once connected: that call may have left.
+const unsent = (client: grpc.Client) =>
+  client.getChannel().getConnectivityState(false) === grpc.connectivityState.TRANSIENT_FAILURE
 
 /**
  * A unary call. Interrupting the effect cancels the call.

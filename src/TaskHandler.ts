@@ -502,9 +502,13 @@ const makeFor = <P, I, R>(
         yield* Ref.update(fetching, (f) => ({ ...f, held: f.waits && Duration.greaterThan(wait, Duration.zero) }))
         const max = (yield* Ref.get(oneAtATime)) ? 1 : free
         const fetched = yield* source.fetch({ wait, max, running }).pipe(
-          // A fetch that dies (a bug in a task source of the app's own) has failed: the loop goes on.
+          // A fetch that dies (a bug in a task source of the app's own) has failed: the loop goes on. The defect is
+          // logged whole, its stack with it.
           Effect.catchAllDefect((defect) =>
-            Effect.fail(new TaskError({ message: `the fetch died: ${errorMessage(defect)}`, cause: defect }))
+            Effect.zipRight(
+              Effect.logError("the task source's fetch died", Cause.die(defect)),
+              Effect.fail(new TaskError({ message: `the fetch died: ${errorMessage(defect)}`, cause: defect }))
+            )
           ),
           Effect.timeoutFail({
             duration: timeout,

@@ -244,6 +244,8 @@ describe("Rejected credentials (virtual time)", () => {
       assert.strictEqual(state._tag, "Rejected")
       assert.strictEqual((state as Extract<typeof state, { _tag: "Rejected" }>).lastError.reason, "Rejected")
       assert.strictEqual(yield* network.dials, 1)
+      // The readiness report blames the probe that was refused, not the channel.
+      assert.strictEqual(Readiness.failingCheck((yield* conn.readiness.status).report), "probe")
     }).pipe(Effect.provide(world()), noJitter))
 
   it.effect("a master that refuses the worker's credentials: Rejected, lookups fail at once, a slow retry, then Ready", () =>

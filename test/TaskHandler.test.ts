@@ -118,6 +118,7 @@ describe("TaskHandler: CLS-001 in virtual time", () => {
 
 describe("TaskHandler (virtual time)", () => {
   it.effect("a task source whose register, subscribe, heartbeat and fetch each die once: the worker goes on", () => {
+    // Its one runner busy for 25 s with a first task, no fetch is made: a heartbeat is due after 15 s.
     const logs = captureLogs()
     // The simulated master's source, each of whose calls dies the first time it is made.
     const dyingOnce = Layer.effect(
@@ -136,11 +137,13 @@ describe("TaskHandler (virtual time)", () => {
       })
     ).pipe(Layer.provide(SimulatedMaster.taskSource({ connection: MasterLink, nodeKey: "w1" })))
     return Effect.gen(function*() {
+      const first = yield* enqueue(25)
       yield* TestClock.adjust("40 seconds")
+      assert.strictEqual((yield* task(first)).status, "FINISHED")
       const id = yield* enqueue(1)
       yield* TestClock.adjust("20 seconds")
       assert.strictEqual((yield* task(id)).status, "FINISHED")
-      for (const call of ["register", "subscribe", "fetch"]) {
+      for (const call of ["register", "subscribe", "heartbeat", "fetch"]) {
         assert.isTrue(
           logs.lines.some((line) => line.message.includes(`${call} bug`)),
           `${call} died, and it was logged`
@@ -149,7 +152,7 @@ describe("TaskHandler (virtual time)", () => {
       assert.deepStrictEqual(logs.lines.filter((line) => line.message.includes("loop failed")), [])
     }).pipe(
       Effect.provide(
-        TaskHandler.layer({ connection: MasterLink, payload: Payload, run: sleeping }).pipe(
+        TaskHandler.layer({ connection: MasterLink, payload: Payload, run: sleeping, maxRunners: 1 }).pipe(
           Layer.provideMerge(dyingOnce),
           Layer.provideMerge(simulatedConnection),
           Layer.provideMerge(Layer.mergeAll(SimulatedNetwork.layer(), SimulatedMaster.layer(), Outbox.layerMemory))

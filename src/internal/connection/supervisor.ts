@@ -16,6 +16,7 @@
  * @internal
  */
 import type * as grpc from "@grpc/grpc-js"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -207,7 +208,9 @@ const lostReport = (report: Readiness.ReadinessReport, lost: ConnectError): Read
   ...report,
   checks: {
     ...report.checks,
-    [lost.reason === "ProbeFailed" ? "probe" : "channel"]: Readiness.CheckResult.Failed({ message: lost.message })
+    // The probe's own failures, a refusal of the worker's credentials among them; anything else was the channel.
+    [lost.reason === "ProbeFailed" || Readiness.isProbeFailed(lost.cause) ? "probe" : "channel"]: Readiness.CheckResult
+      .Failed({ message: lost.message })
   }
 })
 
@@ -520,14 +523,16 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
         )
       ),
       // A defect (a bug: ours, or a client constructor or schedule of the app's that throws) ends the supervisor.
-      // Closed says so at once, and lookups fail: a connection stuck in Reconnecting would hide it.
+      // Closed says so at once, readiness fails, and lookups fail: a connection stuck in Reconnecting would hide it.
+      // The connection does not come back: the process must be restarted, which a readiness probe tells its host.
       Effect.catchAllDefect((defect) => {
         const lastError = new ConnectError({
           reason: "Shutdown",
           message: `the supervisor died: ${errorMessage(defect)}`
         })
-        return Effect.logError("the connection's supervisor died; connection closed", defect).pipe(
-          Effect.zipRight(setState(ConnectionState.Closed({ lastError })))
+        return Effect.logError("the connection's supervisor died; connection closed", Cause.die(defect)).pipe(
+          Effect.zipRight(setState(ConnectionState.Closed({ lastError }))),
+          Effect.zipRight(SubscriptionRef.update(status, ({ report }) => ({ ready: false, report })))
         )
       }),
       Effect.annotateLogs({ module: "Connection", fiber: "supervisor", address })

@@ -10,6 +10,7 @@
  *
  * Readiness is held back on `member` while the node is not one.
  */
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
@@ -88,8 +89,13 @@ const heldAfter = 10_000
 // A call of the task source that died (a bug in a source of the app's own) has failed, and says how: it must not end
 // the loop that made it, or the node would never be a member again.
 class SourceDied extends Data.TaggedError("SourceDied")<{ readonly message: string }> {}
+// The defect is logged whole, its stack with it: it is a bug to find.
 const surviving = <A, E, R>(call: Effect.Effect<A, E, R>): Effect.Effect<A, E | SourceDied, R> =>
-  Effect.catchAllDefect(call, (defect) => Effect.fail(new SourceDied({ message: `it died: ${errorMessage(defect)}` })))
+  Effect.catchAllDefect(call, (defect) =>
+    Effect.zipRight(
+      Effect.logError("a call of the task source died", Cause.die(defect)),
+      Effect.fail(new SourceDied({ message: `it died: ${errorMessage(defect)}` }))
+    ))
 
 /** Starts the membership's loops in the current scope. */
 export const start = (options: Options): Effect.Effect<Membership, never, Scope.Scope> =>
