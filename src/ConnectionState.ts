@@ -96,7 +96,8 @@ export type ConnectErrorReason =
  * - `Reconnecting`: an outage began at `since`; attempt `attempt` of it is in progress.
  * - `Rejected`: the master refused this worker's credentials (UNAUTHENTICATED or
  *   PERMISSION_DENIED) at `since`; lookups fail at once, and the next try is at `retryAt`.
- * - `Closed`: the layer's scope closed, or a bounded reconnect schedule gave up.
+ * - `Closed`: the layer's scope closed, a bounded reconnect schedule gave up, or the supervisor died of a
+ *   defect (a bug, logged at Error; restart the process).
  *
  * @since 0.1.0
  * @category models
