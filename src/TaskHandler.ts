@@ -44,7 +44,7 @@ import * as Stream from "effect/Stream"
 import * as Connection from "./Connection.js"
 import * as Cfg from "./internal/shared/config.js"
 import { errorMessage, formatMillis } from "./internal/shared/format.js"
-import { forkLoop } from "./internal/shared/loop.js"
+import { failOnDefect, forkLoop } from "./internal/shared/loop.js"
 import * as Validate from "./internal/shared/validate.js"
 import * as Membership from "./internal/taskHandler/membership.js"
 import * as Metrics from "./Metrics.js"
@@ -502,14 +502,8 @@ const makeFor = <P, I, R>(
         yield* Ref.update(fetching, (f) => ({ ...f, held: f.waits && Duration.greaterThan(wait, Duration.zero) }))
         const max = (yield* Ref.get(oneAtATime)) ? 1 : free
         const fetched = yield* source.fetch({ wait, max, running }).pipe(
-          // A fetch that dies (a bug in a task source of the app's own) has failed: the loop goes on. The defect is
-          // logged whole, its stack with it.
-          Effect.catchAllDefect((defect) =>
-            Effect.zipRight(
-              Effect.logError("the task source's fetch died", Cause.die(defect)),
-              Effect.fail(new TaskError({ message: `the fetch died: ${errorMessage(defect)}`, cause: defect }))
-            )
-          ),
+          // A fetch that dies (a bug in a task source of the app's own) has failed: the loop goes on.
+          failOnDefect("the fetch", (message) => new TaskError({ message })),
           Effect.timeoutFail({
             duration: timeout,
             onTimeout: () => new TaskError({ message: `fetch took longer than ${formatMillis(timeout)}` })

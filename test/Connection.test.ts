@@ -654,7 +654,7 @@ describe("Connection (virtual time): defects", () => {
       assert.deepStrictEqual(yield* conn.state, ConnectionState.ConnectionState.Ready({ generation: 1, since: 550 }))
     }).pipe(noJitter))
 
-  it.scoped("a client constructor that throws ends the supervisor: Closed at once, the defect named, lookups fail", () =>
+  it.effect("a client constructor that throws ends the supervisor: Closed at once, the defect named, lookups fail", () =>
     Effect.gen(function*() {
       // A client whose proto cannot load: its constructor throws.
       const broken = class {
@@ -662,15 +662,7 @@ describe("Connection (virtual time): defects", () => {
           throw new Error("no proto here")
         }
       } as unknown as typeof EchoClient
-      const [net, dialer] = yield* SimulatedNetwork.make()
-      const conn = yield* Connection.make({
-        address: "master:9666",
-        services: { echo: broken },
-        readiness: { probe: SimulatedNetwork.probe }
-      }).pipe(
-        Effect.provideService(GrpcChannel.Dialer, dialer),
-        Effect.provideService(SimulatedNetwork.SimulatedNetwork, net)
-      )
+      const { conn } = yield* setup({}, { services: { echo: broken } })
       yield* TestClock.adjust("100 millis")
       const state = yield* conn.state
       assert.strictEqual(state._tag, "Closed")

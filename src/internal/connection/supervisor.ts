@@ -167,6 +167,10 @@ const failed = (failure: GrpcChannel.Failure): ConnectError =>
     detail: failure.detail
   })
 
+// A probe the master refused for the worker's credentials: a rejection, during readiness or while Ready.
+const refusedBy = (probe: Readiness.ProbeFailed): ConnectError =>
+  new ConnectError({ reason: "Rejected", message: probe.message, cause: probe })
+
 /** An attempt that was not READY within the connect timeout, and how far it got. */
 const timedOut = (stage: GrpcChannel.Stage, connectTimeout: Duration.Duration): ConnectError =>
   new ConnectError({
@@ -209,8 +213,7 @@ const lostReport = (report: Readiness.ReadinessReport, lost: ConnectError): Read
   checks: {
     ...report.checks,
     // The probe's own failures, a refusal of the worker's credentials among them; anything else was the channel.
-    [lost.reason === "ProbeFailed" || Readiness.isProbeFailed(lost.cause) ? "probe" : "channel"]: Readiness.CheckResult
-      .Failed({ message: lost.message })
+    [Readiness.isProbeFailed(lost.cause) ? "probe" : "channel"]: Readiness.CheckResult.Failed({ message: lost.message })
   }
 })
 
@@ -311,8 +314,7 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
                     })
                   ))
                 ),
-              ProbeFailed: (rejected) =>
-                Effect.fail(new ConnectError({ reason: "Rejected", message: rejected.message, cause: rejected }))
+              ProbeFailed: (rejected) => Effect.fail(refusedBy(rejected))
             })
           )
           yield* Metric.update(Metrics.readinessSeconds, Duration.toSeconds(report.elapsed))
@@ -395,11 +397,13 @@ export const start = (options: Options): Effect.Effect<Supervisor, never, GrpcCh
           Readiness.answers(link, probe, readiness.probeTimeout).pipe(
             // A probe refused for the worker's credentials is a rejection, as it is during readiness.
             Effect.mapError((error) =>
-              new ConnectError({
-                reason: error.reason === "Rejected" ? "Rejected" : "ProbeFailed",
-                message: error.reason === "Rejected" ? error.message : `probe ${error.reason}: ${error.message}`,
-                cause: error
-              })
+              error.reason === "Rejected"
+                ? refusedBy(error)
+                : new ConnectError({
+                  reason: "ProbeFailed",
+                  message: `probe ${error.reason}: ${error.message}`,
+                  cause: error
+                })
             )
           )
         )

@@ -10,7 +10,6 @@
  *
  * Readiness is held back on `member` while the node is not one.
  */
-import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
@@ -26,7 +25,7 @@ import * as Readiness from "../../Readiness.js"
 import * as Retry from "../../Retry.js"
 import * as TaskSource from "../../TaskSource.js"
 import { errorMessage } from "../shared/format.js"
-import { forkLoop } from "../shared/loop.js"
+import { failOnDefect, forkLoop } from "../shared/loop.js"
 import * as Stepper from "../shared/stepper.js"
 
 export interface Options {
@@ -89,13 +88,7 @@ const heldAfter = 10_000
 // A call of the task source that died (a bug in a source of the app's own) has failed, and says how: it must not end
 // the loop that made it, or the node would never be a member again.
 class SourceDied extends Data.TaggedError("SourceDied")<{ readonly message: string }> {}
-// The defect is logged whole, its stack with it: it is a bug to find.
-const surviving = <A, E, R>(call: Effect.Effect<A, E, R>): Effect.Effect<A, E | SourceDied, R> =>
-  Effect.catchAllDefect(call, (defect) =>
-    Effect.zipRight(
-      Effect.logError("a call of the task source died", Cause.die(defect)),
-      Effect.fail(new SourceDied({ message: `it died: ${errorMessage(defect)}` }))
-    ))
+const surviving = (what: string) => failOnDefect(what, (message) => new SourceDied({ message }))
 
 /** Starts the membership's loops in the current scope. */
 export const start = (options: Options): Effect.Effect<Membership, never, Scope.Scope> =>
@@ -139,7 +132,7 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
         yield* setMember(Readiness.CheckResult.Pending())
         while (true) {
           if (failedInARow > 0) yield* Effect.sleep(Option.getOrElse(yield* delays.next(undefined), () => 0))
-          const registered = yield* Effect.either(surviving(source.register(generation)))
+          const registered = yield* Effect.either(surviving("Register")(source.register(generation)))
           if (registered._tag === "Left") {
             failedInARow++
             const why = `registering for generation ${generation} failed: ${errorMessage(registered.left)}`
@@ -164,7 +157,7 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
           yield* Effect.logInfo(`node registered for generation ${generation}`)
           const streamEnd = source.subscribe(generation).pipe(
             Stream.runForEach((request) => options.cancel(request.taskId)),
-            surviving,
+            surviving("Subscribe"),
             Effect.matchEffect({
               onSuccess: () => Effect.succeed("the master ended its stream"),
               onFailure: (error) =>
@@ -196,7 +189,7 @@ export const start = (options: Options): Effect.Effect<Membership, never, Scope.
       const now = yield* current
       if (Option.isNone(now)) return
       const member = now.value
-      const answer = yield* Effect.either(surviving(source.heartbeat(yield* options.running)))
+      const answer = yield* Effect.either(surviving("the heartbeat")(source.heartbeat(yield* options.running)))
       if (answer._tag === "Left") {
         yield* Effect.logWarning(`heartbeat failed: ${errorMessage(answer.left)}`)
         yield* options.onHeartbeatFailure
